@@ -1,0 +1,95 @@
+/// A device: the component on the far side of a queue that serves the driver's requests.
+///
+/// Write the device logic once, against this protocol, and run it at any isolation level: on a
+/// thread of the driver's process (the heap backend), in a child process over shared memory,
+/// or in a seccomp-confined child. The backends call ``DeviceQueue/serve(_:spins:)``, which
+/// takes requests, hands each to ``handle(_:on:)``, completes it with the bytes written, and
+/// notifies the driver once per batch.
+///
+/// ```swift
+/// struct Uppercase: DeviceComponent {
+///     static let name = "uppercase"
+///     mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+///         _ request: borrowing DeviceRequest,
+///         on queue: borrowing DeviceQueue<R, N>
+///     ) throws -> Int {
+///         var text = [UInt8](repeating: 0, count: request.readableByteCount)
+///         _ = text.withUnsafeMutableBytes { queue.gather(request, into: $0) }
+///         let reply = text.map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 }
+///         return reply.withUnsafeBytes { queue.scatter($0, into: request) }
+///     }
+/// }
+/// ```
+public protocol DeviceComponent: SendableMetatype {
+    /// A stable name, used to pick the device when a host process is started in a device role.
+    static var name: String { get }
+
+    /// The features the device implements; the default is everything this library supports.
+    static var supportedFeatures: Features { get }
+
+    /// Creates the device. A child process calls this after it has attached to the region (and,
+    /// when sandboxed, after its seccomp filter is loaded).
+    init()
+
+    /// Serves one request: reads its device-readable segments, writes its reply into the
+    /// device-writable ones, and returns the number of bytes written.
+    ///
+    /// - Throws: Any error ends ``DeviceQueue/serve(_:spins:)`` with that error; the request is
+    ///   completed with 0 bytes first, so the driver gets its buffers back.
+    mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+        _ request: borrowing DeviceRequest,
+        on queue: borrowing DeviceQueue<R, N>
+    ) throws -> Int
+}
+
+extension DeviceComponent {
+    public static var supportedFeatures: Features { .all }
+}
+
+extension DeviceQueue {
+    /// Runs `device` until the driver goes away: waits for requests, serves every available one,
+    /// completes it, and notifies the driver once per batch when it asked to be notified.
+    ///
+    /// Returns normally when the driver closes its end (the notifier reports
+    /// ``VirtqueueError/Code-swift.struct/peerDied`` while the device is idle).
+    ///
+    /// - Parameters:
+    ///   - device: The device logic.
+    ///   - spins: How long to poll before sleeping; see ``waitForRequests(spins:)``.
+    /// - Throws: A ``VirtqueueError`` for a ring violation, or whatever `device` throws.
+    public mutating func serve<Device: DeviceComponent>(_ device: inout Device, spins: Int = 256) throws {
+        while try waitForRequestsUnlessDriverGone(spins: spins) {
+            while try serveNext(&device) {}
+            try notifyIfNeeded()
+        }
+    }
+
+    /// Waits for requests; `false` when the driver has gone.
+    mutating func waitForRequestsUnlessDriverGone(spins: Int) throws(VirtqueueError) -> Bool {
+        do {
+            try waitForRequests(spins: spins)
+            return true
+        } catch {
+            if error.code == .peerDied { return false }
+            throw error
+        }
+    }
+
+    /// Serves one request if there is one; `false` when none is available.
+    mutating func serveNext<Device: DeviceComponent>(_ device: inout Device) throws -> Bool {
+        guard let request = try nextRequest() else { return false }
+        var written = 0
+        var failure: (any Error)?
+        do {
+            written = try device.handle(request, on: self)
+        } catch {
+            failure = error
+        }
+        try complete(request, written: failure == nil ? written : 0)
+        if let failure {
+            _ = try? notifyIfNeeded()
+            throw failure
+        }
+        return true
+    }
+}

@@ -1,0 +1,597 @@
+/// The driver's end of a split virtqueue: it offers buffers to the device and takes them back.
+///
+/// This is the seL4 libvirtqueue driver (`virtqueue_driver_t`) rebuilt to virtio 1.x, byte for
+/// byte, with two differences that matter. First, it keeps all of its bookkeeping — the free
+/// descriptor list, the chains in flight, the buffer pool — in private memory, and treats every
+/// value the device writes as untrusted: a malformed used ring breaks the queue with a typed
+/// error instead of corrupting the driver. Second, chains are `~Copyable` tokens, so a chain is
+/// submitted once and freed once.
+///
+/// Buffers come from a pool of fixed-size slots carved out of the region's data area. The seed's
+/// eight steps, on the driver side:
+///
+/// ```swift
+/// var chain = driver.makeChain()                                   // 1. new available entry
+/// try driver.appendReadable(to: &chain, copying: request)          // 2. chain buffers
+/// try driver.appendWritable(to: &chain, capacity: 512)
+/// try driver.submit(chain)
+/// try driver.notifyIfNeeded()                                      // 3. kick the device
+/// // … the device does steps 4–7 …
+/// try driver.waitForUsed()
+/// if let used = try driver.takeUsed() {                            // 8. take the used entry
+///     driver.forEachSegment(of: used) { isWritable, bytes in … }   //    and iterate its buffers
+///     try driver.free(used)                                        //    to free them
+/// }
+/// ```
+///
+/// The queue is generic over its region and notifier so that every call specialises: the hot
+/// path makes no allocation, takes no lock, calls no existential and retains nothing.
+public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~Copyable {
+    @usableFromInline let region: Region
+    /// The notifier this queue kicks the device through and waits on for used buffers.
+    public let notifier: Notify
+    /// The features negotiated for this region.
+    public let features: Features
+    /// The size of each pool buffer, in bytes.
+    public let bufferSize: Int
+    /// A chain grows into an indirect table once it has more segments than this (when
+    /// VIRTIO_F_INDIRECT_DESC is negotiated), or when descriptors run out.
+    public let indirectThreshold: Int
+    @usableFromInline let ring: RingGeometry
+    @usableFromInline let endpoint: Endpoint
+    @usableFromInline let state: UnsafeMutablePointer<DriverState>
+    @usableFromInline let queueIdentity: UInt32
+    @usableFromInline let indirect: Bool
+    /// Bus address of the first pool buffer.
+    @usableFromInline let poolStart: UInt64
+
+    /// Attaches the driver to queue `queueIndex` of a region whose header has been written
+    /// (``RegionLayout/initialize(_:)``).
+    ///
+    /// - Parameters:
+    ///   - region: The region; the queue owns it from now on.
+    ///   - notifier: Kicks the device; waits for the device's notifications.
+    ///   - queueIndex: Which of the region's queues to drive.
+    ///   - bufferSize: Bytes per pool buffer: a multiple of 16, at least 16. The pool takes the
+    ///     whole data area (for a region with several queues, see `poolRange`).
+    ///   - poolRange: The part of the data area, relative to its start, this queue's pool uses;
+    ///     `nil` for all of it.
+    ///   - indirectThreshold: See ``indirectThreshold``.
+    /// - Throws: ``VirtqueueError`` if the header is malformed or a parameter is out of range.
+    public init(
+        region: consuming Region,
+        notifier: Notify,
+        queueIndex: Int = 0,
+        bufferSize: Int = 4096,
+        poolRange: Range<Int>? = nil,
+        indirectThreshold: Int = 16
+    ) throws(VirtqueueError) {
+        let layout = try RegionLayout(reading: region)
+        guard layout.queues.indices.contains(queueIndex) else {
+            throw VirtqueueError(.noSuchQueue, "queue index \(queueIndex) is not below the region's \(layout.queues.count) queues")
+        }
+        guard bufferSize >= 16, bufferSize % 16 == 0, bufferSize <= Int(UInt32.max) else {
+            throw VirtqueueError(.invalidConfiguration, "buffer size \(bufferSize) is not a multiple of 16 between 16 and 2^32")
+        }
+        let pool = poolRange ?? 0..<layout.dataAreaSize
+        guard pool.lowerBound >= 0, pool.upperBound <= layout.dataAreaSize, pool.lowerBound % 16 == 0 else {
+            throw VirtqueueError(.invalidConfiguration, "pool range \(pool) is not a 16-aligned part of the data area 0..<\(layout.dataAreaSize)")
+        }
+        guard indirectThreshold >= 1 else {
+            throw VirtqueueError(.invalidConfiguration, "indirect threshold \(indirectThreshold) is below 1")
+        }
+        let queue = layout.queues[queueIndex]
+        let bufferCount = min(pool.count / bufferSize, Int(UInt32.max - 1))
+        let ring = RingGeometry(layout: layout, queue: queue)
+        self.region = region
+        self.notifier = notifier
+        self.features = layout.features
+        self.bufferSize = bufferSize
+        self.indirectThreshold = indirectThreshold
+        self.ring = ring
+        self.endpoint = .driver(ring, eventIndex: layout.features.contains(.eventIndex))
+        self.indirect = layout.features.contains(.indirectDescriptors)
+        self.poolStart = UInt64(layout.dataAreaOffset + pool.lowerBound)
+        self.state = .allocate(capacity: 1)
+        self.state.initialize(to: DriverState(queueSize: queue.size, bufferCount: bufferCount))
+        self.queueIdentity = makeQueueIdentity()
+    }
+
+    deinit {
+        state.pointee.deallocate()
+        state.deinitialize(count: 1)
+        state.deallocate()
+    }
+
+    // MARK: Introspection
+
+    /// The queue size N.
+    @inlinable public var queueSize: Int { ring.size }
+    /// Descriptors not used by any chain being built or in flight.
+    @inlinable public var freeDescriptorCount: Int { state.pointee.freeDescriptorCount }
+    /// Pool buffers not used by any chain.
+    @inlinable public var freeBufferCount: Int { state.pointee.freeBufferCount }
+    /// The number of buffers in the pool.
+    @inlinable public var bufferCount: Int { state.pointee.bufferCount }
+    /// Chains submitted and not yet taken back.
+    @inlinable public var inFlightCount: Int { state.pointee.inFlightCount }
+    /// The violation that broke the queue, or `nil` while it works.
+    @inlinable public var brokenReason: VirtqueueError? { state.pointee.broken }
+    /// Whether the queue is broken.
+    @inlinable public var isBroken: Bool { state.pointee.broken != nil }
+    /// The longest chain this queue can build.
+    /// (Virtio limits a chain to the queue size; an indirect table must also fit one buffer.)
+    @inlinable public var maximumChainLength: Int { ring.size }
+
+    // MARK: Building chains (seed steps 1 and 2)
+
+    /// Starts a new, empty chain (the seed's "create a new ring entry and get a handle back").
+    @inlinable
+    public func makeChain() -> Chain {
+        Chain(queueIdentity: queueIdentity)
+    }
+
+    /// Appends a device-readable segment of `count` bytes, which `fill` writes in place.
+    ///
+    /// The payload is written once, straight into the shared buffer: zero-copy.
+    ///
+    /// - Parameters:
+    ///   - chain: The chain being built.
+    ///   - count: The segment's length; at most ``bufferSize``.
+    ///   - fill: Writes the payload. The pointer is valid only inside the closure.
+    /// - Throws: ``VirtqueueError`` with ``VirtqueueError/Code-swift.struct/payloadTooLarge``,
+    ///   ``VirtqueueError/Code-swift.struct/readableAfterWritable``, ``VirtqueueError/Code-swift.struct/chainTooLong``,
+    ///   ``VirtqueueError/Code-swift.struct/poolExhausted`` or ``VirtqueueError/Code-swift.struct/ringFull``;
+    ///   the chain is unchanged.
+    @inlinable
+    public mutating func appendReadable(
+        to chain: inout Chain,
+        count: Int,
+        _ fill: (UnsafeMutableRawBufferPointer) -> Void
+    ) throws(VirtqueueError) {
+        guard !chain.hasWritable else {
+            throw VirtqueueError(
+                .readableAfterWritable,
+                "a readable segment of \(count) bytes cannot follow the chain's writable segments"
+            )
+        }
+        let buffer = try appendSegment(to: &chain, length: count, writable: false)
+        let offset = bufferOffset(buffer)
+        region.withUnsafeMutableBytes { raw in
+            fill(UnsafeMutableRawBufferPointer(start: raw.baseAddress.unsafelyUnwrapped + offset, count: count))
+        }
+        chain._readableByteCount += count
+    }
+
+    /// Appends a device-readable segment holding a copy of `bytes`.
+    ///
+    /// - Throws: As ``appendReadable(to:count:_:)``.
+    @inlinable
+    public mutating func appendReadable(to chain: inout Chain, copying bytes: UnsafeRawBufferPointer) throws(VirtqueueError) {
+        try appendReadable(to: &chain, count: bytes.count) { destination in
+            destination.copyMemory(from: bytes)
+        }
+    }
+
+    /// Appends a device-readable segment holding a copy of `bytes`.
+    ///
+    /// - Throws: As ``appendReadable(to:count:_:)``.
+    @inlinable
+    public mutating func appendReadable(to chain: inout Chain, copying bytes: some Sequence<UInt8>) throws(VirtqueueError) {
+        let array = Array(bytes)
+        try appendReadable(to: &chain, count: array.count) { destination in
+            destination.copyBytes(from: array)
+        }
+    }
+
+    /// Appends a device-writable segment with room for `capacity` bytes.
+    ///
+    /// - Parameter capacity: The room offered to the device; at most ``bufferSize``; `nil` for
+    ///   a whole buffer.
+    /// - Throws: As ``appendReadable(to:count:_:)``, except for the ordering rule.
+    @inlinable
+    public mutating func appendWritable(to chain: inout Chain, capacity: Int? = nil) throws(VirtqueueError) {
+        let length = capacity ?? bufferSize
+        _ = try appendSegment(to: &chain, length: length, writable: true)
+        chain._writableByteCount += length
+        chain.hasWritable = true
+    }
+
+    /// Gives a chain that was never submitted back to the pool.
+    ///
+    /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if the chain belongs to another queue.
+    @inlinable
+    public mutating func discard(_ chain: consuming Chain) throws(VirtqueueError) {
+        try checkOwned(chain.queueIdentity)
+        releaseUnsubmitted(chain)
+    }
+
+    // MARK: Submitting and notifying (seed steps 2 and 3)
+
+    /// Makes a chain available to the device and publishes the new `avail.idx`.
+    ///
+    /// Submitting does not notify the device: submit a batch, then call ``notifyIfNeeded()`` once.
+    ///
+    /// - Returns: The chain's id (its head descriptor), which the device reports back.
+    /// - Throws: ``VirtqueueError/Code-swift.struct/emptyChain``, ``VirtqueueError/Code-swift.struct/notOwned``, or
+    ///   ``VirtqueueError/Code-swift.struct/queueBroken``. The chain's buffers go back to the pool on error.
+    @inlinable
+    @discardableResult
+    public mutating func submit(_ chain: consuming Chain) throws(VirtqueueError) -> UInt16 {
+        try checkOwned(chain.queueIdentity)
+        guard chain._segmentCount > 0 else {
+            throw VirtqueueError(.emptyChain, "a chain with no segments cannot be submitted")
+        }
+        if let broken = state.pointee.broken {
+            releaseUnsubmitted(chain)
+            throw .broken(by: broken)
+        }
+        let head = state.pointee.buffers[Int(chain.firstBuffer)].descriptor
+        let ring = self.ring
+        let bufferSize = self.bufferSize
+        region.withUnsafeMutableBytes { raw in
+            let base = raw.baseAddress.unsafelyUnwrapped
+            let buffers = state.pointee.buffers
+            if chain.indirectTable != noBuffer {
+                let tableAddress = poolStart + UInt64(chain.indirectTable) * UInt64(bufferSize)
+                var buffer = chain.firstBuffer
+                for index in 0..<chain._segmentCount {
+                    let record = buffers[Int(buffer)]
+                    let last = index == chain._segmentCount - 1
+                    Descriptor(
+                        address: poolStart + UInt64(buffer) * UInt64(bufferSize),
+                        length: record.length,
+                        flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
+                            | (last ? 0 : Descriptor.nextFlag),
+                        next: last ? 0 : UInt16(truncatingIfNeeded: index + 1)
+                    ).store(to: base, at: Int(tableAddress) + index * Descriptor.byteCount)
+                    buffer = record.next
+                }
+                Descriptor(
+                    address: tableAddress,
+                    length: UInt32(chain._segmentCount * Descriptor.byteCount),
+                    flags: Descriptor.indirectFlag,
+                    next: 0
+                ).store(to: base, at: ring.descriptorTable + Int(head) * Descriptor.byteCount)
+            } else {
+                var buffer = chain.firstBuffer
+                for index in 0..<chain._segmentCount {
+                    let record = buffers[Int(buffer)]
+                    let last = index == chain._segmentCount - 1
+                    Descriptor(
+                        address: poolStart + UInt64(buffer) * UInt64(bufferSize),
+                        length: record.length,
+                        flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
+                            | (last ? 0 : Descriptor.nextFlag),
+                        next: last ? 0 : buffers[Int(record.next)].descriptor
+                    ).store(to: base, at: ring.descriptorTable + Int(record.descriptor) * Descriptor.byteCount)
+                    buffer = record.next
+                }
+            }
+            let available = state.pointee.nextAvailable
+            let slot = ring.availableRing + Int(available & ring.mask) * 2
+            (base + slot).storeBytes(of: head.littleEndian, as: UInt16.self)
+            endpoint.publish(available &+ 1, in: base)
+        }
+        state.pointee.nextAvailable &+= 1
+        state.pointee.heads[Int(head)] = HeadRecord(
+            firstBuffer: chain.firstBuffer,
+            segmentCount: UInt32(chain._segmentCount),
+            writableByteCount: UInt64(chain._writableByteCount),
+            indirectTable: chain.indirectTable,
+            inFlight: true
+        )
+        state.pointee.inFlightCount += 1
+        return head
+    }
+
+    /// Kicks the device if it has asked to be notified of the chains submitted since the last
+    /// call (virtio's `USED_F_NO_NOTIFY` flag, or `avail_event` under EVENT_IDX).
+    ///
+    /// This is the seed's notify callback, called only when needed: a burst of submissions
+    /// while the device is awake costs no kick at all.
+    ///
+    /// - Returns: Whether the notifier was called.
+    /// - Throws: ``VirtqueueError`` from the notifier, or ``VirtqueueError/Code-swift.struct/queueBroken``.
+    @inlinable
+    @discardableResult
+    public mutating func notifyIfNeeded() throws(VirtqueueError) -> Bool {
+        if let broken = state.pointee.broken { throw .broken(by: broken) }
+        let new = state.pointee.nextAvailable
+        let old = state.pointee.lastNotifyCheck
+        state.pointee.lastNotifyCheck = new
+        let needed = region.withUnsafeMutableBytes { raw in
+            endpoint.peerNeedsNotification(new: new, old: old, in: raw.baseAddress.unsafelyUnwrapped)
+        }
+        if needed { try notifier.notify() }
+        return needed
+    }
+
+    // MARK: Taking chains back (seed step 8)
+
+    /// Takes the next chain the device has returned, or `nil` if there is none yet.
+    ///
+    /// The used element is read once and validated: `used.idx` may not move more than the
+    /// queue size, the id must name a chain in flight, and the length may not exceed the
+    /// chain's writable bytes. A violation breaks the queue.
+    ///
+    /// - Throws: ``VirtqueueError`` naming the violation; afterwards
+    ///   ``VirtqueueError/Code-swift.struct/queueBroken``. Take the chains still in flight
+    ///   back with ``takeAbandoned()``.
+    @inlinable
+    public mutating func takeUsed() throws(VirtqueueError) -> UsedChain? {
+        if let broken = state.pointee.broken { throw .broken(by: broken) }
+        let lastUsed = state.pointee.lastUsed
+        let size = ring.size
+        let ring = self.ring
+        let element: (index: UInt16, id: UInt32, length: UInt32)? = region.withUnsafeMutableBytes { raw in
+            let base = raw.baseAddress.unsafelyUnwrapped
+            let index = endpoint.loadPeerIndex(in: base)
+            if index == lastUsed { return nil }
+            let slot = base + ring.usedRing + Int(lastUsed & ring.mask) * 8
+            let id = UInt32(littleEndian: UnsafeRawPointer(slot).loadUnaligned(as: UInt32.self))
+            let length = UInt32(littleEndian: UnsafeRawPointer(slot).loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+            return (index, id, length)
+        }
+        guard let element else { return nil }
+        let pending = Int(element.index &- lastUsed)
+        guard pending <= size else {
+            throw breakQueue(
+                VirtqueueError(
+                    .usedIndexJump,
+                    "used.idx \(element.index) is \(pending) past the last seen \(lastUsed); the queue size is \(size)"
+                )
+            )
+        }
+        guard element.id < UInt32(size) else {
+            throw breakQueue(VirtqueueError(.usedIDOutOfRange, "used.id \(element.id) is not below the queue size \(size)"))
+        }
+        let head = UInt16(truncatingIfNeeded: element.id)
+        let record = state.pointee.heads[Int(head)]
+        guard record.inFlight else {
+            throw breakQueue(VirtqueueError(.usedIDNotInFlight, "used.id \(element.id) names no chain in flight"))
+        }
+        guard UInt64(element.length) <= record.writableByteCount else {
+            throw breakQueue(
+                VirtqueueError(
+                    .usedLengthTooLarge,
+                    "used.len \(element.length) for chain \(head) exceeds its \(record.writableByteCount) writable bytes"
+                )
+            )
+        }
+        state.pointee.lastUsed = lastUsed &+ 1
+        state.pointee.releaseDescriptors(of: head)
+        return UsedChain(
+            id: head,
+            writtenByteCount: Int(element.length),
+            status: .completed,
+            firstBuffer: record.firstBuffer,
+            segmentCount: Int(record.segmentCount),
+            queueIdentity: queueIdentity
+        )
+    }
+
+    /// After the queue broke, takes back one chain that was still in flight, marked
+    /// ``UsedChain/Status-swift.enum/abandoned(_:)``; `nil` when none is left (or the queue is not broken).
+    ///
+    /// Together with ``takeUsed()`` this accounts for every buffer the driver ever submitted.
+    @inlinable
+    public mutating func takeAbandoned() -> UsedChain? {
+        guard let broken = state.pointee.broken, state.pointee.inFlightCount > 0 else { return nil }
+        let cause = broken.code
+        while state.pointee.abandonCursor < ring.size {
+            let head = state.pointee.abandonCursor
+            state.pointee.abandonCursor += 1
+            let record = state.pointee.heads[head]
+            guard record.inFlight else { continue }
+            state.pointee.releaseDescriptors(of: UInt16(truncatingIfNeeded: head))
+            return UsedChain(
+                id: UInt16(truncatingIfNeeded: head),
+                writtenByteCount: 0,
+                status: .abandoned(cause),
+                firstBuffer: record.firstBuffer,
+                segmentCount: Int(record.segmentCount),
+                queueIdentity: queueIdentity
+            )
+        }
+        return nil
+    }
+
+    /// Calls `body` with each segment of a returned chain, in order: device-readable segments
+    /// with the bytes the driver wrote, device-writable ones with the prefix the device wrote
+    /// (by the chain's ``UsedChain/writtenByteCount``).
+    ///
+    /// The seed's `virtqueue_gather_used`, without the copy.
+    @inlinable
+    public func forEachSegment<E: Error>(
+        of used: borrowing UsedChain,
+        _ body: (_ isDeviceWritable: Bool, _ bytes: UnsafeRawBufferPointer) throws(E) -> Void
+    ) throws(E) {
+        guard used.queueIdentity == queueIdentity else { return }
+        var remaining = used.writtenByteCount
+        var buffer = used.firstBuffer
+        let buffers = state.pointee.buffers
+        try region.withUnsafeMutableBytes { (raw) throws(E) in
+            let base = raw.baseAddress.unsafelyUnwrapped
+            for _ in 0..<used.segmentCount {
+                let record = buffers[Int(buffer)]
+                let start = UnsafeRawPointer(base + bufferOffset(buffer))
+                if record.flags & BufferRecord.writableFlag != 0 {
+                    let written = min(remaining, Int(record.length))
+                    remaining -= written
+                    try body(true, UnsafeRawBufferPointer(start: start, count: written))
+                } else {
+                    try body(false, UnsafeRawBufferPointer(start: start, count: Int(record.length)))
+                }
+                buffer = record.next
+            }
+        }
+    }
+
+    /// Copies the bytes the device wrote into `destination`, in segment order.
+    ///
+    /// - Returns: The number of bytes copied: the smaller of ``UsedChain/writtenByteCount`` and
+    ///   `destination.count`.
+    @inlinable
+    public func copyWrittenBytes(of used: borrowing UsedChain, into destination: UnsafeMutableRawBufferPointer) -> Int {
+        var copied = 0
+        forEachSegment(of: used) { isWritable, bytes in
+            guard isWritable, copied < destination.count else { return }
+            let count = min(bytes.count, destination.count - copied)
+            UnsafeMutableRawBufferPointer(rebasing: destination[copied..<copied + count])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<count]))
+            copied += count
+        }
+        return copied
+    }
+
+    /// Returns a chain's buffers to the pool (the seed's "iterate through the buffers to free them").
+    ///
+    /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if the chain came from another queue.
+    @inlinable
+    public mutating func free(_ used: consuming UsedChain) throws(VirtqueueError) {
+        try checkOwned(used.queueIdentity)
+        state.pointee.releaseBuffers(first: used.firstBuffer, count: used.segmentCount)
+    }
+
+    /// Blocks until the device has returned at least one chain (or returns at once if none is
+    /// in flight).
+    ///
+    /// Spins `spins` times reading `used.idx`, then asks the device for a notification
+    /// (clearing `VIRTQ_AVAIL_F_NO_INTERRUPT`, or setting `used_event` under EVENT_IDX),
+    /// re-checks, and sleeps on the notifier.
+    ///
+    /// - Throws: ``VirtqueueError`` from the notifier (for example ``VirtqueueError/Code-swift.struct/peerDied``,
+    ///   which also breaks the queue) or ``VirtqueueError/Code-swift.struct/queueBroken``.
+    @inlinable
+    public mutating func waitForUsed(spins: Int = 256) throws(VirtqueueError) {
+        if let broken = state.pointee.broken { throw .broken(by: broken) }
+        guard state.pointee.inFlightCount > 0 else { return }
+        let lastUsed = state.pointee.lastUsed
+        let notifier = self.notifier
+        do throws(VirtqueueError) {
+            try region.withUnsafeMutableBytes { (raw) throws(VirtqueueError) in
+                try endpoint.waitForPeer(
+                    lastSeen: lastUsed,
+                    spins: spins,
+                    notifier: notifier,
+                    in: raw.baseAddress.unsafelyUnwrapped
+                )
+            }
+        } catch {
+            if error.code == .peerDied { throw breakQueue(error) }
+            throw error
+        }
+    }
+
+    /// Breaks the queue on purpose — for example when a supervisor learns that the device
+    /// process died. Chains in flight can then be taken back with ``takeAbandoned()``.
+    @inlinable
+    public mutating func markBroken(_ reason: VirtqueueError) {
+        _ = breakQueue(reason)
+    }
+
+    // MARK: Internals
+
+    @inlinable
+    func bufferOffset(_ buffer: UInt32) -> Int {
+        Int(poolStart) + Int(buffer) * bufferSize
+    }
+
+    @inlinable
+    func checkOwned(_ identity: UInt32) throws(VirtqueueError) {
+        guard identity == queueIdentity else {
+            throw VirtqueueError(.notOwned, "token of queue #\(identity) used on queue #\(queueIdentity)")
+        }
+    }
+
+    @inlinable
+    func breakQueue(_ violation: VirtqueueError) -> VirtqueueError {
+        if state.pointee.broken == nil { state.pointee.broken = violation }
+        return violation
+    }
+
+    /// Takes a buffer (and, for a direct chain, a descriptor) and links it to the chain.
+    @inlinable
+    mutating func appendSegment(to chain: inout Chain, length: Int, writable: Bool) throws(VirtqueueError) -> UInt32 {
+        try checkOwned(chain.queueIdentity)
+        if let broken = state.pointee.broken { throw .broken(by: broken) }
+        guard length >= 0, length <= bufferSize else {
+            throw VirtqueueError(.payloadTooLarge, "segment of \(length) bytes does not fit a \(bufferSize)-byte buffer")
+        }
+        guard chain._segmentCount < maximumChainLength else {
+            throw VirtqueueError(
+                .chainTooLong,
+                "chain of \(chain._segmentCount + 1) segments exceeds the limit of \(maximumChainLength)"
+            )
+        }
+        if !chain.isIndirect && chain._segmentCount > 0 && indirect
+            && (chain._segmentCount >= indirectThreshold || state.pointee.freeDescriptorCount == 0)
+        {
+            try convertToIndirect(&chain)
+        }
+        if chain.isIndirect {
+            guard (chain._segmentCount + 1) * Descriptor.byteCount <= bufferSize else {
+                throw VirtqueueError(
+                    .chainTooLong,
+                    "chain of \(chain._segmentCount + 1) segments does not fit an indirect table in a \(bufferSize)-byte buffer"
+                )
+            }
+        } else {
+            guard state.pointee.freeDescriptorCount > 0 else {
+                throw VirtqueueError(.ringFull, "all \(ring.size) descriptors are in use")
+            }
+        }
+        guard state.pointee.freeBufferCount > 0 else {
+            throw VirtqueueError(.poolExhausted, "all \(state.pointee.bufferCount) pool buffers are in use")
+        }
+        let buffer = state.pointee.popBuffer()
+        if !chain.isIndirect || chain._segmentCount == 0 {
+            state.pointee.buffers[Int(buffer)].descriptor = state.pointee.popDescriptor()
+        }
+        state.pointee.buffers[Int(buffer)].length = UInt32(length)
+        if writable { state.pointee.buffers[Int(buffer)].flags |= BufferRecord.writableFlag }
+        if chain.lastBuffer == noBuffer {
+            chain.firstBuffer = buffer
+        } else {
+            state.pointee.buffers[Int(chain.lastBuffer)].next = buffer
+        }
+        chain.lastBuffer = buffer
+        chain._segmentCount += 1
+        return buffer
+    }
+
+    /// Moves a chain that is still private onto an indirect table: its first descriptor becomes
+    /// the head, the others go back to the free list, and a pool buffer will hold the table.
+    @inlinable
+    mutating func convertToIndirect(_ chain: inout Chain) throws(VirtqueueError) {
+        guard (chain._segmentCount + 1) * Descriptor.byteCount <= bufferSize else { return }
+        guard state.pointee.freeBufferCount > 0 else {
+            throw VirtqueueError(.poolExhausted, "all \(state.pointee.bufferCount) pool buffers are in use")
+        }
+        chain.indirectTable = state.pointee.popBuffer()
+        var buffer = state.pointee.buffers[Int(chain.firstBuffer)].next
+        for _ in 1..<chain._segmentCount {
+            state.pointee.pushDescriptor(state.pointee.buffers[Int(buffer)].descriptor)
+            buffer = state.pointee.buffers[Int(buffer)].next
+        }
+    }
+
+    @inlinable
+    func releaseUnsubmitted(_ chain: consuming Chain) {
+        guard chain._segmentCount > 0 else { return }
+        if chain.isIndirect {
+            state.pointee.pushDescriptor(state.pointee.buffers[Int(chain.firstBuffer)].descriptor)
+            state.pointee.pushBuffer(chain.indirectTable)
+        } else {
+            var buffer = chain.firstBuffer
+            for _ in 0..<chain._segmentCount {
+                state.pointee.pushDescriptor(state.pointee.buffers[Int(buffer)].descriptor)
+                buffer = state.pointee.buffers[Int(buffer)].next
+            }
+        }
+        state.pointee.releaseBuffers(first: chain.firstBuffer, count: chain._segmentCount)
+    }
+}
+
+extension DriverQueue: @unchecked Sendable where Region: Sendable {}

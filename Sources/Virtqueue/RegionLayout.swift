@@ -1,0 +1,295 @@
+/// Where one split virtqueue's three parts lie inside a region.
+///
+/// Sizes follow virtio 1.x §2.7 for queue size N: a descriptor table of 16·N bytes (alignment
+/// 16), an available ring of 6 + 2·N bytes (alignment 2) and a used ring of 6 + 8·N bytes
+/// (alignment 4). This library places each part on a 64-byte boundary so the driver's and the
+/// device's hot fields never share a cache line.
+public struct QueueLayout: Hashable, Sendable {
+    /// The largest queue size virtio allows.
+    public static let maximumSize = 32768
+
+    /// The queue size N: the number of descriptors, and of entries in each ring.
+    public let size: Int
+    /// Offset of the descriptor table from the start of the region.
+    public let descriptorTableOffset: Int
+    /// Offset of the available ring (`flags`, `idx`, `ring[N]`, `used_event`).
+    public let availableRingOffset: Int
+    /// Offset of the used ring (`flags`, `idx`, `ring[N]`, `avail_event`).
+    public let usedRingOffset: Int
+
+    /// Bytes in the descriptor table of a queue of `size` entries.
+    public static func descriptorTableByteCount(size: Int) -> Int { 16 * size }
+    /// Bytes in the available ring of a queue of `size` entries.
+    public static func availableRingByteCount(size: Int) -> Int { 6 + 2 * size }
+    /// Bytes in the used ring of a queue of `size` entries.
+    public static func usedRingByteCount(size: Int) -> Int { 6 + 8 * size }
+
+    /// Checks that `size` is a valid virtio queue size: a power of two from 1 to 32768.
+    ///
+    /// - Throws: ``VirtqueueError/Code-swift.struct/invalidQueueSize``, naming the value.
+    public static func validate(size: Int) throws(VirtqueueError) {
+        guard size >= 1, size <= maximumSize, size & (size - 1) == 0 else {
+            throw VirtqueueError(
+                .invalidQueueSize,
+                "queue size \(size) is not a power of two between 1 and \(maximumSize)"
+            )
+        }
+    }
+
+    /// Creates a layout from explicit offsets. Use ``RegionLayout/init(queueSizes:dataAreaSize:features:)``
+    /// to compute one.
+    public init(size: Int, descriptorTableOffset: Int, availableRingOffset: Int, usedRingOffset: Int) {
+        self.size = size
+        self.descriptorTableOffset = descriptorTableOffset
+        self.availableRingOffset = availableRingOffset
+        self.usedRingOffset = usedRingOffset
+    }
+
+    /// The byte ranges of the three parts, for overlap and bounds checks.
+    var ranges: [Range<Int>] {
+        [
+            descriptorTableOffset..<descriptorTableOffset + Self.descriptorTableByteCount(size: size),
+            availableRingOffset..<availableRingOffset + Self.availableRingByteCount(size: size),
+            usedRingOffset..<usedRingOffset + Self.usedRingByteCount(size: size),
+        ]
+    }
+}
+
+/// The layout of a whole region: a versioned header, one or more split virtqueues and a data
+/// area that holds the buffers.
+///
+/// The header lets a peer attach knowing only the region (a file descriptor, say); its byte
+/// layout is specified in `docs/wire-format.md`. The creator computes a layout with
+/// ``init(queueSizes:dataAreaSize:features:)`` and writes it with ``initialize(_:)``; each queue
+/// — driver or device, in this process or another — then reads it back with
+/// ``init(reading:)``, which validates every field, because the header lives in shared memory.
+public struct RegionLayout: Hashable, Sendable {
+    /// The header's magic number: the ASCII bytes `SWIFTVQ` followed by a zero byte.
+    public static let magic: UInt64 = 0x0051_5654_4649_5753
+    /// The header format version this library writes and reads.
+    public static let version: UInt16 = 1
+    /// The most queues a region may hold.
+    public static let maximumQueueCount = 64
+    /// Bytes of the fixed header, before the per-queue entries.
+    public static let fixedHeaderByteCount = 64
+    /// Bytes of each per-queue header entry.
+    public static let queueEntryByteCount = 32
+    /// Alignment of every area the layout places (queues and data area).
+    public static let areaAlignment = 64
+
+    /// The queues, in order; queue `i` is addressed by index `i`.
+    public let queues: [QueueLayout]
+    /// The negotiated features; both sides of every queue use exactly these.
+    public let features: Features
+    /// Offset of the data area, where buffers live.
+    public let dataAreaOffset: Int
+    /// Bytes in the data area.
+    public let dataAreaSize: Int
+    /// Total bytes the layout covers; the region must have at least this many.
+    public let regionSize: Int
+
+    /// Bytes of the header including the per-queue entries.
+    public var headerByteCount: Int { Self.fixedHeaderByteCount + Self.queueEntryByteCount * queues.count }
+
+    /// Computes a packed layout: header, then each queue's descriptor table, available ring and
+    /// used ring, then the data area.
+    ///
+    /// - Parameters:
+    ///   - queueSizes: The size of each queue; each a power of two from 1 to 32768.
+    ///   - dataAreaSize: Bytes for buffers (the driver's pool is carved out of them).
+    ///   - features: The negotiated features; ``Features/version1`` is added if missing.
+    /// - Throws: ``VirtqueueError`` naming the bad value.
+    public init(queueSizes: [Int], dataAreaSize: Int, features: Features) throws(VirtqueueError) {
+        guard (1...Self.maximumQueueCount).contains(queueSizes.count) else {
+            throw VirtqueueError(
+                .invalidConfiguration,
+                "queue count \(queueSizes.count) is not between 1 and \(Self.maximumQueueCount)"
+            )
+        }
+        guard dataAreaSize >= 0, dataAreaSize <= Int(UInt32.max) * 16 else {
+            throw VirtqueueError(.invalidConfiguration, "data area size \(dataAreaSize) is out of range")
+        }
+        let unknown = features.subtracting(.all)
+        guard unknown.isEmpty else {
+            throw VirtqueueError(.featureNotSupported, "feature bits \(unknown) are not supported")
+        }
+        var offset = Self.align(Self.fixedHeaderByteCount + Self.queueEntryByteCount * queueSizes.count)
+        var queues: [QueueLayout] = []
+        for size in queueSizes {
+            try QueueLayout.validate(size: size)
+            let descriptors = offset
+            offset = Self.align(offset + QueueLayout.descriptorTableByteCount(size: size))
+            let available = offset
+            offset = Self.align(offset + QueueLayout.availableRingByteCount(size: size))
+            let used = offset
+            offset = Self.align(offset + QueueLayout.usedRingByteCount(size: size))
+            queues.append(
+                QueueLayout(
+                    size: size,
+                    descriptorTableOffset: descriptors,
+                    availableRingOffset: available,
+                    usedRingOffset: used
+                )
+            )
+        }
+        self.queues = queues
+        self.features = features.union(.version1)
+        self.dataAreaOffset = offset
+        self.dataAreaSize = dataAreaSize
+        self.regionSize = offset + dataAreaSize
+    }
+
+    /// Writes the header and zeroes every ring, making the region ready for a driver and a device.
+    ///
+    /// Call this once, on the side that creates the region, before either queue attaches.
+    ///
+    /// - Throws: ``VirtqueueError/Code-swift.struct/regionTooSmall`` if the region has fewer than
+    ///   ``regionSize`` bytes.
+    public func initialize<Region: MemoryRegion & ~Copyable>(_ region: borrowing Region) throws(VirtqueueError) {
+        guard region.count >= regionSize else {
+            throw VirtqueueError(
+                .regionTooSmall,
+                "region of \(region.count) bytes is smaller than the \(regionSize) bytes the layout needs"
+            )
+        }
+        region.withUnsafeMutableBytes { raw in
+            raw[0..<dataAreaOffset].initializeMemory(as: UInt8.self, repeating: 0)
+            raw.storeBytes(of: Self.magic.littleEndian, toByteOffset: 0x00, as: UInt64.self)
+            raw.storeBytes(of: Self.version.littleEndian, toByteOffset: 0x08, as: UInt16.self)
+            raw.storeBytes(of: UInt16(queues.count).littleEndian, toByteOffset: 0x0A, as: UInt16.self)
+            raw.storeBytes(of: UInt32(headerByteCount).littleEndian, toByteOffset: 0x0C, as: UInt32.self)
+            raw.storeBytes(of: features.rawValue.littleEndian, toByteOffset: 0x10, as: UInt64.self)
+            raw.storeBytes(of: UInt64(regionSize).littleEndian, toByteOffset: 0x18, as: UInt64.self)
+            raw.storeBytes(of: UInt64(dataAreaOffset).littleEndian, toByteOffset: 0x20, as: UInt64.self)
+            raw.storeBytes(of: UInt64(dataAreaSize).littleEndian, toByteOffset: 0x28, as: UInt64.self)
+            for (index, queue) in queues.enumerated() {
+                let entry = Self.fixedHeaderByteCount + index * Self.queueEntryByteCount
+                raw.storeBytes(of: UInt16(queue.size).littleEndian, toByteOffset: entry, as: UInt16.self)
+                raw.storeBytes(
+                    of: UInt64(queue.descriptorTableOffset).littleEndian,
+                    toByteOffset: entry + 8,
+                    as: UInt64.self
+                )
+                raw.storeBytes(
+                    of: UInt64(queue.availableRingOffset).littleEndian,
+                    toByteOffset: entry + 16,
+                    as: UInt64.self
+                )
+                raw.storeBytes(of: UInt64(queue.usedRingOffset).littleEndian, toByteOffset: entry + 24, as: UInt64.self)
+            }
+        }
+    }
+
+    /// Reads and validates the header at the start of `region`.
+    ///
+    /// Every field is read once and checked: magic, version, queue count, header size, feature
+    /// bits, each queue's size, alignment and bounds, the data area's bounds, and that no two
+    /// areas overlap. Nothing past `region.count` is read.
+    ///
+    /// - Throws: ``VirtqueueError/Code-swift.struct/invalidHeader`` naming the bad field and value.
+    public init<Region: MemoryRegion & ~Copyable>(reading region: borrowing Region) throws(VirtqueueError) {
+        self = try region.withUnsafeMutableBytes { (raw) throws(VirtqueueError) -> RegionLayout in
+            try RegionLayout(parsing: UnsafeRawBufferPointer(raw))
+        }
+    }
+
+    /// Reads and validates a region header from raw bytes; see ``init(reading:)``.
+    public init(parsing bytes: UnsafeRawBufferPointer) throws(VirtqueueError) {
+        func bad(_ text: String) -> VirtqueueError { VirtqueueError(.invalidHeader, text) }
+        guard bytes.count >= Self.fixedHeaderByteCount else {
+            throw bad("region of \(bytes.count) bytes is too small to hold the \(Self.fixedHeaderByteCount)-byte header")
+        }
+        let magic = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x00, as: UInt64.self))
+        guard magic == Self.magic else {
+            throw bad("magic 0x\(String(magic, radix: 16)) is not 0x\(String(Self.magic, radix: 16))")
+        }
+        let version = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x08, as: UInt16.self))
+        guard version == Self.version else { throw bad("version \(version) is not \(Self.version)") }
+        let queueCount = Int(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x0A, as: UInt16.self)))
+        guard (1...Self.maximumQueueCount).contains(queueCount) else {
+            throw bad("queue count \(queueCount) is not between 1 and \(Self.maximumQueueCount)")
+        }
+        let headerSize = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x0C, as: UInt32.self)))
+        let expectedHeader = Self.fixedHeaderByteCount + queueCount * Self.queueEntryByteCount
+        guard headerSize == expectedHeader else {
+            throw bad("header size \(headerSize) is not \(expectedHeader) for \(queueCount) queues")
+        }
+        guard headerSize <= bytes.count else {
+            throw bad("header of \(headerSize) bytes runs past the region's \(bytes.count) bytes")
+        }
+        let features = Features(
+            rawValue: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x10, as: UInt64.self))
+        )
+        let unknown = features.subtracting(.all)
+        guard unknown.isEmpty else { throw bad("feature bits \(unknown) are not supported") }
+        guard features.contains(.version1) else { throw bad("features \(features) lack VERSION_1") }
+        let regionSize64 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x18, as: UInt64.self))
+        guard regionSize64 <= UInt64(bytes.count) else {
+            throw bad("region size \(regionSize64) is larger than the \(bytes.count) bytes mapped")
+        }
+        let regionSize = Int(regionSize64)
+        guard regionSize >= headerSize else { throw bad("region size \(regionSize) is smaller than the header") }
+        let dataOffset64 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x20, as: UInt64.self))
+        let dataSize64 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x28, as: UInt64.self))
+        guard dataOffset64 <= regionSize64, dataSize64 <= regionSize64 - dataOffset64 else {
+            throw bad("data area at \(dataOffset64) of \(dataSize64) bytes runs past the region's \(regionSize) bytes")
+        }
+        let dataOffset = Int(dataOffset64)
+        let dataSize = Int(dataSize64)
+        guard dataOffset % 16 == 0 else { throw bad("data area offset \(dataOffset) is not 16-byte aligned") }
+        guard dataOffset >= headerSize else {
+            throw bad("data area offset \(dataOffset) overlaps the \(headerSize)-byte header")
+        }
+        var areas: [(name: String, range: Range<Int>)] = [("data area", dataOffset..<dataOffset + dataSize)]
+        var queues: [QueueLayout] = []
+        for index in 0..<queueCount {
+            let entry = Self.fixedHeaderByteCount + index * Self.queueEntryByteCount
+            let size = Int(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: entry, as: UInt16.self)))
+            do {
+                try QueueLayout.validate(size: size)
+            } catch {
+                throw bad("queue \(index): \(error.message)")
+            }
+            var offsets: [Int] = []
+            for (field, alignment) in [(8, 16), (16, 2), (24, 4)] {
+                let value = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: entry + field, as: UInt64.self))
+                guard value <= regionSize64 else {
+                    throw bad("queue \(index): offset \(value) is past the region's \(regionSize) bytes")
+                }
+                guard Int(value) % alignment == 0 else {
+                    throw bad("queue \(index): offset \(value) is not \(alignment)-byte aligned")
+                }
+                offsets.append(Int(value))
+            }
+            let queue = QueueLayout(
+                size: size,
+                descriptorTableOffset: offsets[0],
+                availableRingOffset: offsets[1],
+                usedRingOffset: offsets[2]
+            )
+            for (part, range) in zip(["descriptor table", "available ring", "used ring"], queue.ranges) {
+                guard range.lowerBound >= headerSize, range.upperBound <= regionSize else {
+                    throw bad("queue \(index): \(part) at \(range) lies outside \(headerSize)..<\(regionSize)")
+                }
+                areas.append(("queue \(index) \(part)", range))
+            }
+            queues.append(queue)
+        }
+        for first in areas.indices {
+            for second in areas.indices where second > first {
+                if areas[first].range.overlaps(areas[second].range) {
+                    throw bad("\(areas[first].name) \(areas[first].range) overlaps \(areas[second].name) \(areas[second].range)")
+                }
+            }
+        }
+        self.queues = queues
+        self.features = features
+        self.dataAreaOffset = dataOffset
+        self.dataAreaSize = dataSize
+        self.regionSize = regionSize
+    }
+
+    static func align(_ value: Int) -> Int {
+        (value + areaAlignment - 1) & ~(areaAlignment - 1)
+    }
+}
