@@ -13,10 +13,24 @@ let package = Package(
     products: [
         .library(name: "Virtqueue", targets: ["Virtqueue"]),
         .library(name: "VirtqueueHeap", targets: ["VirtqueueHeap"]),
+        .library(name: "VirtqueueSharedMemory", targets: ["VirtqueueSharedMemory"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1")
     ],
     targets: [
         .target(name: "Virtqueue", swiftSettings: swiftSettings),
         .target(name: "VirtqueueHeap", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .target(name: "CVirtqueueSystem"),
+        .target(
+            name: "VirtqueueSharedMemory",
+            dependencies: [
+                "Virtqueue",
+                "CVirtqueueSystem",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "SeedWalkthrough",
             dependencies: ["Virtqueue", "VirtqueueHeap"],
