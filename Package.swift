@@ -37,10 +37,35 @@ let package = Package(
             path: "Examples/SeedWalkthrough",
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "VirtqueueTestDevices",
+            dependencies: ["Virtqueue"],
+            path: "Tests/VirtqueueTestDevices",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "VirtqueueDeviceHost",
+            dependencies: ["VirtqueueSharedMemory", "VirtqueueTestDevices"],
+            path: "Tests/VirtqueueDeviceHost",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(name: "VirtqueueCPeer", path: "Tests/VirtqueueCPeer"),
         .testTarget(name: "VirtqueueTests", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
         .testTarget(
             name: "VirtqueueHeapTests",
             dependencies: ["Virtqueue", "VirtqueueHeap"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VirtqueueSharedMemoryTests",
+            dependencies: [
+                "Virtqueue",
+                "VirtqueueHeap",
+                "VirtqueueSharedMemory",
+                "VirtqueueTestDevices",
+                "CVirtqueueSystem",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

@@ -1,0 +1,111 @@
+import Glibc
+public import Virtqueue
+
+/// The devices the test device host can run, by name.
+public enum TestDevices {
+    /// Every device type of this module.
+    public static let all: [any DeviceComponent.Type] = [
+        SerialDevice.self, EchoDevice.self, ChecksumDevice.self, TruncatingDevice.self, FailingDevice.self,
+    ]
+}
+
+/// The seed's serial port: answers with "serial wrote N bytes: TEXT".
+public struct SerialDevice: DeviceComponent {
+    public static let name = "serial"
+
+    public init() {}
+
+    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+        _ request: borrowing DeviceRequest,
+        on queue: borrowing DeviceQueue<R, N>
+    ) throws -> Int {
+        var text: [UInt8] = []
+        queue.forEachReadable(in: request) { bytes in text += bytes }
+        let reply = Array("serial wrote \(text.count) bytes: ".utf8) + text
+        return reply.withUnsafeBytes { queue.scatter($0, into: request) }
+    }
+}
+
+/// Copies the readable bytes into the writable segments.
+public struct EchoDevice: DeviceComponent {
+    public static let name = "echo"
+
+    public init() {}
+
+    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+        _ request: borrowing DeviceRequest,
+        on queue: borrowing DeviceQueue<R, N>
+    ) throws -> Int {
+        var bytes = [UInt8](repeating: 0, count: request.readableByteCount)
+        _ = bytes.withUnsafeMutableBytes { queue.gather(request, into: $0) }
+        return bytes.withUnsafeBytes { queue.scatter($0, into: request) }
+    }
+}
+
+/// Answers each request with the 64-bit FNV-1a checksum of its readable bytes, little-endian.
+public struct ChecksumDevice: DeviceComponent {
+    public static let name = "checksum"
+
+    public init() {}
+
+    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+        _ request: borrowing DeviceRequest,
+        on queue: borrowing DeviceQueue<R, N>
+    ) throws -> Int {
+        var hash = FNV1a()
+        queue.forEachReadable(in: request) { hash.combine($0) }
+        return withUnsafeBytes(of: hash.value.littleEndian) { queue.scatter($0, into: request) }
+    }
+}
+
+/// 64-bit FNV-1a.
+public struct FNV1a {
+    /// The hash so far.
+    public private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    public init() {}
+
+    /// Mixes `bytes` into the hash.
+    public mutating func combine(_ bytes: UnsafeRawBufferPointer) {
+        var hash = value
+        for byte in bytes {
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+        }
+        value = hash
+    }
+}
+
+/// A hostile device: on each request it tries to shrink and to grow the region file it
+/// inherited (descriptor 3) and answers with the two errno values (0 if the call succeeded),
+/// as little-endian Int32s.
+public struct TruncatingDevice: DeviceComponent {
+    public static let name = "truncate"
+
+    public init() {}
+
+    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+        _ request: borrowing DeviceRequest,
+        on queue: borrowing DeviceQueue<R, N>
+    ) throws -> Int {
+        let shrink = ftruncate(3, 0) == 0 ? 0 : errno
+        let grow = ftruncate(3, 1 << 30) == 0 ? 0 : errno
+        let reply = [shrink.littleEndian, grow.littleEndian]
+        return reply.withUnsafeBytes { queue.scatter($0, into: request) }
+    }
+}
+
+/// Throws on the first request: the host must exit with its device-failed code.
+public struct FailingDevice: DeviceComponent {
+    public static let name = "failing"
+
+    struct Failure: Error {}
+
+    public init() {}
+
+    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+        _ request: borrowing DeviceRequest,
+        on queue: borrowing DeviceQueue<R, N>
+    ) throws -> Int {
+        throw Failure()
+    }
+}
