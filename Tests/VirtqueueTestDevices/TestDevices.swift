@@ -6,6 +6,7 @@ public enum TestDevices {
     /// Every device type of this module.
     public static let all: [any DeviceComponent.Type] = [
         SerialDevice.self, EchoDevice.self, ChecksumDevice.self, TruncatingDevice.self, FailingDevice.self,
+        DescriptorListingDevice.self,
     ]
 }
 
@@ -107,5 +108,32 @@ public struct FailingDevice: DeviceComponent {
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
         throw Failure()
+    }
+}
+
+/// Answers with the numbers of its open descriptors, ascending and comma-separated: what a
+/// device process inherited.
+public struct DescriptorListingDevice: DeviceComponent {
+    public static let name = "descriptors"
+
+    public init() {}
+
+    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+        _ request: borrowing DeviceRequest,
+        on queue: borrowing DeviceQueue<R, N>
+    ) throws -> Int {
+        var numbers: [Int32] = []
+        if let directory = opendir("/proc/self/fd") {
+            let own = dirfd(directory)
+            while let entry = readdir(directory) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+                }
+                if let fd = Int32(name), fd != own { numbers.append(fd) }
+            }
+            closedir(directory)
+        }
+        let reply = Array(numbers.sorted().map(String.init).joined(separator: ",").utf8)
+        return reply.withUnsafeBytes { queue.scatter($0, into: request) }
     }
 }
