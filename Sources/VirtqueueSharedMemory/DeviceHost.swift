@@ -103,7 +103,9 @@ public enum DeviceHost {
     }
 
     /// Runs the device role and returns the exit code.
-    static func run(devices: [any DeviceComponent.Type], confinement: any ChildConfinement, arguments: [String]) -> Int32 {
+    static func run(devices: [any DeviceComponent.Type], confinement: any ChildConfinement, arguments: [String])
+        -> Int32
+    {
         let role: Role
         switch parse(arguments) {
         case .success(let parsed): role = parsed
@@ -123,7 +125,10 @@ public enum DeviceHost {
         arguments: [String]
     ) -> Int32 {
         let name = role.deviceName
-        let inherited = [InheritedDescriptor.region, InheritedDescriptor.kick, InheritedDescriptor.call, InheritedDescriptor.liveness]
+        let inherited = [
+            InheritedDescriptor.region, InheritedDescriptor.kick, InheritedDescriptor.call,
+            InheritedDescriptor.liveness,
+        ]
         for fd in inherited where vq_set_cloexec(fd, 1) != 0 {
             return fail(ExitCode.systemError, "\(name): inherited descriptor \(fd) is missing: \(Errno.current)")
         }

@@ -1,7 +1,7 @@
 import CVirtqueueSystem
 public import Glibc
-import SystemPackage
 import Synchronization
+import SystemPackage
 
 /// A device running in a child process: the driver's handle to it.
 ///

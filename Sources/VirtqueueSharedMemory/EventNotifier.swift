@@ -82,7 +82,11 @@ public struct EventNotifier: Notifier {
             let error = Errno.current
             // A full counter means a wake-up is already pending: nothing is lost.
             if error == .resourceTemporarilyUnavailable { return }
-            throw VirtqueueError(.notifierFailed, "write to eventfd \(channel.notifyFD) failed: \(error)", underlyingErrno: error.rawValue)
+            throw VirtqueueError(
+                .notifierFailed,
+                "write to eventfd \(channel.notifyFD) failed: \(error)",
+                underlyingErrno: error.rawValue
+            )
         }
     }
 
@@ -114,14 +118,24 @@ public struct EventNotifier: Notifier {
                 if drained > 0 { return }
                 if drained < 0 {
                     let error = Errno.current
-                    throw VirtqueueError(.notifierFailed, "read from eventfd \(waitFD) failed: \(error)", underlyingErrno: error.rawValue)
+                    throw VirtqueueError(
+                        .notifierFailed,
+                        "read from eventfd \(waitFD) failed: \(error)",
+                        underlyingErrno: error.rawValue
+                    )
                 }
             }
             if entries.0.revents & Int16(POLLERR | POLLNVAL) != 0 {
-                throw VirtqueueError(.notifierFailed, "eventfd \(waitFD) reported an error (revents 0x\(String(entries.0.revents, radix: 16)))")
+                throw VirtqueueError(
+                    .notifierFailed,
+                    "eventfd \(waitFD) reported an error (revents 0x\(String(entries.0.revents, radix: 16)))"
+                )
             }
             if entries.1.revents != 0 {
-                throw VirtqueueError(.peerDied, channel.livenessIsProcess ? "the peer process exited" : "the peer hung up")
+                throw VirtqueueError(
+                    .peerDied,
+                    channel.livenessIsProcess ? "the peer process exited" : "the peer hung up"
+                )
             }
         }
     }

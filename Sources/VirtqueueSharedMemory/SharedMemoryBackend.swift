@@ -138,7 +138,11 @@ public enum SharedMemoryBackend {
             return vq_spawn(&pid, path, argv, nil, descriptors, CInt(descriptors.count))
         }
         guard status == 0 else {
-            throw SharedMemoryError(.spawnFailed, "posix_spawn of \(path) failed", underlyingError: Errno(rawValue: status))
+            throw SharedMemoryError(
+                .spawnFailed,
+                "posix_spawn of \(path) failed",
+                underlyingError: Errno(rawValue: status)
+            )
         }
         return pid
     }

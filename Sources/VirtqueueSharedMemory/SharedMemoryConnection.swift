@@ -40,7 +40,8 @@ public final class SharedMemoryConnection: Sendable {
     /// The peer's process id as the kernel reports it (`SO_PEERCRED`), if known.
     public let peerProcessID: Int32?
 
-    init(role: Role, queueIndex: Int, features: Features, file: SharedMemoryFile, notifier: EventNotifier, socket: CInt) {
+    init(role: Role, queueIndex: Int, features: Features, file: SharedMemoryFile, notifier: EventNotifier, socket: CInt)
+    {
         self.role = role
         self.queueIndex = queueIndex
         self.features = features
@@ -71,12 +72,18 @@ public final class SharedMemoryConnection: Sendable {
     ///
     /// - Throws: ``SharedMemoryError``: ``SharedMemoryError/Code-swift.struct/systemCallFailed``
     ///   if nobody listens there, or any error of ``receive(over:timeout:)``.
-    public static func connect(to path: FilePath, timeout: Duration? = nil) throws(SharedMemoryError) -> SharedMemoryConnection {
+    public static func connect(to path: FilePath, timeout: Duration? = nil) throws(SharedMemoryError)
+        -> SharedMemoryConnection
+    {
         let fd = vq_unix_connect(path.string)
         guard fd >= 0 else {
             let error = Errno.current
             if error == .fileNameTooLong || error == .invalidArgument {
-                throw SharedMemoryError(.invalidArgument, "socket path \"\(path)\" is empty or too long", underlyingError: error)
+                throw SharedMemoryError(
+                    .invalidArgument,
+                    "socket path \"\(path)\" is empty or too long",
+                    underlyingError: error
+                )
             }
             throw .system("connect to \(path)", error)
         }
@@ -101,7 +108,9 @@ public final class SharedMemoryConnection: Sendable {
     ///   ``SharedMemoryError/Code-swift.struct/handshakeHangUp``, ``SharedMemoryError/Code-swift.struct/timedOut``,
     ///   or a region error (``SharedMemoryError/Code-swift.struct/regionNotSealed``,
     ///   ``SharedMemoryError/Code-swift.struct/invalidHeader``, …).
-    public static func receive(over socket: FileDescriptor, timeout: Duration? = nil) throws(SharedMemoryError) -> SharedMemoryConnection {
+    public static func receive(over socket: FileDescriptor, timeout: Duration? = nil) throws(SharedMemoryError)
+        -> SharedMemoryConnection
+    {
         let sock = socket.rawValue
         var owned: [CInt] = []
         var answered = false
@@ -141,7 +150,10 @@ public final class SharedMemoryConnection: Sendable {
             }
             for (index, fd) in owned.enumerated().dropFirst() {
                 if let target = descriptorTarget(fd), target != "anon_inode:[eventfd]" {
-                    throw SharedMemoryError(.handshakeFileDescriptors, "descriptor \(index) of the offer is \(target), not an eventfd")
+                    throw SharedMemoryError(
+                        .handshakeFileDescriptors,
+                        "descriptor \(index) of the offer is \(target), not an eventfd"
+                    )
                 }
             }
             let regionFD = owned.removeFirst()

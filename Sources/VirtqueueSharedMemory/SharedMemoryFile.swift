@@ -1,8 +1,8 @@
 import CVirtqueueSystem
 import Glibc
+import Synchronization
 public import SystemPackage
 public import Virtqueue
-import Synchronization
 
 /// A file of shared memory that holds a region: a sealed `memfd`, or a POSIX shared-memory
 /// object where `memfd_create` is missing.
@@ -53,7 +53,8 @@ public final class SharedMemoryFile: Sendable {
     ///   - byteCount: The file's size; positive.
     ///   - name: A name for debugging (it shows in `/proc/PID/fd` as `memfd:NAME`).
     /// - Throws: ``SharedMemoryError`` if the size is not positive or a system call fails.
-    public static func create(byteCount: Int, name: String = "virtqueue") throws(SharedMemoryError) -> SharedMemoryFile {
+    public static func create(byteCount: Int, name: String = "virtqueue") throws(SharedMemoryError) -> SharedMemoryFile
+    {
         try create(byteCount: byteCount, name: name, kind: .automatic)
     }
 
@@ -68,7 +69,9 @@ public final class SharedMemoryFile: Sendable {
             if fd >= 0 {
                 do throws(SharedMemoryError) {
                     try retrying("ftruncate") { ftruncate(fd, off_t(byteCount)) }
-                    try retrying("fcntl(F_ADD_SEALS)") { vq_add_seals(fd, VQ_SEAL_SHRINK | VQ_SEAL_GROW | VQ_SEAL_SEAL) }
+                    try retrying("fcntl(F_ADD_SEALS)") {
+                        vq_add_seals(fd, VQ_SEAL_SHRINK | VQ_SEAL_GROW | VQ_SEAL_SEAL)
+                    }
                 } catch {
                     closeDescriptor(fd)
                     throw error
@@ -101,13 +104,19 @@ public final class SharedMemoryFile: Sendable {
     /// (``RegionLayout/initialize(_:)``), ready for a driver and a device to attach.
     ///
     /// - Throws: ``SharedMemoryError`` if a system call fails.
-    public static func create(layout: RegionLayout, name: String = "virtqueue") throws(SharedMemoryError) -> SharedMemoryFile {
+    public static func create(layout: RegionLayout, name: String = "virtqueue") throws(SharedMemoryError)
+        -> SharedMemoryFile
+    {
         let file = try create(byteCount: layout.regionSize, name: name)
         let region = try file.map()
         do {
             try layout.initialize(region)
         } catch {
-            throw SharedMemoryError(.invalidArgument, "the layout does not fit its file: \(error.message)", virtqueueError: error)
+            throw SharedMemoryError(
+                .invalidArgument,
+                "the layout does not fit its file: \(error.message)",
+                virtqueueError: error
+            )
         }
         return file
     }

@@ -1,7 +1,7 @@
 import CVirtqueueSystem
 import Glibc
-public import SystemPackage
 import Synchronization
+public import SystemPackage
 
 /// A UNIX socket on which a region's creator waits for peers to attach.
 ///
@@ -33,7 +33,11 @@ public final class SharedMemoryListener: Sendable {
         guard fd >= 0 else {
             let error = Errno.current
             if error == .fileNameTooLong || error == .invalidArgument {
-                throw SharedMemoryError(.invalidArgument, "socket path \"\(path)\" is empty or too long", underlyingError: error)
+                throw SharedMemoryError(
+                    .invalidArgument,
+                    "socket path \"\(path)\" is empty or too long",
+                    underlyingError: error
+                )
             }
             throw .system("bind or listen on \(path)", error)
         }

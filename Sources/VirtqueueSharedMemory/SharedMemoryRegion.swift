@@ -43,7 +43,9 @@ public struct SharedMemoryRegion: MemoryRegion, ~Copyable, @unchecked Sendable {
     /// Creates a sealed file for `layout`, writes its header and maps it.
     ///
     /// - Throws: ``SharedMemoryError`` if a system call fails.
-    public static func create(layout: RegionLayout, name: String = "virtqueue") throws(SharedMemoryError) -> SharedMemoryRegion {
+    public static func create(layout: RegionLayout, name: String = "virtqueue") throws(SharedMemoryError)
+        -> SharedMemoryRegion
+    {
         try SharedMemoryFile.create(layout: layout, name: name).map()
     }
 
@@ -56,7 +58,9 @@ public struct SharedMemoryRegion: MemoryRegion, ~Copyable, @unchecked Sendable {
     ///   ``SharedMemoryError/Code-swift.struct/regionTooSmall``, or
     ///   ``SharedMemoryError/Code-swift.struct/invalidHeader`` (the core's error in
     ///   ``SharedMemoryError/virtqueueError``).
-    public static func attach(_ fileDescriptor: FileDescriptor, requireSeals: Bool = true) throws(SharedMemoryError) -> SharedMemoryRegion {
+    public static func attach(_ fileDescriptor: FileDescriptor, requireSeals: Bool = true) throws(SharedMemoryError)
+        -> SharedMemoryRegion
+    {
         let region = try SharedMemoryFile(adopting: fileDescriptor, requireSeals: requireSeals).map()
         _ = try region.validatedLayout()
         return region
@@ -69,7 +73,11 @@ public struct SharedMemoryRegion: MemoryRegion, ~Copyable, @unchecked Sendable {
         do {
             return try RegionLayout(reading: self)
         } catch {
-            throw SharedMemoryError(.invalidHeader, "the region's header is invalid: \(error.message)", virtqueueError: error)
+            throw SharedMemoryError(
+                .invalidHeader,
+                "the region's header is invalid: \(error.message)",
+                virtqueueError: error
+            )
         }
     }
 }

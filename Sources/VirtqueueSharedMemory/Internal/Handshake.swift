@@ -50,7 +50,9 @@ enum Handshake {
                 throw bad("offer magic 0x\(String(magic, radix: 16)) is not 0x\(String(Self.magic, radix: 16))")
             }
             let version = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x08, as: UInt16.self))
-            guard version == Handshake.version else { throw bad("offer version \(version) is not \(Handshake.version)") }
+            guard version == Handshake.version else {
+                throw bad("offer version \(version) is not \(Handshake.version)")
+            }
             let length = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x0A, as: UInt16.self))
             guard length == Self.byteCount else { throw bad("offer length field \(length) is not \(Self.byteCount)") }
             let role = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x0C, as: UInt16.self))
@@ -75,7 +77,8 @@ enum Handshake {
             self.regionByteCount = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x18, as: UInt64.self))
         }
 
-        init(receiverRole: SharedMemoryConnection.Role, queueIndex: UInt16, features: Features, regionByteCount: UInt64) {
+        init(receiverRole: SharedMemoryConnection.Role, queueIndex: UInt16, features: Features, regionByteCount: UInt64)
+        {
             self.receiverRole = receiverRole
             self.queueIndex = queueIndex
             self.features = features
@@ -149,7 +152,9 @@ enum Handshake {
                 throw bad("answer magic 0x\(String(magic, radix: 16)) is not 0x\(String(Self.magic, radix: 16))")
             }
             let version = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x08, as: UInt16.self))
-            guard version == Handshake.version else { throw bad("answer version \(version) is not \(Handshake.version)") }
+            guard version == Handshake.version else {
+                throw bad("answer version \(version) is not \(Handshake.version)")
+            }
             for offset in 0x0C..<Self.byteCount where bytes[offset] != 0 {
                 throw bad("reserved answer byte 0x\(String(offset, radix: 16)) is \(bytes[offset]), not 0")
             }
