@@ -152,7 +152,12 @@ struct NotificationTests {
     @Test func driverUsesAnIndirectTableForLongChains() throws {
         let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 32 * 128, features: .all)
         let region = try GuardedRegion(layout: layout)
-        var driver = try DriverQueue(region: region, notifier: CountingNotifier(), bufferSize: 128, indirectThreshold: 2)
+        var driver = try DriverQueue(
+            region: region,
+            notifier: CountingNotifier(),
+            bufferSize: 128,
+            indirectThreshold: 2
+        )
         var device = try DeviceQueue(region: region, notifier: CountingNotifier())
         var chain = driver.makeChain()
         for byte in 0..<5 { try driver.appendReadable(to: &chain, copying: [UInt8](repeating: UInt8(byte), count: 10)) }
