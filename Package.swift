@@ -13,10 +13,21 @@ let package = Package(
     products: [
         .library(name: "Virtqueue", targets: ["Virtqueue"]),
         .library(name: "VirtqueueHeap", targets: ["VirtqueueHeap"]),
+        .library(name: "VirtqueueSandbox", targets: ["VirtqueueSandbox"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0")
     ],
     targets: [
         .target(name: "Virtqueue", swiftSettings: swiftSettings),
         .target(name: "VirtqueueHeap", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
+        .target(name: "CVirtqueueSandbox"),
+        .target(
+            name: "VirtqueueSandbox",
+            dependencies: ["Virtqueue", "CSeccomp", "CVirtqueueSandbox"],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "SeedWalkthrough",
             dependencies: ["Virtqueue", "VirtqueueHeap"],

@@ -254,8 +254,10 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ///
     /// Completing does not notify the driver: complete a batch, then call ``notifyIfNeeded()``.
     ///
-    /// - Parameter written: Bytes written into the writable segments, at most
-    ///   ``DeviceRequest/writableByteCount``.
+    /// - Parameters:
+    ///   - request: The request to return; consumed.
+    ///   - written: Bytes written into the writable segments, at most
+    ///     ``DeviceRequest/writableByteCount``.
     /// - Throws: ``VirtqueueError/Code-swift.struct/writtenLengthTooLarge`` if `written` is out of
     ///   range — the request is still returned, with 0 bytes written, so the driver never loses
     ///   its buffers; ``VirtqueueError/Code-swift.struct/notOwned`` for another queue's request;

@@ -199,8 +199,10 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
 
     /// Appends a device-writable segment with room for `capacity` bytes.
     ///
-    /// - Parameter capacity: The room offered to the device; at most ``bufferSize``; `nil` for
-    ///   a whole buffer.
+    /// - Parameters:
+    ///   - chain: The chain being built.
+    ///   - capacity: The room offered to the device; at most ``bufferSize``; `nil` for a whole
+    ///     buffer.
     /// - Throws: As ``appendReadable(to:count:_:)``, except for the ordering rule.
     @inlinable
     public mutating func appendWritable(to chain: inout Chain, capacity: Int? = nil) throws(VirtqueueError) {
