@@ -40,7 +40,10 @@ extension SandboxPolicy {
             for rule in rules {
                 let number = seccomp_syscall_resolve_name(rule.systemCall)
                 guard number != __NR_SCMP_ERROR else {
-                    throw VirtqueueError(.invalidConfiguration, "system call \"\(rule.systemCall)\" is unknown to libseccomp")
+                    throw VirtqueueError(
+                        .invalidConfiguration,
+                        "system call \"\(rule.systemCall)\" is unknown to libseccomp"
+                    )
                 }
                 // A call that exists in libseccomp's tables but not on this architecture (poll on
                 // arm64, say) resolves to a negative pseudo-number: nothing to allow.

@@ -56,7 +56,8 @@ public struct SandboxPolicy: Hashable, Sendable, CustomStringConvertible {
         public var description: String {
             switch condition {
             case .always: systemCall
-            case .onFileDescriptors(let roles): "\(systemCall)(fd ∈ {\(roles.map(\.description).sorted().joined(separator: ", "))})"
+            case .onFileDescriptors(let roles):
+                "\(systemCall)(fd ∈ {\(roles.map(\.description).sorted().joined(separator: ", "))})"
             case .withoutExecute(let argument): "\(systemCall)(arg\(argument) & PROT_EXEC == 0)"
             }
         }
