@@ -14,9 +14,12 @@ let package = Package(
         .library(name: "Virtqueue", targets: ["Virtqueue"]),
         .library(name: "VirtqueueHeap", targets: ["VirtqueueHeap"]),
         .library(name: "VirtqueueSandbox", targets: ["VirtqueueSandbox"]),
+        .executable(name: "virtqueue-scaffold", targets: ["VirtqueueScaffold"]),
+        .plugin(name: "NewComponentPair", targets: ["NewComponentPair"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         .target(name: "Virtqueue", swiftSettings: swiftSettings),
@@ -27,6 +30,24 @@ let package = Package(
             name: "VirtqueueSandbox",
             dependencies: ["Virtqueue", "CSeccomp", "CVirtqueueSandbox"],
             swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "VirtqueueScaffold",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings
+        ),
+        .plugin(
+            name: "NewComponentPair",
+            capability: .command(
+                intent: .custom(
+                    verb: "new-component-pair",
+                    description: "Write a virtqueue driver and device pair, a device host and a test that runs them at every isolation level."
+                ),
+                permissions: [
+                    .writeToPackageDirectory(reason: "writes the new pair's sources and test, and registers them in Package.swift")
+                ]
+            ),
+            dependencies: ["VirtqueueScaffold"]
         ),
         .executableTarget(
             name: "SeedWalkthrough",
