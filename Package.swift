@@ -41,10 +41,13 @@ let package = Package(
             capability: .command(
                 intent: .custom(
                     verb: "new-component-pair",
-                    description: "Write a virtqueue driver and device pair, a device host and a test that runs them at every isolation level."
+                    description: "Write a virtqueue driver and device pair, a device host and a test that runs "
+                        + "them at every isolation level."
                 ),
                 permissions: [
-                    .writeToPackageDirectory(reason: "writes the new pair's sources and test, and registers them in Package.swift")
+                    .writeToPackageDirectory(
+                        reason: "writes the new pair's sources and test, and registers them in Package.swift"
+                    )
                 ]
             ),
             dependencies: ["VirtqueueScaffold"]
