@@ -52,6 +52,7 @@ let package = Package(
             ),
             dependencies: ["VirtqueueScaffold"]
         ),
+        .target(name: "VirtioBlock", dependencies: ["Virtqueue"], path: "Examples/VirtioBlock", swiftSettings: swiftSettings),
         .executableTarget(
             name: "SeedWalkthrough",
             dependencies: ["Virtqueue", "VirtqueueHeap"],
@@ -59,6 +60,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "VirtqueueTests", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "VirtioBlockTests",
+            dependencies: ["VirtioBlock", "Virtqueue", "VirtqueueHeap"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "VirtqueueHeapTests",
             dependencies: ["Virtqueue", "VirtqueueHeap"],
