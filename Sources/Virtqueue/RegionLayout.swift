@@ -199,7 +199,9 @@ public struct RegionLayout: Hashable, Sendable {
     public init(parsing bytes: UnsafeRawBufferPointer) throws(VirtqueueError) {
         func bad(_ text: String) -> VirtqueueError { VirtqueueError(.invalidHeader, text) }
         guard bytes.count >= Self.fixedHeaderByteCount else {
-            throw bad("region of \(bytes.count) bytes is too small to hold the \(Self.fixedHeaderByteCount)-byte header")
+            throw bad(
+                "region of \(bytes.count) bytes is too small to hold the \(Self.fixedHeaderByteCount)-byte header"
+            )
         }
         let magic = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x00, as: UInt64.self))
         guard magic == Self.magic else {
@@ -280,7 +282,9 @@ public struct RegionLayout: Hashable, Sendable {
         for first in areas.indices {
             for second in areas.indices where second > first {
                 if areas[first].range.overlaps(areas[second].range) {
-                    throw bad("\(areas[first].name) \(areas[first].range) overlaps \(areas[second].name) \(areas[second].range)")
+                    throw bad(
+                        "\(areas[first].name) \(areas[first].range) overlaps \(areas[second].name) \(areas[second].range)"
+                    )
                 }
             }
         }

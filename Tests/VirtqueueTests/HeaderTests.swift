@@ -78,7 +78,7 @@ struct HeaderTests {
     @Test func truncatedBytesAreRefusedWithoutReadingPastThem() throws {
         let (region, _, _) = try makeRegion()
         for count in [0, 1, 63, 64, 127] {
-            try region.withUnsafeMutableBytes { raw in
+            region.withUnsafeMutableBytes { raw in
                 let prefix = UnsafeRawBufferPointer(rebasing: raw[0..<count])
                 #expect(throws: VirtqueueError.self) { try RegionLayout(parsing: prefix) }
             }

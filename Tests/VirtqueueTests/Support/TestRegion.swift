@@ -114,7 +114,13 @@ struct RingWriter {
     }
 
     func descriptor(_ index: Int, address: UInt64, length: UInt32, flags: UInt16 = 0, next: UInt16 = 0) {
-        descriptor(at: queue.descriptorTableOffset + 16 * index, address: address, length: length, flags: flags, next: next)
+        descriptor(
+            at: queue.descriptorTableOffset + 16 * index,
+            address: address,
+            length: length,
+            flags: flags,
+            next: next
+        )
     }
 
     func descriptor(at offset: Int, address: UInt64, length: UInt32, flags: UInt16 = 0, next: UInt16 = 0) {
