@@ -17,7 +17,8 @@ public import Virtqueue
 /// 3. runs the ``ChildConfinement`` (exit 72 if it throws) — nothing has read ring memory yet;
 /// 4. reads and validates the header, builds the ``Virtqueue/DeviceQueue`` (exit 65 if the
 ///    region is malformed);
-/// 5. creates the device and serves until the driver hangs up (exit 0), the driver breaks a
+/// 5. creates the device with its ``Virtqueue/DeviceConfiguration`` (exit 70 if that throws)
+///    and serves until the driver hangs up (exit 0), the driver breaks a
 ///    ring rule (exit 65) or the device throws (exit 70).
 public enum DeviceHost {
     /// The argument that selects the device role, followed by the device's name.
@@ -28,6 +29,12 @@ public enum DeviceHost {
     public static let spinsArgument = "--virtqueue-spins"
     /// The argument that accepts a region file without seals (the `shm_open` fallback).
     public static let unsealedArgument = "--virtqueue-unsealed"
+    /// The argument followed by one argument for ``Virtqueue/DeviceConfiguration/arguments``; repeated.
+    public static let configurationArgument = "--virtqueue-argument"
+    /// The argument followed by the number of configured descriptors, inherited from 7 on.
+    public static let descriptorsArgument = "--virtqueue-descriptors"
+    /// The most descriptors a ``LaunchOptions/configuration`` can pass.
+    public static let maximumConfiguredDescriptors = 12
 
     /// The descriptor numbers a device process inherits.
     public enum InheritedDescriptor {
@@ -39,6 +46,8 @@ public enum DeviceHost {
         public static let call: CInt = 5
         /// The liveness socket: hung up when the parent closes its end or dies.
         public static let liveness: CInt = 6
+        /// The first of the ``Virtqueue/DeviceConfiguration/fileDescriptors``.
+        public static let firstConfigured: CInt = 7
     }
 
     /// The exit codes of a device process.
@@ -77,6 +86,8 @@ public enum DeviceHost {
         public var livenessFileDescriptor: FileDescriptor
         /// The size of the region's mapping in bytes.
         public var regionByteCount: Int
+        /// What the device will be created with: its arguments, and its descriptors (7, 8, …).
+        public var configuration: DeviceConfiguration
     }
 
     /// The device-role settings parsed from a command line.
@@ -85,6 +96,7 @@ public enum DeviceHost {
         var queueIndex = 0
         var spins = 256
         var requireSeals = true
+        var configuration = DeviceConfiguration()
     }
 
     /// Runs as a device and exits if `arguments` select the device role; otherwise returns.
@@ -125,10 +137,12 @@ public enum DeviceHost {
         arguments: [String]
     ) -> Int32 {
         let name = role.deviceName
-        let inherited = [
-            InheritedDescriptor.region, InheritedDescriptor.kick, InheritedDescriptor.call,
-            InheritedDescriptor.liveness,
-        ]
+        let inherited =
+            [
+                InheritedDescriptor.region, InheritedDescriptor.kick, InheritedDescriptor.call,
+                InheritedDescriptor.liveness,
+            ]
+            + role.configuration.fileDescriptors
         for fd in inherited where vq_set_cloexec(fd, 1) != 0 {
             return fail(ExitCode.systemError, "\(name): inherited descriptor \(fd) is missing: \(Errno.current)")
         }
@@ -157,7 +171,8 @@ public enum DeviceHost {
             kickFileDescriptor: FileDescriptor(rawValue: InheritedDescriptor.kick),
             callFileDescriptor: FileDescriptor(rawValue: InheritedDescriptor.call),
             livenessFileDescriptor: FileDescriptor(rawValue: InheritedDescriptor.liveness),
-            regionByteCount: region.count
+            regionByteCount: region.count,
+            configuration: role.configuration
         )
         do {
             try confinement.confine(context)
@@ -175,7 +190,12 @@ public enum DeviceHost {
         } catch {
             return fail(ExitCode.dataError, "\(name): cannot attach: \(error)")
         }
-        var instance = Device()
+        var instance: Device
+        do {
+            instance = try Device(configuration: role.configuration)
+        } catch {
+            return fail(ExitCode.deviceFailed, "\(name): the device could not be created: \(error)")
+        }
         do {
             try queue.serve(&instance, spins: role.spins)
             return ExitCode.success
@@ -208,6 +228,20 @@ public enum DeviceHost {
             role.spins = spins
         }
         role.requireSeals = !arguments.contains(unsealedArgument)
+        for (index, argument) in arguments.enumerated() where argument == configurationArgument {
+            guard index + 1 < arguments.count else {
+                return .failure(SharedMemoryError(.invalidArgument, "\(configurationArgument) needs a value"))
+            }
+            role.configuration.arguments.append(arguments[index + 1])
+        }
+        if arguments.contains(descriptorsArgument) {
+            guard let text = value(after: descriptorsArgument), let count = Int(text),
+                (0...maximumConfiguredDescriptors).contains(count)
+            else {
+                return .failure(SharedMemoryError(.invalidArgument, "\(descriptorsArgument) needs a count up to 12"))
+            }
+            role.configuration.fileDescriptors = (0..<count).map { InheritedDescriptor.firstConfigured + CInt($0) }
+        }
         return .success(role)
     }
 

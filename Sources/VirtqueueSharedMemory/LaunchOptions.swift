@@ -1,4 +1,5 @@
 public import SystemPackage
+public import Virtqueue
 
 /// How ``SharedMemoryBackend`` starts a device process.
 ///
@@ -23,6 +24,10 @@ public struct LaunchOptions: Sendable {
     public var stopGracePeriod: Duration
     /// A name for the region file (shown in `/proc/PID/fd`); `nil` for `virtqueue-DEVICE`.
     public var regionName: String?
+    /// Handed to ``Virtqueue/DeviceComponent/init(configuration:)`` in the child. Its file
+    /// descriptors are numbered as in this process (at most 12); the child inherits them as 7,
+    /// 8, … and its configuration lists those numbers.
+    public var configuration: DeviceConfiguration
 
     /// The defaults: this executable, no extra arguments, inherited environment, queue 0.
     public init() {
@@ -33,5 +38,6 @@ public struct LaunchOptions: Sendable {
         spins = 256
         stopGracePeriod = .seconds(5)
         regionName = nil
+        configuration = DeviceConfiguration()
     }
 }

@@ -9,7 +9,8 @@ public import Virtqueue
 /// The child is started with `posix_spawn` (never `fork`) from an executable that hosts the
 /// device — usually this very executable, re-entered in the device role (see ``DeviceHost``).
 /// It inherits exactly four descriptors besides 0, 1 and 2: the region file as 3, the kick
-/// eventfd as 4, the call eventfd as 5 and a liveness socket as 6 (`docs/wire-format.md`).
+/// eventfd as 4, the call eventfd as 5 and a liveness socket as 6 (`docs/wire-format.md`), then
+/// the descriptors of ``LaunchOptions/configuration`` as 7, 8, ….
 ///
 /// ```swift
 /// // main.swift of an executable that holds both sides:
@@ -50,6 +51,12 @@ public enum SharedMemoryBackend {
         guard options.queueIndex >= 0, options.queueIndex <= Int(UInt16.max) else {
             throw SharedMemoryError(.invalidArgument, "queue index \(options.queueIndex) is out of range")
         }
+        guard options.configuration.fileDescriptors.count <= DeviceHost.maximumConfiguredDescriptors else {
+            throw SharedMemoryError(
+                .invalidArgument,
+                "\(options.configuration.fileDescriptors.count) configured descriptors; at most \(DeviceHost.maximumConfiguredDescriptors) can be passed"
+            )
+        }
         guard options.spins >= 0 else {
             throw SharedMemoryError(.invalidArgument, "spin count \(options.spins) is negative")
         }
@@ -66,6 +73,12 @@ public enum SharedMemoryBackend {
             DeviceHost.spinsArgument, String(options.spins),
         ]
         if !file.isSealed { arguments.append(DeviceHost.unsealedArgument) }
+        for argument in options.configuration.arguments {
+            arguments += [DeviceHost.configurationArgument, argument]
+        }
+        if !options.configuration.fileDescriptors.isEmpty {
+            arguments += [DeviceHost.descriptorsArgument, String(options.configuration.fileDescriptors.count)]
+        }
         arguments += options.arguments
         let environment = options.environment.map { $0.map { "\($0.key)=\($0.value)" } }
 
@@ -78,7 +91,8 @@ public enum SharedMemoryBackend {
             var sockets: [CInt] = [-1, -1]
             try retrying("socketpair") { vq_socketpair(&sockets) }
             owned += sockets
-            let inherited = [file.fileDescriptor.rawValue, kick, call, sockets[1]]
+            let inherited =
+                [file.fileDescriptor.rawValue, kick, call, sockets[1]] + options.configuration.fileDescriptors
             let pid = try spawn(executable, arguments: arguments, environment: environment, descriptors: inherited)
             closeDescriptor(sockets[1])
             owned.removeAll { $0 == sockets[1] }

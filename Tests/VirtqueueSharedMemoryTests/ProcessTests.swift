@@ -315,6 +315,40 @@ extension SharedMemoryTests {
             #expect(try device.stop() == .exited(0))
         }
 
+        @Test func theDeviceGetsItsConfigurationOnBothBackends() throws {
+            var template = Array("/tmp/vq-image-XXXXXX".utf8CString)
+            let image = mkstemp(&template)
+            try #require(image >= 0)
+            unlink(template)
+            defer { close(image) }
+            #expect(write(image, "disk image", 10) == 10)
+            let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 4096, features: .all)
+
+            let thread = try HeapBackend.launch(
+                ConfiguredDevice.self,
+                layout: layout,
+                configuration: DeviceConfiguration(arguments: ["alpha", "--beta"], fileDescriptors: [image])
+            )
+            var heapDriver = try DriverQueue(region: thread.region, notifier: thread.notifier, bufferSize: 128)
+            let onHeap = try roundTrip(&heapDriver, [[0]], replyCapacity: 128).map {
+                String(decoding: $0, as: UTF8.self)
+            }
+            try thread.stop()
+            #expect(onHeap == ["alpha|--beta|fd \(image): disk image"])
+
+            let device = try SharedMemoryBackend.launch(
+                ConfiguredDevice.self,
+                layout: layout,
+                options: TestExecutables.options {
+                    $0.configuration = DeviceConfiguration(arguments: ["alpha", "--beta"], fileDescriptors: [image])
+                }
+            )
+            var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier, bufferSize: 128)
+            let inChild = try roundTrip(&driver, [[0]], replyCapacity: 128).map { String(decoding: $0, as: UTF8.self) }
+            #expect(inChild == ["alpha|--beta|fd 7: disk image"])
+            #expect(try device.stop() == .exited(0))
+        }
+
         @Test func launchingAndStoppingLeaksNoDescriptorAndNoZombie() throws {
             let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 4096, features: .all)
             func cycle(stop: Bool) throws -> Int32 {

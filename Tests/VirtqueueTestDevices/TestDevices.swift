@@ -6,7 +6,7 @@ public enum TestDevices {
     /// Every device type of this module.
     public static let all: [any DeviceComponent.Type] = [
         SerialDevice.self, EchoDevice.self, ChecksumDevice.self, TruncatingDevice.self, FailingDevice.self,
-        DescriptorListingDevice.self,
+        DescriptorListingDevice.self, ConfiguredDevice.self,
     ]
 }
 
@@ -135,5 +135,32 @@ public struct DescriptorListingDevice: DeviceComponent {
         }
         let reply = Array(numbers.sorted().map(String.init).joined(separator: ",").utf8)
         return reply.withUnsafeBytes { queue.scatter($0, into: request) }
+    }
+}
+
+/// Answers with its configuration: the arguments, then what its first descriptor holds, all
+/// joined by `|`. Created through ``init(configuration:)``, which reads that descriptor.
+public struct ConfiguredDevice: DeviceComponent {
+    public static let name = "configured"
+
+    let summary: [UInt8]
+
+    public init() { summary = [] }
+
+    public init(configuration: DeviceConfiguration) throws {
+        var parts = configuration.arguments
+        if let fd = configuration.fileDescriptors.first {
+            var bytes = [UInt8](repeating: 0, count: 64)
+            let count = pread(fd, &bytes, bytes.count, 0)
+            parts.append("fd \(fd): " + String(decoding: bytes.prefix(max(count, 0)), as: UTF8.self))
+        }
+        summary = Array(parts.joined(separator: "|").utf8)
+    }
+
+    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+        _ request: borrowing DeviceRequest,
+        on queue: borrowing DeviceQueue<R, N>
+    ) throws -> Int {
+        summary.withUnsafeBytes { queue.scatter($0, into: request) }
     }
 }
