@@ -71,6 +71,12 @@ let package = Package(
             path: "Examples/SeedWalkthrough",
             swiftSettings: swiftSettings
         ),
+        .executableTarget(
+            name: "ComponentHost",
+            dependencies: ["Virtqueue", "VirtqueueHeap", "VirtqueueSharedMemory"],
+            path: "Examples/ComponentHost",
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "VirtqueueTestDevices",
             dependencies: ["Virtqueue"],

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import SystemPackage
 import Testing
@@ -313,6 +314,24 @@ extension SharedMemoryTests {
             let reply = try roundTrip(&driver, [[0]], replyCapacity: 64)
             #expect(reply.map { String(decoding: $0, as: UTF8.self) } == ["0,1,2,3,4,5,6"])
             #expect(try device.stop() == .exited(0))
+        }
+
+        /// The example executable re-enters itself (its own /proc/self/exe) in the device role.
+        @Test func theComponentHostExampleRunsItselfAsTheDevice() throws {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: TestExecutables.directory + "/ComponentHost")
+            let output = Pipe()
+            process.standardOutput = output
+            try process.run()
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+            let lines = text.split(separator: "\n")
+            #expect(lines.contains { $0.hasPrefix("heap:") && $0.hasSuffix("wrote 17 bytes: hello, seL4 world") })
+            #expect(
+                lines.contains { $0.hasPrefix("shared memory:") && $0.hasSuffix("wrote 17 bytes: hello, seL4 world") }
+            )
+            #expect(lines.contains { $0.hasPrefix("device process") && $0.hasSuffix("exited with code 0") })
         }
 
         @Test func theDeviceGetsItsConfigurationOnBothBackends() throws {
