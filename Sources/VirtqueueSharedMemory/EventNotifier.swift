@@ -105,8 +105,10 @@ public struct EventNotifier: Notifier {
         while true {
             entries.0.revents = 0
             entries.1.revents = 0
-            let ready = withUnsafeMutableBytes(of: &entries) { raw in
-                poll(raw.baseAddress!.assumingMemoryBound(to: pollfd.self), livenessFD >= 0 ? 2 : 1, -1)
+            let ready = withUnsafeMutablePointer(to: &entries) { pair in
+                pair.withMemoryRebound(to: pollfd.self, capacity: 2) { entry in
+                    poll(entry, livenessFD >= 0 ? 2 : 1, -1)
+                }
             }
             if ready < 0 {
                 let error = Errno.current
