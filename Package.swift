@@ -40,7 +40,10 @@ let package = Package(
         .target(name: "CVirtqueueSandbox"),
         .target(
             name: "VirtqueueSandbox",
-            dependencies: ["Virtqueue", "CSeccomp", "CVirtqueueSandbox"],
+            dependencies: [
+                "Virtqueue", "VirtqueueSharedMemory", "CSeccomp", "CVirtqueueSandbox",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -64,7 +67,12 @@ let package = Package(
             ),
             dependencies: ["VirtqueueScaffold"]
         ),
-        .target(name: "VirtioBlock", dependencies: ["Virtqueue"], path: "Examples/VirtioBlock", swiftSettings: swiftSettings),
+        .target(
+            name: "VirtioBlock",
+            dependencies: ["Virtqueue"],
+            path: "Examples/VirtioBlock",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "SeedWalkthrough",
             dependencies: ["Virtqueue", "VirtqueueHeap"],
@@ -79,13 +87,13 @@ let package = Package(
         ),
         .target(
             name: "VirtqueueTestDevices",
-            dependencies: ["Virtqueue"],
+            dependencies: ["Virtqueue", "CVirtqueueSandbox"],
             path: "Tests/VirtqueueTestDevices",
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "VirtqueueDeviceHost",
-            dependencies: ["VirtqueueSharedMemory", "VirtqueueTestDevices"],
+            dependencies: ["VirtqueueSharedMemory", "VirtqueueSandbox", "VirtqueueTestDevices"],
             path: "Tests/VirtqueueDeviceHost",
             swiftSettings: swiftSettings
         ),
@@ -109,6 +117,18 @@ let package = Package(
                 "VirtqueueSharedMemory",
                 "VirtqueueTestDevices",
                 "CVirtqueueSystem",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VirtqueueSandboxTests",
+            dependencies: [
+                "Virtqueue",
+                "VirtqueueSandbox",
+                "VirtqueueSharedMemory",
+                "VirtqueueTestDevices",
+                "CVirtqueueSandbox",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: swiftSettings

@@ -6,7 +6,7 @@ public enum TestDevices {
     /// Every device type of this module.
     public static let all: [any DeviceComponent.Type] = [
         SerialDevice.self, EchoDevice.self, ChecksumDevice.self, TruncatingDevice.self, FailingDevice.self,
-        DescriptorListingDevice.self, ConfiguredDevice.self,
+        DescriptorListingDevice.self, ConfiguredDevice.self, ForbiddenCallDevice.self,
     ]
 }
 
