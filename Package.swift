@@ -20,6 +20,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
@@ -71,6 +72,17 @@ let package = Package(
             name: "VirtioBlock",
             dependencies: ["Virtqueue"],
             path: "Examples/VirtioBlock",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "BlockDemo",
+            dependencies: [
+                "Virtqueue", "VirtqueueHeap", "VirtqueueSharedMemory", "VirtqueueSandbox", "VirtioBlock",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "Examples/BlockDemo",
             swiftSettings: swiftSettings
         ),
         .executableTarget(
