@@ -15,7 +15,7 @@ let package = Package(
         .library(name: "VirtqueueHeap", targets: ["VirtqueueHeap"]),
         .library(name: "VirtqueueSharedMemory", targets: ["VirtqueueSharedMemory"]),
         .library(name: "VirtqueueSandbox", targets: ["VirtqueueSandbox"]),
-        .executable(name: "virtqueue-scaffold", targets: ["VirtqueueScaffold"]),
+        .executable(name: "VirtqueueScaffold", targets: ["VirtqueueScaffold"]),
         .plugin(name: "NewComponentPair", targets: ["NewComponentPair"]),
     ],
     dependencies: [
