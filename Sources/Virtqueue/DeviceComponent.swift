@@ -46,7 +46,7 @@ extension DeviceComponent {
     public static var supportedFeatures: Features { .all }
 }
 
-extension DeviceQueue {
+extension DeviceQueue where Region: ~Copyable {
     /// Runs `device` until the driver goes away: waits for requests, serves every available one,
     /// completes it, and notifies the driver once per batch when it asked to be notified.
     ///
