@@ -13,10 +13,18 @@ let package = Package(
     products: [
         .library(name: "Virtqueue", targets: ["Virtqueue"]),
         .library(name: "VirtqueueHeap", targets: ["VirtqueueHeap"]),
+        .library(name: "VirtqueueConformance", targets: ["VirtqueueConformance"]),
     ],
     targets: [
         .target(name: "Virtqueue", swiftSettings: swiftSettings),
         .target(name: "VirtqueueHeap", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .target(name: "VirtqueueConformance", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .target(
+            name: "FileBackend",
+            dependencies: ["Virtqueue"],
+            path: "Examples/FileBackend",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "SeedWalkthrough",
             dependencies: ["Virtqueue", "VirtqueueHeap"],
@@ -27,6 +35,11 @@ let package = Package(
         .testTarget(
             name: "VirtqueueHeapTests",
             dependencies: ["Virtqueue", "VirtqueueHeap"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VirtqueueConformanceTests",
+            dependencies: ["Virtqueue", "VirtqueueHeap", "VirtqueueConformance", "FileBackend"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -1,0 +1,15 @@
+import VirtqueueConformance
+
+/// Every backend of this package the conformance suite runs on. Adding a backend is one case
+/// here, naming its adapter.
+enum BackendKind: String, CaseIterable, Sendable {
+    case heap
+    case file
+
+    var backend: any ConformanceBackend {
+        switch self {
+        case .heap: HeapConformanceBackend()
+        case .file: FileConformanceBackend()
+        }
+    }
+}
