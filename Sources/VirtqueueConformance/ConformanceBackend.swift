@@ -2,7 +2,7 @@ public import Virtqueue
 
 /// A backend under test: how the conformance suite gets memory and notifiers from it.
 ///
-/// A backend is a ``Virtqueue/MemoryRegion`` and a ``Virtqueue/Notifier`` — and, for backends
+/// A backend is a `MemoryRegion` and a `Notifier` — and, for backends
 /// that run the device somewhere else (a thread, a child process, a sandbox), a way to start it.
 /// The adapter hands the suite what it needs through two calls:
 ///

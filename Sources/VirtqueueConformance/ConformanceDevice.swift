@@ -74,7 +74,7 @@ public struct ConformanceDevice: DeviceComponent {
     /// Holds the current request: waits until the driver closes its end or dies.
     ///
     /// The requests completed earlier in this batch are published but not yet notified
-    /// (``Virtqueue/DeviceQueue/serve(_:spins:)`` notifies once per batch, after it), so kick the
+    /// (`DeviceQueue.serve(_:spins:)` notifies once per batch, after it), so kick the
     /// driver first, or it could sleep through them.
     static func stall<N: Notifier>(on notifier: N) {
         try? notifier.notify()

@@ -1,5 +1,5 @@
-/// The backend conformance suite: named checks every ``Virtqueue/MemoryRegion`` and
-/// ``Virtqueue/Notifier`` pair must pass.
+/// The backend conformance suite: named checks every `MemoryRegion` and
+/// `Notifier` pair must pass.
 ///
 /// The suite imports no test framework, so it runs under any harness. With Swift Testing, one
 /// parameterised test runs every check:
@@ -78,7 +78,7 @@ public struct ConformanceSuite: Sendable {
         }
     }
 
-    /// Runs every check on `backend`, in ``ConformanceCheck/allCases`` order, stopping at the
+    /// Runs every check on `backend`, in `ConformanceCheck.allCases` order, stopping at the
     /// first failure.
     ///
     /// - Parameter backend: The backend under test.

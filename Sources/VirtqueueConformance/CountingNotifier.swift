@@ -1,7 +1,7 @@
 import Synchronization
 public import Virtqueue
 
-/// A ``Virtqueue/Notifier`` that counts the kicks and wake-ups going through another one.
+/// A `Notifier` that counts the kicks and wake-ups going through another one.
 ///
 /// Wrap a backend's notifier to see how many kicks notification suppression let through:
 ///

@@ -1,7 +1,7 @@
 public import Virtqueue
 
 /// A hostile peer: writes arbitrary values straight into ring memory, bypassing the queues, at
-/// the offsets a ``Virtqueue/RegionLayout`` gives (virtio 1.x split-ring layout; see
+/// the offsets a `RegionLayout` gives (virtio 1.x split-ring layout; see
 /// `docs/wire-format.md`).
 ///
 /// The writer owns the *other* end's region: to test a driver, give the writer the device's

@@ -7,7 +7,7 @@ public struct QueueEnd<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~Cop
     /// This side's notifier: `notify()` wakes the other side's `wait()`.
     public var notifier: Notify
     /// Closes this side's end of the notifier pair, as if this side had died: the other side's
-    /// current and later `wait()` calls must end with ``Virtqueue/VirtqueueError/Code-swift.struct/peerDied``.
+    /// current and later `wait()` calls must end with `VirtqueueError.Code.peerDied`.
     /// Calling it twice must be harmless.
     public var close: @Sendable () -> Void
 
@@ -50,12 +50,12 @@ public struct LaunchedDevice<Region: MemoryRegion & ~Copyable, Notify: Notifier>
     /// The driver's notifier: kicks the device and waits for it.
     public var notifier: Notify
     /// Ends the device in an orderly way — hang up, let it return from
-    /// ``Virtqueue/DeviceQueue/serve(_:spins:)``, wait for it — and throws if the device failed.
+    /// `DeviceQueue.serve(_:spins:)`, wait for it — and throws if the device failed.
     /// The suite calls it once, at the end (also after ``kill``).
     public var stop: @Sendable () throws -> Void
     /// Ends the device abruptly, as a crash would (`SIGKILL` for a process), without waiting;
     /// `nil` when the backend cannot (a thread cannot be killed). The driver's notifier must then
-    /// end its waits with ``Virtqueue/VirtqueueError/Code-swift.struct/peerDied``.
+    /// end its waits with `VirtqueueError.Code.peerDied`.
     public var kill: (@Sendable () throws -> Void)?
 
     /// Creates the driver's end of a launched device.

@@ -23,8 +23,7 @@ enum IndexWrapCheck {
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws {
             try ends.initialize(layout)
-            let closeDriver = ends.driver.close
-            let closeDevice = ends.device.close
+            let unblock = ends.unblocker()
             var driver = try attachDriver(ends.driver.region, notifier: ends.driver.notifier, bufferSize: 32)
             var device = try attachDevice(ends.device.region, notifier: ends.device.notifier)
             var component = ConformanceDevice()
@@ -35,10 +34,7 @@ enum IndexWrapCheck {
             try withWatchdog(
                 context,
                 hang: { "chain \($0) of \(total) never arrived: a wait blocked" },
-                onFire: {
-                    closeDriver()
-                    closeDevice()
-                }
+                onFire: unblock
             ) { watchdog in
                 while received < total {
                     watchdog.progress.store(received, ordering: .relaxed)

@@ -28,7 +28,7 @@ enum LostWakeUpCheck {
             try ends.initialize(layout)
             let mode = layout.features.modeName
             let closeDriver = ends.driver.close
-            let closeDevice = ends.device.close
+            let unblock = ends.unblocker()
             let toDevice = CountingNotifier(ends.driver.notifier)
             var driver = try attachDriver(ends.driver.region, notifier: toDevice, bufferSize: 64)
             let deviceThread = startDeviceThread(region: ends.device.region, notifier: ends.device.notifier, spins: 0)
@@ -39,10 +39,7 @@ enum LostWakeUpCheck {
                     hang: {
                         "\(mode): round trip \($0) of \(rounds) never completed — driver and device both asleep: a wake-up was lost"
                     },
-                    onFire: {
-                        closeDriver()
-                        closeDevice()
-                    }
+                    onFire: unblock
                 ) { watchdog in
                     var expected = [UInt64](repeating: 0, count: driver.queueSize)
                     for round in 0..<rounds {

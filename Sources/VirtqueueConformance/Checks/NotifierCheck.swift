@@ -56,13 +56,12 @@ enum NotifierCheck {
         ) throws {
             let driverNotifier = ends.driver.notifier
             let deviceNotifier = ends.device.notifier
-            let closeDriver = ends.driver.close
-            let closeDevice = ends.device.close
+            let unblock = ends.unblocker()
             let counters = Counters()
             let rounds = NotifierCheck.pingPongRounds
             let echo = BackgroundThread(name: "virtqueue-conformance-echo") {
                 var seen = 0
-                while seen < rounds {
+                while seen < rounds, !counters.abandoned.load(ordering: .acquiring) {
                     while counters.sent.load(ordering: .acquiring) == seen { try deviceNotifier.wait() }
                     seen = counters.sent.load(ordering: .acquiring)
                     counters.echoed.store(seen, ordering: .releasing)
@@ -73,10 +72,7 @@ enum NotifierCheck {
                 try withWatchdog(
                     context,
                     hang: { "kick \($0) of \(rounds) did not wake the thread waiting for it: a wake-up was lost" },
-                    onFire: {
-                        closeDriver()
-                        closeDevice()
-                    }
+                    onFire: unblock
                 ) { watchdog in
                     // Give the echo thread time to block in its first wait, so the first kick
                     // wakes a sleeping waiter (not a timing assertion: either order must work).
@@ -89,8 +85,8 @@ enum NotifierCheck {
                     }
                 }
             } catch {
-                closeDriver()
-                closeDevice()
+                counters.abandoned.store(true, ordering: .releasing)
+                unblock()
                 _ = echo.join(timeout: context.timeout)
                 throw error
             }
@@ -104,6 +100,7 @@ enum NotifierCheck {
         final class Counters: Sendable {
             let sent = Atomic<Int>(0)
             let echoed = Atomic<Int>(0)
+            let abandoned = Atomic<Bool>(false)
         }
     }
 
@@ -119,8 +116,7 @@ enum NotifierCheck {
             let sender = towardsDevice ? ends.driver.notifier : ends.device.notifier
             let waiter = towardsDevice ? ends.device.notifier : ends.driver.notifier
             let direction = towardsDevice ? "driver → device" : "device → driver"
-            let closeDriver = ends.driver.close
-            let closeDevice = ends.device.close
+            let unblock = ends.unblocker()
             let burst = NotifierCheck.kickBurst
             let stages = [
                 "a kick sent before the wait did not wake it (the kick was lost)",
@@ -130,10 +126,7 @@ enum NotifierCheck {
             try withWatchdog(
                 context,
                 hang: { "\(direction): \(stages[min($0, stages.count - 1)])" },
-                onFire: {
-                    closeDriver()
-                    closeDevice()
-                }
+                onFire: unblock
             ) { watchdog in
                 try sender.notify()
                 try waiter.wait()
@@ -162,9 +155,10 @@ enum NotifierCheck {
             let waiting = closingDriver ? "the device's" : "the driver's"
             let when = waitFirst ? "blocked before" : "started after"
             if !waitFirst { closer() }
+            let abandoned = Atomic<Bool>(false)
             let thread = BackgroundThread(name: "virtqueue-conformance-waiter") {
                 // Wake-ups may be spurious: keep waiting until the wait throws.
-                while true { try waiter.wait() }
+                while !abandoned.load(ordering: .acquiring) { try waiter.wait() }
             }
             if waitFirst {
                 // Let the waiter block first (not a timing assertion: either order must work).
@@ -173,7 +167,8 @@ enum NotifierCheck {
             }
             switch thread.join(timeout: context.timeout) {
             case .none:
-                try? closerNotifier.notify()  // release the waiter if the kick still goes through
+                abandoned.store(true, ordering: .releasing)
+                try? closerNotifier.notify()  // release the waiter if kicks still go through
                 throw CheckFailure(
                     "\(waiting) wait, \(when) \(closing) closed its end, did not end within \(context.timeout): a dead peer hangs the waiter"
                 )

@@ -22,18 +22,14 @@ enum SeedUseCaseCheck {
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws -> Int {
             try ends.initialize(layout)
-            let closeDriver = ends.driver.close
-            let closeDevice = ends.device.close
+            let unblock = ends.unblocker()
             var driver = try attachDriver(ends.driver.region, notifier: ends.driver.notifier, bufferSize: 256)
             var device = try attachDevice(ends.device.region, notifier: ends.device.notifier)
             let rounds = 4
             try withWatchdog(
                 context,
                 hang: { "step \($0) of the seed's use case blocked in a wait: a kick was lost" },
-                onFire: {
-                    closeDriver()
-                    closeDevice()
-                }
+                onFire: unblock
             ) { watchdog in
                 for round in 0..<rounds {
                     // 1. The driver creates a new available entry.

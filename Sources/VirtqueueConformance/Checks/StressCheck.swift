@@ -68,15 +68,12 @@ enum StressCheck {
         ) throws -> Int {
             try ends.initialize(layout)
             let closeDriver = ends.driver.close
-            let closeDevice = ends.device.close
+            let unblock = ends.unblocker()
             let notifier = CountingNotifier(ends.driver.notifier)
             var driver = try attachDriver(ends.driver.region, notifier: notifier, bufferSize: StressCheck.bufferSize)
             let deviceThread = startDeviceThread(region: ends.device.region, notifier: ends.device.notifier, spins: 256)
             do {
-                try pump(&driver, context) {
-                    closeDriver()
-                    closeDevice()
-                }
+                try pump(&driver, context, unblock: unblock)
             } catch {
                 closeDriver()
                 _ = deviceThread.join(timeout: context.timeout)

@@ -25,8 +25,7 @@ enum SuppressionCheck {
         ) throws {
             try ends.initialize(layout)
             let mode = layout.features.modeName
-            let closeDriver = ends.driver.close
-            let closeDevice = ends.device.close
+            let unblock = ends.unblocker()
             let toDevice = CountingNotifier(ends.driver.notifier)
             let toDriver = CountingNotifier(ends.device.notifier)
             var driver = try attachDriver(ends.driver.region, notifier: toDevice, bufferSize: 64)
@@ -35,10 +34,7 @@ enum SuppressionCheck {
             try withWatchdog(
                 context,
                 hang: { "\(mode): a wait for a kick that was sent did not return (stage \($0)): the kick was lost" },
-                onFire: {
-                    closeDriver()
-                    closeDevice()
-                }
+                onFire: unblock
             ) { watchdog in
                 var payloads: [UInt16: [UInt8]] = [:]
                 func submit(_ index: Int, _ driver: inout DriverQueue<Region, CountingNotifier<Notify>>) throws {

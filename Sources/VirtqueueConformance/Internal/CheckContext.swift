@@ -51,7 +51,7 @@ func attempt<T: ~Copyable>(
     }
 }
 
-/// Runs `body`, which must throw a ``Virtqueue/VirtqueueError`` with `code`; fails the check otherwise.
+/// Runs `body`, which must throw a `VirtqueueError` with `code`; fails the check otherwise.
 func expectError(
     _ code: VirtqueueError.Code,
     _ step: @autoclosure () -> String,

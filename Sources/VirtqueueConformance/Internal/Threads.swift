@@ -182,3 +182,23 @@ func joinDevice(
         return
     }
 }
+
+extension QueueEnds where Region: ~Copyable {
+    /// What a watchdog does when it fires: close both ends, then kick both notifiers a few
+    /// times, so that a blocked wait returns whether it is the backend's close or its kicks
+    /// that work.
+    func unblocker() -> @Sendable () -> Void {
+        let closeDriver = driver.close
+        let closeDevice = device.close
+        let driverNotifier = driver.notifier
+        let deviceNotifier = device.notifier
+        return {
+            closeDriver()
+            closeDevice()
+            for _ in 0..<3 {
+                try? driverNotifier.notify()
+                try? deviceNotifier.notify()
+            }
+        }
+    }
+}
