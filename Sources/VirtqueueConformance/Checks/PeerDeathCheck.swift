@@ -36,7 +36,7 @@ enum PeerDeathCheck {
             }
             var driver = try attachDriver(device.region, notifier: device.notifier, bufferSize: 64)
             defer { try? stop() }  // after a kill the device's failure is expected: not checked
-            try dieMidFlight(&driver, context, death: "the launched device was killed", kill: kill)
+            try dieMidFlight(&driver, context, death: "the launched device was killed", release: nil, kill: kill)
             return
                 "the launched device was killed holding a chain; all \(1 + queuedBehind) in flight came back abandoned(peerDied)"
         }
@@ -53,6 +53,7 @@ enum PeerDeathCheck {
             try ends.initialize(layout)
             let closeDriver = ends.driver.close
             let closeDevice = ends.device.close
+            let unblock = ends.unblocker()
             var driver = try attachDriver(ends.driver.region, notifier: ends.driver.notifier, bufferSize: 64)
             let killSwitch = KillSwitch()
             let deviceThread = startDeviceThread(
@@ -61,7 +62,7 @@ enum PeerDeathCheck {
                 spins: 256
             )
             do {
-                try dieMidFlight(&driver, context, death: "the device's end was closed") {
+                try dieMidFlight(&driver, context, death: "the device's end was closed", release: unblock) {
                     killSwitch.kill()
                     closeDevice()
                 }
@@ -84,6 +85,7 @@ enum PeerDeathCheck {
         _ driver: inout DriverQueue<Region, Notify>,
         _ context: CheckContext,
         death: String,
+        release: (@Sendable () -> Void)?,
         kill: @escaping @Sendable () throws -> Void
     ) throws {
         func submit(_ payload: [UInt8], _ driver: inout DriverQueue<Region, Notify>) throws -> UInt16 {
@@ -123,11 +125,14 @@ enum PeerDeathCheck {
         try attempt("killing the device") { try kill() }
         // The driver's notifier must report the death: wait on it from a thread, bounded.
         let notifier = driver.notifier
+        let waiterAbandoned = Atomic<Bool>(false)
         let waiter = BackgroundThread(name: "virtqueue-conformance-death-waiter") {
-            while true { try notifier.wait() }
+            while !waiterAbandoned.load(ordering: .acquiring) { try notifier.wait() }
         }
         switch waiter.join(timeout: context.timeout) {
         case .none:
+            waiterAbandoned.store(true, ordering: .releasing)
+            release?()  // wake the waiter if the backend's kicks still work
             throw CheckFailure("\(death), but the driver's wait did not end within \(context.timeout)")
         case .some(.some(let error)):
             guard let error = error as? VirtqueueError, error.code == .peerDied else {
