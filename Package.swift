@@ -31,7 +31,11 @@ let package = Package(
             path: "Examples/SeedWalkthrough",
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "VirtqueueTests", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "VirtqueueTests",
+            dependencies: ["Virtqueue", "VirtqueueConformance"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "VirtqueueHeapTests",
             dependencies: ["Virtqueue", "VirtqueueHeap"],
