@@ -68,7 +68,7 @@ enum HostileDeviceCheck {
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         let layout = try makeLayout(queueSize: queueSize, dataAreaSize: 8 * 256, features: .all)
         for rule in Rule.allCases {
-            try attempt("withQueueEnds") {
+            try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                 try backend.withQueueEnds(layout: layout, Visitor(layout: layout, rule: rule))
             }
         }

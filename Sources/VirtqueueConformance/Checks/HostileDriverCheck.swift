@@ -177,7 +177,7 @@ enum HostileDriverCheck {
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         for rule in Rule.allCases {
             let layout = try makeLayout(queueSize: queueSize, dataAreaSize: 4096, features: rule.features)
-            try attempt("withQueueEnds") {
+            try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                 try backend.withQueueEnds(layout: layout, Visitor(layout: layout, rule: rule))
             }
         }

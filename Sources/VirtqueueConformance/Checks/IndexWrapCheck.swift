@@ -8,7 +8,7 @@ enum IndexWrapCheck {
 
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         let layout = try makeLayout(queueSize: 8, dataAreaSize: 16 * 32, features: .all)
-        try attempt("withQueueEnds") {
+        try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
             try backend.withQueueEnds(layout: layout, Visitor(layout: layout, context: context))
         }
         return "\(chainCount) chains through a queue of 8: avail.idx and used.idx wrapped"

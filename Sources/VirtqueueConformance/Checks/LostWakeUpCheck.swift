@@ -10,7 +10,7 @@ enum LostWakeUpCheck {
         for features in Features.notificationModes {
             let layout = try makeLayout(queueSize: 16, dataAreaSize: 64 * 64, features: features)
             kicks.append(
-                try attempt("withQueueEnds") {
+                try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                     try backend.withQueueEnds(layout: layout, Visitor(layout: layout, context: context))
                 }
             )

@@ -14,7 +14,9 @@ enum NotifierCheck {
     /// ``ConformanceCheck/notifierWakesAWaiter``.
     static func wakesAWaiter(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         let layout = try layout()
-        try attempt("withQueueEnds") { try backend.withQueueEnds(layout: layout, PingPong(context: context)) }
+        try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
+            try backend.withQueueEnds(layout: layout, PingPong(context: context))
+        }
         return "\(pingPongRounds) kicks each way between two threads, each waiting for the other"
     }
 
@@ -22,7 +24,7 @@ enum NotifierCheck {
     static func keepsEarlyKicks(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         let layout = try layout()
         for towardsDevice in [true, false] {
-            try attempt("withQueueEnds") {
+            try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                 try backend.withQueueEnds(layout: layout, EarlyKicks(context: context, towardsDevice: towardsDevice))
             }
         }
@@ -34,7 +36,7 @@ enum NotifierCheck {
         let layout = try layout()
         for closingDriver in [true, false] {
             for waitFirst in [true, false] {
-                try attempt("withQueueEnds") {
+                try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                     try backend.withQueueEnds(
                         layout: layout,
                         PeerClose(context: context, closingDriver: closingDriver, waitFirst: waitFirst)

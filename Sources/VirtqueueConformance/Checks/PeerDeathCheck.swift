@@ -13,11 +13,11 @@ enum PeerDeathCheck {
 
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         let layout = try makeLayout(queueSize: 16, dataAreaSize: 64 * 64, features: .all)
-        let launched = try attempt("withLaunchedDevice") {
+        let launched = try attempt("withLaunchedDevice(layout:_:), or a queue call inside it,") {
             try backend.withLaunchedDevice(layout: layout, Launched(context: context))
         }
         if case .some(.some(let summary)) = launched { return summary }
-        return try attempt("withQueueEnds") {
+        return try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
             try backend.withQueueEnds(layout: layout, Threaded(layout: layout, context: context))
         }
     }

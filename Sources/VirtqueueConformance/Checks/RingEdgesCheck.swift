@@ -6,7 +6,9 @@ enum RingEdgesCheck {
 
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         let layout = try makeLayout(queueSize: queueSize, dataAreaSize: 16 * 64, features: [])
-        return try attempt("withQueueEnds") { try backend.withQueueEnds(layout: layout, Visitor(layout: layout)) }
+        return try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
+            try backend.withQueueEnds(layout: layout, Visitor(layout: layout))
+        }
     }
 
     struct Visitor: QueueEndsVisitor {

@@ -4,7 +4,9 @@ import Virtqueue
 enum SharedBytesCheck {
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         let layout = try makeLayout(queueSize: 256, dataAreaSize: 1 << 16, features: .all)
-        return try attempt("withQueueEnds") { try backend.withQueueEnds(layout: layout, Visitor(layout: layout)) }
+        return try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
+            try backend.withQueueEnds(layout: layout, Visitor(layout: layout))
+        }
     }
 
     struct Visitor: QueueEndsVisitor {

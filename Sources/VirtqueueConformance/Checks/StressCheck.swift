@@ -12,7 +12,7 @@ enum StressCheck {
         let layout = try makeLayout(queueSize: queueSize, dataAreaSize: 2 * queueSize * bufferSize, features: .all)
         let clock = ContinuousClock()
         let start = clock.now
-        let launched = try attempt("withLaunchedDevice") {
+        let launched = try attempt("withLaunchedDevice(layout:_:), or a queue call inside it,") {
             try backend.withLaunchedDevice(layout: layout, Launched(context: context))
         }
         let kicks: Int
@@ -21,7 +21,7 @@ enum StressCheck {
             kicks = launched
             where_ = "the backend's launched device"
         } else {
-            kicks = try attempt("withQueueEnds") {
+            kicks = try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                 try backend.withQueueEnds(layout: layout, Threaded(layout: layout, context: context))
             }
             where_ = "a device thread"
