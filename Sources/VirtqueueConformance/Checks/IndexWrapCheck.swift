@@ -37,7 +37,7 @@ enum IndexWrapCheck {
                 onFire: unblock
             ) { watchdog in
                 while received < total {
-                    watchdog.progress.store(received, ordering: .relaxed)
+                    watchdog.report(received)
                     while sent < total, driver.freeDescriptorCount >= 2, driver.freeBufferCount >= 2 {
                         var chain = driver.makeChain()
                         let sequence = UInt64(sent)

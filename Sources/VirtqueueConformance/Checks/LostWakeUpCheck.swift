@@ -43,7 +43,7 @@ enum LostWakeUpCheck {
                 ) { watchdog in
                     var expected = [UInt64](repeating: 0, count: driver.queueSize)
                     for round in 0..<rounds {
-                        watchdog.progress.store(round, ordering: .relaxed)
+                        watchdog.report(round + 1)
                         let batch = round % 4 == 3 ? 3 : 1
                         for index in 0..<batch {
                             var chain = driver.makeChain()

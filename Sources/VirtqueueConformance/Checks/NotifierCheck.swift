@@ -80,7 +80,7 @@ enum NotifierCheck {
                     // wakes a sleeping waiter (not a timing assertion: either order must work).
                     Thread.sleep(forTimeInterval: 0.02)
                     for round in 1...rounds {
-                        watchdog.progress.store(round, ordering: .relaxed)
+                        watchdog.report(round)
                         counters.sent.store(round, ordering: .releasing)
                         try driverNotifier.notify()
                         while counters.echoed.load(ordering: .acquiring) < round { try driverNotifier.wait() }
@@ -132,9 +132,9 @@ enum NotifierCheck {
             ) { watchdog in
                 try sender.notify()
                 try waiter.wait()
-                watchdog.progress.store(1, ordering: .relaxed)
+                watchdog.report(1)
                 for _ in 0..<burst { try sender.notify() }
-                watchdog.progress.store(2, ordering: .relaxed)
+                watchdog.report(2)
                 try waiter.wait()
             }
         }

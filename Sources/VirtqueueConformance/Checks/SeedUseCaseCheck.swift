@@ -40,10 +40,10 @@ enum SeedUseCaseCheck {
                     try driver.appendWritable(to: &chain, capacity: 64)
                     let id = try driver.submit(chain)
                     // 3. It kicks the device, which must receive the kick.
-                    watchdog.progress.store(3, ordering: .relaxed)
+                    watchdog.report(3)
                     if try driver.notifyIfNeeded() { try device.notifier.wait() }
                     // 4. The device takes the available entry.
-                    watchdog.progress.store(4, ordering: .relaxed)
+                    watchdog.report(4)
                     guard let request = try device.nextRequest() else {
                         throw CheckFailure("step 4, round \(round): the device found no available entry")
                     }
@@ -65,10 +65,10 @@ enum SeedUseCaseCheck {
                     let written = try component.handle(request, on: device)
                     try device.complete(request, written: written)
                     // 7. It kicks the driver, which must receive the kick.
-                    watchdog.progress.store(7, ordering: .relaxed)
+                    watchdog.report(7)
                     if try device.notifyIfNeeded() { try driver.notifier.wait() }
                     // 8. The driver takes the used entry, reads it and frees its buffers.
-                    watchdog.progress.store(8, ordering: .relaxed)
+                    watchdog.report(8)
                     guard let used = try driver.takeUsed() else {
                         throw CheckFailure("step 8, round \(round): the driver found no used entry")
                     }

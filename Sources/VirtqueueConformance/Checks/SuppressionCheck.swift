@@ -61,7 +61,7 @@ enum SuppressionCheck {
                     toDevice.kickCount == 1,
                     "\(mode): a burst of \(burst) submissions cost \(toDevice.kickCount) kicks; expected 1"
                 )
-                watchdog.progress.store(1, ordering: .relaxed)
+                watchdog.report(1)
                 try device.notifier.wait()  // the one kick was delivered
 
                 // Device → driver: the first completion interrupts, the driver polls, the rest don't.
@@ -87,7 +87,7 @@ enum SuppressionCheck {
                     toDriver.kickCount == 1,
                     "\(mode): \(burst) completions cost \(toDriver.kickCount) interrupts; expected 1"
                 )
-                watchdog.progress.store(2, ordering: .relaxed)
+                watchdog.report(2)
                 try driver.notifier.wait()  // the one interrupt was delivered
 
                 var returned = 0

@@ -50,34 +50,52 @@ final class BackgroundThread: Sendable {
     }
 }
 
-/// Fires `onFire` once if it is not disarmed within `timeout`: the suite's defence against a
-/// backend that loses a wake-up or never ends a wait. `onFire` closes ends and kicks, so that
-/// whatever was blocked returns and the check can report the hang instead of hanging itself.
+/// Fires `onFire` once if the check makes no progress for `timeout`: the suite's defence
+/// against a backend that loses a wake-up or never ends a wait. `onFire` closes ends and kicks,
+/// so that whatever was blocked returns and the check can report the hang instead of hanging.
+///
+/// Progress is each call to ``report(_:)``; a slow machine that keeps reporting is never cut off.
 final class Watchdog: Sendable {
     private let disarmed = DispatchSemaphore(value: 0)
     private let firedFlag = Atomic<Bool>(false)
-    /// A counter the check updates as it goes, for the failure message.
-    let progress = Atomic<Int>(0)
+    private let ticks = Atomic<Int>(0)
+    private let position = Atomic<Int>(0)
     let timeout: Duration
 
     init(timeout: Duration, onFire: @escaping @Sendable () -> Void) {
         self.timeout = timeout
         let thread = Thread { [self] in
-            if disarmed.wait(timeout: .now() + timeout.dispatchInterval) == .timedOut {
-                firedFlag.store(true, ordering: .sequentiallyConsistent)
-                onFire()
+            var seen = ticks.load(ordering: .relaxed)
+            while disarmed.wait(timeout: .now() + timeout.dispatchInterval) == .timedOut {
+                let now = ticks.load(ordering: .relaxed)
+                if now == seen {
+                    firedFlag.store(true, ordering: .sequentiallyConsistent)
+                    onFire()
+                    return
+                }
+                seen = now
             }
         }
         thread.name = "virtqueue-conformance-watchdog"
         thread.start()
     }
 
+    /// Records progress: the check has reached `position` (a count, a round, a step), for the
+    /// failure message.
+    func report(_ position: Int) {
+        self.position.store(position, ordering: .relaxed)
+        ticks.add(1, ordering: .relaxed)
+    }
+
+    /// The position last reported.
+    var progress: Int { position.load(ordering: .relaxed) }
+
     var fired: Bool { firedFlag.load(ordering: .sequentiallyConsistent) }
 
     func disarm() { disarmed.signal() }
 }
 
-/// Runs `body` under a watchdog. If the watchdog fires — `body` made no progress within the
+/// Runs `body` under a watchdog. If the watchdog fires — `body` made no progress for the
 /// suite's timeout — the check fails with `hang`, whatever `body` returned or threw after
 /// `onFire` unblocked it.
 func withWatchdog<T: ~Copyable>(
@@ -96,7 +114,7 @@ func withWatchdog<T: ~Copyable>(
     } catch {
         if watchdog.fired {
             throw CheckFailure(
-                "timed out after \(context.timeout): \(hang(watchdog.progress.load(ordering: .relaxed))) (then: \(error))",
+                "no progress for \(context.timeout): \(hang(watchdog.progress)) (then: \(error))",
                 fileID: fileID,
                 line: line
             )
@@ -105,7 +123,7 @@ func withWatchdog<T: ~Copyable>(
     }
     if watchdog.fired {
         throw CheckFailure(
-            "timed out after \(context.timeout): \(hang(watchdog.progress.load(ordering: .relaxed)))",
+            "no progress for \(context.timeout): \(hang(watchdog.progress))",
             fileID: fileID,
             line: line
         )
