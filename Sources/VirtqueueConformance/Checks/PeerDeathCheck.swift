@@ -1,10 +1,9 @@
-import Dispatch
 import Synchronization
 import Virtqueue
 
 /// ``ConformanceCheck/peerDeathMidFlight``: the device dies holding one request with more queued
 /// behind it. A launched device that can be killed is killed; otherwise the suite runs the
-/// device on a thread and "kills" it by closing the device's end.
+/// device on a thread (``ThreadLaunch``) and "kills" it by closing the device's end.
 enum PeerDeathCheck {
     /// Chains the device completes before the one it stalls on.
     static let completedFirst = 3
@@ -14,17 +13,32 @@ enum PeerDeathCheck {
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         let layout = try makeLayout(queueSize: 16, dataAreaSize: 64 * 64, features: .all)
         let launched = try attempt("withLaunchedDevice(layout:_:), or a queue call inside it,") {
-            try backend.withLaunchedDevice(layout: layout, Launched(context: context))
+            try backend.withLaunchedDevice(
+                layout: layout,
+                Launched(context: context, death: "the launched device was killed")
+            )
         }
         if case .some(.some(let summary)) = launched { return summary }
-        return try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
-            try backend.withQueueEnds(layout: layout, Threaded(layout: layout, context: context))
+        // The backend cannot launch a device, or cannot kill it: run one on a thread and stand
+        // in for the kill by closing the device's end.
+        let summary = try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
+            try backend.withQueueEnds(
+                layout: layout,
+                ThreadLaunch(
+                    layout: layout,
+                    context: context,
+                    visitor: Launched(context: context, death: "the device thread was killed (its end closed)")
+                )
+            )
         }
+        guard let summary else { throw CheckFailure("the suite's own device thread offered no kill") }
+        return summary
     }
 
-    /// A launched device, killed; `nil` if the backend cannot kill it.
+    /// Kills a launched device mid-flight; returns `nil` if it cannot be killed.
     struct Launched: LaunchedDeviceVisitor {
         let context: CheckContext
+        let death: String
 
         func visit<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
             _ device: consuming LaunchedDevice<Region, Notify>
@@ -36,48 +50,8 @@ enum PeerDeathCheck {
             }
             var driver = try attachDriver(device.region, notifier: device.notifier, bufferSize: 64)
             defer { try? stop() }  // after a kill the device's failure is expected: not checked
-            try dieMidFlight(&driver, context, death: "the launched device was killed", release: nil, kill: kill)
-            return
-                "the launched device was killed holding a chain; all \(1 + queuedBehind) in flight came back abandoned(peerDied)"
-        }
-    }
-
-    /// A device thread of the suite's, "killed" by closing the device's end.
-    struct Threaded: QueueEndsVisitor {
-        let layout: RegionLayout
-        let context: CheckContext
-
-        func visit<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
-            _ ends: consuming QueueEnds<Region, Notify>
-        ) throws -> String {
-            try ends.initialize(layout)
-            let closeDriver = ends.driver.close
-            let closeDevice = ends.device.close
-            let unblock = ends.unblocker()
-            var driver = try attachDriver(ends.driver.region, notifier: ends.driver.notifier, bufferSize: 64)
-            let killSwitch = KillSwitch()
-            let deviceThread = startDeviceThread(
-                region: ends.device.region,
-                notifier: KillableNotifier(base: ends.device.notifier, killSwitch: killSwitch),
-                spins: 256
-            )
-            do {
-                try dieMidFlight(&driver, context, death: "the device's end was closed", release: unblock) {
-                    killSwitch.kill()
-                    closeDevice()
-                }
-            } catch {
-                killSwitch.release()
-                closeDriver()
-                _ = deviceThread.join(timeout: context.timeout)
-                throw error
-            }
-            // Let the "dead" device thread go: it returns once it sees the driver gone.
-            killSwitch.release()
-            closeDriver()
-            try joinDevice(deviceThread, context)
-            return
-                "the device (a thread) died holding a chain — its end closed; all \(1 + queuedBehind) in flight came back abandoned(peerDied)"
+            try dieMidFlight(&driver, context, death: death, kill: kill)
+            return "\(death) holding a chain; all \(1 + queuedBehind) in flight came back abandoned(peerDied)"
         }
     }
 
@@ -85,7 +59,6 @@ enum PeerDeathCheck {
         _ driver: inout DriverQueue<Region, Notify>,
         _ context: CheckContext,
         death: String,
-        release: (@Sendable () -> Void)?,
         kill: @escaping @Sendable () throws -> Void
     ) throws {
         func submit(_ payload: [UInt8], _ driver: inout DriverQueue<Region, Notify>) throws -> UInt16 {
@@ -131,8 +104,7 @@ enum PeerDeathCheck {
         }
         switch waiter.join(timeout: context.timeout) {
         case .none:
-            waiterAbandoned.store(true, ordering: .releasing)
-            release?()  // wake the waiter if the backend's kicks still work
+            waiterAbandoned.store(true, ordering: .releasing)  // stop() wakes it, if anything can
             throw CheckFailure("\(death), but the driver's wait did not end within \(context.timeout)")
         case .some(.some(let error)):
             guard let error = error as? VirtqueueError, error.code == .peerDied else {
@@ -161,54 +133,5 @@ enum PeerDeathCheck {
             driver.inFlightCount == 0 && driver.freeBufferCount == driver.bufferCount,
             "\(death): \(driver.inFlightCount) chains in flight and \(driver.freeBufferCount) of \(driver.bufferCount) buffers free after taking everything back"
         )
-    }
-}
-
-/// Stands in for killing a device thread, which cannot be killed: once killed, the device's
-/// notifier never returns to it — the thread stays parked, touching nothing, as a dead process
-/// would — until the check releases it at the end.
-final class KillSwitch: Sendable {
-    private let killed = Atomic<Bool>(false)
-    private let released = DispatchSemaphore(value: 0)
-
-    var isKilled: Bool { killed.load(ordering: .acquiring) }
-
-    func kill() { killed.store(true, ordering: .releasing) }
-
-    func release() { released.signal() }
-
-    /// Parks the calling thread until ``release()``.
-    func park() {
-        released.wait()
-        released.signal()
-    }
-}
-
-/// The device's notifier in the emulated death: passes everything through to `base` until the
-/// kill, then parks the device thread.
-struct KillableNotifier<Base: Notifier>: Notifier {
-    let base: Base
-    let killSwitch: KillSwitch
-
-    func notify() throws(VirtqueueError) {
-        try parkIfKilled()
-        try base.notify()
-    }
-
-    func wait() throws(VirtqueueError) {
-        try parkIfKilled()
-        do {
-            try base.wait()
-        } catch {
-            try parkIfKilled()
-            throw error
-        }
-        try parkIfKilled()
-    }
-
-    private func parkIfKilled() throws(VirtqueueError) {
-        guard killSwitch.isKilled else { return }
-        killSwitch.park()
-        throw VirtqueueError(.peerDied, "this device was killed")
     }
 }

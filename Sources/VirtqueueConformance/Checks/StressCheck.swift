@@ -1,8 +1,9 @@
 import Synchronization
 import Virtqueue
 
-/// ``ConformanceCheck/concurrentStress``: the driver on this thread, a ``ConformanceDevice`` on
-/// another (or wherever the backend launches devices), a million checksummed chains.
+/// ``ConformanceCheck/concurrentStress``: the driver on this thread, a ``ConformanceDevice``
+/// wherever the backend launches devices (or on a thread of the suite's, ``ThreadLaunch``), a
+/// million checksummed chains.
 enum StressCheck {
     static let queueSize = 256
     static let bufferSize = 64
@@ -22,7 +23,10 @@ enum StressCheck {
             where_ = "the backend's launched device"
         } else {
             kicks = try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
-                try backend.withQueueEnds(layout: layout, Threaded(layout: layout, context: context))
+                try backend.withQueueEnds(
+                    layout: layout,
+                    ThreadLaunch(layout: layout, context: context, visitor: Launched(context: context))
+                )
             }
             where_ = "a device thread"
         }
@@ -54,33 +58,6 @@ enum StressCheck {
                 throw error
             }
             try attempt("stopping the launched device") { try stop() }
-            return notifier.kickCount
-        }
-    }
-
-    /// The device runs on a thread of the suite, over the backend's device end.
-    struct Threaded: QueueEndsVisitor {
-        let layout: RegionLayout
-        let context: CheckContext
-
-        func visit<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
-            _ ends: consuming QueueEnds<Region, Notify>
-        ) throws -> Int {
-            try ends.initialize(layout)
-            let closeDriver = ends.driver.close
-            let unblock = ends.unblocker()
-            let notifier = CountingNotifier(ends.driver.notifier)
-            var driver = try attachDriver(ends.driver.region, notifier: notifier, bufferSize: StressCheck.bufferSize)
-            let deviceThread = startDeviceThread(region: ends.device.region, notifier: ends.device.notifier, spins: 256)
-            do {
-                try pump(&driver, context, unblock: unblock)
-            } catch {
-                closeDriver()
-                _ = deviceThread.join(timeout: context.timeout)
-                throw error
-            }
-            closeDriver()
-            try joinDevice(deviceThread, context)
             return notifier.kickCount
         }
     }
