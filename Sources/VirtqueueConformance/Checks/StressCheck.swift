@@ -17,10 +17,10 @@ enum StressCheck {
             try backend.withLaunchedDevice(layout: layout, Launched(context: context))
         }
         let kicks: Int
-        let where_: String
+        let path: String
         if let launched {
             kicks = launched
-            where_ = "the backend's launched device"
+            path = "the backend's launched device"
         } else {
             kicks = try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                 try backend.withQueueEnds(
@@ -28,13 +28,13 @@ enum StressCheck {
                     ThreadLaunch(layout: layout, context: context, visitor: Launched(context: context))
                 )
             }
-            where_ = "a device thread"
+            path = "a device thread of the suite's"
         }
         let elapsed = clock.now - start
         let milliseconds = elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000
         let count = context.configuration.stressChainCount
         return
-            "\(count) chains (\(2 * count) buffers) through \(where_) in \(milliseconds) ms, \(kicks) kicks to the device"
+            "\(count) chains (\(2 * count) buffers) through \(path) in \(milliseconds) ms, \(kicks) kicks to the device"
     }
 
     /// The device runs where the backend launches it.
