@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "VirtqueueHeap", targets: ["VirtqueueHeap"]),
         .library(name: "VirtqueueSharedMemory", targets: ["VirtqueueSharedMemory"]),
         .library(name: "VirtqueueSandbox", targets: ["VirtqueueSandbox"]),
+        .library(name: "VirtqueueConformance", targets: ["VirtqueueConformance"]),
         .executable(name: "VirtqueueScaffold", targets: ["VirtqueueScaffold"]),
         .plugin(name: "NewComponentPair", targets: ["NewComponentPair"]),
     ],
@@ -27,6 +28,13 @@ let package = Package(
     targets: [
         .target(name: "Virtqueue", swiftSettings: swiftSettings),
         .target(name: "VirtqueueHeap", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .target(name: "VirtqueueConformance", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .target(
+            name: "FileBackend",
+            dependencies: ["Virtqueue"],
+            path: "Examples/FileBackend",
+            swiftSettings: swiftSettings
+        ),
         .target(name: "CVirtqueueSystem"),
         .target(
             name: "VirtqueueSharedMemory",
@@ -99,7 +107,7 @@ let package = Package(
         ),
         .target(
             name: "VirtqueueTestDevices",
-            dependencies: ["Virtqueue", "CVirtqueueSandbox"],
+            dependencies: ["Virtqueue", "VirtqueueConformance", "CVirtqueueSandbox"],
             path: "Tests/VirtqueueTestDevices",
             swiftSettings: swiftSettings
         ),
@@ -110,7 +118,20 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .executableTarget(name: "VirtqueueCPeer", path: "Tests/VirtqueueCPeer"),
-        .testTarget(name: "VirtqueueTests", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "VirtqueueTests",
+            dependencies: ["Virtqueue", "VirtqueueConformance"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VirtqueueConformanceTests",
+            dependencies: [
+                "Virtqueue", "VirtqueueHeap", "VirtqueueSharedMemory", "VirtqueueSandbox", "VirtqueueConformance",
+                "FileBackend", "VirtqueueTestDevices",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "VirtioBlockTests",
             dependencies: ["VirtioBlock", "Virtqueue", "VirtqueueHeap"],

@@ -1,5 +1,6 @@
 import Glibc
 public import Virtqueue
+import VirtqueueConformance
 
 /// The devices the test device host can run, by name.
 public enum TestDevices {
@@ -7,6 +8,7 @@ public enum TestDevices {
     public static let all: [any DeviceComponent.Type] = [
         SerialDevice.self, EchoDevice.self, ChecksumDevice.self, TruncatingDevice.self, FailingDevice.self,
         DescriptorListingDevice.self, ConfiguredDevice.self, ForbiddenCallDevice.self,
+        ConformanceDevice.self,
     ]
 }
 
