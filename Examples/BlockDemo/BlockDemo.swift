@@ -41,7 +41,7 @@ struct BlockDemo: ParsableCommand {
     var misbehave = false
 
     @Option(help: "The disk image's size in MiB.")
-    var megabytes = 64
+    var megabytes = 256
 
     @Option(help: "Bytes per request, in KiB (a multiple of 4).")
     var requestKiB = 64
@@ -165,7 +165,7 @@ struct BlockDemo: ParsableCommand {
             "  moved              \(format(Double(workload.bytesMoved) / mib)) MiB (\(format(Double(workload.bytesWritten) / mib)) MiB written, \(format(Double(workload.bytesRead) / mib)) MiB read back)"
         )
         say("  requests           \(workload.requests) (\(requestKiB) KiB each, plus a flush)")
-        say("  time               \(format(seconds)) s")
+        say("  time               \(format(seconds, digits: 3)) s")
         say("  throughput         \(format(Double(workload.bytesMoved) / mib / seconds)) MiB/s")
         say(
             "  kicks per buffer   \(format(Double(workload.kicks) / Double(max(workload.requests, 1)), digits: 4)) (\(workload.kicks) kicks for \(workload.requests) requests)"
