@@ -71,8 +71,8 @@ struct BrokenBackendTests {
 
     /// The good backends pass the whole suite through ``ConformanceSuite/runAll(on:)`` too (with a
     /// short stress run: the full one runs per check in ``ConformanceTests``).
-    @Test(arguments: BackendKind.allCases)
-    func runAllPassesOnAGoodBackend(_ backend: BackendKind) throws {
+    @Test(arguments: backendsUnderTest)
+    func runAllPassesOnAGoodBackend(_ backend: BackendUnderTest) throws {
         let results = try ConformanceSuite(configuration: .init(stressChainCount: 10_000)).runAll(on: backend.backend)
         #expect(results.map(\.check) == ConformanceCheck.allCases)
     }

@@ -5,9 +5,9 @@ import VirtqueueConformance
 /// and check.
 @Suite("Conformance")
 struct ConformanceTests {
-    @Test(arguments: BackendKind.allCases, ConformanceCheck.allCases)
-    func check(_ backend: BackendKind, _ check: ConformanceCheck) throws {
+    @Test(arguments: backendsUnderTest, ConformanceCheck.allCases)
+    func check(_ backend: BackendUnderTest, _ check: ConformanceCheck) throws {
         let summary = try ConformanceSuite().run(check, on: backend.backend)
-        print("[\(backend)] \(check): \(summary)")
+        print("[\(backend.testDescription)] \(check): \(summary)")
     }
 }
