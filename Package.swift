@@ -13,17 +13,25 @@ let package = Package(
     products: [
         .library(name: "Virtqueue", targets: ["Virtqueue"]),
         .library(name: "VirtqueueHeap", targets: ["VirtqueueHeap"]),
+        // Test support, not API: the fuzz targets' invariant checks, shared by FuzzTesting/ (libFuzzer)
+        // and VirtqueueTests (which replays the saved corpus and fail cases).
+        .library(name: "_VirtqueueFuzzHarness", targets: ["_VirtqueueFuzzHarness"]),
     ],
     targets: [
         .target(name: "Virtqueue", swiftSettings: swiftSettings),
         .target(name: "VirtqueueHeap", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .target(name: "_VirtqueueFuzzHarness", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
         .executableTarget(
             name: "SeedWalkthrough",
             dependencies: ["Virtqueue", "VirtqueueHeap"],
             path: "Examples/SeedWalkthrough",
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "VirtqueueTests", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "VirtqueueTests",
+            dependencies: ["Virtqueue", "_VirtqueueFuzzHarness"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "VirtqueueHeapTests",
             dependencies: ["Virtqueue", "VirtqueueHeap"],
