@@ -82,6 +82,7 @@ final class DeviceSession {
     var lastAvailable: UInt16 = 0
     var nextUsed: UInt16 = 0
     var lastNotifyCheck: UInt16 = 0
+    var movesSinceNotifyCheck = 0
     var broken = false
     var heldSegments = 0
     var held: UnsafeMutablePointer<DeviceRequest>
@@ -410,6 +411,7 @@ final class DeviceSession {
         withUnsafeBytes(of: UInt32(id).littleEndian) { setShadow($0, at: slot) }
         withUnsafeBytes(of: UInt32(valid ? written : 0).littleEndian) { setShadow($0, at: slot + 4) }
         nextUsed &+= 1
+        movesSinceNotifyCheck += 1
         withUnsafeBytes(of: nextUsed.littleEndian) { setShadow($0, at: usedRing + 2) }
     }
 
@@ -428,9 +430,13 @@ final class DeviceSession {
         }
         let new = nextUsed
         let old = lastNotifyCheck
+        let moves = movesSinceNotifyCheck
         lastNotifyCheck = new
+        movesSinceNotifyCheck = 0
         let expected: Bool
-        if new == old {
+        if moves > Int(UInt16.max) {
+            expected = true
+        } else if new == old {
             expected = false
         } else if eventIndex {
             let event = load16(availableRing + 4 + 2 * size)

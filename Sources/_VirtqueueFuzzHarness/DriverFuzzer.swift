@@ -103,6 +103,7 @@ final class DriverSession {
     var lastUsed: UInt16 = 0
     var nextAvailable: UInt16 = 0
     var lastNotifyCheck: UInt16 = 0
+    var movesSinceNotifyCheck = 0
     var broken = false
     var serial: UInt8 = 0
     /// Used chains taken and not yet freed, with what they hold.
@@ -285,6 +286,7 @@ final class DriverSession {
         try check(inFlight[head] == nil, "head \(head) was handed out while still in flight")
         inFlight[head] = model
         nextAvailable &+= 1
+        movesSinceNotifyCheck += 1
         try check(
             load16(availableRing + 2) == nextAvailable,
             "avail.idx \(load16(availableRing + 2)) != \(nextAvailable)"
@@ -425,9 +427,13 @@ final class DriverSession {
         }
         let new = nextAvailable
         let old = lastNotifyCheck
+        let moves = movesSinceNotifyCheck
         lastNotifyCheck = new
+        movesSinceNotifyCheck = 0
         let expected: Bool
-        if new == old {
+        if moves > Int(UInt16.max) {
+            expected = true
+        } else if new == old {
             expected = false
         } else if eventIndex {
             let event = load16(usedRing + 4 + 8 * size)
