@@ -22,7 +22,10 @@ struct ChecksumDevice: DeviceComponent {
 
 /// The heap backend under load: the driver on the test's thread, the device on its own, many
 /// chains of random shapes in flight at once, every reply checked against a checksum the
-/// driver computed itself. Run it under ThreadSanitizer with `scripts/tsan.sh`.
+/// driver computed itself. Both sides spin for a while before sleeping, so they often run at
+/// once and hand chains over through the ring alone, without a notification in between —
+/// the case where only the ring's release/acquire ordering keeps the bytes consistent. Run it
+/// under ThreadSanitizer with `scripts/tsan.sh` (docs/thread-sanitizer.md).
 @Suite
 struct HeapStressTests {
     static let fnvOffset: UInt64 = 0xcbf2_9ce4_8422_2325
@@ -53,7 +56,7 @@ struct HeapStressTests {
         let chainCount = 20_000
         let bufferSize = 256
         let layout = try RegionLayout(queueSizes: [64], dataAreaSize: 160 * bufferSize, features: features)
-        let device = try HeapBackend.launch(ChecksumDevice.self, layout: layout, spins: 64)
+        let device = try HeapBackend.launch(ChecksumDevice.self, layout: layout, spins: 4096)
         var driver = try DriverQueue(
             region: device.region,
             notifier: device.notifier,
@@ -120,7 +123,7 @@ struct HeapStressTests {
                 took += 1
             }
             if took == 0 && burst == 0 {
-                try driver.waitForUsed(spins: 64)
+                try driver.waitForUsed(spins: 4096)
             }
         }
 
