@@ -13,40 +13,44 @@ struct FuzzReplayTests {
         .deletingLastPathComponent()
         .appendingPathComponent("FuzzTesting")
 
-    /// Saved inputs of one target, as paths relative to `FuzzTesting/`.
-    static func inputs(of target: String) -> [String] {
-        ["Corpus", "FailCases"].flatMap { folder in
-            let directory = fuzzTesting.appendingPathComponent(folder).appendingPathComponent(target)
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-            return names.filter { !$0.hasPrefix(".") }.sorted().map { "\(folder)/\(target)/\($0)" }
-        }
+    static let targets = ["FuzzDevice", "FuzzDriver", "FuzzHeader"]
+
+    /// Saved inputs in `folder/target`, as paths relative to `FuzzTesting/`.
+    static func inputs(in folder: String, of target: String) -> [String] {
+        let directory = fuzzTesting.appendingPathComponent(folder).appendingPathComponent(target)
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        return names.filter { !$0.hasPrefix(".") }.sorted().map { "\(folder)/\(target)/\($0)" }
     }
 
-    static func replay(_ path: String, _ run: (UnsafeRawBufferPointer) throws -> Void) throws {
+    static var failCases: [String] { targets.flatMap { inputs(in: "FailCases", of: $0) } }
+
+    /// Runs one saved input through its target's harness.
+    static func replay(_ path: String) throws {
         let bytes = Array(try Data(contentsOf: fuzzTesting.appendingPathComponent(path)))
-        try bytes.withUnsafeBytes { try run($0) }
-    }
-
-    @Test
-    func everyTargetHasSavedInputs() {
-        for target in ["FuzzDevice", "FuzzDriver", "FuzzHeader"] {
-            #expect(!Self.inputs(of: target).isEmpty, "no saved inputs for \(target)")
+        try bytes.withUnsafeBytes { raw in
+            switch path.split(separator: "/")[1] {
+            case "FuzzDevice": try DeviceFuzzer.run(raw)
+            case "FuzzDriver": try DriverFuzzer.run(raw)
+            case "FuzzHeader": try HeaderFuzzer.run(raw)
+            default: Issue.record("\(path) belongs to no fuzz target")
+            }
         }
     }
 
-    @Test(arguments: inputs(of: "FuzzDevice"))
-    func device(_ path: String) throws {
-        try Self.replay(path) { try DeviceFuzzer.run($0) }
+    /// The corpus: the generated seeds plus what libFuzzer found new coverage with, merged in.
+    @Test(arguments: targets)
+    func corpus(_ target: String) {
+        let paths = Self.inputs(in: "Corpus", of: target)
+        #expect(!paths.isEmpty, "no corpus for \(target)")
+        for path in paths {
+            #expect(throws: Never.self, "\(path)") { try Self.replay(path) }
+        }
     }
 
-    @Test(arguments: inputs(of: "FuzzDriver"))
-    func driver(_ path: String) throws {
-        try Self.replay(path) { try DriverFuzzer.run($0) }
-    }
-
-    @Test(arguments: inputs(of: "FuzzHeader"))
-    func header(_ path: String) throws {
-        try Self.replay(path) { try HeaderFuzzer.run($0) }
+    /// Every input that once made a target fail, one test case each.
+    @Test(arguments: failCases)
+    func failCase(_ path: String) throws {
+        try Self.replay(path)
     }
 
     /// The committed seeds are exactly what ``FuzzSeeds`` generates, so the generator and the
