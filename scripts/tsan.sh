@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the heap backend's concurrent stress test under ThreadSanitizer: the driver on the test's
-# thread, a checksum device on its own, 20,000 chains per notification mode, every reply checked.
+# thread, a checksum device on its own, 200,000 chains (VIRTQUEUE_STRESS_CHAINS) for each of
+# four feature sets, every reply checked.
 #
 #   scripts/tsan.sh               # HeapStressTests
 #   scripts/tsan.sh FILTER        # another `swift test --filter` expression
@@ -22,6 +23,7 @@ fi
 command -v swift >/dev/null || { echo "swift is not on PATH (install a swift.org toolchain)" >&2; exit 1; }
 
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
+export VIRTQUEUE_STRESS_CHAINS=${VIRTQUEUE_STRESS_CHAINS:-200000}
 export SWIFT_BACKTRACE=enable=no
 cd "$root"
 swift build -c release --build-tests --sanitize=thread --scratch-path .build-tsan

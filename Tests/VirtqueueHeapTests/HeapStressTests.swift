@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import Virtqueue
 import VirtqueueHeap
@@ -51,9 +52,15 @@ struct HeapStressTests {
 
     static let featureSets: [Features] = [[], [.eventIndex], [.indirectDescriptors], .all]
 
+    /// Chains per run: `VIRTQUEUE_STRESS_CHAINS` from the environment (scripts/tsan.sh raises
+    /// it), else 20,000.
+    static var chainCount: Int {
+        ProcessInfo.processInfo.environment["VIRTQUEUE_STRESS_CHAINS"].flatMap { Int($0) } ?? 20_000
+    }
+
     @Test(arguments: featureSets)
     func manyChainsAcrossTwoThreads(features: Features) throws {
-        let chainCount = 20_000
+        let chainCount = Self.chainCount
         let bufferSize = 256
         let layout = try RegionLayout(queueSizes: [64], dataAreaSize: 160 * bufferSize, features: features)
         let device = try HeapBackend.launch(ChecksumDevice.self, layout: layout, spins: 4096)
@@ -68,6 +75,7 @@ struct HeapStressTests {
         var submitted = 0
         var completed = 0
         var kicks = 0
+        var waits = 0
 
         while completed < chainCount {
             // Submit a burst of up to 32 chains, as many as fit.
@@ -124,6 +132,7 @@ struct HeapStressTests {
             }
             if took == 0 && burst == 0 {
                 try driver.waitForUsed(spins: 4096)
+                waits += 1
             }
         }
 
@@ -133,5 +142,6 @@ struct HeapStressTests {
         #expect(driver.freeBufferCount == driver.bufferCount)
         #expect(driver.freeDescriptorCount == driver.queueSize)
         #expect(kicks <= submitted)
+        print("HeapStressTests \(features): \(chainCount) chains, \(kicks) kicks, \(waits) driver waits")
     }
 }
