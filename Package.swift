@@ -18,6 +18,9 @@ let package = Package(
         .library(name: "VirtqueueConformance", targets: ["VirtqueueConformance"]),
         .executable(name: "VirtqueueScaffold", targets: ["VirtqueueScaffold"]),
         .plugin(name: "NewComponentPair", targets: ["NewComponentPair"]),
+        // Test support, not API: the fuzz targets' invariant checks, shared by FuzzTesting/ (libFuzzer)
+        // and VirtqueueTests (which replays the saved corpus and fail cases).
+        .library(name: "_VirtqueueFuzzHarness", targets: ["_VirtqueueFuzzHarness"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -29,6 +32,7 @@ let package = Package(
         .target(name: "Virtqueue", swiftSettings: swiftSettings),
         .target(name: "VirtqueueHeap", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
         .target(name: "VirtqueueConformance", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .target(name: "_VirtqueueFuzzHarness", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
         .target(
             name: "FileBackend",
             dependencies: ["Virtqueue"],
@@ -120,7 +124,7 @@ let package = Package(
         .executableTarget(name: "VirtqueueCPeer", path: "Tests/VirtqueueCPeer"),
         .testTarget(
             name: "VirtqueueTests",
-            dependencies: ["Virtqueue", "VirtqueueConformance"],
+            dependencies: ["Virtqueue", "VirtqueueConformance", "_VirtqueueFuzzHarness"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -291,6 +291,7 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
             endpoint.publish(used &+ 1, in: base)
         }
         state.pointee.nextUsed = used &+ 1
+        state.pointee.completedSinceNotifyCheck &+= 1
         guard valid else {
             throw VirtqueueError(
                 .writtenLengthTooLarge,
@@ -309,9 +310,11 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         if let broken = state.pointee.broken { throw .broken(by: broken) }
         let new = state.pointee.nextUsed
         let old = state.pointee.lastNotifyCheck
+        let moves = state.pointee.completedSinceNotifyCheck
         state.pointee.lastNotifyCheck = new
+        state.pointee.completedSinceNotifyCheck = 0
         let needed = region.withUnsafeMutableBytes { raw in
-            endpoint.peerNeedsNotification(new: new, old: old, in: raw.baseAddress.unsafelyUnwrapped)
+            endpoint.peerNeedsNotification(new: new, old: old, moves: moves, in: raw.baseAddress.unsafelyUnwrapped)
         }
         if needed { try notifier.notify() }
         return needed

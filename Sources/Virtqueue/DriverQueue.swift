@@ -289,6 +289,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
             endpoint.publish(available &+ 1, in: base)
         }
         state.pointee.nextAvailable &+= 1
+        state.pointee.submittedSinceNotifyCheck &+= 1
         state.pointee.heads[Int(head)] = HeadRecord(
             firstBuffer: chain.firstBuffer,
             segmentCount: UInt32(chain._segmentCount),
@@ -314,9 +315,11 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         if let broken = state.pointee.broken { throw .broken(by: broken) }
         let new = state.pointee.nextAvailable
         let old = state.pointee.lastNotifyCheck
+        let moves = state.pointee.submittedSinceNotifyCheck
         state.pointee.lastNotifyCheck = new
+        state.pointee.submittedSinceNotifyCheck = 0
         let needed = region.withUnsafeMutableBytes { raw in
-            endpoint.peerNeedsNotification(new: new, old: old, in: raw.baseAddress.unsafelyUnwrapped)
+            endpoint.peerNeedsNotification(new: new, old: old, moves: moves, in: raw.baseAddress.unsafelyUnwrapped)
         }
         if needed { try notifier.notify() }
         return needed

@@ -19,6 +19,8 @@ internal struct DeviceState {
     @usableFromInline var lastAvailable: UInt16 = 0
     @usableFromInline var nextUsed: UInt16 = 0
     @usableFromInline var lastNotifyCheck: UInt16 = 0
+    /// Completions published since `lastNotifyCheck` (the true distance, which 16 bits can't hold).
+    @usableFromInline var completedSinceNotifyCheck = 0
 
     /// Whether the device holds head `i` (taken and not yet completed).
     @usableFromInline let headTaken: UnsafeMutablePointer<Bool>

@@ -55,6 +55,8 @@ internal struct DriverState {
     // Ring indices.
     @usableFromInline var nextAvailable: UInt16 = 0
     @usableFromInline var lastNotifyCheck: UInt16 = 0
+    /// Submissions published since `lastNotifyCheck` (the true distance, which 16 bits can't hold).
+    @usableFromInline var submittedSinceNotifyCheck = 0
     @usableFromInline var lastUsed: UInt16 = 0
 
     // Descriptors: a free list threaded through `descriptorNext`.

@@ -153,8 +153,15 @@ internal struct Endpoint: Sendable {
     /// Decides whether the peer must be notified after this side moved its index from
     /// `old` to `new`, per virtio 1.x §2.7.7 / §2.7.10, with the full fence the spec requires
     /// between publishing the index and reading the peer's suppression state.
+    ///
+    /// `moves` is how many times the index moved since `old` was current. Free-running 16-bit
+    /// indices can't tell 2^16 moves from none, nor judge `vring_need_event` across 2^16 or
+    /// more, so after that many the peer is notified regardless (an extra notification is
+    /// harmless; a missed one leaves the peer asleep for good). Linux's vhost does the same
+    /// (`signalled_used_valid`). Found by the SPIN model, docs/model/notification.pml.
     @inlinable
-    func peerNeedsNotification(new: UInt16, old: UInt16, in base: UnsafeMutableRawPointer) -> Bool {
+    func peerNeedsNotification(new: UInt16, old: UInt16, moves: Int, in base: UnsafeMutableRawPointer) -> Bool {
+        if moves > Int(UInt16.max) { return true }
         if new == old { return false }
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         if eventIndex {

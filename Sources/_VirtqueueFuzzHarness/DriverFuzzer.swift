@@ -1,0 +1,535 @@
+import Virtqueue
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// Fuzz target (b): the driver side parsing a used ring written by a hostile device, against
+/// a known set of chains in flight.
+///
+/// The input's first two bytes pick a configuration: queue size (4, 8, 16 or 1), INDIRECT_DESC,
+/// EVENT_IDX, the pool's buffer size, the indirect threshold, and the pool's buffer count. The
+/// rest is a program of operations, each one byte followed by its operands:
+///
+/// | op % 10 | operation |
+/// |---|---|
+/// | 0, 1 | build and submit a chain of 0–3 readable and 0–3 writable segments (lengths from the input) |
+/// | 2 | write up to 255 raw bytes anywhere in the used ring (flags, idx, elements, `avail_event`) |
+/// | 3 | write one used element naming a chain in flight (or a raw id) and advance `used.idx` |
+/// | 4 | set `used.idx` |
+/// | 5 | call `takeUsed()` up to 4 times, keeping or freeing what comes back |
+/// | 6 | free a kept chain |
+/// | 7 | call `notifyIfNeeded()` |
+/// | 8 | call `waitForUsed(spins:)` (a wait ends as if the device died) |
+/// | 9 | write `used.flags` and `avail_event` |
+///
+/// At the end the queue is broken on purpose (if it is not already) and every chain still in
+/// flight is taken back with `takeAbandoned()`. After each operation the harness checks that:
+/// each used chain names a submitted chain in flight, comes back at most once, reports at most
+/// its writable bytes and still holds the bytes the driver wrote; each error is the one an
+/// independent check of the used element predicts, and breaks the queue; the free descriptor
+/// and buffer counts match the chains the harness knows of; the driver wrote nothing into the
+/// header or the used ring; and the canaries around the region are intact. Finally every
+/// buffer and descriptor is free again.
+public enum DriverFuzzer {
+    /// Runs one input.
+    ///
+    /// - Throws: ``InvariantFailure`` naming the broken invariant.
+    public static func run(_ input: UnsafeRawBufferPointer) throws(InvariantFailure) {
+        var reader = FuzzInput(input)
+        let config = reader.byteOrZero()
+        let size = [4, 8, 16, 1][Int(config & 3)]
+        var features: Features = []
+        if config & 4 != 0 { features.insert(.indirectDescriptors) }
+        if config & 8 != 0 { features.insert(.eventIndex) }
+        let bufferSize = [16, 32, 64, 256][Int(config >> 4) & 3]
+        let threshold = [1, 2, 4, 16][Int(config >> 6) & 3]
+        let bufferCount = Int(reader.byteOrZero()) % (4 * size + 2)
+        let layout: RegionLayout
+        do {
+            layout = try RegionLayout(
+                queueSizes: [size],
+                dataAreaSize: bufferCount * bufferSize,
+                features: features
+            )
+        } catch {
+            throw InvariantFailure("a valid layout was refused: \(error)")
+        }
+        let region = FuzzRegion(count: layout.regionSize)
+        defer { region.deallocate() }
+        let session = try DriverSession(
+            layout: layout,
+            region: region,
+            bufferSize: bufferSize,
+            threshold: threshold
+        )
+        while let op = reader.byte() {
+            try session.perform(op, &reader)
+        }
+        try session.finish()
+    }
+}
+
+/// One driver queue under fuzzing, with the harness's model of the chains it owns.
+final class DriverSession {
+    /// A submitted chain as the harness remembers it.
+    struct Submitted {
+        var readable: [[UInt8]]
+        var writable: [Int]
+        var indirect: Bool
+        var writableByteCount: Int { writable.reduce(0, +) }
+        var segmentCount: Int { readable.count + writable.count }
+        /// Buffers the chain holds while in flight (its segments, plus an indirect table).
+        var bufferCount: Int { segmentCount + (indirect ? 1 : 0) }
+        /// Descriptors the chain holds while in flight.
+        var descriptorCount: Int { indirect ? 1 : segmentCount }
+    }
+
+    var queue: DriverQueue<FuzzRegion, FuzzNotifier>
+    let region: FuzzRegion
+    let size: Int
+    let eventIndex: Bool
+    let bufferSize: Int
+    let availableRing: Int
+    let usedRing: Int
+    let usedRingBytes: Int
+    let dataArea: Range<Int>
+    let headerAndUsed: [Range<Int>]
+    var shadow: [UInt8]
+
+    var inFlight: [UInt16: Submitted] = [:]
+    var lastUsed: UInt16 = 0
+    var nextAvailable: UInt16 = 0
+    var lastNotifyCheck: UInt16 = 0
+    var movesSinceNotifyCheck = 0
+    var broken = false
+    var serial: UInt8 = 0
+    /// Used chains taken and not yet freed, with what they hold.
+    var kept: UnsafeMutablePointer<UsedChain>
+    var keptModels: [Submitted] = []
+
+    init(layout: RegionLayout, region: FuzzRegion, bufferSize: Int, threshold: Int) throws(InvariantFailure) {
+        do {
+            try layout.initialize(region)
+            queue = try DriverQueue(
+                region: region,
+                notifier: FuzzNotifier(),
+                bufferSize: bufferSize,
+                indirectThreshold: threshold
+            )
+        } catch {
+            throw InvariantFailure("attaching a driver to a fresh region failed: \(error)")
+        }
+        let queueLayout = layout.queues[0]
+        self.region = region
+        self.size = queueLayout.size
+        self.eventIndex = layout.features.contains(.eventIndex)
+        self.bufferSize = bufferSize
+        self.availableRing = queueLayout.availableRingOffset
+        self.usedRing = queueLayout.usedRingOffset
+        self.usedRingBytes = QueueLayout.usedRingByteCount(size: queueLayout.size)
+        self.dataArea = layout.dataAreaOffset..<layout.dataAreaOffset + layout.dataAreaSize
+        self.headerAndUsed = [0..<layout.headerByteCount, usedRing..<usedRing + usedRingBytes]
+        self.shadow = Array(UnsafeRawBufferPointer(region.bytes))
+        self.kept = .allocate(capacity: max(queueLayout.size, 1))
+    }
+
+    deinit {
+        kept.deinitialize(count: keptModels.count)
+        kept.deallocate()
+    }
+
+    func load16(_ offset: Int) -> UInt16 {
+        UInt16(
+            littleEndian: UnsafeRawBufferPointer(region.bytes).loadUnaligned(fromByteOffset: offset, as: UInt16.self)
+        )
+    }
+
+    /// The device's writes: into the used ring only (the harness's shadow follows them).
+    func deviceWrite(_ bytes: UnsafeRawBufferPointer, at offset: Int) {
+        guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
+        (region.base + offset).copyMemory(from: source, byteCount: bytes.count)
+        shadow.withUnsafeMutableBytes { ($0.baseAddress! + offset).copyMemory(from: source, byteCount: bytes.count) }
+    }
+
+    func deviceWrite<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+        withUnsafeBytes(of: value.littleEndian) { deviceWrite($0, at: offset) }
+    }
+
+    // MARK: Operations
+
+    func perform(_ op: UInt8, _ reader: inout FuzzInput) throws(InvariantFailure) {
+        switch op % 10 {
+        case 0, 1:
+            try submit(shape: reader.byteOrZero(), &reader)
+        case 2:
+            let offset = Int(reader.byteOrZero()) % usedRingBytes
+            let bytes = reader.bytes(upTo: Int(reader.byteOrZero()))
+            deviceWrite(
+                UnsafeRawBufferPointer(rebasing: bytes[0..<min(bytes.count, usedRingBytes - offset)]),
+                at: usedRing + offset
+            )
+        case 3:
+            let selector = reader.byteOrZero()
+            let heads = inFlight.keys.sorted()
+            let id: UInt32 =
+                selector & 0x80 == 0 && !heads.isEmpty ? UInt32(heads[Int(selector) % heads.count]) : reader.uint32()
+            let lengthSelector = reader.byteOrZero()
+            let writable = inFlight[UInt16(truncatingIfNeeded: id)]?.writableByteCount ?? 0
+            let length: UInt32 =
+                switch lengthSelector >> 6 {
+                case 0: UInt32(writable)
+                case 1: UInt32(Int(lengthSelector & 0x3F) % (writable + 1))
+                case 2: UInt32(writable + 1 + Int(lengthSelector & 0x3F))
+                default: UInt32.max - UInt32(lengthSelector & 0x3F)
+                }
+            let index = load16(usedRing + 2)
+            let slot = usedRing + 4 + 8 * Int(index % UInt16(size))
+            deviceWrite(id, at: slot)
+            deviceWrite(length, at: slot + 4)
+            deviceWrite(index &+ 1, at: usedRing + 2)
+        case 4:
+            deviceWrite(reader.uint16(), at: usedRing + 2)
+        case 5:
+            let policy = reader.byteOrZero()
+            for round in 0...(policy % 4) {
+                guard try take(keep: policy >> (2 + round) & 1 == 1) else { break }
+            }
+        case 6:
+            try freeKept(Int(reader.byteOrZero()))
+        case 7:
+            try notify()
+        case 8:
+            try wait(spins: Int(reader.byteOrZero() % 3))
+        default:
+            deviceWrite(reader.uint16(), at: usedRing)
+            deviceWrite(reader.uint16(), at: usedRing + 4 + 8 * size)
+        }
+        try checkState()
+    }
+
+    // MARK: Submitting
+
+    func submit(shape: UInt8, _ reader: inout FuzzInput) throws(InvariantFailure) {
+        var chain = queue.makeChain()
+        var model = Submitted(readable: [], writable: [], indirect: false)
+        var appendError: VirtqueueError?
+        serial &+= 1
+        let readableCount = Int(shape & 3)
+        let writableCount = Int(shape >> 2 & 3)
+        do throws(VirtqueueError) {
+            for index in 0..<readableCount {
+                let count = Int(reader.byteOrZero()) % (bufferSize + 2)
+                let payload = (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ index) ^ serial }
+                try queue.appendReadable(to: &chain, copying: payload)
+                model.readable.append(payload)
+            }
+            for _ in 0..<writableCount {
+                let capacity = Int(reader.byteOrZero()) % (bufferSize + 2)
+                try queue.appendWritable(to: &chain, capacity: capacity)
+                model.writable.append(capacity)
+            }
+            if shape & 0x10 != 0 {
+                // A readable segment after the writable ones must be refused (when there are any).
+                try queue.appendReadable(to: &chain, copying: [serial])
+                model.readable.append([serial])
+            }
+        } catch {
+            appendError = error
+        }
+        model.indirect = chain.isIndirect
+        try check(
+            chain.segmentCount == model.segmentCount,
+            "chain has \(chain.segmentCount) segments, model \(model.segmentCount)"
+        )
+        if let appendError {
+            let callerCodes: [VirtqueueError.Code] = [
+                .payloadTooLarge, .readableAfterWritable, .chainTooLong, .poolExhausted, .ringFull,
+            ]
+            if broken {
+                try check(appendError.code == .queueBroken, "appending to a broken queue reported \(appendError)")
+            } else {
+                try check(callerCodes.contains(appendError.code), "appending reported \(appendError)")
+                try check(!queue.isBroken, "a caller mistake broke the queue: \(appendError)")
+            }
+            do {
+                try queue.discard(chain)
+            } catch {
+                throw InvariantFailure("discarding an own chain failed: \(error)")
+            }
+            return
+        }
+        if shape & 0x20 != 0 {
+            do {
+                try queue.discard(chain)
+            } catch {
+                throw InvariantFailure("discarding an own chain failed: \(error)")
+            }
+            return
+        }
+        let head: UInt16
+        do {
+            head = try queue.submit(chain)
+        } catch {
+            // An empty chain is a caller mistake whether or not the queue is broken.
+            if model.segmentCount == 0 {
+                try check(error.code == .emptyChain, "submitting an empty chain reported \(error)")
+            } else {
+                try check(broken && error.code == .queueBroken, "submitting a chain reported \(error)")
+            }
+            return
+        }
+        try check(!broken, "a broken queue accepted a chain")
+        try check(Int(head) < size, "head \(head) is not below the queue size")
+        try check(inFlight[head] == nil, "head \(head) was handed out while still in flight")
+        inFlight[head] = model
+        nextAvailable &+= 1
+        movesSinceNotifyCheck += 1
+        try check(
+            load16(availableRing + 2) == nextAvailable,
+            "avail.idx \(load16(availableRing + 2)) != \(nextAvailable)"
+        )
+        let slot = availableRing + 4 + 2 * Int((nextAvailable &- 1) % UInt16(size))
+        try check(load16(slot) == head, "avail.ring slot holds \(load16(slot)), not the head \(head)")
+    }
+
+    // MARK: Taking back
+
+    /// Calls `takeUsed()` once and checks the outcome against the used element in memory.
+    /// - Returns: Whether a chain came back.
+    func take(keep: Bool) throws(InvariantFailure) -> Bool {
+        let index = load16(usedRing + 2)
+        let slot = usedRing + 4 + 8 * Int(lastUsed % UInt16(size))
+        let raw = UnsafeRawBufferPointer(region.bytes)
+        let id = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: slot, as: UInt32.self))
+        let length = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: slot + 4, as: UInt32.self))
+        var expectedCode: VirtqueueError.Code?
+        if broken {
+            expectedCode = .queueBroken
+        } else if index == lastUsed {
+            expectedCode = nil
+        } else if Int(index &- lastUsed) > size {
+            expectedCode = .usedIndexJump
+        } else if id >= UInt32(size) {
+            expectedCode = .usedIDOutOfRange
+        } else if let model = inFlight[UInt16(id)] {
+            if Int(length) > model.writableByteCount { expectedCode = .usedLengthTooLarge }
+        } else {
+            expectedCode = .usedIDNotInFlight
+        }
+        let used: UsedChain?
+        do {
+            used = try queue.takeUsed()
+        } catch {
+            try check(
+                error.code == expectedCode,
+                "takeUsed reported \(error), expected \(String(describing: expectedCode))"
+            )
+            try check(queue.isBroken, "the queue is not broken after \(error)")
+            if !broken { try check(error.isPeerViolation, "\(error) is not a peer violation") }
+            broken = true
+            return false
+        }
+        try check(expectedCode == nil, "takeUsed succeeded where \(String(describing: expectedCode)) was expected")
+        guard let used else {
+            try check(index == lastUsed, "takeUsed returned nil with used.idx \(index) != last seen \(lastUsed)")
+            return false
+        }
+        try check(index != lastUsed, "takeUsed returned a chain with no new used element")
+        try check(used.status == .completed, "a used chain has status \(used.status)")
+        try check(UInt32(used.id) == id, "takeUsed returned id \(used.id), the element says \(id)")
+        try check(used.writtenByteCount == Int(length), "written \(used.writtenByteCount) != used.len \(length)")
+        guard let model = inFlight.removeValue(forKey: used.id) else {
+            throw InvariantFailure("takeUsed returned chain \(used.id), which is not in flight")
+        }
+        lastUsed &+= 1
+        try checkReturned(used, model)
+        try keepOrFree(used, model, keep: keep)
+        return true
+    }
+
+    /// Checks a returned chain's segments: the readable ones still hold what the driver wrote,
+    /// the writable ones show at most what the device reported, all inside the data area.
+    func checkReturned(_ used: borrowing UsedChain, _ model: Submitted) throws(InvariantFailure) {
+        try check(
+            used.writtenByteCount <= model.writableByteCount,
+            "chain \(used.id) reports \(used.writtenByteCount) written of \(model.writableByteCount) writable"
+        )
+        var readable: [[UInt8]] = []
+        var writable: [Int] = []
+        var outside = false
+        queue.forEachSegment(of: used) { isWritable, bytes in
+            let start = bytes.baseAddress ?? UnsafeRawPointer(region.base)
+            if !region.contains(start, count: bytes.count, in: dataArea) { outside = true }
+            if isWritable {
+                writable.append(bytes.count)
+            } else {
+                readable.append(Array(bytes))
+            }
+        }
+        try check(!outside, "chain \(used.id) has a segment outside the data area")
+        try check(readable == model.readable, "chain \(used.id) readable bytes changed")
+        var remaining = used.writtenByteCount
+        let expectedWritable = model.writable.map { capacity in
+            let count = min(remaining, capacity)
+            remaining -= count
+            return count
+        }
+        try check(writable == expectedWritable, "chain \(used.id) writable views \(writable) != \(expectedWritable)")
+    }
+
+    func keepOrFree(_ used: consuming UsedChain, _ model: Submitted, keep: Bool) throws(InvariantFailure) {
+        if keep && keptModels.count < size {
+            kept.advanced(by: keptModels.count).initialize(to: used)
+            keptModels.append(model)
+            return
+        }
+        do {
+            try queue.free(used)
+        } catch {
+            throw InvariantFailure("freeing an own chain failed: \(error)")
+        }
+    }
+
+    func freeKept(_ selector: Int) throws(InvariantFailure) {
+        guard !keptModels.isEmpty else { return }
+        let index = selector % keptModels.count
+        let used = kept.advanced(by: index).move()
+        let last = keptModels.count - 1
+        if index != last {
+            kept.advanced(by: index).initialize(to: kept.advanced(by: last).move())
+        }
+        keptModels.swapAt(index, last)
+        keptModels.removeLast()
+        do {
+            try queue.free(used)
+        } catch {
+            throw InvariantFailure("freeing a kept chain failed: \(error)")
+        }
+    }
+
+    // MARK: Notifications
+
+    func notify() throws(InvariantFailure) {
+        let result: Result<Bool, VirtqueueError>
+        do {
+            result = .success(try queue.notifyIfNeeded())
+        } catch {
+            result = .failure(error)
+        }
+        if broken {
+            guard case .failure(let error) = result, error.code == .queueBroken else {
+                throw InvariantFailure("notifyIfNeeded on a broken queue returned \(result)")
+            }
+            return
+        }
+        let new = nextAvailable
+        let old = lastNotifyCheck
+        let moves = movesSinceNotifyCheck
+        lastNotifyCheck = new
+        movesSinceNotifyCheck = 0
+        let expected: Bool
+        if moves > Int(UInt16.max) {
+            expected = true
+        } else if new == old {
+            expected = false
+        } else if eventIndex {
+            let event = load16(usedRing + 4 + 8 * size)
+            expected = UInt16(new &- event &- 1) < UInt16(new &- old)
+        } else {
+            expected = load16(usedRing) & 1 == 0
+        }
+        guard case .success(let notified) = result, notified == expected else {
+            throw InvariantFailure("notifyIfNeeded (old \(old), new \(new)) returned \(result), expected \(expected)")
+        }
+    }
+
+    func wait(spins: Int) throws(InvariantFailure) {
+        var thrown: VirtqueueError?
+        do {
+            try queue.waitForUsed(spins: spins)
+        } catch {
+            thrown = error
+        }
+        if broken {
+            try check(thrown?.code == .queueBroken, "waiting on a broken queue reported \(String(describing: thrown))")
+            return
+        }
+        if inFlight.isEmpty || (load16(usedRing + 2) != lastUsed) {
+            // Returns at once, or after asking for a notification and re-checking; the driver's
+            // suppression fields live in the available ring, which checkState does not compare.
+            try check(thrown == nil, "waiting with a chain ready failed: \(String(describing: thrown))")
+            return
+        }
+        try check(thrown?.code == .peerDied, "a wait with no peer reported \(String(describing: thrown))")
+        try check(queue.isBroken, "the queue is not broken after its peer died")
+        broken = true
+    }
+
+    // MARK: Accounting
+
+    func checkState() throws(InvariantFailure) {
+        try region.checkCanaries()
+        let actual = UnsafeRawBufferPointer(region.bytes)
+        for area in headerAndUsed {
+            let same = shadow.withUnsafeBytes {
+                memcmp($0.baseAddress! + area.lowerBound, region.base + area.lowerBound, area.count) == 0
+            }
+            if !same, let index = area.first(where: { actual[$0] != shadow[$0] }) {
+                throw InvariantFailure("the driver changed byte \(index) (header or used ring) to \(actual[index])")
+            }
+        }
+        try check(queue.isBroken == broken, "queue broken: \(queue.isBroken), model: \(broken)")
+        try check(queue.inFlightCount == inFlight.count, "inFlightCount \(queue.inFlightCount) != \(inFlight.count)")
+        let buffersHeld =
+            inFlight.values.reduce(0) { $0 + $1.bufferCount } + keptModels.reduce(0) { $0 + $1.segmentCount }
+        try check(
+            queue.freeBufferCount == queue.bufferCount - buffersHeld,
+            "\(queue.freeBufferCount) of \(queue.bufferCount) buffers free, but chains hold \(buffersHeld)"
+        )
+        let descriptorsHeld = inFlight.values.reduce(0) { $0 + $1.descriptorCount }
+        try check(
+            queue.freeDescriptorCount == size - descriptorsHeld,
+            "\(queue.freeDescriptorCount) of \(size) descriptors free, but chains hold \(descriptorsHeld)"
+        )
+        if !broken {
+            try check(queue.takeAbandoned() == nil, "a working queue abandoned a chain")
+        }
+    }
+
+    /// Breaks the queue (if the device has not), takes every chain in flight back with
+    /// `takeAbandoned()`, frees everything, and checks that the pool is whole again.
+    func finish() throws(InvariantFailure) {
+        if !broken {
+            queue.markBroken(VirtqueueError(.peerDied, "the fuzz run is over"))
+            broken = true
+        }
+        let cause = queue.brokenReason?.code
+        while let abandoned = queue.takeAbandoned() {
+            try check(
+                abandoned.status == .abandoned(cause ?? .peerDied),
+                "abandoned chain has status \(abandoned.status)"
+            )
+            try check(abandoned.writtenByteCount == 0, "abandoned chain reports \(abandoned.writtenByteCount) written")
+            guard let model = inFlight.removeValue(forKey: abandoned.id) else {
+                throw InvariantFailure("takeAbandoned returned chain \(abandoned.id), which is not in flight")
+            }
+            try checkReturned(abandoned, model)
+            try keepOrFree(abandoned, model, keep: false)
+            try checkState()
+        }
+        try check(inFlight.isEmpty, "takeAbandoned left chains \(inFlight.keys.sorted()) behind")
+        while !keptModels.isEmpty {
+            try freeKept(0)
+        }
+        try checkState()
+        try check(
+            queue.freeBufferCount == queue.bufferCount,
+            "\(queue.freeBufferCount) of \(queue.bufferCount) buffers free"
+        )
+        try check(queue.freeDescriptorCount == size, "\(queue.freeDescriptorCount) of \(size) descriptors free")
+        try check(queue.inFlightCount == 0, "\(queue.inFlightCount) chains still in flight")
+    }
+}

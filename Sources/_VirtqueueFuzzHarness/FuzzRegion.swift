@@ -1,0 +1,66 @@
+public import Virtqueue
+
+/// A region for one fuzz run: a 64-byte-aligned heap allocation with canary bytes on both
+/// sides, so a run can prove that the queue under test wrote nothing outside the region.
+/// Under AddressSanitizer any access past the canaries is caught as a heap overflow too.
+///
+/// Copies are handles to the same bytes: the queue owns one, the harness (playing the hostile
+/// peer) keeps another. Call ``deallocate()`` once, after the queue is gone.
+public struct FuzzRegion: MemoryRegion {
+    static let canarySize = 64
+    static let canaryByte: UInt8 = 0xA5
+
+    let allocation: UnsafeMutableRawPointer
+    /// The region's first byte.
+    public let base: UnsafeMutableRawPointer
+    /// The number of bytes in the region.
+    public let count: Int
+
+    /// Allocates `count` zeroed bytes between two canary bands.
+    public init(count: Int) {
+        self.count = count
+        allocation = .allocate(byteCount: count + 2 * Self.canarySize, alignment: 64)
+        allocation.initializeMemory(as: UInt8.self, repeating: Self.canaryByte, count: count + 2 * Self.canarySize)
+        base = allocation + Self.canarySize
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: count)
+    }
+
+    /// Allocates a region holding a copy of `bytes`.
+    public init(copying bytes: UnsafeRawBufferPointer) {
+        self.init(count: bytes.count)
+        if let source = bytes.baseAddress, bytes.count > 0 {
+            base.copyMemory(from: source, byteCount: bytes.count)
+        }
+    }
+
+    /// Frees the bytes. No copy may be used afterwards.
+    public func deallocate() {
+        allocation.deallocate()
+    }
+
+    public func withUnsafeMutableBytes<R, E: Error>(
+        _ body: (UnsafeMutableRawBufferPointer) throws(E) -> R
+    ) throws(E) -> R {
+        try body(UnsafeMutableRawBufferPointer(start: base, count: count))
+    }
+
+    /// The region's bytes, for the harness's own reads and writes.
+    var bytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: base, count: count) }
+
+    /// Checks that both canary bands are intact.
+    func checkCanaries() throws(InvariantFailure) {
+        let before = UnsafeRawBufferPointer(start: allocation, count: Self.canarySize)
+        let after = UnsafeRawBufferPointer(start: base + count, count: Self.canarySize)
+        for (name, band) in [("before", before), ("after", after)] {
+            if let index = band.firstIndex(where: { $0 != Self.canaryByte }) {
+                throw InvariantFailure("canary byte \(index) \(name) the region was overwritten with \(band[index])")
+            }
+        }
+    }
+
+    /// Whether `[pointer, pointer + count)` lies inside `area` (offsets into this region).
+    func contains(_ pointer: UnsafeRawPointer, count: Int, in area: Range<Int>) -> Bool {
+        let offset = pointer - UnsafeRawPointer(base)
+        return offset >= area.lowerBound && count >= 0 && offset <= area.upperBound - count
+    }
+}

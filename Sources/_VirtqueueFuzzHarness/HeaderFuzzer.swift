@@ -1,0 +1,219 @@
+import Virtqueue
+
+/// Fuzz target (c): the shared-memory attach path, which parses a region header written by a
+/// peer that may be hostile.
+///
+/// The whole input is the region. The harness parses it with `RegionLayout(parsing:)` and
+/// compares the verdict with an independent check of the header rules (``ReferenceHeader``).
+/// A header both accept must describe areas that lie inside the bytes given, after the header,
+/// and overlap nowhere; writing it back with `initialize(_:)` and parsing again must give the
+/// same layout. Then it does what a peer does after attaching: a device and a driver attach to
+/// the region as it is — rings and all — and take, complete and submit a little, inside
+/// canaries, so a layout that passed validation but was unsafe to use would show.
+public enum HeaderFuzzer {
+    /// Runs one input.
+    ///
+    /// - Throws: ``InvariantFailure`` naming the broken invariant.
+    public static func run(_ input: UnsafeRawBufferPointer) throws(InvariantFailure) {
+        // A copy, so that reads past the end are caught (by the canaries, or by ASan).
+        let region = FuzzRegion(copying: input)
+        defer { region.deallocate() }
+        let bytes = UnsafeRawBufferPointer(region.bytes)
+        let verdict = ReferenceHeader.validate(bytes)
+        let layout: RegionLayout
+        do {
+            layout = try RegionLayout(parsing: bytes)
+        } catch {
+            try check(error.code == .invalidHeader, "parsing reported \(error), not invalidHeader")
+            if case .valid = verdict {
+                throw InvariantFailure("a header the reference accepts was refused: \(error)")
+            }
+            try region.checkCanaries()
+            return
+        }
+        if case .invalid(let why) = verdict {
+            throw InvariantFailure("a header the reference refuses (\(why)) was accepted: \(layout)")
+        }
+        try checkLayout(layout, in: bytes)
+        try checkRoundTrip(layout)
+        for queueIndex in 0..<min(layout.queues.count, 4) {
+            try attachDevice(region, queueIndex: queueIndex)
+            try attachDriver(region, queueIndex: queueIndex)
+        }
+        try region.checkCanaries()
+    }
+
+    static func checkLayout(_ layout: RegionLayout, in bytes: UnsafeRawBufferPointer) throws(InvariantFailure) {
+        try check(layout.regionSize <= bytes.count, "region size \(layout.regionSize) > \(bytes.count) bytes")
+        try check(layout.headerByteCount <= layout.regionSize, "header \(layout.headerByteCount) > region")
+        try check((1...RegionLayout.maximumQueueCount).contains(layout.queues.count), "\(layout.queues.count) queues")
+        try check(
+            layout.features.contains(.version1) && layout.features.subtracting(.all).isEmpty,
+            "features \(layout.features)"
+        )
+        var areas: [Range<Int>] = [layout.dataAreaOffset..<layout.dataAreaOffset + layout.dataAreaSize]
+        for queue in layout.queues {
+            try check(
+                queue.size > 0 && queue.size & (queue.size - 1) == 0 && queue.size <= 32768,
+                "queue size \(queue.size)"
+            )
+            try check(
+                queue.descriptorTableOffset % 16 == 0 && queue.availableRingOffset % 2 == 0
+                    && queue.usedRingOffset % 4 == 0,
+                "queue offsets misaligned: \(queue)"
+            )
+            areas.append(queue.descriptorTableOffset..<queue.descriptorTableOffset + 16 * queue.size)
+            areas.append(queue.availableRingOffset..<queue.availableRingOffset + 6 + 2 * queue.size)
+            areas.append(queue.usedRingOffset..<queue.usedRingOffset + 6 + 8 * queue.size)
+        }
+        for area in areas {
+            try check(
+                area.lowerBound >= layout.headerByteCount && area.upperBound <= layout.regionSize,
+                "area \(area) is outside \(layout.headerByteCount)..<\(layout.regionSize)"
+            )
+        }
+        let sorted = areas.filter { !$0.isEmpty }.sorted { $0.lowerBound < $1.lowerBound }
+        for (first, second) in zip(sorted, sorted.dropFirst()) {
+            try check(first.upperBound <= second.lowerBound, "areas \(first) and \(second) overlap")
+        }
+    }
+
+    static func checkRoundTrip(_ layout: RegionLayout) throws(InvariantFailure) {
+        let copy = FuzzRegion(count: layout.regionSize)
+        defer { copy.deallocate() }
+        do {
+            try layout.initialize(copy)
+            let reread = try RegionLayout(reading: copy)
+            try check(reread == layout, "the layout read back \(reread) differs from \(layout)")
+        } catch let error as InvariantFailure {
+            throw error
+        } catch {
+            throw InvariantFailure("writing back and re-reading a valid layout failed: \(error)")
+        }
+        try copy.checkCanaries()
+    }
+
+    static func attachDevice(_ region: FuzzRegion, queueIndex: Int) throws(InvariantFailure) {
+        var device: DeviceQueue<FuzzRegion, FuzzNotifier>
+        do {
+            device = try DeviceQueue(region: region, notifier: FuzzNotifier(), queueIndex: queueIndex)
+        } catch {
+            throw InvariantFailure("a device could not attach to a valid layout: \(error)")
+        }
+        for _ in 0..<4 {
+            do {
+                guard let request = try device.nextRequest() else { break }
+                var written = 0
+                device.forEachReadable(in: request) { bytes in written &+= bytes.reduce(0) { $0 &+ Int($1) } }
+                device.forEachWritable(in: request) { bytes in bytes.initializeMemory(as: UInt8.self, repeating: 0x5A) }
+                let length = written % (request.writableByteCount + 1)
+                try device.complete(request, written: length)
+                _ = try device.notifyIfNeeded()
+            } catch {
+                try check(error.isPeerViolation || error.code == .segmentStoreExhausted, "device reported \(error)")
+                if error.isPeerViolation { try check(device.isBroken, "device not broken after \(error)") }
+                break
+            }
+        }
+        try region.checkCanaries()
+    }
+
+    static func attachDriver(_ region: FuzzRegion, queueIndex: Int) throws(InvariantFailure) {
+        var driver: DriverQueue<FuzzRegion, FuzzNotifier>
+        do {
+            driver = try DriverQueue(region: region, notifier: FuzzNotifier(), queueIndex: queueIndex, bufferSize: 16)
+        } catch {
+            throw InvariantFailure("a driver could not attach to a valid layout: \(error)")
+        }
+        do {
+            var chain = driver.makeChain()
+            try driver.appendReadable(to: &chain, copying: [1, 2, 3])
+            if driver.queueSize > 1 { try driver.appendWritable(to: &chain) }
+            try driver.submit(chain)
+            _ = try driver.notifyIfNeeded()
+        } catch {
+            try check(error.code == .poolExhausted, "submitting one chain reported \(error)")
+        }
+        for _ in 0..<4 {
+            do {
+                guard let used = try driver.takeUsed() else { break }
+                try driver.free(used)
+            } catch {
+                try check(error.isPeerViolation && driver.isBroken, "driver reported \(error)")
+                break
+            }
+        }
+        if driver.inFlightCount > 0 {
+            driver.markBroken(VirtqueueError(.peerDied, "the fuzz run is over"))
+            while let abandoned = driver.takeAbandoned() {
+                do {
+                    try driver.free(abandoned)
+                } catch {
+                    throw InvariantFailure("freeing an abandoned chain failed: \(error)")
+                }
+            }
+        }
+        try check(driver.freeBufferCount == driver.bufferCount, "the driver lost buffers")
+        try region.checkCanaries()
+    }
+}
+
+/// An independent statement of the header rules of `docs/wire-format.md`, the oracle the
+/// real parser is compared with. It checks overlap by sorting rather than pairwise.
+enum ReferenceHeader {
+    enum Verdict {
+        case valid
+        case invalid(String)
+    }
+
+    static func validate(_ bytes: UnsafeRawBufferPointer) -> Verdict {
+        func u16(_ offset: Int) -> UInt64 { UInt64(bytes[offset]) | UInt64(bytes[offset + 1]) << 8 }
+        func u32(_ offset: Int) -> UInt64 { u16(offset) | u16(offset + 2) << 16 }
+        func u64(_ offset: Int) -> UInt64 { u32(offset) | u32(offset + 4) << 32 }
+        guard bytes.count >= 64 else { return .invalid("short") }
+        guard u64(0) == 0x0051_5654_4649_5753 else { return .invalid("magic") }
+        guard u16(8) == 1 else { return .invalid("version") }
+        let queueCount = u16(10)
+        guard queueCount >= 1, queueCount <= 64 else { return .invalid("queue count") }
+        let header = 64 + 32 * queueCount
+        guard u32(12) == header else { return .invalid("header size") }
+        guard header <= UInt64(bytes.count) else { return .invalid("header past the end") }
+        let features = u64(16)
+        guard features & ~(1 << 28 | 1 << 29 | 1 << 32) == 0, features & (1 << 32) != 0 else {
+            return .invalid("features")
+        }
+        let regionSize = u64(24)
+        guard regionSize <= UInt64(bytes.count), regionSize >= header else { return .invalid("region size") }
+        let dataOffset = u64(32)
+        let dataSize = u64(40)
+        guard dataOffset <= regionSize, dataSize <= regionSize, dataOffset + dataSize <= regionSize else {
+            return .invalid("data area bounds")
+        }
+        guard dataOffset % 16 == 0, dataOffset >= header else { return .invalid("data area placement") }
+        var areas: [(UInt64, UInt64)] = [(dataOffset, dataOffset + dataSize)]
+        for queue in 0..<Int(queueCount) {
+            let entry = 64 + 32 * queue
+            let size = u16(entry)
+            guard size >= 1, size <= 32768, size & (size - 1) == 0 else { return .invalid("queue size") }
+            let parts: [(offset: UInt64, alignment: UInt64, length: UInt64)] = [
+                (u64(entry + 8), 16, 16 * size),
+                (u64(entry + 16), 2, 6 + 2 * size),
+                (u64(entry + 24), 4, 6 + 8 * size),
+            ]
+            for part in parts {
+                guard part.offset <= regionSize, part.offset % part.alignment == 0 else {
+                    return .invalid("queue offset")
+                }
+                guard part.offset >= header, part.offset + part.length <= regionSize else {
+                    return .invalid("queue area bounds")
+                }
+                areas.append((part.offset, part.offset + part.length))
+            }
+        }
+        let sorted = areas.filter { $0.0 < $0.1 }.sorted { $0.0 < $1.0 }
+        for (first, second) in zip(sorted, sorted.dropFirst()) where first.1 > second.0 {
+            return .invalid("overlap")
+        }
+        return .valid
+    }
+}
