@@ -493,12 +493,12 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
 
     // MARK: Internals
 
-    @inlinable
+    @inlinable @inline(__always)
     func bufferOffset(_ buffer: UInt32) -> Int {
         Int(poolStart) + Int(buffer) * bufferSize
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     func checkOwned(_ identity: UInt32) throws(VirtqueueError) {
         guard identity == queueIdentity else {
             throw VirtqueueError(.notOwned, "token of queue #\(identity) used on queue #\(queueIdentity)")
