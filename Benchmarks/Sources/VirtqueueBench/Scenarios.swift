@@ -1,0 +1,139 @@
+/// One row of the report: a workload on a transport, and how to run it (or why it cannot run yet).
+struct Scenario {
+    var workload: Workload
+    var transport: Transport
+    /// Runs `count` operations; `nil` while the transport is pending.
+    var run: ((Int) throws -> Sample)?
+    /// Why the scenario is not measured yet.
+    var pending: String?
+    /// Whether mallocs are counted in the process doing all the work (in-process scenarios);
+    /// otherwise only the parent's side is counted.
+    var inProcess = false
+}
+
+/// Payload sizes of the sweeps: 64 B to 1 MiB.
+let sweepSizes = [64, 256, 1024, 4096, 16384, 65536, 262_144, 1_048_576]
+
+/// How long the ring polls before it sleeps on its eventfd under load: the queues' default.
+let loadSpins: Int32 = 256
+
+/// Every scenario of the suite, in report order.
+///
+/// The Swift queues over shared memory and in the sandbox are listed as pending. To plug them in,
+/// give their rows a `run` closure at the places marked `PLUG-IN` (see docs/performance.md).
+func makeScenarios() -> [Scenario] {
+    var scenarios: [Scenario] = []
+    var seen: Set<String> = []
+    func add(_ scenario: Scenario) {
+        let key = "\(scenario.workload)|\(scenario.transport.rawValue)"
+        if seen.insert(key).inserted { scenarios.append(scenario) }
+    }
+
+    // MARK: In-process cycle
+
+    var heap: HeapCycleBox?
+    func heapCycle() throws -> HeapCycleBox {
+        if let heap { return heap }
+        let box = try HeapCycleBox()
+        heap = box
+        return box
+    }
+    var localRing: LocalRing?
+    func cRing() throws -> LocalRing {
+        if let localRing { return localRing }
+        let ring = try LocalRing(payload: 64)
+        localRing = ring
+        return ring
+    }
+    let oneSegment = Workload.cycle(segments: 1, payload: 64)
+    add(
+        Scenario(
+            workload: oneSegment,
+            transport: .virtqueueHeap,
+            run: { try heapCycle().runOneSegment($0) },
+            inProcess: true
+        )
+    )
+    add(Scenario(workload: oneSegment, transport: .cRing, run: { try cRing().run($0) }, inProcess: true))
+    var localVirtqueue: LocalVirtqueue?
+    add(
+        Scenario(
+            workload: oneSegment,
+            transport: .cVirtqueue,
+            run: {
+                if localVirtqueue == nil { localVirtqueue = try LocalVirtqueue(payload: 64) }
+                return try localVirtqueue.unsafelyUnwrapped.run($0)
+            },
+            inProcess: true
+        )
+    )
+    let threeSegments = Workload.cycle(segments: 3, payload: 64)
+    add(
+        Scenario(
+            workload: threeSegments,
+            transport: .virtqueueHeap,
+            run: { try heapCycle().runThreeSegments($0) },
+            inProcess: true
+        )
+    )
+
+    // MARK: Cross-process throughput
+
+    func addThroughput(size: Int, batch: Int) {
+        let workload = Workload.throughput(size: size, batch: batch)
+        // PLUG-IN: the Swift queues over shared memory and in the sandbox: the parent drives a
+        // DriverQueue, a posix_spawned child serves a DeviceQueue that touches each message
+        // (header and last byte) and completes it; notifications through notifyIfNeeded().
+        add(Scenario(workload: workload, transport: .virtqueueSharedMemory, pending: pendingSharedMemory))
+        add(Scenario(workload: workload, transport: .virtqueueSandbox, pending: pendingSandbox))
+        add(
+            Scenario(workload: workload, transport: .cRing) {
+                try CBaseline.throughput(.cRing, size: size, batch: batch, count: $0, spins: loadSpins)
+            }
+        )
+        for transport in [Transport.pipe, .socketpair] {
+            add(
+                Scenario(workload: workload, transport: transport) {
+                    try CBaseline.throughput(transport, size: size, batch: batch, count: $0, spins: -1)
+                }
+            )
+        }
+    }
+    for size in [64, 4096] {
+        for batch in [1, 32] { addThroughput(size: size, batch: batch) }
+    }
+    for size in sweepSizes { addThroughput(size: size, batch: 32) }
+
+    // MARK: Round trip
+
+    func addRoundTrip(size: Int, modes: [WaitMode]) {
+        for mode in modes {
+            let workload = Workload.roundTrip(size: size, mode: mode)
+            // PLUG-IN: the Swift queues over shared memory (and the sandbox): one request chain
+            // of `size` bytes, written in place once, then only its header per request; the
+            // device completes it with a 16-byte reply. busy-poll: waitForUsed(spins: .max);
+            // eventfd: spins 0.
+            add(Scenario(workload: workload, transport: .virtqueueSharedMemory, pending: pendingSharedMemory))
+            let spins: Int32 = mode == .busyPoll ? -1 : 0
+            add(
+                Scenario(workload: workload, transport: .cRing) {
+                    try CBaseline.roundTrip(.cRing, size: size, count: $0, spins: spins)
+                }
+            )
+        }
+        let blocking = Workload.roundTrip(size: size, mode: .blocking)
+        for transport in [Transport.pipe, .socketpair] {
+            add(
+                Scenario(workload: blocking, transport: transport) {
+                    try CBaseline.roundTrip(transport, size: size, count: $0, spins: -1)
+                }
+            )
+        }
+    }
+    addRoundTrip(size: 64, modes: [.busyPoll, .eventfd])
+    for size in sweepSizes { addRoundTrip(size: size, modes: [.busyPoll]) }
+    return scenarios
+}
+
+let pendingSharedMemory = "pending: needs VirtqueueSharedMemory (being built in parallel)"
+let pendingSandbox = "pending: needs VirtqueueSandbox"
