@@ -13,7 +13,9 @@ struct SerialDevice: DeviceComponent {
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
-        print("  4. device: got available entry \(request.id) (\(request.segmentCount) buffers, scattered size \(request.totalByteCount) bytes)")
+        print(
+            "  4. device: got available entry \(request.id) (\(request.segmentCount) buffers, scattered size \(request.totalByteCount) bytes)"
+        )
         var text = ""
         queue.forEachReadable(in: request) { bytes in
             text += String(decoding: bytes, as: UTF8.self)

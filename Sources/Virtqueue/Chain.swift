@@ -59,7 +59,14 @@ public struct UsedChain: ~Copyable {
     @usableFromInline let queueIdentity: UInt32
 
     @inlinable
-    init(id: UInt16, writtenByteCount: Int, status: Status, firstBuffer: UInt32, segmentCount: Int, queueIdentity: UInt32) {
+    init(
+        id: UInt16,
+        writtenByteCount: Int,
+        status: Status,
+        firstBuffer: UInt32,
+        segmentCount: Int,
+        queueIdentity: UInt32
+    ) {
         self.id = id
         self.writtenByteCount = writtenByteCount
         self.status = status

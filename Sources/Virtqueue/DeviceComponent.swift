@@ -31,6 +31,16 @@ public protocol DeviceComponent: SendableMetatype {
     /// when sandboxed, after its seccomp filter is loaded).
     init()
 
+    /// Creates the device with the arguments and resources its launcher handed over.
+    ///
+    /// The default calls ``init()``. Implement it when the device needs something from outside
+    /// the queue — a disk image's file descriptor, say. Backends pass the same values at every
+    /// isolation level (a child process receives the descriptors under new numbers, which
+    /// `configuration` reports).
+    ///
+    /// - Throws: Any error stops the device before it serves anything.
+    init(configuration: DeviceConfiguration) throws
+
     /// Serves one request: reads its device-readable segments, writes its reply into the
     /// device-writable ones, and returns the number of bytes written.
     ///
@@ -44,6 +54,25 @@ public protocol DeviceComponent: SendableMetatype {
 
 extension DeviceComponent {
     public static var supportedFeatures: Features { .all }
+
+    public init(configuration: DeviceConfiguration) throws {
+        self.init()
+    }
+}
+
+/// What a launcher hands a device besides its queue: arguments and open file descriptors.
+public struct DeviceConfiguration: Hashable, Sendable {
+    /// Device-specific arguments.
+    public var arguments: [String]
+    /// File descriptors the device may use, in the order the launcher passed them, numbered as
+    /// the device's process sees them.
+    public var fileDescriptors: [Int32]
+
+    /// Creates a configuration.
+    public init(arguments: [String] = [], fileDescriptors: [Int32] = []) {
+        self.arguments = arguments
+        self.fileDescriptors = fileDescriptors
+    }
 }
 
 extension DeviceQueue {

@@ -80,11 +80,17 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ) throws(VirtqueueError) {
         let layout = try RegionLayout(reading: region)
         guard layout.queues.indices.contains(queueIndex) else {
-            throw VirtqueueError(.noSuchQueue, "queue index \(queueIndex) is not below the region's \(layout.queues.count) queues")
+            throw VirtqueueError(
+                .noSuchQueue,
+                "queue index \(queueIndex) is not below the region's \(layout.queues.count) queues"
+            )
         }
         let unsupported = layout.features.subtracting(supportedFeatures.union(.version1))
         guard unsupported.isEmpty else {
-            throw VirtqueueError(.featureNotSupported, "the region negotiated \(unsupported), which this device does not support")
+            throw VirtqueueError(
+                .featureNotSupported,
+                "the region negotiated \(unsupported), which this device does not support"
+            )
         }
         let queue = layout.queues[queueIndex]
         let capacity = segmentCapacity ?? 4 * queue.size
@@ -162,7 +168,10 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
                     )
                 }
                 guard !state.pointee.headTaken[Int(head)] else {
-                    throw VirtqueueError(.headAlreadyInFlight, "head \(head) was made available again before the device completed it")
+                    throw VirtqueueError(
+                        .headAlreadyInFlight,
+                        "head \(head) was made available again before the device completed it"
+                    )
                 }
                 let chain = try state.pointee.parseChain(head: head, in: base, ring: ring, indirectAllowed: indirect)
                 return (head, chain)
@@ -245,8 +254,10 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ///
     /// Completing does not notify the driver: complete a batch, then call ``notifyIfNeeded()``.
     ///
-    /// - Parameter written: Bytes written into the writable segments, at most
-    ///   ``DeviceRequest/writableByteCount``.
+    /// - Parameters:
+    ///   - request: The request to return; consumed.
+    ///   - written: Bytes written into the writable segments, at most
+    ///     ``DeviceRequest/writableByteCount``.
     /// - Throws: ``VirtqueueError/Code-swift.struct/writtenLengthTooLarge`` if `written` is out of
     ///   range — the request is still returned, with 0 bytes written, so the driver never loses
     ///   its buffers; ``VirtqueueError/Code-swift.struct/notOwned`` for another queue's request;
@@ -254,9 +265,16 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     @inlinable @inline(__always)
     public mutating func complete(_ request: consuming DeviceRequest, written: Int) throws(VirtqueueError) {
         guard request.queueIdentity == queueIdentity else {
-            throw VirtqueueError(.notOwned, "request of queue #\(request.queueIdentity) completed on queue #\(queueIdentity)")
+            throw VirtqueueError(
+                .notOwned,
+                "request of queue #\(request.queueIdentity) completed on queue #\(queueIdentity)"
+            )
         }
-        state.pointee.releaseSegments(first: request.firstSegment, last: request.lastSegment, count: request.segmentCount)
+        state.pointee.releaseSegments(
+            first: request.firstSegment,
+            last: request.lastSegment,
+            count: request.segmentCount
+        )
         state.pointee.headTaken[Int(request.id)] = false
         state.pointee.takenCount -= 1
         if let broken = state.pointee.broken { throw .broken(by: broken) }

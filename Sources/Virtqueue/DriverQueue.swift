@@ -68,14 +68,23 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ) throws(VirtqueueError) {
         let layout = try RegionLayout(reading: region)
         guard layout.queues.indices.contains(queueIndex) else {
-            throw VirtqueueError(.noSuchQueue, "queue index \(queueIndex) is not below the region's \(layout.queues.count) queues")
+            throw VirtqueueError(
+                .noSuchQueue,
+                "queue index \(queueIndex) is not below the region's \(layout.queues.count) queues"
+            )
         }
         guard bufferSize >= 16, bufferSize % 16 == 0, bufferSize <= Int(UInt32.max) else {
-            throw VirtqueueError(.invalidConfiguration, "buffer size \(bufferSize) is not a multiple of 16 between 16 and 2^32")
+            throw VirtqueueError(
+                .invalidConfiguration,
+                "buffer size \(bufferSize) is not a multiple of 16 between 16 and 2^32"
+            )
         }
         let pool = poolRange ?? 0..<layout.dataAreaSize
         guard pool.lowerBound >= 0, pool.upperBound <= layout.dataAreaSize, pool.lowerBound % 16 == 0 else {
-            throw VirtqueueError(.invalidConfiguration, "pool range \(pool) is not a 16-aligned part of the data area 0..<\(layout.dataAreaSize)")
+            throw VirtqueueError(
+                .invalidConfiguration,
+                "pool range \(pool) is not a 16-aligned part of the data area 0..<\(layout.dataAreaSize)"
+            )
         }
         guard indirectThreshold >= 1 else {
             throw VirtqueueError(.invalidConfiguration, "indirect threshold \(indirectThreshold) is below 1")
@@ -167,7 +176,9 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ///
     /// - Throws: As ``appendReadable(to:count:_:)``.
     @inlinable
-    public mutating func appendReadable(to chain: inout Chain, copying bytes: UnsafeRawBufferPointer) throws(VirtqueueError) {
+    public mutating func appendReadable(to chain: inout Chain, copying bytes: UnsafeRawBufferPointer)
+        throws(VirtqueueError)
+    {
         try appendReadable(to: &chain, count: bytes.count) { destination in
             destination.copyMemory(from: bytes)
         }
@@ -177,7 +188,9 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ///
     /// - Throws: As ``appendReadable(to:count:_:)``.
     @inlinable
-    public mutating func appendReadable(to chain: inout Chain, copying bytes: some Sequence<UInt8>) throws(VirtqueueError) {
+    public mutating func appendReadable(to chain: inout Chain, copying bytes: some Sequence<UInt8>)
+        throws(VirtqueueError)
+    {
         let array = Array(bytes)
         try appendReadable(to: &chain, count: array.count) { destination in
             destination.copyBytes(from: array)
@@ -186,8 +199,10 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
 
     /// Appends a device-writable segment with room for `capacity` bytes.
     ///
-    /// - Parameter capacity: The room offered to the device; at most ``bufferSize``; `nil` for
-    ///   a whole buffer.
+    /// - Parameters:
+    ///   - chain: The chain being built.
+    ///   - capacity: The room offered to the device; at most ``bufferSize``; `nil` for a whole
+    ///     buffer.
     /// - Throws: As ``appendReadable(to:count:_:)``, except for the ordering rule.
     @inlinable
     public mutating func appendWritable(to chain: inout Chain, capacity: Int? = nil) throws(VirtqueueError) {
@@ -344,7 +359,9 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
             )
         }
         guard element.id < UInt32(size) else {
-            throw breakQueue(VirtqueueError(.usedIDOutOfRange, "used.id \(element.id) is not below the queue size \(size)"))
+            throw breakQueue(
+                VirtqueueError(.usedIDOutOfRange, "used.id \(element.id) is not below the queue size \(size)")
+            )
         }
         let head = UInt16(truncatingIfNeeded: element.id)
         let record = state.pointee.heads[Int(head)]
@@ -517,7 +534,10 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         try checkOwned(chain.queueIdentity)
         if let broken = state.pointee.broken { throw .broken(by: broken) }
         guard length >= 0, length <= bufferSize else {
-            throw VirtqueueError(.payloadTooLarge, "segment of \(length) bytes does not fit a \(bufferSize)-byte buffer")
+            throw VirtqueueError(
+                .payloadTooLarge,
+                "segment of \(length) bytes does not fit a \(bufferSize)-byte buffer"
+            )
         }
         guard chain._segmentCount < maximumChainLength else {
             throw VirtqueueError(

@@ -22,7 +22,8 @@
 /// The bytes are shared with a peer that may be hostile and may change them at any moment. The
 /// core treats every value it reads as untrusted (see `docs/trust-model.md`); a backend must only
 /// guarantee that the whole `count` bytes stay mapped and readable and writable for the region's
-/// lifetime — for a file, that the peer cannot shrink it underneath us.
+/// lifetime — for a file, that the peer cannot shrink it underneath us — and that the first
+/// byte is 16-byte aligned (page-aligned mappings and `allocate(byteCount:alignment:)` are).
 public protocol MemoryRegion: ~Copyable {
     /// The number of bytes in the region.
     var count: Int { get }

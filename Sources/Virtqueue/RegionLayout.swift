@@ -152,7 +152,8 @@ public struct RegionLayout: Hashable, Sendable {
                 "region of \(region.count) bytes is smaller than the \(regionSize) bytes the layout needs"
             )
         }
-        region.withUnsafeMutableBytes { raw in
+        try region.withUnsafeMutableBytes { (raw) throws(VirtqueueError) in
+            try Self.checkAlignment(of: raw)
             raw[0..<dataAreaOffset].initializeMemory(as: UInt8.self, repeating: 0)
             raw.storeBytes(of: Self.magic.littleEndian, toByteOffset: 0x00, as: UInt64.self)
             raw.storeBytes(of: Self.version.littleEndian, toByteOffset: 0x08, as: UInt16.self)
@@ -189,7 +190,8 @@ public struct RegionLayout: Hashable, Sendable {
     /// - Throws: ``VirtqueueError/Code-swift.struct/invalidHeader`` naming the bad field and value.
     public init<Region: MemoryRegion & ~Copyable>(reading region: borrowing Region) throws(VirtqueueError) {
         self = try region.withUnsafeMutableBytes { (raw) throws(VirtqueueError) -> RegionLayout in
-            try RegionLayout(parsing: UnsafeRawBufferPointer(raw))
+            try Self.checkAlignment(of: raw)
+            return try RegionLayout(parsing: UnsafeRawBufferPointer(raw))
         }
     }
 
@@ -197,7 +199,9 @@ public struct RegionLayout: Hashable, Sendable {
     public init(parsing bytes: UnsafeRawBufferPointer) throws(VirtqueueError) {
         func bad(_ text: String) -> VirtqueueError { VirtqueueError(.invalidHeader, text) }
         guard bytes.count >= Self.fixedHeaderByteCount else {
-            throw bad("region of \(bytes.count) bytes is too small to hold the \(Self.fixedHeaderByteCount)-byte header")
+            throw bad(
+                "region of \(bytes.count) bytes is too small to hold the \(Self.fixedHeaderByteCount)-byte header"
+            )
         }
         let magic = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x00, as: UInt64.self))
         guard magic == Self.magic else {
@@ -278,7 +282,9 @@ public struct RegionLayout: Hashable, Sendable {
         for first in areas.indices {
             for second in areas.indices where second > first {
                 if areas[first].range.overlaps(areas[second].range) {
-                    throw bad("\(areas[first].name) \(areas[first].range) overlaps \(areas[second].name) \(areas[second].range)")
+                    throw bad(
+                        "\(areas[first].name) \(areas[first].range) overlaps \(areas[second].name) \(areas[second].range)"
+                    )
                 }
             }
         }
@@ -287,6 +293,18 @@ public struct RegionLayout: Hashable, Sendable {
         self.dataAreaOffset = dataOffset
         self.dataAreaSize = dataSize
         self.regionSize = regionSize
+    }
+
+    /// The region's first byte must be 16-byte aligned: descriptor tables need 16, and the
+    /// ring indices are accessed atomically.
+    static func checkAlignment(of raw: UnsafeMutableRawBufferPointer) throws(VirtqueueError) {
+        let address = UInt(bitPattern: raw.baseAddress)
+        guard address != 0, address % 16 == 0 else {
+            throw VirtqueueError(
+                .misaligned,
+                "region start 0x\(String(address, radix: 16)) is not 16-byte aligned"
+            )
+        }
     }
 
     static func align(_ value: Int) -> Int {

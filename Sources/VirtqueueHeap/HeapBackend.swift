@@ -14,12 +14,21 @@ public enum HeapBackend {
     /// Allocates a region for `layout`, starts `Device` on a new thread serving queue
     /// `queueIndex`, and returns what the driver needs.
     ///
+    /// - Parameters:
+    ///   - device: The device type.
+    ///   - layout: The region's layout.
+    ///   - queueIndex: The queue the device serves.
+    ///   - spins: How long the device polls before sleeping.
+    ///   - configuration: Handed to ``Virtqueue/DeviceComponent/init(configuration:)``; file
+    ///     descriptors keep their numbers, since the device shares this process.
+    ///
     /// - Throws: ``VirtqueueError`` if the layout cannot be allocated.
     public static func launch<Device: DeviceComponent>(
         _ device: Device.Type,
         layout: RegionLayout,
         queueIndex: Int = 0,
-        spins: Int = 256
+        spins: Int = 256,
+        configuration: DeviceConfiguration = DeviceConfiguration()
     ) throws(VirtqueueError) -> DeviceThread {
         let region = try HeapRegion(layout: layout)
         let notifiers = HeapNotifier.makePair()
@@ -31,7 +40,7 @@ public enum HeapBackend {
                 queueIndex: queueIndex,
                 supportedFeatures: Device.supportedFeatures
             )
-            var instance = Device()
+            var instance = try Device(configuration: configuration)
             try queue.serve(&instance, spins: spins)
         }
         return thread

@@ -1,6 +1,6 @@
 import Dispatch
-public import Virtqueue
 import Synchronization
+public import Virtqueue
 
 /// A ``Notifier`` between two threads of one process.
 ///

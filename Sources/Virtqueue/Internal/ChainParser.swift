@@ -45,9 +45,19 @@ extension DeviceState {
                         "the chain from head \(head) visits more than \(ring.size) descriptors (it loops)"
                     )
                 }
-                let descriptor = Descriptor(loadingFrom: base, at: ring.descriptorTable + Int(index) * Descriptor.byteCount)
+                let descriptor = Descriptor(
+                    loadingFrom: base,
+                    at: ring.descriptorTable + Int(index) * Descriptor.byteCount
+                )
                 if descriptor.flags & Descriptor.indirectFlag != 0 {
-                    try appendIndirect(descriptor, at: index, to: &chain, in: base, ring: ring, allowed: indirectAllowed)
+                    try appendIndirect(
+                        descriptor,
+                        at: index,
+                        to: &chain,
+                        in: base,
+                        ring: ring,
+                        allowed: indirectAllowed
+                    )
                     break
                 }
                 try append(descriptor, at: index, to: &chain, ring: ring)

@@ -1,0 +1,120 @@
+public import Virtqueue
+
+/// One block request as the driver issued it: enough to check its result or issue it again.
+public struct BlockOperation: Hashable, Sendable {
+    public var kind: BlockRequest.Kind
+    public var sector: UInt64
+    /// Data bytes: written for a write, read for a read.
+    public var byteCount: Int
+
+    public init(kind: BlockRequest.Kind, sector: UInt64, byteCount: Int) {
+        self.kind = kind
+        self.sector = sector
+        self.byteCount = byteCount
+    }
+}
+
+/// The driver side of the virtio-blk example: issues reads and writes as chains on any
+/// backend's ``DriverQueue`` and matches completions to the operations that caused them.
+///
+/// It remembers every operation in flight, so after the device dies the caller can learn
+/// which operations were lost (``reclaimAbandoned()``) and issue them again on a new queue.
+public struct BlockClient<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~Copyable {
+    public var queue: DriverQueue<Region, Notify>
+    var inFlight: [UInt16: BlockOperation] = [:]
+
+    public init(queue: consuming DriverQueue<Region, Notify>) {
+        self.queue = queue
+    }
+
+    /// Operations submitted and not yet completed.
+    public var inFlightCount: Int { inFlight.count }
+
+    /// Whether a request of `byteCount` data bytes fits now (three descriptors and buffers).
+    public func canSubmit(byteCount: Int) -> Bool {
+        byteCount <= queue.bufferSize && queue.freeBufferCount >= 3
+            && (queue.freeDescriptorCount >= 3
+                || (queue.features.contains(.indirectDescriptors) && queue.freeDescriptorCount >= 1))
+    }
+
+    /// Issues a write of `byteCount` bytes at `sector`; `fill` writes the data in place.
+    public mutating func write(
+        sector: UInt64,
+        byteCount: Int,
+        _ fill: (UnsafeMutableRawBufferPointer) -> Void
+    ) throws(VirtqueueError) {
+        var chain = queue.makeChain()
+        do throws(VirtqueueError) {
+            try queue.appendReadable(to: &chain, count: BlockRequest.headerSize) { header in
+                BlockRequest.encodeHeader(kind: .write, sector: sector, into: header)
+            }
+            try queue.appendReadable(to: &chain, count: byteCount, fill)
+            try queue.appendWritable(to: &chain, capacity: 1)
+        } catch {
+            try queue.discard(chain)
+            throw error
+        }
+        let id = try queue.submit(chain)
+        inFlight[id] = BlockOperation(kind: .write, sector: sector, byteCount: byteCount)
+    }
+
+    /// Issues a read of `byteCount` bytes at `sector`.
+    public mutating func read(sector: UInt64, byteCount: Int) throws(VirtqueueError) {
+        var chain = queue.makeChain()
+        do throws(VirtqueueError) {
+            try queue.appendReadable(to: &chain, count: BlockRequest.headerSize) { header in
+                BlockRequest.encodeHeader(kind: .read, sector: sector, into: header)
+            }
+            try queue.appendWritable(to: &chain, capacity: byteCount)
+            try queue.appendWritable(to: &chain, capacity: 1)
+        } catch {
+            try queue.discard(chain)
+            throw error
+        }
+        let id = try queue.submit(chain)
+        inFlight[id] = BlockOperation(kind: .read, sector: sector, byteCount: byteCount)
+    }
+
+    /// Takes every completed request, calling `body` with the operation, the device's status
+    /// and, for a read, the data it returned.
+    ///
+    /// - Returns: The number of requests taken.
+    public mutating func reap(
+        _ body: (BlockOperation, BlockRequest.Status?, UnsafeRawBufferPointer) throws -> Void
+    ) throws -> Int {
+        var taken = 0
+        while let used = try queue.takeUsed() {
+            let operation = inFlight.removeValue(forKey: used.id)
+            var data = UnsafeRawBufferPointer(start: nil, count: 0)
+            var status: BlockRequest.Status?
+            var writableIndex = 0
+            queue.forEachSegment(of: used) { isWritable, bytes in
+                guard isWritable else { return }
+                let isStatus = operation?.kind == .write ? writableIndex == 0 : writableIndex == 1
+                if isStatus {
+                    status = bytes.first.flatMap(BlockRequest.Status.init(rawValue:))
+                } else {
+                    data = bytes
+                }
+                writableIndex += 1
+            }
+            if let operation { try body(operation, status, data) }
+            try queue.free(used)
+            taken += 1
+        }
+        return taken
+    }
+
+    /// After the queue broke (the device died), takes back every chain still in flight and
+    /// returns the operations they carried, so they can be issued again.
+    public mutating func reclaimAbandoned() throws(VirtqueueError) -> [BlockOperation] {
+        var lost: [BlockOperation] = []
+        while let abandoned = queue.takeAbandoned() {
+            if let operation = inFlight.removeValue(forKey: abandoned.id) { lost.append(operation) }
+            try queue.free(abandoned)
+        }
+        lost += inFlight.values
+        inFlight.removeAll()
+        return lost.sorted { $0.sector < $1.sector }
+    }
+}

@@ -1,0 +1,61 @@
+extension SandboxPolicy {
+    /// The policy as one command-line argument, so a launcher can hand it to the device child:
+    /// rules separated by `;`, each `name`, `name@fd=role,role` or `name@noexec=N`.
+    public var argumentEncoding: String {
+        rules.map { rule in
+            switch rule.condition {
+            case .always:
+                rule.systemCall
+            case .onFileDescriptors(let roles):
+                rule.systemCall + "@fd=" + roles.map(\.description).sorted().joined(separator: ",")
+            case .withoutExecute(let argument):
+                rule.systemCall + "@noexec=\(argument)"
+            }
+        }
+        .joined(separator: ";")
+    }
+
+    /// Decodes ``argumentEncoding``; `nil` if the text is malformed.
+    public init?(argumentEncoding text: String) {
+        var rules: [Rule] = []
+        for item in text.split(separator: ";", omittingEmptySubsequences: true) {
+            let parts = item.split(separator: "@", maxSplits: 1).map(String.init)
+            guard let name = parts.first, !name.isEmpty,
+                name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" })
+            else { return nil }
+            guard parts.count == 2 else {
+                rules.append(Rule(name))
+                continue
+            }
+            let condition = parts[1]
+            if condition.hasPrefix("fd=") {
+                var roles: Set<FileDescriptorRole> = []
+                for roleName in condition.dropFirst(3).split(separator: ",") {
+                    guard let role = FileDescriptorRole(name: String(roleName)) else { return nil }
+                    roles.insert(role)
+                }
+                rules.append(Rule(name, .onFileDescriptors(roles)))
+            } else if condition.hasPrefix("noexec="), let argument = Int(condition.dropFirst(7)),
+                (0...5).contains(argument)
+            {
+                rules.append(Rule(name, .withoutExecute(argument: argument)))
+            } else {
+                return nil
+            }
+        }
+        self.init(rules: rules)
+    }
+}
+
+extension SandboxPolicy.FileDescriptorRole {
+    init?(name: String) {
+        switch name {
+        case "kick": self = .kick
+        case "call": self = .call
+        case "liveness": self = .liveness
+        case "report": self = .report
+        case "stderr": self = .standardError
+        default: return nil
+        }
+    }
+}

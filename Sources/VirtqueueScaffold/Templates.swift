@@ -1,0 +1,217 @@
+/// The files of a new component pair named `name`.
+///
+/// The pair is a working echo service — the device copies each request's readable bytes back
+/// into its writable segments — so the generated test passes before you change anything; the
+/// comments say where to put your own logic.
+struct Templates {
+    let name: String
+    /// Whether the package is swift-virtqueue itself (targets are named directly) or a package
+    /// that depends on it (targets are named as products of "swift-virtqueue").
+    let insideSwiftVirtqueue: Bool
+
+    var lowercaseName: String {
+        var result = ""
+        for (index, character) in name.enumerated() {
+            if character.isUppercase, index > 0 { result += "-" }
+            result += character.lowercased()
+        }
+        return result
+    }
+
+    var library: String { "\(name)Pair" }
+    var host: String { "\(name)DeviceHost" }
+    var tests: String { "\(name)PairTests" }
+    var targetNames: [String] { [library, host, tests] }
+    var directories: [String] { ["Sources/\(library)", "Sources/\(host)", "Tests/\(tests)"] }
+    var manifestMarker: String { "// new-component-pair: \(name)\n" }
+
+    var files: [(path: String, contents: String)] {
+        [
+            ("Sources/\(library)/\(name)Device.swift", device),
+            ("Sources/\(library)/\(name)Driver.swift", driver),
+            ("Sources/\(host)/main.swift", hostMain),
+            ("Tests/\(tests)/\(tests).swift", test),
+        ]
+    }
+
+    func dependency(_ module: String) -> String {
+        insideSwiftVirtqueue ? "\"\(module)\"" : ".product(name: \"\(module)\", package: \"swift-virtqueue\")"
+    }
+
+    var manifestAddition: String {
+        """
+
+        \(manifestMarker)\
+        package.targets += [
+            .target(
+                name: "\(library)",
+                dependencies: [\(dependency("Virtqueue"))],
+                path: "Sources/\(library)"
+            ),
+            .executableTarget(
+                name: "\(host)",
+                dependencies: ["\(library)", \(dependency("VirtqueueSharedMemory")), \(dependency("VirtqueueSandbox"))],
+                path: "Sources/\(host)"
+            ),
+            .testTarget(
+                name: "\(tests)",
+                dependencies: [
+                    "\(library)", "\(host)", \(dependency("Virtqueue")), \(dependency("VirtqueueHeap")),
+                    \(dependency("VirtqueueSharedMemory")), \(dependency("VirtqueueSandbox")),
+                ],
+                path: "Tests/\(tests)"
+            ),
+        ]
+
+        """
+    }
+
+    var device: String {
+        """
+        public import Virtqueue
+
+        /// The device half of the \(name) pair. It runs unchanged on a thread, in a child process,
+        /// or in a seccomp-confined child.
+        ///
+        /// Replace the body of `handle` with your device's logic. It receives one request at a
+        /// time: read its device-readable segments, write your reply into its device-writable
+        /// segments, and return the number of bytes written.
+        public struct \(name)Device: DeviceComponent {
+            /// How a device host finds this device; keep it stable.
+            public static let name = "\(lowercaseName)"
+
+            public init() {}
+
+            public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+                _ request: borrowing DeviceRequest,
+                on queue: borrowing DeviceQueue<R, N>
+            ) throws -> Int {
+                // An echo: copy the readable bytes, in order, into the writable segments.
+                // The driver may change its bytes while you read them: copy what you validate.
+                var received: [UInt8] = []
+                received.reserveCapacity(request.readableByteCount)
+                queue.forEachReadable(in: request) { received += $0 }
+                return received.withUnsafeBytes { queue.scatter($0, into: request) }
+            }
+        }
+
+        """
+    }
+
+    var driver: String {
+        """
+        public import Virtqueue
+
+        /// The driver half of the \(name) pair: sends a request and waits for the device's reply.
+        ///
+        /// It wraps a ``DriverQueue`` of any backend, so the same code drives the device on a
+        /// thread, in a process or in a sandbox.
+        public struct \(name)Driver<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~Copyable {
+            public var queue: DriverQueue<Region, Notify>
+
+            public init(queue: consuming DriverQueue<Region, Notify>) {
+                self.queue = queue
+            }
+
+            /// Sends `request` and returns the device's reply (at most `replyCapacity` bytes).
+            public mutating func send(_ request: [UInt8], replyCapacity: Int = 4096) throws -> [UInt8] {
+                var chain = queue.makeChain()
+                try queue.appendReadable(to: &chain, copying: request)
+                try queue.appendWritable(to: &chain, capacity: min(replyCapacity, queue.bufferSize))
+                try queue.submit(chain)
+                try queue.notifyIfNeeded()
+                while true {
+                    try queue.waitForUsed()
+                    if let used = try queue.takeUsed() {
+                        var reply: [UInt8] = []
+                        queue.forEachSegment(of: used) { isWritable, bytes in
+                            if isWritable { reply += bytes }
+                        }
+                        try queue.free(used)
+                        return reply
+                    }
+                }
+            }
+        }
+
+        """
+    }
+
+    var hostMain: String {
+        """
+        import \(library)
+        import VirtqueueSandbox
+        import VirtqueueSharedMemory
+
+        // The device host: the shared-memory and sandboxed isolation levels start this executable
+        // in a device role. `runIfDeviceRole` serves the device and exits; it returns only when
+        // the executable was started without the device-role arguments.
+        DeviceHost.runIfDeviceRole(devices: [\(name)Device.self], confinement: SandboxConfinement())
+        print("\(host) hosts the \\(\(name)Device.name) device; the \(name) tests start it in a device role.")
+
+        """
+    }
+
+    var test: String {
+        """
+        import Foundation
+        import SystemPackage
+        import Testing
+        import Virtqueue
+        import VirtqueueHeap
+        import VirtqueueSandbox
+        import VirtqueueSharedMemory
+        import \(library)
+
+        /// Runs the \(name) pair at every isolation level: the device on a thread, in a child
+        /// process over shared memory, and in a seccomp-confined child.
+        @Suite struct \(tests) {
+            enum Isolation: String, CaseIterable, Sendable {
+                case heap, sharedMemory, sandbox
+            }
+
+            static func makeLayout() throws -> RegionLayout {
+                try RegionLayout(queueSizes: [64], dataAreaSize: 128 * 4096, features: .all)
+            }
+
+            /// The device host, built beside this test binary.
+            static var hostExecutable: FilePath {
+                FilePath(CommandLine.arguments[0]).removingLastComponent().appending("\(host)")
+            }
+
+            /// The pair's behaviour: edit these expectations together with the device.
+            func exercise<R: MemoryRegion & ~Copyable, N: Notifier>(_ driver: inout \(name)Driver<R, N>) throws {
+                for message in ["hello", "virtqueue", String(repeating: "x", count: 1000)] {
+                    let reply = try driver.send(Array(message.utf8))
+                    #expect(String(decoding: reply, as: UTF8.self) == message)
+                }
+            }
+
+            @Test(arguments: Isolation.allCases)
+            func echoesAtEveryIsolationLevel(isolation: Isolation) throws {
+                let layout = try Self.makeLayout()
+                var options = LaunchOptions()
+                options.executable = Self.hostExecutable
+                switch isolation {
+                case .heap:
+                    let device = try HeapBackend.launch(\(name)Device.self, layout: layout)
+                    var driver = \(name)Driver(queue: try DriverQueue(region: device.region, notifier: device.notifier))
+                    try exercise(&driver)
+                    try device.stop()
+                case .sharedMemory:
+                    let device = try SharedMemoryBackend.launch(\(name)Device.self, layout: layout, options: options)
+                    var driver = \(name)Driver(queue: try DriverQueue(region: try device.makeRegion(), notifier: device.notifier))
+                    try exercise(&driver)
+                    #expect(try device.stop().isSuccess)
+                case .sandbox:
+                    let device = try SandboxBackend.launch(\(name)Device.self, layout: layout, options: options)
+                    var driver = \(name)Driver(queue: try DriverQueue(region: try device.makeRegion(), notifier: device.notifier))
+                    try exercise(&driver)
+                    #expect(try device.stop().isSuccess)
+                }
+            }
+        }
+
+        """
+    }
+}

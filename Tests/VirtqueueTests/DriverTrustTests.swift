@@ -1,0 +1,153 @@
+import Testing
+import Virtqueue
+
+/// Every driver-side rule of the trust model: a hostile device plants a bad used ring; the
+/// driver reports the typed error, the queue is broken, nothing outside the region is touched,
+/// and the driver still accounts for every buffer it owns.
+@Suite("Driver side: a hostile device")
+struct DriverTrustTests {
+    static let queueSize = 8
+
+    /// Submits two chains — head 0 (one readable segment) and head 1 (a readable and a 64-byte
+    /// writable segment) — then lets `plant` write the hostile used ring, and checks the reaction.
+    func expectViolation(
+        _ code: VirtqueueError.Code,
+        goodTakesBefore: Int = 0,
+        plant: (RingWriter) -> Void
+    ) throws {
+        let layout = try RegionLayout(queueSizes: [Self.queueSize], dataAreaSize: 8 * 256, features: .all)
+        let region = try GuardedRegion(layout: layout)
+        let ring = RingWriter(region: region, layout: layout)
+        var driver = try DriverQueue(region: region, notifier: CountingNotifier(), bufferSize: 256)
+        var first = driver.makeChain()
+        try driver.appendReadable(to: &first, copying: [1, 2, 3])
+        #expect(try driver.submit(first) == 0)
+        var second = driver.makeChain()
+        try driver.appendReadable(to: &second, copying: [4, 5, 6])
+        try driver.appendWritable(to: &second, capacity: 64)
+        #expect(try driver.submit(second) == 1)
+        #expect(driver.inFlightCount == 2)
+
+        plant(ring)
+        var taken = 0
+        for _ in 0..<goodTakesBefore {
+            let used = try driver.requireUsed()
+            try driver.free(used)
+            taken += 1
+        }
+        do {
+            _ = try driver.takeUsed()
+            Issue.record("expected \(code), but the driver accepted the used element")
+        } catch {
+            #expect(error.code == code, "\(error)")
+            #expect(error.isPeerViolation)
+        }
+        #expect(driver.isBroken == true)
+        do {
+            _ = try driver.takeUsed()
+            Issue.record("a broken queue returned a used chain")
+        } catch {
+            #expect(error.code == .queueBroken)
+        }
+        var chain = driver.makeChain()
+        #expect(throws: VirtqueueError.self) { try driver.appendWritable(to: &chain) }
+        try driver.discard(chain)
+
+        // Every chain still in flight comes back, abandoned, and every buffer returns to the pool.
+        while let abandoned = driver.takeAbandoned() {
+            #expect(abandoned.status == UsedChain.Status.abandoned(code))
+            #expect(abandoned.writtenByteCount == 0)
+            try driver.free(abandoned)
+            taken += 1
+        }
+        #expect(taken == 2)
+        #expect(driver.inFlightCount == 0)
+        #expect(driver.freeBufferCount == driver.bufferCount)
+        #expect(driver.freeDescriptorCount == Self.queueSize)
+        #expect(region.guardsIntact, "bytes outside the region were modified")
+    }
+
+    @Test func usedIndexJumpBeyondQueueSize() throws {
+        try expectViolation(.usedIndexJump) { ring in
+            ring.usedElement(slot: 0, id: 0, length: 0)
+            ring.usedIndex = UInt16(Self.queueSize + 1)
+        }
+    }
+
+    @Test func usedIndexMovingBackwards() throws {
+        try expectViolation(.usedIndexJump) { ring in
+            ring.usedIndex = UInt16.max
+        }
+    }
+
+    @Test func usedIDOutOfRange() throws {
+        try expectViolation(.usedIDOutOfRange) { ring in
+            ring.usedElement(slot: 0, id: UInt32(Self.queueSize), length: 0)
+            ring.usedIndex = 1
+        }
+    }
+
+    @Test func usedIDFarOutOfRange() throws {
+        try expectViolation(.usedIDOutOfRange) { ring in
+            ring.usedElement(slot: 0, id: UInt32.max, length: 0)
+            ring.usedIndex = 1
+        }
+    }
+
+    @Test func usedIDNotInFlight() throws {
+        try expectViolation(.usedIDNotInFlight) { ring in
+            ring.usedElement(slot: 0, id: 5, length: 0)
+            ring.usedIndex = 1
+        }
+    }
+
+    @Test func usedIDNamingADescriptorInsideAChainRatherThanItsHead() throws {
+        try expectViolation(.usedIDNotInFlight) { ring in
+            ring.usedElement(slot: 0, id: 2, length: 0)
+            ring.usedIndex = 1
+        }
+    }
+
+    @Test func sameUsedIDReturnedTwice() throws {
+        try expectViolation(.usedIDNotInFlight, goodTakesBefore: 1) { ring in
+            ring.usedElement(slot: 0, id: 1, length: 10)
+            ring.usedElement(slot: 1, id: 1, length: 10)
+            ring.usedIndex = 2
+        }
+    }
+
+    @Test func usedLengthLargerThanWritableBytes() throws {
+        try expectViolation(.usedLengthTooLarge) { ring in
+            ring.usedElement(slot: 0, id: 1, length: 65)
+            ring.usedIndex = 1
+        }
+    }
+
+    @Test func usedLengthOnAChainWithNoWritableBytes() throws {
+        try expectViolation(.usedLengthTooLarge) { ring in
+            ring.usedElement(slot: 0, id: 0, length: 1)
+            ring.usedIndex = 1
+        }
+    }
+
+    @Test func validUsedElementIsAccepted() throws {
+        let layout = try RegionLayout(queueSizes: [Self.queueSize], dataAreaSize: 8 * 256, features: .all)
+        let region = try GuardedRegion(layout: layout)
+        let ring = RingWriter(region: region, layout: layout)
+        var driver = try DriverQueue(region: region, notifier: CountingNotifier(), bufferSize: 256)
+        var chain = driver.makeChain()
+        try driver.appendReadable(to: &chain, copying: [9])
+        try driver.appendWritable(to: &chain, capacity: 64)
+        let id = try driver.submit(chain)
+        ring.usedElement(slot: 0, id: UInt32(id), length: 64)
+        ring.usedIndex = 1
+        let used = try driver.requireUsed()
+        #expect(used.id == id)
+        #expect(used.status == UsedChain.Status.completed)
+        #expect(used.writtenByteCount == 64)
+        try driver.free(used)
+        #expect(driver.freeBufferCount == driver.bufferCount)
+        let none = try driver.takeUsed() == nil
+        #expect(none)
+    }
+}

@@ -1,0 +1,220 @@
+import Testing
+import Virtqueue
+
+/// Notification suppression (virtio 1.x §2.7.7 and §2.7.10), with VIRTIO_F_EVENT_IDX and with
+/// the NO_NOTIFY / NO_INTERRUPT flags, counted kick by kick.
+@Suite("Notification suppression")
+struct NotificationTests {
+    static let modes: [Features] = [[.eventIndex, .indirectDescriptors], [.indirectDescriptors]]
+
+    struct Pair: ~Copyable {
+        var driver: DriverQueue<GuardedRegion, CountingNotifier>
+        var device: DeviceQueue<GuardedRegion, CountingNotifier>
+        let notifiers: (driver: CountingNotifier, device: CountingNotifier)
+        let ring: RingWriter
+    }
+
+    func makePair(features: Features, queueSize: Int = 64) throws -> Pair {
+        let layout = try RegionLayout(queueSizes: [queueSize], dataAreaSize: 128 * 64, features: features)
+        let region = try GuardedRegion(layout: layout)
+        let notifiers = CountingNotifier.makePair()
+        return Pair(
+            driver: try DriverQueue(region: region, notifier: notifiers.driver, bufferSize: 64),
+            device: try DeviceQueue(region: region, notifier: notifiers.device),
+            notifiers: notifiers,
+            ring: RingWriter(region: region, layout: layout)
+        )
+    }
+
+    func submitOne(_ driver: inout DriverQueue<GuardedRegion, CountingNotifier>, byte: UInt8) throws {
+        var chain = driver.makeChain()
+        try driver.appendReadable(to: &chain, copying: [byte])
+        try driver.appendWritable(to: &chain, capacity: 8)
+        try driver.submit(chain)
+    }
+
+    /// The device drains every available request, completing each with one byte written.
+    func drain(_ device: inout DeviceQueue<GuardedRegion, CountingNotifier>) throws -> Int {
+        var served = 0
+        while let request = try device.nextRequest() {
+            try device.complete(request, written: 1)
+            served += 1
+        }
+        return served
+    }
+
+    /// Whether the device's wait would now block: it published that it is going to sleep.
+    func deviceWouldSleep(_ device: inout DeviceQueue<GuardedRegion, CountingNotifier>) -> Bool {
+        do {
+            // A kick left pending from earlier wakes the first wait spuriously; the second blocks.
+            for _ in 0..<2 { try device.waitForRequests(spins: 0) }
+            return false
+        } catch {
+            return error.code == .notifierFailed
+        }
+    }
+
+    @Test(arguments: modes)
+    func burstOf32WhileTheDeviceIsAwakeCostsOneKick(features: Features) throws {
+        var pair = try makePair(features: features)
+        try submitOne(&pair.driver, byte: 0)
+        #expect(try pair.driver.notifyIfNeeded(), "the device starts asleep: the first submission kicks")
+        try pair.device.waitForRequests(spins: 0)  // woken by the kick: now awake and polling
+        for byte in 1..<32 {
+            try submitOne(&pair.driver, byte: UInt8(byte))
+            #expect(try pair.driver.notifyIfNeeded() == false)
+        }
+        #expect(pair.notifiers.driver.kickCount == 1)
+        #expect(try drain(&pair.device) == 32)
+    }
+
+    @Test(arguments: modes)
+    func noKickIsLostWhenTheDeviceGoesToSleep(features: Features) throws {
+        var pair = try makePair(features: features)
+        for byte in 0..<32 { try submitOne(&pair.driver, byte: UInt8(byte)) }
+        try pair.driver.notifyIfNeeded()
+        try pair.device.waitForRequests(spins: 0)
+        #expect(try drain(&pair.device) == 32)
+        while let used = try pair.driver.takeUsed() { try pair.driver.free(used) }
+        let sleeps = deviceWouldSleep(&pair.device)
+        #expect(sleeps)
+        if features.contains(.eventIndex) {
+            #expect(pair.ring.availableEvent == 32, "avail_event names the next index the device waits for")
+        } else {
+            #expect(pair.ring.usedFlags == 0, "VIRTQ_USED_F_NO_NOTIFY is clear while the device sleeps")
+        }
+        let kicksBefore = pair.notifiers.driver.kickCount
+        try submitOne(&pair.driver, byte: 99)
+        #expect(try pair.driver.notifyIfNeeded(), "the device sleeps: this submission must kick")
+        #expect(pair.notifiers.driver.kickCount == kicksBefore + 1)
+        try pair.device.waitForRequests(spins: 0)
+        #expect(try drain(&pair.device) == 1)
+    }
+
+    @Test(arguments: modes)
+    func deviceSetsNoNotifyWhileAwake(features: Features) throws {
+        var pair = try makePair(features: features)
+        try submitOne(&pair.driver, byte: 1)
+        try pair.driver.notifyIfNeeded()
+        try pair.device.waitForRequests(spins: 0)
+        if !features.contains(.eventIndex) {
+            #expect(pair.ring.usedFlags == 1, "VIRTQ_USED_F_NO_NOTIFY is set while the device polls")
+        }
+        #expect(try drain(&pair.device) == 1)
+    }
+
+    @Test(arguments: modes)
+    func completionsWhileTheDriverPollsCostOneInterrupt(features: Features) throws {
+        var pair = try makePair(features: features)
+        for byte in 0..<32 { try submitOne(&pair.driver, byte: UInt8(byte)) }
+        try pair.driver.notifyIfNeeded()
+        // First completion: the driver has not started polling, so it gets an interrupt.
+        let first = try pair.device.requireRequest()
+        try pair.device.complete(first, written: 1)
+        #expect(try pair.device.notifyIfNeeded())
+        try pair.driver.waitForUsed(spins: 0)  // woken: now polling
+        for _ in 1..<32 {
+            let request = try pair.device.requireRequest()
+            try pair.device.complete(request, written: 1)
+            #expect(try pair.device.notifyIfNeeded() == false)
+        }
+        #expect(pair.notifiers.device.kickCount == 1)
+        var reclaimed = 0
+        while let used = try pair.driver.takeUsed() {
+            try pair.driver.free(used)
+            reclaimed += 1
+        }
+        #expect(reclaimed == 32)
+        #expect(pair.driver.freeBufferCount == pair.driver.bufferCount)
+    }
+
+    @Test(arguments: modes)
+    func noInterruptIsLostWhenTheDriverGoesToSleep(features: Features) throws {
+        var pair = try makePair(features: features)
+        for byte in 0..<2 { try submitOne(&pair.driver, byte: UInt8(byte)) }
+        let first = try pair.device.requireRequest()
+        try pair.device.complete(first, written: 1)
+        try pair.device.notifyIfNeeded()
+        let used = try pair.driver.requireUsed()
+        try pair.driver.free(used)
+        // The driver now waits for the second chain: it must publish that it sleeps.
+        do {
+            for _ in 0..<2 { try pair.driver.waitForUsed(spins: 0) }
+            Issue.record("the driver's wait should block")
+        } catch {
+            #expect(error.code == .notifierFailed)
+        }
+        let second = try pair.device.requireRequest()
+        try pair.device.complete(second, written: 1)
+        #expect(try pair.device.notifyIfNeeded(), "the driver sleeps: this completion must interrupt it")
+    }
+
+    @Test func driverUsesAnIndirectTableForLongChains() throws {
+        let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 32 * 128, features: .all)
+        let region = try GuardedRegion(layout: layout)
+        var driver = try DriverQueue(
+            region: region,
+            notifier: CountingNotifier(),
+            bufferSize: 128,
+            indirectThreshold: 2
+        )
+        var device = try DeviceQueue(region: region, notifier: CountingNotifier())
+        var chain = driver.makeChain()
+        for byte in 0..<5 { try driver.appendReadable(to: &chain, copying: [UInt8](repeating: UInt8(byte), count: 10)) }
+        try driver.appendWritable(to: &chain, capacity: 64)
+        #expect(chain.isIndirect == true)
+        try driver.submit(chain)
+        #expect(driver.freeDescriptorCount == 7, "an indirect chain takes one descriptor")
+        let request = try device.requireRequest()
+        #expect(request.segmentCount == 6)
+        #expect(request.readableByteCount == 50)
+        var bytes: [UInt8] = []
+        device.forEachReadable(in: request) { bytes += $0 }
+        #expect(bytes == (0..<5).flatMap { [UInt8](repeating: UInt8($0), count: 10) })
+        try device.complete(request, written: 64)
+        let used = try driver.requireUsed()
+        #expect(used.writtenByteCount == 64)
+        #expect(driver.freeDescriptorCount == 8)
+        try driver.free(used)
+        #expect(driver.freeBufferCount == driver.bufferCount)
+    }
+
+    @Test func driverSwitchesToIndirectWhenDescriptorsRunOut() throws {
+        let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 32 * 128, features: .all)
+        let region = try GuardedRegion(layout: layout)
+        var driver = try DriverQueue(region: region, notifier: CountingNotifier(), bufferSize: 128)
+        var device = try DeviceQueue(region: region, notifier: CountingNotifier())
+        var first = driver.makeChain()
+        for _ in 0..<6 { try driver.appendWritable(to: &first, capacity: 16) }
+        try driver.submit(first)
+        var second = driver.makeChain()
+        for _ in 0..<2 { try driver.appendWritable(to: &second, capacity: 16) }
+        #expect(driver.freeDescriptorCount == 0)
+        #expect(second.isIndirect == false)
+        // Every descriptor is taken: the third segment moves the chain into an indirect table.
+        for _ in 0..<3 { try driver.appendWritable(to: &second, capacity: 16) }
+        #expect(second.isIndirect == true)
+        #expect(driver.freeDescriptorCount == 1)
+        try driver.submit(second)
+        for expected in [6, 5] {
+            let request = try device.requireRequest()
+            #expect(request.segmentCount == expected)
+            #expect(request.writableByteCount == 16 * expected)
+            try device.complete(request, written: 16)
+        }
+        for _ in 0..<2 { try driver.free(try driver.requireUsed()) }
+        #expect(driver.freeDescriptorCount == 8)
+        #expect(driver.freeBufferCount == driver.bufferCount)
+    }
+
+    @Test func withoutIndirectLongChainsStayDirect() throws {
+        let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 32 * 64, features: [.eventIndex])
+        let region = try GuardedRegion(layout: layout)
+        var driver = try DriverQueue(region: region, notifier: CountingNotifier(), bufferSize: 64, indirectThreshold: 1)
+        var chain = driver.makeChain()
+        for _ in 0..<8 { try driver.appendWritable(to: &chain, capacity: 16) }
+        #expect(chain.isIndirect == false)
+        #expect(driver.freeDescriptorCount == 0)
+        try driver.discard(chain)
+    }
+}
