@@ -26,6 +26,7 @@ let package = Package(
         .target(
             name: "BenchmarkScenarios",
             dependencies: [
+                "CBaselines",
                 .product(name: "Virtqueue", package: "swift-virtqueue"),
                 .product(name: "VirtqueueHeap", package: "swift-virtqueue"),
             ],

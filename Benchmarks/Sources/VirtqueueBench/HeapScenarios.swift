@@ -1,5 +1,7 @@
 import BenchmarkScenarios
 import CBaselines
+import Virtqueue
+import VirtqueueHeap
 
 /// Holds the heap cycle (a `~Copyable` pair of queues) for the reporter's closures.
 final class HeapCycleBox {
@@ -28,3 +30,44 @@ final class HeapCycleBox {
 
 @inline(never)
 func blackHole<T>(_ value: T) {}
+
+/// The Swift queues across two threads of this process: the driver on this thread, the heap
+/// backend's device thread pinned to the other CPU. The same driver loops (DriverWorkloads)
+/// and device (TouchDevice) will run across processes on the shared-memory backend.
+enum HeapThreads {
+    static func launch(size: Int, spins: Int) throws -> (DeviceThread, RegionLayout, Int) {
+        let slots = Int(CBaseline.ringSlots(size: size))
+        let bufferSize = (size + 15) & ~15
+        // Room for every descriptor's buffer plus a reply buffer each (round trips use two).
+        let layout = try RegionLayout(queueSizes: [slots], dataAreaSize: 2 * slots * bufferSize, features: .all)
+        let device = try HeapBackend.launch(
+            TouchDevice.self,
+            layout: layout,
+            spins: spins,
+            configuration: DeviceConfiguration(arguments: ["cpu=\(CBaseline.cpus.child)"])
+        )
+        return (device, layout, bufferSize)
+    }
+
+    static func throughput(size: Int, batch: Int, count: Int) throws -> Sample {
+        let (device, _, bufferSize) = try launch(size: size, spins: Int(loadSpins))
+        var driver = try DriverQueue(region: device.region, notifier: device.notifier, bufferSize: bufferSize)
+        let start = vqb_now_ns()
+        let kicks = try DriverWorkloads.stream(&driver, size: size, batch: batch, count: count, spins: Int(loadSpins))
+        let end = vqb_now_ns()
+        try device.stop()
+        return Sample(operations: count, nanoseconds: Double(end - start), kicks: kicks)
+    }
+
+    static func roundTrip(size: Int, count: Int, busy: Bool) throws -> Sample {
+        // Busy-poll: both sides poll (the device for about a millisecond between requests before
+        // it sleeps, so it still notices the end); eventfd mode: both sleep at once.
+        let (device, _, bufferSize) = try launch(size: size, spins: busy ? 1 << 20 : 0)
+        var driver = try DriverQueue(region: device.region, notifier: device.notifier, bufferSize: bufferSize)
+        let start = vqb_now_ns()
+        let kicks = try DriverWorkloads.roundTrips(&driver, size: size, count: count, spins: busy ? Int.max : 0)
+        let end = vqb_now_ns()
+        try device.stop()
+        return Sample(operations: count, nanoseconds: Double(end - start), kicks: kicks)
+    }
+}

@@ -2,6 +2,9 @@
 enum Transport: String, CaseIterable, Codable, Sendable {
     /// This package's queues on the heap backend, driver and device on one thread.
     case virtqueueHeap = "virtqueue heap"
+    /// This package's queues on the heap backend, the device on its own thread pinned to the
+    /// other CPU (cross-core, in one process).
+    case virtqueueThreads = "virtqueue 2 threads"
     /// This package's queues over shared memory, device in a child process.
     case virtqueueSharedMemory = "virtqueue shm"
     /// As shared memory, the child confined by seccomp.

@@ -4,7 +4,8 @@ import Foundation
 /// every transport measured in the batch-32 throughput sweep.
 func renderThroughputPlot(_ table: ResultTable) -> String {
     let transports: [(Transport, String)] = [
-        (.virtqueueSharedMemory, "#d62728"), (.virtqueueSandbox, "#9467bd"), (.cRing, "#1f77b4"),
+        (.virtqueueSharedMemory, "#d62728"), (.virtqueueSandbox, "#9467bd"), (.virtqueueThreads, "#8c564b"),
+        (.cRing, "#1f77b4"),
         (.pipe, "#2ca02c"), (.socketpair, "#ff7f0e"),
     ]
     var series: [(Transport, String, [(Double, Double)])] = []

@@ -168,7 +168,7 @@ func renderTable(_ report: Report) -> String {
         "vs socket",
         "spread",
     ]
-    let widths = [18, 10, 10, 10, 10, 12, 10, 10, 10, 10, 7]
+    let widths = [20, 10, 10, 10, 10, 12, 10, 10, 10, 10, 7]
     var workload = ""
     for row in report.rows {
         if row.workload != workload {

@@ -87,6 +87,11 @@ func makeScenarios() -> [Scenario] {
         add(Scenario(workload: workload, transport: .virtqueueSharedMemory, pending: pendingSharedMemory))
         add(Scenario(workload: workload, transport: .virtqueueSandbox, pending: pendingSandbox))
         add(
+            Scenario(workload: workload, transport: .virtqueueThreads) {
+                try HeapThreads.throughput(size: size, batch: batch, count: $0)
+            }
+        )
+        add(
             Scenario(workload: workload, transport: .cRing) {
                 try CBaseline.throughput(.cRing, size: size, batch: batch, count: $0, spins: loadSpins)
             }
@@ -114,6 +119,11 @@ func makeScenarios() -> [Scenario] {
             // device completes it with a 16-byte reply. busy-poll: waitForUsed(spins: .max);
             // eventfd: spins 0.
             add(Scenario(workload: workload, transport: .virtqueueSharedMemory, pending: pendingSharedMemory))
+            add(
+                Scenario(workload: workload, transport: .virtqueueThreads) {
+                    try HeapThreads.roundTrip(size: size, count: $0, busy: mode == .busyPoll)
+                }
+            )
             let spins: Int32 = mode == .busyPoll ? -1 : 0
             add(
                 Scenario(workload: workload, transport: .cRing) {

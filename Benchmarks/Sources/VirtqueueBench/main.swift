@@ -44,6 +44,11 @@ if arguments.first == "profile" {
         print(try heap.runThreeSegments(iterations: iterations))
     case "c":
         print(try LocalRing(payload: 64).run(iterations).operations)
+    case "threads":
+        print(try HeapThreads.throughput(size: 64, batch: 32, count: iterations).kicks)
+    case "serve", "serve-generic":
+        var cycle = try ServeCycle()
+        try cycle.run(batches: iterations / 256, generic: arguments[1] == "serve-generic")
     case "cvq":
         print(try LocalVirtqueue(payload: 64).run(iterations).operations)
     default:
@@ -79,6 +84,10 @@ while let argument = arguments.first {
     default: usage()
     }
 }
+
+// The driver's thread (this one) runs on the first CPU, as the parent process of the
+// cross-process baselines does.
+_ = vqb_pin_to_cpu(CBaseline.cpus.parent)
 
 let scenarios = makeScenarios().filter { scenario in
     filters.isEmpty
