@@ -1,3 +1,4 @@
+public import CBaselines
 public import Virtqueue
 
 /// The driver's side of the cross-thread and cross-process scenarios, generic over the backend:
@@ -8,8 +9,11 @@ public enum DriverWorkloads {
     /// `batch` chains before each `notifyIfNeeded()`, reclaiming completed chains as it goes;
     /// returns once every chain is back.
     ///
-    /// - Parameter spins: How long `waitForUsed` polls before sleeping when the ring is full.
-    /// - Returns: The number of kicks the driver sent.
+    /// - Parameters:
+    ///   - spins: How long `waitForUsed` polls before sleeping when the ring is full.
+    ///   - groupSize: Messages per timed group (a multiple of `batch`), as the C baselines time them.
+    ///   - groupTimes: Receives the time the driver took to submit each group, as far as it has room.
+    /// - Returns: The number of kicks the driver sent and the number of groups timed.
     /// - Throws: ``VirtqueueError`` from the queue or the notifier.
     @inlinable
     public static func stream<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
@@ -17,9 +21,13 @@ public enum DriverWorkloads {
         size: Int,
         batch: Int,
         count: Int,
-        spins: Int
-    ) throws(VirtqueueError) -> Int {
+        spins: Int,
+        groupSize: Int,
+        groupTimes: UnsafeMutableBufferPointer<UInt64>
+    ) throws(VirtqueueError) -> (kicks: Int, groups: Int) {
         var kicks = 0
+        var groups = 0
+        var groupStart = vqb_now_ns()
         var sequence: UInt64 = 0
         while Int(sequence) < count {
             let chains = min(batch, count - Int(sequence))
@@ -34,28 +42,40 @@ public enum DriverWorkloads {
                 sequence &+= 1
             }
             if try driver.notifyIfNeeded() { kicks += 1 }
+            if Int(sequence) % groupSize == 0, groups < groupTimes.count {
+                let now = vqb_now_ns()
+                groupTimes[groups] = now - groupStart
+                groups += 1
+                groupStart = now
+            }
         }
         while driver.inFlightCount > 0 {
             if try !reclaim(&driver) { try driver.waitForUsed(spins: spins) }
         }
-        return kicks
+        return (kicks, groups)
     }
 
     /// `count` round trips: a chain of one `size`-byte readable segment (payload in place; only
     /// its header and last byte are written per request) and one 16-byte writable segment; the
     /// device answers `{sequence, length}`, which is checked.
     ///
-    /// - Parameter spins: How long `waitForUsed` polls before sleeping (`Int.max`: busy-poll).
-    /// - Returns: The number of kicks the driver sent.
+    /// - Parameters:
+    ///   - spins: How long `waitForUsed` polls before sleeping (`Int.max`: busy-poll).
+    ///   - groupTimes: Receives the duration of each group of `VQB_GROUP` consecutive round trips
+    ///     (as the C baselines record them), as far as it has room.
+    /// - Returns: The number of kicks the driver sent and the number of group times recorded.
     /// - Throws: ``VirtqueueError`` from the queue or the notifier, or if a reply is wrong.
     @inlinable
     public static func roundTrips<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
         _ driver: inout DriverQueue<Region, Notify>,
         size: Int,
         count: Int,
-        spins: Int
-    ) throws(VirtqueueError) -> Int {
+        spins: Int,
+        groupTimes: UnsafeMutableBufferPointer<UInt64>
+    ) throws(VirtqueueError) -> (kicks: Int, groups: Int) {
         var kicks = 0
+        var groups = 0
+        var groupStart = vqb_now_ns()
         for index in 0..<count {
             let sequence = UInt64(index)
             var chain = driver.makeChain()
@@ -79,8 +99,14 @@ public enum DriverWorkloads {
                 }
                 try driver.waitForUsed(spins: spins)
             }
+            if (index + 1) % Int(VQB_GROUP) == 0, groups < groupTimes.count {
+                let now = vqb_now_ns()
+                groupTimes[groups] = now - groupStart
+                groups += 1
+                groupStart = now
+            }
         }
-        return kicks
+        return (kicks, groups)
     }
 
     /// Takes back and frees every chain the device has completed; whether there was any.

@@ -218,6 +218,72 @@ static int finish_child(pid_t pid, struct vqb_control *control) {
     return 0;
 }
 
+// MARK: Timing groups
+
+uint64_t vqb_median(uint64_t *values, size_t count) {
+    if (count == 0) return 0;
+    // Quickselect (no allocation; the forked child may not allocate, and this runs beside it).
+    size_t low = 0, high = count - 1, middle = count / 2;
+    while (low < high) {
+        uint64_t pivot = values[(low + high) / 2];
+        size_t i = low, j = high;
+        while (i <= j) {
+            while (values[i] < pivot) i++;
+            while (values[j] > pivot) j--;
+            if (i <= j) {
+                uint64_t swap = values[i];
+                values[i] = values[j];
+                values[j] = swap;
+                i++;
+                if (j == 0) break;
+                j--;
+            }
+        }
+        if (middle <= j) high = j;
+        else if (middle >= i) low = i;
+        else break;
+    }
+    return values[middle];
+}
+
+/// Per-group times of a round-trip run, in memory mapped before the clock starts.
+struct group_times {
+    uint64_t size;
+    uint64_t *values;
+    size_t capacity;
+    size_t count;
+    size_t bytes;
+    uint64_t last;
+};
+
+static void groups_open(struct group_times *groups, uint64_t operations, uint64_t size) {
+    groups->size = size;
+    groups->capacity = (size_t)(operations / size) + 1;
+    groups->bytes = groups->capacity * sizeof(uint64_t);
+    groups->values = map_private(groups->bytes);
+    if (groups->values) prefault(groups->values, groups->bytes);
+    groups->count = 0;
+}
+
+/// Called after operation `index` (0-based): closes a group every `size` operations.
+static inline void groups_tick(struct group_times *groups, uint64_t index) {
+    if ((index + 1) % groups->size != 0 || !groups->values) return;
+    uint64_t now = vqb_now_ns();
+    if (groups->count < groups->capacity) groups->values[groups->count++] = now - groups->last;
+    groups->last = now;
+}
+
+/// Fills the result's group fields and unmaps the times.
+static void groups_close(struct group_times *groups, vqb_result *result) {
+    result->group_size = groups->size;
+    result->groups = groups->count;
+    result->median_group_nanoseconds = 0;
+    if (groups->values && groups->count > 0) {
+        result->median_group_nanoseconds = vqb_median(groups->values, groups->count) * groups->count;
+    }
+    if (groups->values) munmap(groups->values, groups->bytes);
+}
+
 // MARK: Throughput
 
 struct throughput_parameters {
@@ -294,7 +360,11 @@ vqb_result vqb_throughput(vqb_transport transport, size_t message_size, size_t b
     }
     error = vqb_pin_to_cpu(producer_cpu);
     uint64_t kicks = 0;
-    uint64_t start = vqb_now_ns();
+    // Groups of about a 32nd of the run, whole batches, timed as the producer publishes them.
+    uint64_t group = messages / 32 / batch * batch;
+    struct group_times groups;
+    groups_open(&groups, messages, group > batch ? group : batch);
+    uint64_t start = groups.last = vqb_now_ns();
     atomic_store_explicit(&setup.control->go, 1, memory_order_release);
     if (error == 0 && transport == VQB_RING) {
         struct vqb_ring_end end = ring_end(setup.forward, ring_slots, message_size, setup.to_child[1],
@@ -305,6 +375,7 @@ vqb_result vqb_throughput(vqb_transport transport, size_t message_size, size_t b
                 vqb_producer_advance(&end);
             }
             vqb_producer_publish(&end);
+            groups_tick(&groups, sent - 1);
         }
         kicks = end.kicks;
     } else if (error == 0) {
@@ -315,6 +386,7 @@ vqb_result vqb_throughput(vqb_transport transport, size_t message_size, size_t b
             }
             error = write_all(setup.to_child[1], setup.parent_buffer, batch * message_size);
             kicks++;
+            groups_tick(&groups, sent - 1);
         }
     }
     if (error != 0) kill(pid, SIGKILL);
@@ -325,11 +397,13 @@ vqb_result vqb_throughput(vqb_transport transport, size_t message_size, size_t b
     result.kicks = kicks + setup.control->kicks;
     result.checksum = setup.control->checksum;
     result.corrupt = setup.control->corrupt;
+    groups_close(&groups, &result);
     teardown(&setup);
     return result;
 }
 
 // MARK: Round trip
+
 
 struct round_trip_parameters {
     size_t size;
@@ -411,6 +485,8 @@ vqb_result vqb_round_trip(vqb_transport transport, size_t message_size, uint64_t
     }
     error = vqb_pin_to_cpu(requester_cpu);
     uint64_t kicks = 0, corrupt = 0, start = 0, end_ns = 0;
+    struct group_times groups;
+    groups_open(&groups, round_trips, VQB_GROUP);
     if (error == 0 && transport == VQB_RING) {
         struct vqb_ring_end requests = ring_end(setup.forward, round_trip_slots, message_size, setup.to_child[1],
                                                 setup.to_parent[0], spins);
@@ -420,7 +496,7 @@ vqb_result vqb_round_trip(vqb_transport transport, size_t message_size, uint64_t
         for (unsigned slot = 0; slot < round_trip_slots; slot++) {
             vqb_write_message(setup.forward->slots + slot * requests.slot_size, message_size, 0, 1);
         }
-        start = vqb_now_ns();
+        start = groups.last = vqb_now_ns();
         atomic_store_explicit(&setup.control->go, 1, memory_order_release);
         for (uint64_t i = 0; i < round_trips; i++) {
             vqb_write_message(vqb_producer_reserve(&requests), message_size, i, fill == VQB_FILL_ALL);
@@ -432,6 +508,7 @@ vqb_result vqb_round_trip(vqb_transport transport, size_t message_size, uint64_t
             if (sequence != i) corrupt++;
             vqb_consumer_advance(&replies);
             vqb_consumer_release(&replies);
+            groups_tick(&groups, i);
         }
         end_ns = vqb_now_ns();
         kicks = requests.kicks + replies.kicks;
@@ -439,7 +516,7 @@ vqb_result vqb_round_trip(vqb_transport transport, size_t message_size, uint64_t
         prefault(setup.parent_buffer, setup.buffer_bytes);
         vqb_write_message(setup.parent_buffer, message_size, 0, 1);
         unsigned char reply[completion_bytes];
-        start = vqb_now_ns();
+        start = groups.last = vqb_now_ns();
         atomic_store_explicit(&setup.control->go, 1, memory_order_release);
         for (uint64_t i = 0; i < round_trips && error == 0; i++) {
             vqb_write_message(setup.parent_buffer, message_size, i, fill == VQB_FILL_ALL);
@@ -449,6 +526,7 @@ vqb_result vqb_round_trip(vqb_transport transport, size_t message_size, uint64_t
             uint64_t sequence;
             memcpy(&sequence, reply, sizeof sequence);
             if (error == 0 && sequence != i) corrupt++;
+            groups_tick(&groups, i);
         }
         end_ns = vqb_now_ns();
     }
@@ -457,6 +535,7 @@ vqb_result vqb_round_trip(vqb_transport transport, size_t message_size, uint64_t
     result.error = error != 0 ? error : child_error;
     result.operations = round_trips;
     result.nanoseconds = end_ns - start;
+    groups_close(&groups, &result);
     result.kicks = kicks + setup.control->kicks;
     result.checksum = setup.control->checksum;
     result.corrupt = corrupt + setup.control->corrupt;

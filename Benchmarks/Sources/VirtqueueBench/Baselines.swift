@@ -44,10 +44,16 @@ enum CBaseline {
         if result.checksum != expected {
             throw BenchmarkFailure(description: "\(label): checksum \(result.checksum), expected \(expected)")
         }
+        // The median group of operations (see vqb_result.median_group_nanoseconds), scaled to all
+        // the groups, so ns/op is the median group's time per operation.
+        guard result.groups > 0, result.median_group_nanoseconds > 0 else {
+            throw BenchmarkFailure(description: "\(label): too few operations to time a group")
+        }
         return Sample(
-            operations: Int(result.operations),
-            nanoseconds: Double(result.nanoseconds),
-            kicks: Int(result.kicks)
+            operations: Int(result.groups * result.group_size),
+            nanoseconds: Double(result.median_group_nanoseconds),
+            kicks: Int(result.kicks),
+            allOperations: Int(result.operations)
         )
     }
 

@@ -79,9 +79,20 @@ enum Workload: Hashable, Codable, Sendable, CustomStringConvertible {
 
 /// One measured run.
 struct Sample: Sendable {
+    /// Operations timed (for grouped timing: the groups' operations).
     var operations: Int
+    /// Their time (for grouped timing: the median group's time times the number of groups).
     var nanoseconds: Double
+    /// Kicks over the whole run, and the operations of the whole run.
     var kicks: Int
+    var allOperations: Int
+
+    init(operations: Int, nanoseconds: Double, kicks: Int, allOperations: Int? = nil) {
+        self.operations = operations
+        self.nanoseconds = nanoseconds
+        self.kicks = kicks
+        self.allOperations = allOperations ?? operations
+    }
 }
 
 /// A scenario's outcome: the median of its runs, or why it was not measured.

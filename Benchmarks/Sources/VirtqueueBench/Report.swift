@@ -7,6 +7,9 @@ struct Report: Codable {
         var cpus: Int
         var kernel: String
         var pinnedCPUs: [Int32]
+        /// /proc/loadavg when the run started and when it ended: other work on the two CPUs.
+        var loadAverageAtStart: String
+        var loadAverageAtEnd: String
     }
 
     struct Configuration: Codable {
@@ -71,6 +74,15 @@ struct ResultTable {
     }
 }
 
+/// The 1-, 5- and 15-minute load averages.
+func loadAverage() -> String {
+    let text = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? ""
+    return text.split(separator: " ").prefix(3).joined(separator: " ")
+}
+
+/// The load average when the process started.
+let loadAverageAtStart = loadAverage()
+
 func machine() -> Report.Machine {
     let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
     let model =
@@ -84,7 +96,9 @@ func machine() -> Report.Machine {
         cpu: model,
         cpus: ProcessInfo.processInfo.activeProcessorCount,
         kernel: kernel,
-        pinnedCPUs: [CBaseline.cpus.parent, CBaseline.cpus.child]
+        pinnedCPUs: [CBaseline.cpus.parent, CBaseline.cpus.child],
+        loadAverageAtStart: loadAverageAtStart,
+        loadAverageAtEnd: loadAverage()
     )
 }
 
@@ -215,6 +229,54 @@ func renderTable(_ report: Report) -> String {
     lines.append("Targets (issue 7)")
     for target in report.targets {
         lines.append("  [\(target.status)] \(target.target): \(target.measured)")
+    }
+    return lines.joined(separator: "\n")
+}
+
+/// The same table as Markdown, one table per workload group, for docs/performance.md.
+func renderMarkdown(_ report: Report) -> String {
+    var lines: [String] = []
+    var workload = ""
+    for row in report.rows {
+        if row.workload != workload {
+            workload = row.workload
+            let throughput = workload.hasPrefix("throughput")
+            lines.append("")
+            lines.append(
+                "**\(workload)** — ratios: \(throughput ? "messages/s ÷ baseline's (higher is better)" : "ns ÷ baseline's (lower is better)")"
+            )
+            lines.append("")
+            lines.append(
+                "| transport | ns/op | msgs/s | bytes/s | kicks/msg | mallocs/op | vs C ring | vs C vq | vs pipe | vs socket |"
+            )
+            lines.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+        }
+        if row.status != "measured" {
+            lines.append("| \(row.transport) | \(row.note ?? row.status) | | | | | | | | |")
+            continue
+        }
+        func ratio(_ baseline: Transport) -> String {
+            formatRatio(row.ratios.first { $0.baseline == baseline.rawValue }?.value)
+        }
+        let cells = [
+            row.transport,
+            formatNumber(row.nanosecondsPerOperation),
+            formatNumber(row.messagesPerSecond),
+            formatNumber(row.bytesPerSecond),
+            row.workload.contains("in-process") ? "—" : formatNumber(row.kicksPerMessage),
+            formatMallocs(row),
+            ratio(.cRing),
+            ratio(.cVirtqueue),
+            ratio(.pipe),
+            ratio(.socketpair),
+        ]
+        lines.append("| " + cells.joined(separator: " | ") + " |")
+    }
+    lines.append("")
+    lines.append("| target | status | measured |")
+    lines.append("|---|---|---|")
+    for target in report.targets {
+        lines.append("| \(target.target) | **\(target.status)** | \(target.measured) |")
     }
     return lines.joined(separator: "\n")
 }

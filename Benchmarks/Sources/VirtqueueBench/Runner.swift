@@ -48,21 +48,21 @@ func measure(_ scenario: Scenario, configuration: RunConfiguration) -> Result {
     }
     do {
         // Calibrate (this also warms up): grow the count until a run takes a tenth of the target.
-        var count = 64
+        var count = max(64, scenario.minimumCount)
         var sample = try run(count)
         while sample.nanoseconds < configuration.targetSeconds * 1e8, count < 1 << 30 {
             count *= 4
             sample = try run(count)
         }
         let perOperation = sample.nanoseconds / Double(max(sample.operations, 1))
-        count = max(32, Int(configuration.targetSeconds * 1e9 / perOperation))
+        count = max(scenario.minimumCount, Int(configuration.targetSeconds * 1e9 / perOperation))
         var kicks = 0
         var operations = 0
         for _ in 0..<configuration.runs {
             let sample = try run(count)
             result.runs.append(sample.nanoseconds / Double(sample.operations))
             kicks += sample.kicks
-            operations += sample.operations
+            operations += sample.allOperations
         }
         result.nanosecondsPerOperation = median(result.runs)
         result.kicksPerMessage = Double(kicks) / Double(operations)

@@ -1,3 +1,5 @@
+import CBaselines
+
 /// One row of the report: a workload on a transport, and how to run it (or why it cannot run yet).
 struct Scenario {
     var workload: Workload
@@ -9,6 +11,8 @@ struct Scenario {
     /// Whether mallocs are counted in the process doing all the work (in-process scenarios);
     /// otherwise only the parent's side is counted.
     var inProcess = false
+    /// The fewest operations a run may have (round trips: three groups of `VQB_GROUP`).
+    var minimumCount = 32
 }
 
 /// Payload sizes of the sweeps: 64 B to 1 MiB.
@@ -25,6 +29,8 @@ func makeScenarios() -> [Scenario] {
     var scenarios: [Scenario] = []
     var seen: Set<String> = []
     func add(_ scenario: Scenario) {
+        var scenario = scenario
+        if case .roundTrip = scenario.workload { scenario.minimumCount = roundTripMinimum }
         let key = "\(scenario.workload)|\(scenario.transport.rawValue)"
         if seen.insert(key).inserted { scenarios.append(scenario) }
     }
@@ -144,6 +150,9 @@ func makeScenarios() -> [Scenario] {
     for size in sweepSizes { addRoundTrip(size: size, modes: [.busyPoll]) }
     return scenarios
 }
+
+/// Round trips are reported as the median group of `VQB_GROUP`; a run has at least three groups.
+let roundTripMinimum = 3 * Int(VQB_GROUP)
 
 let pendingSharedMemory = "pending: needs VirtqueueSharedMemory (being built in parallel)"
 let pendingSandbox = "pending: needs VirtqueueSandbox"

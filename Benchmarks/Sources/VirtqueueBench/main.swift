@@ -2,8 +2,8 @@
 // machine state; a table with the ratios to each baseline, and JSON.
 //
 //   virtqueue-bench [--quick] [--runs N] [--seconds S] [--filter TEXT] [--cpus A,B]
-//                   [--json PATH] [--svg PATH]
-//   virtqueue-bench profile one|three|c|cvq ITERATIONS   (a fixed amount of work, for callgrind)
+//                   [--json PATH] [--svg PATH] [--markdown PATH]
+//   virtqueue-bench profile one|three|c|cvq|threads|serve|serve-generic ITERATIONS   (a fixed amount of work, for callgrind)
 //
 // Run it through scripts/bench.sh, which builds it in release mode and preloads the malloc
 // interposer so mallocs per operation are counted.
@@ -15,6 +15,7 @@ var configuration = RunConfiguration()
 var filters: [String] = []
 var jsonPath: String?
 var svgPath: String?
+var markdownPath: String?
 var arguments = Array(CommandLine.arguments.dropFirst())
 
 func usage() -> Never {
@@ -22,8 +23,8 @@ func usage() -> Never {
         Data(
             """
             usage: virtqueue-bench [--quick] [--runs N] [--seconds S] [--filter TEXT]... [--cpus A,B]
-                                   [--json PATH|-] [--svg PATH]
-                   virtqueue-bench profile one|three|c|cvq ITERATIONS
+                                   [--json PATH|-] [--svg PATH] [--markdown PATH]
+                   virtqueue-bench profile one|three|c|cvq|threads|serve|serve-generic ITERATIONS
 
             """.utf8
         )
@@ -77,6 +78,7 @@ while let argument = arguments.first {
     case "--filter": filters.append(value())
     case "--json": jsonPath = value()
     case "--svg": svgPath = value()
+    case "--markdown": markdownPath = value()
     case "--cpus":
         let cpus = value().split(separator: ",").compactMap { Int32($0) }
         guard cpus.count == 2 else { usage() }
@@ -88,6 +90,7 @@ while let argument = arguments.first {
 // The driver's thread (this one) runs on the first CPU, as the parent process of the
 // cross-process baselines does.
 _ = vqb_pin_to_cpu(CBaseline.cpus.parent)
+_ = loadAverageAtStart
 
 let scenarios = makeScenarios().filter { scenario in
     filters.isEmpty
@@ -105,7 +108,8 @@ let report = makeReport(results, configuration: configuration)
 print(
     "virtqueue-bench: \(report.machine.cpu), \(report.machine.cpus) CPUs, Linux \(report.machine.kernel); "
         + "cross-process pinned to CPUs \(CBaseline.cpus.parent) and \(CBaseline.cpus.child); "
-        + "median of \(configuration.runs) runs of ~\(configuration.targetSeconds) s"
+        + "median of \(configuration.runs) runs of ~\(configuration.targetSeconds) s; "
+        + "load average \(report.machine.loadAverageAtStart) at start, \(report.machine.loadAverageAtEnd) at end"
 )
 print(renderTable(report))
 
@@ -122,6 +126,10 @@ if let jsonPath, jsonPath != "-" {
 if let svgPath {
     try renderThroughputPlot(ResultTable(results: results)).write(toFile: svgPath, atomically: true, encoding: .utf8)
     print("SVG written to \(svgPath)")
+}
+if let markdownPath {
+    try renderMarkdown(report).write(toFile: markdownPath, atomically: true, encoding: .utf8)
+    print("Markdown written to \(markdownPath)")
 }
 if results.contains(where: { $0.status == "failed" }) {
     FileHandle.standardError.write(Data("some scenarios failed; see their notes\n".utf8))

@@ -33,12 +33,26 @@ typedef enum {
     VQB_FILL_HEADER = 1,
 } vqb_fill;
 
+/// Round trips per group for `median_group_nanoseconds`.
+#define VQB_GROUP 64
+
+/// Returns the median of `count` values (reordering them); 0 for none.
+uint64_t vqb_median(uint64_t *values, size_t count);
+
 /// The outcome of one measured run.
 typedef struct {
     /// Messages (or round trips) completed.
     uint64_t operations;
     /// Wall-clock nanoseconds from the start signal to the last message consumed (or reply received).
     uint64_t nanoseconds;
+    /// The median time of a group of consecutive operations, times the number of groups (0 if
+    /// fewer than one group ran): round trips in groups of `VQB_GROUP`, throughput in groups of
+    /// `group_size` messages timed as the producer sends them. Unlike `nanoseconds`, it does not
+    /// move when another process takes one of the two CPUs for a while.
+    uint64_t median_group_nanoseconds;
+    /// The operations per group, and the number of groups timed.
+    uint64_t group_size;
+    uint64_t groups;
     /// Wake-ups sent by either side: eventfd writes for the ring, write() calls for pipes and sockets.
     uint64_t kicks;
     /// Sum of the sequence numbers the consumer saw; the caller checks it.
