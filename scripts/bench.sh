@@ -5,7 +5,8 @@
 #   scripts/bench.sh                      # full suite (about 3 minutes on 2 cores)
 #   scripts/bench.sh --quick              # short runs, for a smoke test
 #   scripts/bench.sh --json out.json --svg out.svg --filter "round trip"
-#   scripts/bench.sh --package-benchmark  # also run package-benchmark's in-process suite
+#   scripts/bench.sh --package-benchmark  # also package-benchmark's in-process suite and its
+#                                         # 0-malloc thresholds (Benchmarks/Thresholds/swift-6.3)
 #
 # Options other than --package-benchmark go to virtqueue-bench (see its --help).
 # The cross-process scenarios pin the two processes to CPUs 0 and 1 (--cpus A,B to change).
@@ -32,4 +33,7 @@ LD_PRELOAD="$bin/libMallocInterposerSwift.so" "$bin/virtqueue-bench" "${argument
 
 if [[ "$run_package_benchmark" == 1 ]]; then
     swift package --package-path "$package" --disable-sandbox benchmark
+    # The committed thresholds hold the in-process cycles to 0 mallocs.
+    swift package --package-path "$package" --disable-sandbox benchmark thresholds check \
+        --metric mallocCountTotal --path "$package/Thresholds/swift-6.3"
 fi

@@ -19,7 +19,7 @@ let benchmarks: @Sendable () -> Void = {
         maxIterations: 50
     )
 
-    Benchmark("virtqueue heap cycle, 1 segment of 64 B") { benchmark in
+    Benchmark("VirtqueueHeapCycle1Segment64B") { benchmark in
         var cycle = try HeapCycle(payload: 64)
         _ = try cycle.runOneSegment(iterations: 1000)
         benchmark.startMeasurement()
@@ -27,7 +27,7 @@ let benchmarks: @Sendable () -> Void = {
         benchmark.stopMeasurement()
     }
 
-    Benchmark("virtqueue heap cycle, 3 segments of 64 B") { benchmark in
+    Benchmark("VirtqueueHeapCycle3Segments64B") { benchmark in
         var cycle = try HeapCycle(payload: 64)
         _ = try cycle.runThreeSegments(iterations: 1000)
         benchmark.startMeasurement()
@@ -35,7 +35,7 @@ let benchmarks: @Sendable () -> Void = {
         benchmark.stopMeasurement()
     }
 
-    Benchmark("C ring cycle, 64 B") { benchmark in
+    Benchmark("CRingCycle64B") { benchmark in
         guard let ring = vqb_local_ring_create(256, 64) else { return }
         defer { vqb_local_ring_destroy(ring) }
         _ = vqb_local_ring_cycle(ring, 1000, 64)
