@@ -31,10 +31,12 @@ public enum DriverWorkloads {
         var sequence: UInt64 = 0
         while Int(sequence) < count {
             let chains = min(batch, count - Int(sequence))
+            // Room for the whole batch first, reclaiming in bulk: reclaiming one chain per
+            // submitted one would make the two sides trade the index cache lines per message.
+            while driver.freeDescriptorCount < chains || driver.freeBufferCount < chains {
+                if try !reclaim(&driver) { try driver.waitForUsed(spins: spins) }
+            }
             for _ in 0..<chains {
-                while driver.freeDescriptorCount == 0 || driver.freeBufferCount == 0 {
-                    if try !reclaim(&driver) { try driver.waitForUsed(spins: spins) }
-                }
                 let current = sequence
                 var chain = driver.makeChain()
                 try driver.appendReadable(to: &chain, count: size) { bytes in Message.write(current, into: bytes) }

@@ -18,8 +18,8 @@ func renderThroughputPlot(_ table: ResultTable) -> String {
         }
         if !points.isEmpty { series.append((transport, color, points)) }
     }
-    let width = 720.0, height = 440.0
-    let left = 80.0, right = 170.0, top = 40.0, bottom = 60.0
+    let width = 760.0, height = 450.0
+    let left = 80.0, right = 215.0, top = 50.0, bottom = 60.0
     let xMin = log2(Double(sweepSizes.first ?? 64)), xMax = log2(Double(sweepSizes.last ?? 1 << 20))
     let rates = series.flatMap { $0.2.map(\.1) }
     let yMin = floor(log10(rates.min() ?? 1e6)), yMax = ceil(log10(rates.max() ?? 1e10))
@@ -28,7 +28,8 @@ func renderThroughputPlot(_ table: ResultTable) -> String {
     var svg = """
         <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" font-family="sans-serif" font-size="12">
         <rect width="100%" height="100%" fill="white"/>
-        <text x="\(Int(width / 2))" y="22" text-anchor="middle" font-size="14">Cross-process throughput against payload size (batch 32, pinned to 2 CPUs)</text>
+        <text x="\(Int(width / 2))" y="20" text-anchor="middle" font-size="14">Throughput against payload size (batch 32, two CPUs)</text>
+        <text x="\(Int(width / 2))" y="38" text-anchor="middle" font-size="11" fill="#555">payload written in place, consumer touches header and last byte; "virtqueue 2 threads": heap backend, one process</text>
 
         """
     var decade = yMin
@@ -36,7 +37,7 @@ func renderThroughputPlot(_ table: ResultTable) -> String {
         let py = y(pow(10, decade))
         svg += "<line x1=\"\(left)\" y1=\"\(py)\" x2=\"\(width - right)\" y2=\"\(py)\" stroke=\"#ddd\"/>\n"
         svg +=
-            "<text x=\"\(left - 6)\" y=\"\(py + 4)\" text-anchor=\"end\">\(formatNumber(pow(10, decade)))B/s</text>\n"
+            "<text x=\"\(left - 6)\" y=\"\(py + 4)\" text-anchor=\"end\">\(rateLabel(pow(10, decade)))</text>\n"
         decade += 1
     }
     for size in sweepSizes {
@@ -66,4 +67,13 @@ func renderThroughputPlot(_ table: ResultTable) -> String {
     }
     svg += "</svg>\n"
     return svg
+}
+
+/// "100 MB/s", "1 GB/s", "10 GB/s": a power of ten as a rate.
+func rateLabel(_ rate: Double) -> String {
+    let units: [(Double, String)] = [(1e9, "GB/s"), (1e6, "MB/s"), (1e3, "kB/s")]
+    for (scale, unit) in units where rate >= scale {
+        return "\(Int((rate / scale).rounded())) \(unit)"
+    }
+    return "\(Int(rate)) B/s"
 }
