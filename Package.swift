@@ -13,22 +13,46 @@ let package = Package(
     products: [
         .library(name: "Virtqueue", targets: ["Virtqueue"]),
         .library(name: "VirtqueueHeap", targets: ["VirtqueueHeap"]),
+        .library(name: "VirtqueueSharedMemory", targets: ["VirtqueueSharedMemory"]),
         .library(name: "VirtqueueSandbox", targets: ["VirtqueueSandbox"]),
-        .executable(name: "virtqueue-scaffold", targets: ["VirtqueueScaffold"]),
+        .library(name: "VirtqueueConformance", targets: ["VirtqueueConformance"]),
+        .executable(name: "VirtqueueScaffold", targets: ["VirtqueueScaffold"]),
         .plugin(name: "NewComponentPair", targets: ["NewComponentPair"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         .target(name: "Virtqueue", swiftSettings: swiftSettings),
         .target(name: "VirtqueueHeap", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .target(name: "VirtqueueConformance", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .target(
+            name: "FileBackend",
+            dependencies: ["Virtqueue"],
+            path: "Examples/FileBackend",
+            swiftSettings: swiftSettings
+        ),
+        .target(name: "CVirtqueueSystem"),
+        .target(
+            name: "VirtqueueSharedMemory",
+            dependencies: [
+                "Virtqueue",
+                "CVirtqueueSystem",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         .target(name: "CVirtqueueSandbox"),
         .target(
             name: "VirtqueueSandbox",
-            dependencies: ["Virtqueue", "CSeccomp", "CVirtqueueSandbox"],
+            dependencies: [
+                "Virtqueue", "VirtqueueSharedMemory", "CSeccomp", "CVirtqueueSandbox",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -52,14 +76,62 @@ let package = Package(
             ),
             dependencies: ["VirtqueueScaffold"]
         ),
-        .target(name: "VirtioBlock", dependencies: ["Virtqueue"], path: "Examples/VirtioBlock", swiftSettings: swiftSettings),
+        .target(
+            name: "VirtioBlock",
+            dependencies: ["Virtqueue"],
+            path: "Examples/VirtioBlock",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "BlockDemo",
+            dependencies: [
+                "Virtqueue", "VirtqueueHeap", "VirtqueueSharedMemory", "VirtqueueSandbox", "VirtioBlock",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "Examples/BlockDemo",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "SeedWalkthrough",
             dependencies: ["Virtqueue", "VirtqueueHeap"],
             path: "Examples/SeedWalkthrough",
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "VirtqueueTests", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "ComponentHost",
+            dependencies: ["Virtqueue", "VirtqueueHeap", "VirtqueueSharedMemory"],
+            path: "Examples/ComponentHost",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "VirtqueueTestDevices",
+            dependencies: ["Virtqueue", "VirtqueueConformance", "CVirtqueueSandbox"],
+            path: "Tests/VirtqueueTestDevices",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "VirtqueueDeviceHost",
+            dependencies: ["VirtqueueSharedMemory", "VirtqueueSandbox", "VirtqueueTestDevices"],
+            path: "Tests/VirtqueueDeviceHost",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(name: "VirtqueueCPeer", path: "Tests/VirtqueueCPeer"),
+        .testTarget(
+            name: "VirtqueueTests",
+            dependencies: ["Virtqueue", "VirtqueueConformance"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VirtqueueConformanceTests",
+            dependencies: [
+                "Virtqueue", "VirtqueueHeap", "VirtqueueSharedMemory", "VirtqueueSandbox", "VirtqueueConformance",
+                "FileBackend", "VirtqueueTestDevices",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "VirtioBlockTests",
             dependencies: ["VirtioBlock", "Virtqueue", "VirtqueueHeap"],
@@ -68,6 +140,30 @@ let package = Package(
         .testTarget(
             name: "VirtqueueHeapTests",
             dependencies: ["Virtqueue", "VirtqueueHeap"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VirtqueueSharedMemoryTests",
+            dependencies: [
+                "Virtqueue",
+                "VirtqueueHeap",
+                "VirtqueueSharedMemory",
+                "VirtqueueTestDevices",
+                "CVirtqueueSystem",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VirtqueueSandboxTests",
+            dependencies: [
+                "Virtqueue",
+                "VirtqueueSandbox",
+                "VirtqueueSharedMemory",
+                "VirtqueueTestDevices",
+                "CVirtqueueSandbox",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

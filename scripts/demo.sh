@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec swift run SeedWalkthrough "$@"
+exec swift run -c release BlockDemo "$@"

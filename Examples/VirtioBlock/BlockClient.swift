@@ -75,6 +75,22 @@ public struct BlockClient<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         inFlight[id] = BlockOperation(kind: .read, sector: sector, byteCount: byteCount)
     }
 
+    /// Issues a flush: every write completed before it is durable when it completes.
+    public mutating func flush() throws(VirtqueueError) {
+        var chain = queue.makeChain()
+        do throws(VirtqueueError) {
+            try queue.appendReadable(to: &chain, count: BlockRequest.headerSize) { header in
+                BlockRequest.encodeHeader(kind: .flush, sector: 0, into: header)
+            }
+            try queue.appendWritable(to: &chain, capacity: 1)
+        } catch {
+            try queue.discard(chain)
+            throw error
+        }
+        let id = try queue.submit(chain)
+        inFlight[id] = BlockOperation(kind: .flush, sector: 0, byteCount: 0)
+    }
+
     /// Takes every completed request, calling `body` with the operation, the device's status
     /// and, for a read, the data it returned.
     ///
@@ -90,7 +106,7 @@ public struct BlockClient<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
             var writableIndex = 0
             queue.forEachSegment(of: used) { isWritable, bytes in
                 guard isWritable else { return }
-                let isStatus = operation?.kind == .write ? writableIndex == 0 : writableIndex == 1
+                let isStatus = operation?.kind == .read ? writableIndex == 1 : writableIndex == 0
                 if isStatus {
                     status = bytes.first.flatMap(BlockRequest.Status.init(rawValue:))
                 } else {

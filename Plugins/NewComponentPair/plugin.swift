@@ -6,12 +6,12 @@ import PackagePlugin
 /// Writes a driver and device pair named `Foo` into the package — a library target with the
 /// device and a driver wrapper, a device-host executable for the process-based isolation levels,
 /// and a test that runs the pair at every isolation level — and registers the targets at the end
-/// of Package.swift. It never overwrites a file. The work is done by the `virtqueue-scaffold`
+/// of Package.swift. It never overwrites a file. The work is done by the `VirtqueueScaffold`
 /// tool; this plugin only finds the package and the tool and passes the arguments on.
 @main
 struct NewComponentPair: CommandPlugin {
     func performCommand(context: PluginContext, arguments: [String]) async throws {
-        let tool = try context.tool(named: "virtqueue-scaffold")
+        let tool = try context.tool(named: "VirtqueueScaffold")
         let process = Process()
         process.executableURL = tool.url
         process.arguments = ["--package", context.package.directoryURL.path] + arguments
@@ -25,5 +25,5 @@ struct NewComponentPair: CommandPlugin {
 
 struct ScaffoldFailed: Error, CustomStringConvertible {
     let status: Int32
-    var description: String { "new-component-pair failed (virtqueue-scaffold exited with \(status))" }
+    var description: String { "new-component-pair failed (VirtqueueScaffold exited with \(status))" }
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -80,6 +81,14 @@ int vq_sandbox_close_other_fds(const int *keep, int keep_count) {
     return 0;
 }
 
+int vq_sandbox_lower_limits(unsigned long open_files) {
+    struct rlimit files = {open_files, open_files};
+    struct rlimit none = {0, 0};
+    if (setrlimit(RLIMIT_NOFILE, &files) != 0) return -1;
+    if (setrlimit(RLIMIT_NPROC, &none) != 0) return -1;
+    return setrlimit(RLIMIT_CORE, &none);
+}
+
 long vq_sandbox_attempt(const char *name) {
     if (strcmp(name, "openat") == 0) return syscall(SYS_openat, AT_FDCWD, "/etc/passwd", O_RDONLY);
     if (strcmp(name, "socket") == 0) return syscall(SYS_socket, AF_INET, SOCK_STREAM, 0);
@@ -104,7 +113,7 @@ long vq_sandbox_attempt(const char *name) {
         static char page[8192] __attribute__((aligned(4096)));
         return syscall(SYS_mprotect, page, 4096, PROT_READ | PROT_EXEC);
     }
-    if (strcmp(name, "write-foreign-fd") == 0) return syscall(SYS_write, 2, "x", 1);
+    if (strcmp(name, "write-foreign-fd") == 0) return syscall(SYS_write, 1, "x", 1);
     if (strcmp(name, "getpid") == 0) return syscall(SYS_getpid);
     return -2;
 }

@@ -75,7 +75,7 @@ public struct DeviceConfiguration: Hashable, Sendable {
     }
 }
 
-extension DeviceQueue {
+extension DeviceQueue where Region: ~Copyable {
     /// Runs `device` until the driver goes away: waits for requests, serves every available one,
     /// completes it, and notifies the driver once per batch when it asked to be notified.
     ///

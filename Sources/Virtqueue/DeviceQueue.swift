@@ -368,4 +368,4 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     }
 }
 
-extension DeviceQueue: @unchecked Sendable where Region: Sendable {}
+extension DeviceQueue: @unchecked Sendable where Region: Sendable & ~Copyable {}

@@ -614,4 +614,4 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     }
 }
 
-extension DriverQueue: @unchecked Sendable where Region: Sendable {}
+extension DriverQueue: @unchecked Sendable where Region: Sendable & ~Copyable {}

@@ -54,8 +54,11 @@ extension SandboxPolicy.FileDescriptorRole {
         case "call": self = .call
         case "liveness": self = .liveness
         case "report": self = .report
+        case "stdout": self = .standardOutput
         case "stderr": self = .standardError
-        default: return nil
+        default:
+            guard name.hasPrefix("device"), let index = Int(name.dropFirst(6)), index >= 0 else { return nil }
+            self = .device(index)
         }
     }
 }

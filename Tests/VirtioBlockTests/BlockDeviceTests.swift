@@ -89,7 +89,8 @@ struct BlockDeviceTests {
         try client.read(sector: 16, byteCount: 512)  // past the end
         try client.read(sector: UInt64.max, byteCount: 512)  // overflowing
         try client.read(sector: 0, byteCount: 100)  // not whole sectors
-        try client.write(sector: 15, byteCount: 1024) { $0.initializeMemory(as: UInt8.self, repeating: 1) }  // runs past the end
+        // Runs past the end.
+        try client.write(sector: 15, byteCount: 1024) { $0.initializeMemory(as: UInt8.self, repeating: 1) }
         try client.queue.notifyIfNeeded()
         var statuses: [BlockRequest.Status?] = []
         while statuses.count < 4 {

@@ -1,5 +1,6 @@
 import Testing
 import Virtqueue
+import VirtqueueConformance
 
 /// Every device-side rule of the trust model (docs/trust-model.md): a hostile driver plants a
 /// bad value in ring memory; the device reports the typed error, the queue is broken, nothing

@@ -1,5 +1,6 @@
 import Testing
 import Virtqueue
+import VirtqueueConformance
 
 /// Every driver-side rule of the trust model: a hostile device plants a bad used ring; the
 /// driver reports the typed error, the queue is broken, nothing outside the region is touched,

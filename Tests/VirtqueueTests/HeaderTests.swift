@@ -1,5 +1,6 @@
 import Testing
 import Virtqueue
+import VirtqueueConformance
 
 /// The region header is peer data too: every malformed field is refused with a typed error,
 /// and nothing is read past the mapping.

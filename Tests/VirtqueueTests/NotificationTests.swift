@@ -1,5 +1,6 @@
 import Testing
 import Virtqueue
+import VirtqueueConformance
 
 /// Notification suppression (virtio 1.x §2.7.7 and §2.7.10), with VIRTIO_F_EVENT_IDX and with
 /// the NO_NOTIFY / NO_INTERRUPT flags, counted kick by kick.

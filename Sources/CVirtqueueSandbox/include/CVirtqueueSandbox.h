@@ -29,6 +29,10 @@ int vq_sandbox_set_no_new_privs(void);
 /// kernel has it, a /proc/self/fd-free loop otherwise). Returns 0, or -1 with errno set.
 int vq_sandbox_close_other_fds(const int *keep, int keep_count);
 
+/// Lowers RLIMIT_NOFILE to `open_files`, and RLIMIT_NPROC and RLIMIT_CORE to 0.
+/// Returns 0, or -1 with errno set.
+int vq_sandbox_lower_limits(unsigned long open_files);
+
 /// Attempts the named forbidden operation, for policy tests and the demo's --misbehave path:
 /// "openat", "socket", "connect", "execve", "fork", "kill", "ptrace", "mmap-exec",
 /// "mprotect-exec", "write-foreign-fd", "getpid". Returns only if the call was allowed (its

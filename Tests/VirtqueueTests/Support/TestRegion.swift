@@ -1,5 +1,6 @@
 import Synchronization
 import Virtqueue
+import VirtqueueConformance
 
 /// A heap region surrounded by guard bytes, so a test can prove that nothing outside the
 /// region was touched. Copies share the same bytes (one side is the queue, the other the
@@ -93,80 +94,8 @@ final class CountingNotifier: Notifier, @unchecked Sendable {
 }
 
 /// The test's hostile peer: writes arbitrary values straight into ring memory, bypassing the
-/// queues, at the offsets `docs/wire-format.md` specifies.
-struct RingWriter {
-    let region: GuardedRegion
-    let queue: QueueLayout
-    let layout: RegionLayout
-
-    init(region: GuardedRegion, layout: RegionLayout, queueIndex: Int = 0) {
-        self.region = region
-        self.layout = layout
-        self.queue = layout.queues[queueIndex]
-    }
-
-    func store<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        region.withUnsafeMutableBytes { $0.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self) }
-    }
-
-    func load<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
-        region.withUnsafeMutableBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: offset, as: T.self)) }
-    }
-
-    func descriptor(_ index: Int, address: UInt64, length: UInt32, flags: UInt16 = 0, next: UInt16 = 0) {
-        descriptor(
-            at: queue.descriptorTableOffset + 16 * index,
-            address: address,
-            length: length,
-            flags: flags,
-            next: next
-        )
-    }
-
-    func descriptor(at offset: Int, address: UInt64, length: UInt32, flags: UInt16 = 0, next: UInt16 = 0) {
-        store(address, at: offset)
-        store(length, at: offset + 8)
-        store(flags, at: offset + 12)
-        store(next, at: offset + 14)
-    }
-
-    func makeAvailable(head: UInt16, slot: Int) {
-        store(head, at: queue.availableRingOffset + 4 + 2 * (slot % queue.size))
-    }
-
-    var availableIndex: UInt16 {
-        get { load(UInt16.self, at: queue.availableRingOffset + 2) }
-        nonmutating set { store(newValue, at: queue.availableRingOffset + 2) }
-    }
-
-    var usedIndex: UInt16 {
-        get { load(UInt16.self, at: queue.usedRingOffset + 2) }
-        nonmutating set { store(newValue, at: queue.usedRingOffset + 2) }
-    }
-
-    func usedElement(slot: Int, id: UInt32, length: UInt32) {
-        let offset = queue.usedRingOffset + 4 + 8 * (slot % queue.size)
-        store(id, at: offset)
-        store(length, at: offset + 4)
-    }
-
-    func usedElement(slot: Int) -> (id: UInt32, length: UInt32) {
-        let offset = queue.usedRingOffset + 4 + 8 * (slot % queue.size)
-        return (load(UInt32.self, at: offset), load(UInt32.self, at: offset + 4))
-    }
-
-    /// A bus address inside the data area.
-    func data(_ offset: Int) -> UInt64 { UInt64(layout.dataAreaOffset + offset) }
-
-    /// Offset of a descriptor or ring field, for the flags/event tests.
-    var availableFlags: UInt16 { load(UInt16.self, at: queue.availableRingOffset) }
-    var usedFlags: UInt16 { load(UInt16.self, at: queue.usedRingOffset) }
-    var usedEvent: UInt16 { load(UInt16.self, at: queue.availableRingOffset + 4 + 2 * queue.size) }
-    var availableEvent: UInt16 {
-        get { load(UInt16.self, at: queue.usedRingOffset + 4 + 8 * queue.size) }
-        nonmutating set { store(newValue, at: queue.usedRingOffset + 4 + 8 * queue.size) }
-    }
-}
+/// queues — the conformance library's writer, over a guarded region.
+typealias RingWriter = HostileRingWriter<GuardedRegion>
 
 struct TestFailure: Error, CustomStringConvertible {
     var description: String

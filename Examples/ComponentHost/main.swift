@@ -1,0 +1,64 @@
+// The component host: one executable holds both sides of a queue. Started by a user, it is the
+// driver; it re-starts itself (posix_spawn of /proc/self/exe) in the device role for the
+// shared-memory level. The same device type, unchanged, also runs on a thread (heap level).
+//
+//   swift run ComponentHost
+import Glibc
+import Virtqueue
+import VirtqueueHeap
+import VirtqueueSharedMemory
+
+/// The seed's serial port: answers each chain with what it received.
+struct SerialDevice: DeviceComponent {
+    static let name = "serial"
+
+    mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+        _ request: borrowing DeviceRequest,
+        on queue: borrowing DeviceQueue<R, N>
+    ) throws -> Int {
+        var text: [UInt8] = []
+        queue.forEachReadable(in: request) { text += $0 }
+        let reply = Array("serial (pid \(getpid())) wrote \(text.count) bytes: ".utf8) + text
+        return reply.withUnsafeBytes { queue.scatter($0, into: request) }
+    }
+}
+
+// In a child started in the device role, this serves and exits; in the parent it returns.
+DeviceHost.runIfDeviceRole(devices: [SerialDevice.self])
+
+/// The seed's driver steps, written once for any region and notifier.
+func runSeed<R: MemoryRegion & ~Copyable, N: Notifier>(_ driver: inout DriverQueue<R, N>) throws -> String {
+    var chain = driver.makeChain()
+    for word in ["hello, ", "seL4 ", "world"] {
+        try driver.appendReadable(to: &chain, copying: Array(word.utf8))
+    }
+    try driver.appendWritable(to: &chain, capacity: 128)
+    try driver.submit(chain)
+    try driver.notifyIfNeeded()
+    try driver.waitForUsed()
+    guard let used = try driver.takeUsed() else { return "no reply" }
+    var reply = [UInt8](repeating: 0, count: used.writtenByteCount)
+    _ = reply.withUnsafeMutableBytes { driver.copyWrittenBytes(of: used, into: $0) }
+    try driver.free(used)
+    return String(decoding: reply, as: UTF8.self)
+}
+
+do {
+    let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 16 * 256, features: .all)
+    print("driver: pid \(getpid())")
+
+    let thread = try HeapBackend.launch(SerialDevice.self, layout: layout)
+    var heapDriver = try DriverQueue(region: thread.region, notifier: thread.notifier, bufferSize: 256)
+    print("heap:          \(try runSeed(&heapDriver))")
+    try thread.stop()
+
+    let process = try SharedMemoryBackend.launch(SerialDevice.self, layout: layout)
+    var driver = try DriverQueue(region: try process.makeRegion(), notifier: process.notifier, bufferSize: 256)
+    print("shared memory: \(try runSeed(&driver))")
+    let status = try process.stop()
+    print("device process \(process.processID) \(status)")
+    exit(status.isSuccess ? 0 : 1)
+} catch {
+    print("error: \(error)")
+    exit(1)
+}

@@ -1,0 +1,148 @@
+import Virtqueue
+
+/// ``ConformanceCheck/hostileDevice``: the driver under test; a hostile device plants each
+/// driver-side violation of `docs/trust-model.md` through the backend's device end.
+enum HostileDeviceCheck {
+    static let queueSize = 8
+
+    /// One driver-side rule, and how a hostile device breaks it. The driver has submitted chain 0
+    /// (one readable segment) and chain 1 (a readable and a 64-byte writable segment, descriptors
+    /// 1 and 2) before the device plants anything.
+    enum Rule: String, CaseIterable {
+        case usedIndexJump
+        case usedIndexMovingBackwards
+        case usedIDOutOfRange
+        case usedIDFarOutOfRange
+        case usedIDNeverSubmitted
+        case usedIDInsideAChain
+        case usedIDReturnedTwice
+        case usedLengthTooLarge
+        case usedLengthOnReadOnlyChain
+
+        var code: VirtqueueError.Code {
+            switch self {
+            case .usedIndexJump, .usedIndexMovingBackwards: .usedIndexJump
+            case .usedIDOutOfRange, .usedIDFarOutOfRange: .usedIDOutOfRange
+            case .usedIDNeverSubmitted, .usedIDInsideAChain, .usedIDReturnedTwice: .usedIDNotInFlight
+            case .usedLengthTooLarge, .usedLengthOnReadOnlyChain: .usedLengthTooLarge
+            }
+        }
+
+        /// Used elements the driver takes, correctly, before the violation.
+        var goodTakesBefore: Int { self == .usedIDReturnedTwice ? 1 : 0 }
+
+        func plant<Region: MemoryRegion & ~Copyable>(_ ring: borrowing HostileRingWriter<Region>) {
+            let size = HostileDeviceCheck.queueSize
+            switch self {
+            case .usedIndexJump:
+                ring.usedElement(slot: 0, id: 0, length: 0)
+                ring.usedIndex = UInt16(size + 1)
+            case .usedIndexMovingBackwards:
+                ring.usedIndex = UInt16.max
+            case .usedIDOutOfRange:
+                ring.usedElement(slot: 0, id: UInt32(size), length: 0)
+                ring.usedIndex = 1
+            case .usedIDFarOutOfRange:
+                ring.usedElement(slot: 0, id: UInt32.max, length: 0)
+                ring.usedIndex = 1
+            case .usedIDNeverSubmitted:
+                ring.usedElement(slot: 0, id: 5, length: 0)
+                ring.usedIndex = 1
+            case .usedIDInsideAChain:
+                ring.usedElement(slot: 0, id: 2, length: 0)
+                ring.usedIndex = 1
+            case .usedIDReturnedTwice:
+                ring.usedElement(slot: 0, id: 1, length: 10)
+                ring.usedElement(slot: 1, id: 1, length: 10)
+                ring.usedIndex = 2
+            case .usedLengthTooLarge:
+                ring.usedElement(slot: 0, id: 1, length: 65)
+                ring.usedIndex = 1
+            case .usedLengthOnReadOnlyChain:
+                ring.usedElement(slot: 0, id: 0, length: 1)
+                ring.usedIndex = 1
+            }
+        }
+    }
+
+    static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
+        let layout = try makeLayout(queueSize: queueSize, dataAreaSize: 8 * 256, features: .all)
+        for rule in Rule.allCases {
+            try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
+                try backend.withQueueEnds(layout: layout, Visitor(layout: layout, rule: rule))
+            }
+        }
+        return
+            "\(Rule.allCases.count) hostile used rings planted through the device's end; each broke the driver, which took back every buffer"
+    }
+
+    struct Visitor: QueueEndsVisitor {
+        let layout: RegionLayout
+        let rule: Rule
+
+        func visit<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+            _ ends: consuming QueueEnds<Region, Notify>
+        ) throws {
+            try ends.initialize(layout)
+            let code = rule.code
+            var driver = try attachDriver(ends.driver.region, notifier: ends.driver.notifier, bufferSize: 256)
+            let ring = HostileRingWriter(region: ends.device.region, layout: layout)
+            var first = driver.makeChain()
+            try driver.appendReadable(to: &first, copying: [1, 2, 3])
+            let firstID = try driver.submit(first)
+            var second = driver.makeChain()
+            try driver.appendReadable(to: &second, copying: [4, 5, 6])
+            try driver.appendWritable(to: &second, capacity: 64)
+            let secondID = try driver.submit(second)
+            try expect(
+                firstID == 0 && secondID == 1,
+                "rule \(rule): the driver gave its first chains ids \(firstID) and \(secondID); the planted ring expects 0 and 1"
+            )
+
+            rule.plant(ring)
+            var accounted = 0
+            for _ in 0..<rule.goodTakesBefore {
+                guard let used = try driver.takeUsed() else {
+                    throw CheckFailure(
+                        "rule \(rule): the driver did not see the valid used element planted before the bad one"
+                    )
+                }
+                try driver.free(used)
+                accounted += 1
+            }
+            let error = try expectError(code, "rule \(rule): taking the planted used element") {
+                _ = try driver.takeUsed()
+            }
+            try expect(error.isPeerViolation, "rule \(rule): \(error) is not marked as a peer violation")
+            try expect(driver.isBroken, "rule \(rule): the driver is not broken after \(error)")
+            let later = try expectError(.queueBroken, "rule \(rule): taking again from the broken driver") {
+                _ = try driver.takeUsed()
+            }
+            try expect(
+                later.cause == code,
+                "rule \(rule): the broken queue names cause \(String(describing: later.cause)), not \(code)"
+            )
+            _ = try expectError(.queueBroken, "rule \(rule): waiting on the broken driver") { try driver.waitForUsed() }
+            var chain = driver.makeChain()
+            _ = try expectError(.queueBroken, "rule \(rule): building a chain on the broken driver") {
+                try driver.appendWritable(to: &chain)
+            }
+            try driver.discard(chain)
+
+            while let abandoned = driver.takeAbandoned() {
+                try expect(
+                    abandoned.status == .abandoned(code) && abandoned.writtenByteCount == 0,
+                    "rule \(rule): chain \(abandoned.id) came back \(abandoned.status) with \(abandoned.writtenByteCount) bytes; expected abandoned(\(code)) with 0"
+                )
+                try driver.free(abandoned)
+                accounted += 1
+            }
+            try expect(accounted == 2, "rule \(rule): \(accounted) of 2 submitted chains came back")
+            try expect(
+                driver.inFlightCount == 0 && driver.freeBufferCount == driver.bufferCount
+                    && driver.freeDescriptorCount == HostileDeviceCheck.queueSize,
+                "rule \(rule): \(driver.inFlightCount) chains in flight, \(driver.freeBufferCount) of \(driver.bufferCount) buffers and \(driver.freeDescriptorCount) of \(HostileDeviceCheck.queueSize) descriptors free after taking everything back"
+            )
+        }
+    }
+}

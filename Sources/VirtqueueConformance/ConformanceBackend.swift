@@ -1,0 +1,123 @@
+public import Virtqueue
+
+/// A backend under test: how the conformance suite gets memory and notifiers from it.
+///
+/// A backend is a `MemoryRegion` and a `Notifier` — and, for backends
+/// that run the device somewhere else (a thread, a child process, a sandbox), a way to start it.
+/// The adapter hands the suite what it needs through two calls:
+///
+/// - ``withQueueEnds(layout:_:)`` (required): a fresh region and notifier pair, seen from both
+///   ends — the driver's and the device's — in this process.
+/// - ``withLaunchedDevice(layout:_:)`` (optional): a ``ConformanceDevice`` started the way the
+///   backend starts devices, and the driver's end of it.
+///
+/// Regions may be `~Copyable`, and each backend has its own region and notifier types, so both
+/// calls take a *visitor*: the suite's generic code, which the backend calls with its concrete
+/// types. An adapter is a few lines:
+///
+/// ```swift
+/// struct FileConformanceBackend: ConformanceBackend {
+///     var name: String { "file" }
+///
+///     func withQueueEnds<Visitor: QueueEndsVisitor>(
+///         layout: RegionLayout,
+///         _ visitor: Visitor
+///     ) throws -> Visitor.Output {
+///         let file = try RegionFile(byteCount: layout.regionSize)
+///         let notifiers = try SocketNotifier.makePair()
+///         return try visitor.visit(
+///             QueueEnds(
+///                 driver: QueueEnd(region: try file.map(), notifier: notifiers.driver, close: notifiers.driver.close),
+///                 device: QueueEnd(region: try file.map(), notifier: notifiers.device, close: notifiers.device.close)
+///             )
+///         )
+///     }
+/// }
+/// ```
+///
+/// The rules a backend must keep are in <doc:WritingABackend>.
+public protocol ConformanceBackend: Sendable {
+    /// A short name for failure messages, such as `"heap"` or `"shared-memory"`.
+    var name: String { get }
+
+    /// Makes a fresh region of at least `layout.regionSize` bytes and a connected notifier pair,
+    /// and calls `visitor` with both ends.
+    ///
+    /// The two ends must be the *same* memory — two handles, or two mappings of one file — and
+    /// the two notifiers must be connected: the driver's `notify()` wakes the device's `wait()`
+    /// and the other way round. The suite writes the region header itself, through the driver's
+    /// end, before it attaches any queue. Release everything once `visitor` returns.
+    ///
+    /// - Parameters:
+    ///   - layout: The layout the suite will write into the region.
+    ///   - visitor: The suite's code; call it exactly once.
+    /// - Returns: What `visitor` returns.
+    /// - Throws: Whatever making the ends or `visitor` throws.
+    func withQueueEnds<Visitor: QueueEndsVisitor>(
+        layout: RegionLayout,
+        _ visitor: Visitor
+    ) throws -> Visitor.Output
+
+    /// Starts a ``ConformanceDevice`` serving queue 0 of a fresh region for `layout` the way this
+    /// backend starts devices (on a thread, in a child process), and calls `visitor` with the
+    /// driver's end of it; returns `nil` if the backend cannot start devices.
+    ///
+    /// The backend writes the region header (the device attaches before the suite sees the
+    /// region). The default implementation returns `nil`: the suite then runs the device on a
+    /// thread of its own, over ``withQueueEnds(layout:_:)``.
+    ///
+    /// - Parameters:
+    ///   - layout: The region's layout.
+    ///   - visitor: The suite's code; call it exactly once.
+    /// - Returns: What `visitor` returns, or `nil` when not supported.
+    /// - Throws: Whatever starting the device or `visitor` throws.
+    func withLaunchedDevice<Visitor: LaunchedDeviceVisitor>(
+        layout: RegionLayout,
+        _ visitor: Visitor
+    ) throws -> Visitor.Output?
+}
+
+extension ConformanceBackend {
+    /// Not supported: returns `nil`.
+    public func withLaunchedDevice<Visitor: LaunchedDeviceVisitor>(
+        layout: RegionLayout,
+        _ visitor: Visitor
+    ) throws -> Visitor.Output? {
+        nil
+    }
+}
+
+/// The suite's side of ``ConformanceBackend/withQueueEnds(layout:_:)``: code that is generic
+/// over the backend's region and notifier types.
+///
+/// Backends only call ``visit(_:)``; the suite implements it.
+public protocol QueueEndsVisitor {
+    /// What the visit returns.
+    associatedtype Output
+
+    /// Uses the two ends of one queue.
+    ///
+    /// - Parameter ends: The driver's and the device's end of the same region.
+    /// - Returns: Whatever the suite computes.
+    /// - Throws: A ``ConformanceFailure``, or an error from the backend's region or notifier.
+    func visit<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+        _ ends: consuming QueueEnds<Region, Notify>
+    ) throws -> Output
+}
+
+/// The suite's side of ``ConformanceBackend/withLaunchedDevice(layout:_:)``.
+///
+/// Backends only call ``visit(_:)``; the suite implements it.
+public protocol LaunchedDeviceVisitor {
+    /// What the visit returns.
+    associatedtype Output
+
+    /// Drives a launched ``ConformanceDevice``.
+    ///
+    /// - Parameter device: The driver's end of the launched device.
+    /// - Returns: Whatever the suite computes.
+    /// - Throws: A ``ConformanceFailure``, or an error from the backend.
+    func visit<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+        _ device: consuming LaunchedDevice<Region, Notify>
+    ) throws -> Output
+}

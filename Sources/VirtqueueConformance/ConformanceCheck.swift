@@ -1,0 +1,78 @@
+/// A named check of the conformance suite.
+///
+/// Run one with ``ConformanceSuite/run(_:on:)``, or every one with
+/// ``ConformanceSuite/runAll(on:)``. A failing check throws a ``ConformanceFailure`` that names
+/// the check, says what broke, and points at the assertion in the suite's source.
+public enum ConformanceCheck: String, CaseIterable, Hashable, Sendable, CustomStringConvertible {
+    /// Bytes written through one end's region are read back through the other end's, at the
+    /// start, the middle and the end of the region, in both directions; both mappings are
+    /// 16-byte aligned and large enough.
+    case regionEndsShareBytes
+
+    /// The seed's eight steps (seL4 libvirtqueue's use case), in order, on one thread: the driver
+    /// chains buffers and kicks; the device takes the entry, gathers its buffers, moves it to the
+    /// used ring and kicks back; the driver takes it and frees its buffers. Every kick sent is
+    /// received.
+    case seedUseCase
+
+    /// An empty ring hands out nothing; a full ring of N one-segment chains refuses the next
+    /// with `ringFull`; chains completed out of order come back with the right ids; three rounds,
+    /// so ring slots wrap.
+    case ringFullAndEmpty
+
+    /// Allocating past the buffer pool fails with `poolExhausted`, leaves the queue usable, and
+    /// the pool refills as chains come back.
+    case poolExhaustion
+
+    /// Chains of 1 … N segments, direct (without VIRTIO_F_INDIRECT_DESC) and indirect, each
+    /// served by a ``ConformanceDevice`` whose checksummed reply the driver verifies.
+    case chainLengths
+
+    /// More than 65,536 round trips on a small queue, so both 16-bit ring indices wrap, with
+    /// every payload checked.
+    case indexWrap
+
+    /// With VIRTIO_F_EVENT_IDX on and off, counting kicks with a ``CountingNotifier``: a burst of
+    /// 32 submissions while the device is awake costs one kick, and 32 completions while the
+    /// driver polls cost one interrupt, and each kick sent is received.
+    case notificationSuppression
+
+    /// With VIRTIO_F_EVENT_IDX on and off, driver and device on two threads that go to sleep
+    /// whenever the ring is empty (no spinning), thousands of round trips: no wake-up is lost.
+    /// A lost kick shows up as a timeout.
+    case noLostWakeUp
+
+    /// The notifier alone, in both directions: a wait on one thread wakes when the other thread
+    /// kicks (many times over, tolerating merged and spurious wake-ups).
+    case notifierWakesAWaiter
+
+    /// The notifier alone, in both directions: a kick sent before the wait is not lost, and
+    /// 100,000 kicks with nobody waiting do not block and still wake the next wait.
+    case notifierKeepsEarlyKicks
+
+    /// The notifier alone, in both directions: when one end closes, the other end's wait — one
+    /// already blocked, and one started afterwards — ends with `peerDied` instead of hanging.
+    case notifierEndsWaitOnPeerClose
+
+    /// Driver and device on different threads (or the backend's launched device), at least
+    /// ``ConformanceSuite/Configuration/stressChainCount`` chains in batches, each with a
+    /// checksummed payload and a reply the driver verifies.
+    case concurrentStress
+
+    /// The driver under test, a hostile device writing the used ring through the backend's own
+    /// memory: every driver-side rule of `docs/trust-model.md` gives its typed error, breaks the
+    /// queue, and the driver takes back every buffer (`takeAbandoned()` + `free`).
+    case hostileDevice
+
+    /// The device under test, a hostile driver writing descriptors and the available ring through
+    /// the backend's own memory: every device-side rule of `docs/trust-model.md` gives its typed
+    /// error and breaks the queue.
+    case hostileDriver
+
+    /// The device dies holding a request with more chains queued behind it (killed, for a
+    /// launched device that can be; its end closed otherwise): the driver's wait ends with
+    /// `peerDied`, and every chain in flight comes back `.abandoned(.peerDied)`.
+    case peerDeathMidFlight
+
+    public var description: String { rawValue }
+}

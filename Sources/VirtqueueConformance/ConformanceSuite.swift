@@ -1,0 +1,120 @@
+/// The backend conformance suite: named checks every `MemoryRegion` and
+/// `Notifier` pair must pass.
+///
+/// The suite imports no test framework, so it runs under any harness. With Swift Testing, one
+/// parameterised test runs every check:
+///
+/// ```swift
+/// import Testing
+/// import VirtqueueConformance
+///
+/// @Test(arguments: ConformanceCheck.allCases)
+/// func conformance(_ check: ConformanceCheck) throws {
+///     try ConformanceSuite().run(check, on: MyConformanceBackend())
+/// }
+/// ```
+public struct ConformanceSuite: Sendable {
+    /// Settings for a run.
+    public struct Configuration: Hashable, Sendable {
+        /// How long a check waits for progress before it declares a hang (a lost wake-up, a wait
+        /// that never ends) and fails. The default is 20 seconds; a healthy backend needs far less.
+        public var timeout: Duration
+        /// How many chains ``ConformanceCheck/concurrentStress`` moves; each carries a device-readable
+        /// buffer with a checksummed payload and a device-writable buffer for the reply.
+        /// The default is 1,000,000.
+        public var stressChainCount: Int
+        /// Round trips per feature set in ``ConformanceCheck/noLostWakeUp``. The default is 2,000.
+        public var wakeUpRoundTrips: Int
+
+        /// Creates a configuration; every parameter has its default.
+        public init(timeout: Duration = .seconds(20), stressChainCount: Int = 1_000_000, wakeUpRoundTrips: Int = 2_000)
+        {
+            self.timeout = timeout
+            self.stressChainCount = stressChainCount
+            self.wakeUpRoundTrips = wakeUpRoundTrips
+        }
+    }
+
+    /// The settings of this suite.
+    public var configuration: Configuration
+
+    /// Creates a suite.
+    ///
+    /// - Parameter configuration: Timeouts and sizes; the defaults suit a CI machine.
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+    }
+
+    /// Runs one check on `backend`.
+    ///
+    /// - Parameters:
+    ///   - check: The check.
+    ///   - backend: The backend under test.
+    /// - Returns: A short account of what ran (sizes, counts, time), for logs.
+    /// - Throws: ``ConformanceFailure`` naming the check, the backend, what broke and where.
+    @discardableResult
+    public func run(_ check: ConformanceCheck, on backend: some ConformanceBackend) throws(ConformanceFailure)
+        -> String
+    {
+        let context = CheckContext(configuration: configuration, backendName: backend.name)
+        do {
+            return try check.body(backend, context)
+        } catch let failure as CheckFailure {
+            throw ConformanceFailure(
+                check: check,
+                backend: backend.name,
+                message: failure.message,
+                fileID: failure.fileID,
+                line: failure.line
+            )
+        } catch {
+            throw ConformanceFailure(
+                check: check,
+                backend: backend.name,
+                message: "unexpected error: \(error)",
+                fileID: #fileID,
+                line: #line
+            )
+        }
+    }
+
+    /// Runs every check on `backend`, in `ConformanceCheck.allCases` order, stopping at the
+    /// first failure.
+    ///
+    /// - Parameter backend: The backend under test.
+    /// - Returns: Each check with its account, in the order run.
+    /// - Throws: The first ``ConformanceFailure``.
+    @discardableResult
+    public func runAll(on backend: some ConformanceBackend) throws(ConformanceFailure)
+        -> [(check: ConformanceCheck, summary: String)]
+    {
+        var results: [(check: ConformanceCheck, summary: String)] = []
+        for check in ConformanceCheck.allCases {
+            results.append((check, try run(check, on: backend)))
+        }
+        return results
+    }
+}
+
+extension ConformanceCheck {
+    /// The implementation of each check.
+    func body(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
+        switch self {
+        case .regionEndsShareBytes: try SharedBytesCheck.run(backend, context)
+        case .seedUseCase: try SeedUseCaseCheck.run(backend, context)
+        case .ringFullAndEmpty: try RingEdgesCheck.run(backend, context)
+        case .poolExhaustion: try PoolExhaustionCheck.run(backend, context)
+        case .chainLengths: try ChainLengthsCheck.run(backend, context)
+        case .indexWrap: try IndexWrapCheck.run(backend, context)
+        case .notificationSuppression: try SuppressionCheck.run(backend, context)
+        case .noLostWakeUp: try LostWakeUpCheck.run(backend, context)
+        case .notifierWakesAWaiter: try NotifierCheck.wakesAWaiter(backend, context)
+        case .notifierKeepsEarlyKicks: try NotifierCheck.keepsEarlyKicks(backend, context)
+        case .notifierEndsWaitOnPeerClose: try NotifierCheck.endsWaitOnPeerClose(backend, context)
+        case .concurrentStress: try StressCheck.run(backend, context)
+        case .hostileDevice: try HostileDeviceCheck.run(backend, context)
+        case .hostileDriver: try HostileDriverCheck.run(backend, context)
+        case .peerDeathMidFlight: try PeerDeathCheck.run(backend, context)
+        }
+    }
+}

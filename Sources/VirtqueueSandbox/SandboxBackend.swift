@@ -1,0 +1,225 @@
+import CVirtqueueSandbox
+import Glibc
+public import Virtqueue
+public import VirtqueueSharedMemory
+
+/// How often a sandboxed device may be started again after it fails.
+public enum RestartPolicy: Hashable, Sendable {
+    /// Never: a failed device stays down.
+    case never
+    /// After a failure, up to `maximumRestarts` times in all.
+    case onFailure(maximumRestarts: Int)
+}
+
+/// The sandboxed isolation level: the device runs in a child process, as on the shared-memory
+/// level, and confines itself with a seccomp filter before it touches ring memory — the
+/// stand-in for an isolated seL4 component, which can compute on its shared memory and signal
+/// its notification objects and do nothing else.
+///
+/// The device host's `main` must pass ``SandboxConfinement`` to
+/// ``VirtqueueSharedMemory/DeviceHost/runIfDeviceRole(devices:confinement:arguments:)``.
+///
+/// ```swift
+/// DeviceHost.runIfDeviceRole(devices: [Uppercase.self], confinement: SandboxConfinement())
+/// let device = try SandboxBackend.launch(Uppercase.self, layout: layout)
+/// var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier)
+/// … the same driver code as at every other level …
+/// ```
+///
+/// If the device breaks its policy, the filter kills it; the driver's wait ends with
+/// ``Virtqueue/VirtqueueError/Code-swift.struct/peerDied``, ``SandboxedDevice/failure()`` names
+/// the forbidden call, and ``SandboxedDevice/relaunch(configuration:)`` starts a fresh device.
+public enum SandboxBackend {
+    /// Starts `Device` in a sandboxed child process serving a new region for `layout`.
+    ///
+    /// The child gets an empty environment, works in `/`, has its descriptor and process limits
+    /// lowered and holds only its eventfds, its liveness socket and the descriptors in
+    /// `options.configuration`, then loads `policy`.
+    ///
+    /// - Parameters:
+    ///   - device: The device type; the child looks it up by its ``Virtqueue/DeviceComponent/name``.
+    ///   - layout: The region's layout.
+    ///   - policy: The system calls the device may make; ``SandboxPolicy/deviceLoop`` by default.
+    ///   - restart: How often ``SandboxedDevice/relaunch(configuration:)`` may start it again.
+    ///   - options: The executable, configuration and other settings, as on the shared-memory level.
+    /// - Throws: ``SandboxError`` if the child cannot be started.
+    public static func launch<Device: DeviceComponent>(
+        _ device: Device.Type,
+        layout: RegionLayout,
+        policy: SandboxPolicy = .deviceLoop,
+        restart: RestartPolicy = .never,
+        options: LaunchOptions = LaunchOptions()
+    ) throws(SandboxError) -> SandboxedDevice {
+        try SandboxedDevice.start(
+            Device.self,
+            layout: layout,
+            policy: policy,
+            restart: restart,
+            options: options,
+            restartCount: 0
+        )
+    }
+}
+
+/// A device running in a sandboxed child process: the driver's handle to it.
+public final class SandboxedDevice: Sendable {
+    /// The child process.
+    public let process: DeviceProcess
+    /// The policy the child runs under.
+    public let policy: SandboxPolicy
+    /// The restart policy.
+    public let restartPolicy: RestartPolicy
+    /// How many times this device has been started again before this instance.
+    public let restartCount: Int
+    let layout: RegionLayout
+    let options: LaunchOptions
+    let starter: @Sendable (SandboxPolicy, RestartPolicy, LaunchOptions, Int) throws(SandboxError) -> SandboxedDevice
+
+    init(
+        process: DeviceProcess,
+        policy: SandboxPolicy,
+        restartPolicy: RestartPolicy,
+        restartCount: Int,
+        layout: RegionLayout,
+        options: LaunchOptions,
+        starter:
+            @escaping @Sendable (SandboxPolicy, RestartPolicy, LaunchOptions, Int) throws(SandboxError) ->
+            SandboxedDevice
+    ) {
+        self.process = process
+        self.policy = policy
+        self.restartPolicy = restartPolicy
+        self.restartCount = restartCount
+        self.layout = layout
+        self.options = options
+        self.starter = starter
+    }
+
+    static func start<Device: DeviceComponent>(
+        _ device: Device.Type,
+        layout: RegionLayout,
+        policy: SandboxPolicy,
+        restart: RestartPolicy,
+        options: LaunchOptions,
+        restartCount: Int
+    ) throws(SandboxError) -> SandboxedDevice {
+        var childOptions = options
+        childOptions.environment = [:]
+        childOptions.arguments += [SandboxConfinement.policyArgument, policy.argumentEncoding]
+        let process: DeviceProcess
+        do {
+            process = try SharedMemoryBackend.launch(Device.self, layout: layout, options: childOptions)
+        } catch {
+            throw SandboxError(.systemCallFailed, "cannot start \(Device.name): \(error)", deviceName: Device.name)
+        }
+        return SandboxedDevice(
+            process: process,
+            policy: policy,
+            restartPolicy: restart,
+            restartCount: restartCount,
+            layout: layout,
+            options: options
+        ) { (policy, restart, options, count) throws(SandboxError) -> SandboxedDevice in
+            try start(
+                Device.self,
+                layout: layout,
+                policy: policy,
+                restart: restart,
+                options: options,
+                restartCount: count
+            )
+        }
+    }
+
+    /// The device's name.
+    public var deviceName: String { process.deviceName }
+
+    /// The driver's notifier: kicks the device, waits for it, and reports its death.
+    public var notifier: EventNotifier { process.notifier }
+
+    /// Maps the region the device serves, for the driver's queue.
+    ///
+    /// - Throws: ``VirtqueueSharedMemory/SharedMemoryError`` if `mmap` fails.
+    public func makeRegion() throws(SharedMemoryError) -> SharedMemoryRegion {
+        try process.makeRegion()
+    }
+
+    /// Stops the device (hang up, wait, reap) and returns how it ended.
+    ///
+    /// - Throws: ``VirtqueueSharedMemory/SharedMemoryError`` if waiting fails.
+    @discardableResult
+    public func stop() throws(SharedMemoryError) -> ExitStatus {
+        try process.stop()
+    }
+
+    /// Waits for the device to end and explains how: `nil` for a clean exit, otherwise a
+    /// ``SandboxError`` — ``SandboxError/Code-swift.struct/policyViolation`` with the forbidden
+    /// call's name when the filter killed it.
+    ///
+    /// Call it when the driver's queue reports ``Virtqueue/VirtqueueError/Code-swift.struct/peerDied``.
+    public func failure() -> SandboxError? {
+        let status: ExitStatus
+        do {
+            status = try process.waitForExit()
+        } catch {
+            return SandboxError(.systemCallFailed, "cannot reap \(deviceName): \(error)", deviceName: deviceName)
+        }
+        switch status {
+        case .exited(0):
+            return nil
+        case .exited(VQ_SANDBOX_VIOLATION_EXIT_STATUS):
+            let record = process.readLivenessMessage(maxByteCount: MemoryLayout<vq_sandbox_report>.size)
+            let violation = SandboxViolation(report: record)
+            let what =
+                violation.map { "attempted the forbidden system call \($0.systemCall) (#\($0.number))" }
+                ?? "was killed by its seccomp filter (no record of the call)"
+            return SandboxError(
+                .policyViolation,
+                "sandboxed device \(deviceName) (pid \(process.processID)) \(what)",
+                violation: violation,
+                exitStatus: status,
+                deviceName: deviceName
+            )
+        case .signaled(SIGSYS):
+            return SandboxError(
+                .policyViolation,
+                "sandboxed device \(deviceName) (pid \(process.processID)) was killed by SIGSYS",
+                exitStatus: status,
+                deviceName: deviceName
+            )
+        default:
+            return SandboxError(
+                .deviceFailed,
+                "sandboxed device \(deviceName) (pid \(process.processID)) ended: \(status)",
+                exitStatus: status,
+                deviceName: deviceName
+            )
+        }
+    }
+
+    /// Starts the device again in a new sandboxed child with a new region, if the restart
+    /// policy allows; the old child is reaped first. Build a new driver queue on the result and
+    /// submit again what ``Virtqueue/DriverQueue/takeAbandoned()`` returned.
+    ///
+    /// - Parameter configuration: The new child's configuration; `nil` for the same as before.
+    /// - Throws: ``SandboxError/Code-swift.struct/restartLimitReached`` when the policy forbids
+    ///   it, or an error starting the child.
+    public func relaunch(configuration: DeviceConfiguration? = nil) throws(SandboxError) -> SandboxedDevice {
+        let allowed: Int
+        switch restartPolicy {
+        case .never: allowed = 0
+        case .onFailure(let maximumRestarts): allowed = maximumRestarts
+        }
+        guard restartCount < allowed else {
+            throw SandboxError(
+                .restartLimitReached,
+                "\(deviceName) was restarted \(restartCount) times; the restart policy allows \(allowed)",
+                deviceName: deviceName
+            )
+        }
+        _ = try? process.stop(gracePeriod: .zero)
+        var options = self.options
+        if let configuration { options.configuration = configuration }
+        return try starter(policy, restartPolicy, options, restartCount + 1)
+    }
+}

@@ -1,0 +1,63 @@
+import CVirtqueueSandbox
+import Glibc
+import SystemPackage
+import Virtqueue
+public import VirtqueueSharedMemory
+
+/// The child half of the sandboxed isolation level: a ``VirtqueueSharedMemory/ChildConfinement``
+/// that, when the launcher asked for a sandbox, confines the device process before it touches
+/// ring memory.
+///
+/// Pass it to ``VirtqueueSharedMemory/DeviceHost/runIfDeviceRole(devices:confinement:arguments:)``
+/// in the device host's `main`. The same executable then hosts devices at every process-based
+/// level: without the sandbox argument (the shared-memory level) it does nothing; with it
+/// (``SandboxBackend/launch(_:layout:policy:restart:options:)``) it, in order:
+///
+/// 1. changes the working directory to `/`;
+/// 2. closes every descriptor except the region file, the kick and call eventfds, the liveness
+///    socket, the device's configured descriptors and standard output and error — standard
+///    input included;
+/// 3. lowers `RLIMIT_NOFILE` to just above the highest kept descriptor, and `RLIMIT_NPROC` and
+///    `RLIMIT_CORE` to 0;
+/// 4. installs the SIGSYS reporter, sets `PR_SET_NO_NEW_PRIVS` and loads the seccomp filter.
+///
+/// Only then does the device host read the region's header and start serving.
+public struct SandboxConfinement: ChildConfinement {
+    /// The argument that carries the policy to the child.
+    public static let policyArgument = "--virtqueue-sandbox-policy"
+
+    /// Creates the confinement step.
+    public init() {}
+
+    public func confine(_ context: DeviceHost.Context) throws {
+        guard let index = context.arguments.firstIndex(of: Self.policyArgument) else { return }
+        guard index + 1 < context.arguments.count,
+            let policy = SandboxPolicy(argumentEncoding: context.arguments[index + 1])
+        else {
+            throw SandboxError(.invalidPolicy, "\(Self.policyArgument) needs a policy encoding")
+        }
+        guard chdir("/") == 0 else { throw SandboxError.system("chdir(\"/\")") }
+        let kick = context.kickFileDescriptor.rawValue
+        let call = context.callFileDescriptor.rawValue
+        let liveness = context.livenessFileDescriptor.rawValue
+        let configured = context.configuration.fileDescriptors
+        let region = context.regionFileDescriptor.rawValue
+        let keep: [CInt] = [1, 2, region, kick, call, liveness] + configured
+        guard keep.withUnsafeBufferPointer({ vq_sandbox_close_other_fds($0.baseAddress, CInt($0.count)) }) == 0 else {
+            throw SandboxError.system("closing inherited descriptors")
+        }
+        if close(0) != 0 && errno != EBADF { throw SandboxError.system("close(0)") }
+        guard vq_sandbox_lower_limits(UInt(keep.max() ?? 2) + 1) == 0 else {
+            throw SandboxError.system("setrlimit")
+        }
+        var roles: [SandboxPolicy.FileDescriptorRole: Int32] = [
+            .kick: kick, .call: call, .liveness: liveness, .report: liveness, .standardOutput: 1, .standardError: 2,
+        ]
+        for (index, descriptor) in configured.enumerated() { roles[.device(index)] = descriptor }
+        do {
+            try policy.install(fileDescriptors: roles)
+        } catch {
+            throw SandboxError(.invalidPolicy, "cannot load the seccomp filter: \(error)")
+        }
+    }
+}

@@ -1,0 +1,64 @@
+import Glibc
+public import VirtqueueSharedMemory
+
+/// An error from the sandboxed isolation level: a device the filter killed, a device that
+/// failed otherwise, a policy that cannot be loaded, or a restart the policy forbids.
+public struct SandboxError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What went wrong.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        let rawValue: UInt8
+
+        /// The device attempted a system call its policy forbids and was killed.
+        public static let policyViolation = Code(rawValue: 1)
+        /// The device ended some other way than a clean exit (a crash, a ring violation, an error).
+        public static let deviceFailed = Code(rawValue: 2)
+        /// The policy is malformed or could not be loaded.
+        public static let invalidPolicy = Code(rawValue: 3)
+        /// The restart policy allows no further relaunch.
+        public static let restartLimitReached = Code(rawValue: 4)
+        /// A system call in the launcher or the confinement step failed.
+        public static let systemCallFailed = Code(rawValue: 5)
+
+        public var description: String {
+            switch self {
+            case .policyViolation: "policyViolation"
+            case .deviceFailed: "deviceFailed"
+            case .invalidPolicy: "invalidPolicy"
+            case .restartLimitReached: "restartLimitReached"
+            default: "systemCallFailed"
+            }
+        }
+    }
+
+    /// The code.
+    public var code: Code
+    /// A human-readable account naming the device and what it did.
+    public var message: String
+    /// For ``Code-swift.struct/policyViolation``: the forbidden call, when the reporter recorded it.
+    public var violation: SandboxViolation?
+    /// How the device process ended, when it did.
+    public var exitStatus: ExitStatus?
+    /// The device's name.
+    public var deviceName: String?
+
+    /// Creates an error.
+    public init(
+        _ code: Code,
+        _ message: String,
+        violation: SandboxViolation? = nil,
+        exitStatus: ExitStatus? = nil,
+        deviceName: String? = nil
+    ) {
+        self.code = code
+        self.message = message
+        self.violation = violation
+        self.exitStatus = exitStatus
+        self.deviceName = deviceName
+    }
+
+    static func system(_ step: String) -> SandboxError {
+        SandboxError(.systemCallFailed, "\(step) failed: \(String(cString: strerror(errno)))")
+    }
+
+    public var description: String { "SandboxError.\(code): \(message)" }
+}

@@ -1,0 +1,23 @@
+/// A step that confines a device process after it has set up and before it touches ring memory.
+///
+/// ``DeviceHost`` calls ``confine(_:)`` once, in the child, after it has adopted its inherited
+/// descriptors and mapped the region, and before it reads the region's header, builds the
+/// device's queue or creates the device. A sandbox loads its seccomp filter here: everything the
+/// serving loop needs is open and mapped, so the filter can forbid opening or mapping anything
+/// else. Throwing ends the child with exit code ``DeviceHost/ExitCode/confinementFailed``.
+public protocol ChildConfinement {
+    /// Confines the calling process.
+    ///
+    /// - Parameter context: The device, its descriptors and its arguments.
+    /// - Throws: Any error stops the device before it serves anything.
+    func confine(_ context: DeviceHost.Context) throws
+}
+
+/// No confinement: the shared-memory isolation level.
+public struct NoConfinement: ChildConfinement {
+    /// Creates the no-op confinement.
+    public init() {}
+
+    /// Does nothing.
+    public func confine(_ context: DeviceHost.Context) throws {}
+}

@@ -1,0 +1,253 @@
+import CVirtqueueSystem
+import Glibc
+public import SystemPackage
+public import Virtqueue
+
+/// The child's side of the component host: an executable that can run as a device.
+///
+/// Call ``runIfDeviceRole(devices:confinement:arguments:)`` first thing in `main`. In the
+/// parent (no device-role arguments) it returns at once; in a child started by
+/// ``SharedMemoryBackend/launch(_:layout:options:)`` it attaches to the inherited region and
+/// notifier, runs the named device until the driver hangs up, and exits — it never returns.
+///
+/// The child, step by step:
+/// 1. finds the device type named by `--virtqueue-device` (exit 64 if unknown);
+/// 2. adopts descriptors 3 (region), 4 (kick), 5 (call) and 6 (liveness), marks them
+///    close-on-exec, checks the region file's seals and maps it (exit 71 on failure);
+/// 3. runs the ``ChildConfinement`` (exit 72 if it throws) — nothing has read ring memory yet;
+/// 4. reads and validates the header, builds the ``Virtqueue/DeviceQueue`` (exit 65 if the
+///    region is malformed);
+/// 5. creates the device with its ``Virtqueue/DeviceConfiguration`` (exit 70 if that throws)
+///    and serves until the driver hangs up (exit 0), the driver breaks a
+///    ring rule (exit 65) or the device throws (exit 70).
+public enum DeviceHost {
+    /// The argument that selects the device role, followed by the device's name.
+    public static let deviceArgument = "--virtqueue-device"
+    /// The argument followed by the queue index to serve.
+    public static let queueArgument = "--virtqueue-queue"
+    /// The argument followed by the spin count before sleeping.
+    public static let spinsArgument = "--virtqueue-spins"
+    /// The argument that accepts a region file without seals (the `shm_open` fallback).
+    public static let unsealedArgument = "--virtqueue-unsealed"
+    /// The argument followed by one argument for ``Virtqueue/DeviceConfiguration/arguments``; repeated.
+    public static let configurationArgument = "--virtqueue-argument"
+    /// The argument followed by the number of configured descriptors, inherited from 7 on.
+    public static let descriptorsArgument = "--virtqueue-descriptors"
+    /// The most descriptors a ``LaunchOptions/configuration`` can pass.
+    public static let maximumConfiguredDescriptors = 12
+
+    /// The descriptor numbers a device process inherits.
+    public enum InheritedDescriptor {
+        /// The region file.
+        public static let region: CInt = 3
+        /// The kick eventfd: the driver writes it, the device waits on it.
+        public static let kick: CInt = 4
+        /// The call eventfd: the device writes it, the driver waits on it.
+        public static let call: CInt = 5
+        /// The liveness socket: hung up when the parent closes its end or dies.
+        public static let liveness: CInt = 6
+        /// The first of the ``Virtqueue/DeviceConfiguration/fileDescriptors``.
+        public static let firstConfigured: CInt = 7
+    }
+
+    /// The exit codes of a device process.
+    public enum ExitCode {
+        /// The driver hung up and the device stopped cleanly.
+        public static let success: Int32 = 0
+        /// The arguments are malformed or name an unknown device.
+        public static let usage: Int32 = 64
+        /// The region or the driver broke a rule: a malformed header or a ring violation.
+        public static let dataError: Int32 = 65
+        /// The device threw an error.
+        public static let deviceFailed: Int32 = 70
+        /// Setting up failed in the operating system (a descriptor is missing, `mmap` failed).
+        public static let systemError: Int32 = 71
+        /// The ``ChildConfinement`` threw.
+        public static let confinementFailed: Int32 = 72
+    }
+
+    /// What a device process knows about itself once it is set up; given to ``ChildConfinement``.
+    public struct Context: Sendable {
+        /// The device's name.
+        public var deviceName: String
+        /// The queue it serves.
+        public var queueIndex: Int
+        /// How long it polls before sleeping.
+        public var spins: Int
+        /// The whole command line, including ``LaunchOptions/arguments``.
+        public var arguments: [String]
+        /// The region file's descriptor (3).
+        public var regionFileDescriptor: FileDescriptor
+        /// The eventfd the device waits on (4).
+        public var kickFileDescriptor: FileDescriptor
+        /// The eventfd the device notifies the driver through (5).
+        public var callFileDescriptor: FileDescriptor
+        /// The liveness socket (6).
+        public var livenessFileDescriptor: FileDescriptor
+        /// The size of the region's mapping in bytes.
+        public var regionByteCount: Int
+        /// What the device will be created with: its arguments, and its descriptors (7, 8, …).
+        public var configuration: DeviceConfiguration
+    }
+
+    /// The device-role settings parsed from a command line.
+    struct Role {
+        var deviceName: String
+        var queueIndex = 0
+        var spins = 256
+        var requireSeals = true
+        var configuration = DeviceConfiguration()
+    }
+
+    /// Runs as a device and exits if `arguments` select the device role; otherwise returns.
+    ///
+    /// - Parameters:
+    ///   - devices: The device types this executable can host, told apart by name.
+    ///   - confinement: The step run after set-up and before ring memory is touched.
+    ///   - arguments: The command line; by default this process's.
+    public static func runIfDeviceRole(
+        devices: [any DeviceComponent.Type],
+        confinement: some ChildConfinement = NoConfinement(),
+        arguments: [String] = CommandLine.arguments
+    ) {
+        guard arguments.contains(deviceArgument) else { return }
+        exit(run(devices: devices, confinement: confinement, arguments: arguments))
+    }
+
+    /// Runs the device role and returns the exit code.
+    static func run(devices: [any DeviceComponent.Type], confinement: any ChildConfinement, arguments: [String])
+        -> Int32
+    {
+        let role: Role
+        switch parse(arguments) {
+        case .success(let parsed): role = parsed
+        case .failure(let error): return fail(ExitCode.usage, "\(error)")
+        }
+        guard let device = devices.first(where: { $0.name == role.deviceName }) else {
+            let known = devices.map { $0.name }.joined(separator: ", ")
+            return fail(ExitCode.usage, "no device named \"\(role.deviceName)\" (this executable hosts: \(known))")
+        }
+        return serve(device, role: role, confinement: confinement, arguments: arguments)
+    }
+
+    static func serve<Device: DeviceComponent>(
+        _ device: Device.Type,
+        role: Role,
+        confinement: any ChildConfinement,
+        arguments: [String]
+    ) -> Int32 {
+        let name = role.deviceName
+        let inherited =
+            [
+                InheritedDescriptor.region, InheritedDescriptor.kick, InheritedDescriptor.call,
+                InheritedDescriptor.liveness,
+            ]
+            + role.configuration.fileDescriptors
+        for fd in inherited where vq_set_cloexec(fd, 1) != 0 {
+            return fail(ExitCode.systemError, "\(name): inherited descriptor \(fd) is missing: \(Errno.current)")
+        }
+        let region: SharedMemoryRegion
+        do {
+            let file = try SharedMemoryFile(
+                adopting: FileDescriptor(rawValue: InheritedDescriptor.region),
+                requireSeals: role.requireSeals
+            )
+            region = try file.map()
+        } catch {
+            let code = error.code == .systemCallFailed ? ExitCode.systemError : ExitCode.dataError
+            return fail(code, "\(name): \(error)")
+        }
+        let notifier = EventNotifier(
+            waitingOn: FileDescriptor(rawValue: InheritedDescriptor.kick),
+            notifying: FileDescriptor(rawValue: InheritedDescriptor.call),
+            liveness: .connection(FileDescriptor(rawValue: InheritedDescriptor.liveness))
+        )
+        let context = Context(
+            deviceName: name,
+            queueIndex: role.queueIndex,
+            spins: role.spins,
+            arguments: arguments,
+            regionFileDescriptor: FileDescriptor(rawValue: InheritedDescriptor.region),
+            kickFileDescriptor: FileDescriptor(rawValue: InheritedDescriptor.kick),
+            callFileDescriptor: FileDescriptor(rawValue: InheritedDescriptor.call),
+            livenessFileDescriptor: FileDescriptor(rawValue: InheritedDescriptor.liveness),
+            regionByteCount: region.count,
+            configuration: role.configuration
+        )
+        do {
+            try confinement.confine(context)
+        } catch {
+            return fail(ExitCode.confinementFailed, "\(name): confinement failed: \(error)")
+        }
+        var queue: DeviceQueue<SharedMemoryRegion, EventNotifier>
+        do {
+            queue = try DeviceQueue(
+                region: region,
+                notifier: notifier,
+                queueIndex: role.queueIndex,
+                supportedFeatures: Device.supportedFeatures
+            )
+        } catch {
+            return fail(ExitCode.dataError, "\(name): cannot attach: \(error)")
+        }
+        var instance: Device
+        do {
+            instance = try Device(configuration: role.configuration)
+        } catch {
+            return fail(ExitCode.deviceFailed, "\(name): the device could not be created: \(error)")
+        }
+        do {
+            try queue.serve(&instance, spins: role.spins)
+            return ExitCode.success
+        } catch let error as VirtqueueError where error.isPeerViolation || error.cause != nil {
+            return fail(ExitCode.dataError, "\(name): the driver broke the ring: \(error)")
+        } catch {
+            return fail(ExitCode.deviceFailed, "\(name): \(error)")
+        }
+    }
+
+    static func parse(_ arguments: [String]) -> Result<Role, SharedMemoryError> {
+        func value(after flag: String) -> String? {
+            guard let index = arguments.firstIndex(of: flag), index + 1 < arguments.count else { return nil }
+            return arguments[index + 1]
+        }
+        guard let name = value(after: deviceArgument) else {
+            return .failure(SharedMemoryError(.invalidArgument, "\(deviceArgument) needs a device name"))
+        }
+        var role = Role(deviceName: name)
+        if arguments.contains(queueArgument) {
+            guard let text = value(after: queueArgument), let index = Int(text), index >= 0 else {
+                return .failure(SharedMemoryError(.invalidArgument, "\(queueArgument) needs a queue index"))
+            }
+            role.queueIndex = index
+        }
+        if arguments.contains(spinsArgument) {
+            guard let text = value(after: spinsArgument), let spins = Int(text), spins >= 0 else {
+                return .failure(SharedMemoryError(.invalidArgument, "\(spinsArgument) needs a spin count"))
+            }
+            role.spins = spins
+        }
+        role.requireSeals = !arguments.contains(unsealedArgument)
+        for (index, argument) in arguments.enumerated() where argument == configurationArgument {
+            guard index + 1 < arguments.count else {
+                return .failure(SharedMemoryError(.invalidArgument, "\(configurationArgument) needs a value"))
+            }
+            role.configuration.arguments.append(arguments[index + 1])
+        }
+        if arguments.contains(descriptorsArgument) {
+            guard let text = value(after: descriptorsArgument), let count = Int(text),
+                (0...maximumConfiguredDescriptors).contains(count)
+            else {
+                return .failure(SharedMemoryError(.invalidArgument, "\(descriptorsArgument) needs a count up to 12"))
+            }
+            role.configuration.fileDescriptors = (0..<count).map { InheritedDescriptor.firstConfigured + CInt($0) }
+        }
+        return .success(role)
+    }
+
+    static func fail(_ code: Int32, _ message: String) -> Int32 {
+        let line = "virtqueue device: \(message)\n"
+        _ = line.withCString { write(2, $0, strlen($0)) }
+        return code
+    }
+}

@@ -1,0 +1,173 @@
+import CVirtqueueSystem
+import Glibc
+import SystemPackage
+public import Virtqueue
+
+/// The shared-memory isolation level: the device runs in a child process, the ring lives in a
+/// sealed memfd both processes map, and notifications travel through a pair of eventfds.
+///
+/// The child is started with `posix_spawn` (never `fork`) from an executable that hosts the
+/// device — usually this very executable, re-entered in the device role (see ``DeviceHost``).
+/// It inherits exactly four descriptors besides 0, 1 and 2: the region file as 3, the kick
+/// eventfd as 4, the call eventfd as 5 and a liveness socket as 6 (`docs/wire-format.md`), then
+/// the descriptors of ``LaunchOptions/configuration`` as 7, 8, ….
+///
+/// ```swift
+/// // main.swift of an executable that holds both sides:
+/// DeviceHost.runIfDeviceRole(devices: [Uppercase.self])   // returns only in the parent role
+/// let layout = try RegionLayout(queueSizes: [256], dataAreaSize: 1 << 20, features: .all)
+/// let device = try SharedMemoryBackend.launch(Uppercase.self, layout: layout)
+/// var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier)
+/// … submit, notify, wait, take used: the same code as on the heap backend …
+/// let status = try device.stop()   // hangs up; the device returns from serve and exits 0
+/// ```
+public enum SharedMemoryBackend {
+    /// Creates a sealed region for `layout`, starts `Device` in a child process serving queue
+    /// `options.queueIndex`, and returns the driver's handle to it.
+    ///
+    /// - Parameters:
+    ///   - device: The device type; the child looks it up by its ``DeviceComponent/name``.
+    ///   - layout: The region's layout.
+    ///   - options: The executable, extra arguments and other settings.
+    /// - Throws: ``SharedMemoryError`` if the region cannot be made or the child not started.
+    public static func launch<Device: DeviceComponent>(
+        _ device: Device.Type,
+        layout: RegionLayout,
+        options: LaunchOptions = LaunchOptions()
+    ) throws(SharedMemoryError) -> DeviceProcess {
+        let file = try SharedMemoryFile.create(layout: layout, name: options.regionName ?? "virtqueue-\(Device.name)")
+        return try launch(device, file: file, options: options)
+    }
+
+    /// Starts `Device` in a child process serving queue `options.queueIndex` of an existing
+    /// region file (for example a region with several queues, each served by its own process).
+    ///
+    /// - Throws: ``SharedMemoryError`` if the child cannot be started.
+    public static func launch<Device: DeviceComponent>(
+        _ device: Device.Type,
+        file: SharedMemoryFile,
+        options: LaunchOptions = LaunchOptions()
+    ) throws(SharedMemoryError) -> DeviceProcess {
+        guard options.queueIndex >= 0, options.queueIndex <= Int(UInt16.max) else {
+            throw SharedMemoryError(.invalidArgument, "queue index \(options.queueIndex) is out of range")
+        }
+        guard options.configuration.fileDescriptors.count <= DeviceHost.maximumConfiguredDescriptors else {
+            throw SharedMemoryError(
+                .invalidArgument,
+                "\(options.configuration.fileDescriptors.count) configured descriptors; at most \(DeviceHost.maximumConfiguredDescriptors) can be passed"
+            )
+        }
+        guard options.spins >= 0 else {
+            throw SharedMemoryError(.invalidArgument, "spin count \(options.spins) is negative")
+        }
+        let executable: String
+        if let path = options.executable {
+            executable = path.string
+        } else {
+            executable = try currentExecutable()
+        }
+        var arguments = [
+            executable,
+            DeviceHost.deviceArgument, Device.name,
+            DeviceHost.queueArgument, String(options.queueIndex),
+            DeviceHost.spinsArgument, String(options.spins),
+        ]
+        if !file.isSealed { arguments.append(DeviceHost.unsealedArgument) }
+        for argument in options.configuration.arguments {
+            arguments += [DeviceHost.configurationArgument, argument]
+        }
+        if !options.configuration.fileDescriptors.isEmpty {
+            arguments += [DeviceHost.descriptorsArgument, String(options.configuration.fileDescriptors.count)]
+        }
+        arguments += options.arguments
+        let environment = options.environment.map { $0.map { "\($0.key)=\($0.value)" } }
+
+        var owned: [CInt] = []
+        do throws(SharedMemoryError) {
+            let kick = try retrying("eventfd") { vq_eventfd() }
+            owned.append(kick)
+            let call = try retrying("eventfd") { vq_eventfd() }
+            owned.append(call)
+            var sockets: [CInt] = [-1, -1]
+            try retrying("socketpair") { vq_socketpair(&sockets) }
+            owned += sockets
+            let inherited =
+                [file.fileDescriptor.rawValue, kick, call, sockets[1]] + options.configuration.fileDescriptors
+            let pid = try spawn(executable, arguments: arguments, environment: environment, descriptors: inherited)
+            closeDescriptor(sockets[1])
+            owned.removeAll { $0 == sockets[1] }
+            // From here the child exists: every failure must still reap it, so the handle takes
+            // the descriptors first and its deinit cleans up.
+            let pidfd = vq_pidfd_open(pid)
+            let notifierLiveness: EventNotifier.Liveness
+            if pidfd >= 0, case let copy = vq_dup_cloexec(pidfd, 0), copy >= 0 {
+                notifierLiveness = .process(FileDescriptor(rawValue: copy))
+            } else {
+                let copy = vq_dup_cloexec(sockets[0], 0)
+                notifierLiveness = copy >= 0 ? .connection(FileDescriptor(rawValue: copy)) : .none
+            }
+            owned.removeAll()
+            return DeviceProcess(
+                processID: pid,
+                pidfd: pidfd,
+                hangUpSocket: sockets[0],
+                deviceName: Device.name,
+                queueIndex: options.queueIndex,
+                file: file,
+                notifier: EventNotifier(
+                    waitingOn: FileDescriptor(rawValue: call),
+                    notifying: FileDescriptor(rawValue: kick),
+                    liveness: notifierLiveness
+                ),
+                stopGracePeriod: options.stopGracePeriod
+            )
+        } catch {
+            closeDescriptors(owned)
+            throw error
+        }
+    }
+
+    /// This process's executable, from `/proc/self/exe`.
+    static func currentExecutable() throws(SharedMemoryError) -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard count > 0 else { throw .system("readlink(/proc/self/exe)") }
+        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// `posix_spawn` with exactly `descriptors` inherited as 3, 4, ….
+    static func spawn(
+        _ path: String,
+        arguments: [String],
+        environment: [String]?,
+        descriptors: [CInt]
+    ) throws(SharedMemoryError) -> pid_t {
+        var pid: pid_t = 0
+        let status: CInt = withCStringArray(arguments) { argv in
+            if let environment {
+                return withCStringArray(environment) { envp in
+                    vq_spawn(&pid, path, argv, envp, descriptors, CInt(descriptors.count))
+                }
+            }
+            return vq_spawn(&pid, path, argv, nil, descriptors, CInt(descriptors.count))
+        }
+        guard status == 0 else {
+            throw SharedMemoryError(
+                .spawnFailed,
+                "posix_spawn of \(path) failed",
+                underlyingError: Errno(rawValue: status)
+            )
+        }
+        return pid
+    }
+}
+
+/// Calls `body` with a NULL-terminated array of C strings, freed afterwards.
+func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    pointers.append(nil)
+    defer {
+        for pointer in pointers { free(pointer) }
+    }
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress.unsafelyUnwrapped) }
+}

@@ -1,0 +1,83 @@
+import Glibc
+public import SystemPackage
+public import Virtqueue
+
+/// A ``MemoryRegion`` mapped from a ``SharedMemoryFile``: the same bytes, at a different address,
+/// in each process that maps the file.
+///
+/// The region owns its mapping and unmaps it in `deinit`. It is `~Copyable`, so a driver or
+/// device queue that takes it owns the mapping for its own lifetime, and nothing can use the
+/// memory after it is gone. The file cannot shrink underneath it (see ``SharedMemoryFile``),
+/// so every byte of ``count`` stays mapped.
+///
+/// ```swift
+/// let layout = try RegionLayout(queueSizes: [256], dataAreaSize: 1 << 20, features: .all)
+/// let region = try SharedMemoryRegion.create(layout: layout)
+/// let fd = try region.file.duplicateFileDescriptor()   // hand this to the peer
+/// var driver = try DriverQueue(region: region, notifier: notifier)
+/// ```
+public struct SharedMemoryRegion: MemoryRegion, ~Copyable, @unchecked Sendable {
+    @usableFromInline let base: UnsafeMutableRawPointer
+    /// The number of bytes mapped: the whole file.
+    public let count: Int
+    /// The file the region maps; map it again, or pass it to a peer.
+    public let file: SharedMemoryFile
+
+    init(base: UnsafeMutableRawPointer, count: Int, file: SharedMemoryFile) {
+        self.base = base
+        self.count = count
+        self.file = file
+    }
+
+    deinit {
+        munmap(base, count)
+    }
+
+    @inlinable
+    public func withUnsafeMutableBytes<R, E: Error>(
+        _ body: (UnsafeMutableRawBufferPointer) throws(E) -> R
+    ) throws(E) -> R {
+        try body(UnsafeMutableRawBufferPointer(start: base, count: count))
+    }
+
+    /// Creates a sealed file for `layout`, writes its header and maps it.
+    ///
+    /// - Throws: ``SharedMemoryError`` if a system call fails.
+    public static func create(layout: RegionLayout, name: String = "virtqueue") throws(SharedMemoryError)
+        -> SharedMemoryRegion
+    {
+        try SharedMemoryFile.create(layout: layout, name: name).map()
+    }
+
+    /// Attaches to a region file received from a peer: checks the file (regular, sealed against
+    /// shrinking, not empty), maps it, and validates its header with ``RegionLayout/init(reading:)``.
+    ///
+    /// Takes ownership of `fileDescriptor`; it is closed on failure.
+    ///
+    /// - Throws: ``SharedMemoryError`` with ``SharedMemoryError/Code-swift.struct/regionNotSealed``,
+    ///   ``SharedMemoryError/Code-swift.struct/regionTooSmall``, or
+    ///   ``SharedMemoryError/Code-swift.struct/invalidHeader`` (the core's error in
+    ///   ``SharedMemoryError/virtqueueError``).
+    public static func attach(_ fileDescriptor: FileDescriptor, requireSeals: Bool = true) throws(SharedMemoryError)
+        -> SharedMemoryRegion
+    {
+        let region = try SharedMemoryFile(adopting: fileDescriptor, requireSeals: requireSeals).map()
+        _ = try region.validatedLayout()
+        return region
+    }
+
+    /// Reads and validates the region's header.
+    ///
+    /// - Throws: ``SharedMemoryError/Code-swift.struct/invalidHeader``, with the core's error.
+    public func validatedLayout() throws(SharedMemoryError) -> RegionLayout {
+        do {
+            return try RegionLayout(reading: self)
+        } catch {
+            throw SharedMemoryError(
+                .invalidHeader,
+                "the region's header is invalid: \(error.message)",
+                virtqueueError: error
+            )
+        }
+    }
+}

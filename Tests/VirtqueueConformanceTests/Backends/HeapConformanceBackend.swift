@@ -1,0 +1,32 @@
+import Virtqueue
+import VirtqueueConformance
+import VirtqueueHeap
+
+/// The heap backend under the conformance suite: two handles to one allocation, a
+/// ``VirtqueueHeap/HeapNotifier`` pair, and ``VirtqueueHeap/HeapBackend/launch(_:layout:queueIndex:spins:)``
+/// for the launched device (a thread, which cannot be killed).
+struct HeapConformanceBackend: ConformanceBackend {
+    var name: String { "heap" }
+
+    func withQueueEnds<Visitor: QueueEndsVisitor>(
+        layout: RegionLayout,
+        _ visitor: Visitor
+    ) throws -> Visitor.Output {
+        let region = try HeapRegion(byteCount: layout.regionSize)
+        let notifiers = HeapNotifier.makePair()
+        return try visitor.visit(
+            QueueEnds(
+                driver: QueueEnd(region: region, notifier: notifiers.driver, close: notifiers.driver.close),
+                device: QueueEnd(region: region, notifier: notifiers.device, close: notifiers.device.close)
+            )
+        )
+    }
+
+    func withLaunchedDevice<Visitor: LaunchedDeviceVisitor>(
+        layout: RegionLayout,
+        _ visitor: Visitor
+    ) throws -> Visitor.Output? {
+        let device = try HeapBackend.launch(ConformanceDevice.self, layout: layout)
+        return try visitor.visit(LaunchedDevice(region: device.region, notifier: device.notifier, stop: device.stop))
+    }
+}

@@ -1,0 +1,79 @@
+import Testing
+import VirtqueueConformance
+
+/// The suite fails loudly, naming the right check, when fed a deliberately broken backend.
+@Suite("Conformance: broken backends fail")
+struct BrokenBackendTests {
+    /// A short timeout: these backends hang where a good one would not, and the suite must turn
+    /// the hang into a failure.
+    let suite = ConformanceSuite(configuration: .init(timeout: .seconds(2)))
+
+    /// Runs `check`, which must fail, and returns the failure.
+    func expectFailure(
+        of check: ConformanceCheck,
+        on backend: some ConformanceBackend,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) -> ConformanceFailure? {
+        do {
+            let summary = try suite.run(check, on: backend)
+            Issue.record(
+                "\(check) passed on the broken backend '\(backend.name)': \(summary)",
+                sourceLocation: sourceLocation
+            )
+            return nil
+        } catch {
+            #expect(error.check == check, sourceLocation: sourceLocation)
+            #expect(error.backend == backend.name, sourceLocation: sourceLocation)
+            #expect(error.fileID.hasPrefix("VirtqueueConformance/"), "\(error)", sourceLocation: sourceLocation)
+            #expect(error.line > 0, sourceLocation: sourceLocation)
+            #expect(error.description.contains("'\(check)'"), sourceLocation: sourceLocation)
+            print("[\(backend.name)] \(error)")
+            return error
+        }
+    }
+
+    @Test func aNotifierThatDropsKicksFailsTheLostWakeUpCheck() {
+        let failure = expectFailure(of: .noLostWakeUp, on: KickDroppingBackend())
+        #expect(failure?.message.contains("a wake-up was lost") == true, "\(String(describing: failure))")
+    }
+
+    @Test func aNotifierThatDropsKicksFailsTheSeedUseCase() {
+        let failure = expectFailure(of: .seedUseCase, on: KickDroppingBackend())
+        #expect(failure?.message.contains("no progress for") == true, "\(String(describing: failure))")
+    }
+
+    @Test func endsThatAreNotTheSameMemoryFailTheSharedBytesCheck() {
+        let failure = expectFailure(of: .regionEndsShareBytes, on: SplitMemoryBackend())
+        #expect(failure?.message.contains("not the same memory") == true, "\(String(describing: failure))")
+    }
+
+    @Test func endsThatAreNotTheSameMemoryFailTheHostileChecks() {
+        // The hostile writer's bytes never reach the queue under test.
+        for check in [ConformanceCheck.hostileDevice, .hostileDriver] {
+            _ = expectFailure(of: check, on: SplitMemoryBackend())
+        }
+    }
+
+    @Test func aWaitThatNeverEndsOnPeerCloseFailsTheNotifierCheck() {
+        let failure = expectFailure(of: .notifierEndsWaitOnPeerClose, on: DeafToCloseBackend())
+        #expect(failure?.message.contains("a dead peer hangs the waiter") == true, "\(String(describing: failure))")
+    }
+
+    @Test func aWaitThatNeverEndsOnPeerCloseFailsThePeerDeathCheck() {
+        let failure = expectFailure(of: .peerDeathMidFlight, on: DeafToCloseBackend())
+        #expect(failure?.message.contains("did not end") == true, "\(String(describing: failure))")
+    }
+
+    @Test func aRegionSmallerThanTheLayoutFailsTheSharedBytesCheck() {
+        let failure = expectFailure(of: .regionEndsShareBytes, on: ShortRegionBackend())
+        #expect(failure?.message.contains("the layout needs") == true, "\(String(describing: failure))")
+    }
+
+    /// The good backends pass the whole suite through ``ConformanceSuite/runAll(on:)`` too (with a
+    /// short stress run: the full one runs per check in ``ConformanceTests``).
+    @Test(arguments: backendsUnderTest)
+    func runAllPassesOnAGoodBackend(_ backend: BackendUnderTest) throws {
+        let results = try ConformanceSuite(configuration: .init(stressChainCount: 10_000)).runAll(on: backend.backend)
+        #expect(results.map(\.check) == ConformanceCheck.allCases)
+    }
+}

@@ -1,0 +1,370 @@
+import CVirtqueueSystem
+import Dispatch
+import Foundation
+import Glibc
+import SystemPackage
+import Testing
+import Virtqueue
+import VirtqueueSharedMemory
+import VirtqueueTestDevices
+
+/// Starts `path` with `arguments` (inheriting only 0, 1 and 2) and returns its process id.
+func spawnProcess(_ path: String, _ arguments: [String]) throws -> Int32 {
+    var pid: pid_t = 0
+    var pointers: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) }
+    pointers.append(nil)
+    defer { for pointer in pointers { free(pointer) } }
+    let status = vq_spawn(&pid, path, pointers, nil, nil, 0)
+    guard status == 0 else { throw Errno(rawValue: status) }
+    return pid
+}
+
+/// Waits for `pid` and returns its exit code (or 128 + signal).
+func exitCode(of pid: Int32) -> Int32 {
+    var status: CInt = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return vq_wifexited(status) != 0 ? vq_wexitstatus(status) : 128 + vq_wtermsig(status)
+}
+
+/// An offer as docs/wire-format.md §9.1 lays it out, with every field settable.
+func offerBytes(
+    magic: UInt64 = 0x4F51_5654_4649_5753,
+    version: UInt16 = 1,
+    length: UInt16 = 64,
+    role: UInt16 = 1,
+    queue: UInt16 = 0,
+    features: UInt64,
+    regionSize: UInt64,
+    descriptorCount: UInt32 = 3,
+    byteCount: Int = 64
+) -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: max(byteCount, 64))
+    bytes.withUnsafeMutableBytes { raw in
+        raw.storeBytes(of: magic.littleEndian, toByteOffset: 0x00, as: UInt64.self)
+        raw.storeBytes(of: version.littleEndian, toByteOffset: 0x08, as: UInt16.self)
+        raw.storeBytes(of: length.littleEndian, toByteOffset: 0x0A, as: UInt16.self)
+        raw.storeBytes(of: role.littleEndian, toByteOffset: 0x0C, as: UInt16.self)
+        raw.storeBytes(of: queue.littleEndian, toByteOffset: 0x0E, as: UInt16.self)
+        raw.storeBytes(of: features.littleEndian, toByteOffset: 0x10, as: UInt64.self)
+        raw.storeBytes(of: regionSize.littleEndian, toByteOffset: 0x18, as: UInt64.self)
+        raw.storeBytes(of: descriptorCount.littleEndian, toByteOffset: 0x20, as: UInt32.self)
+    }
+    return Array(bytes.prefix(byteCount))
+}
+
+/// A hand-made creator: one end of a socket pair, speaking raw bytes.
+struct RawCreator: ~Copyable {
+    let own: CInt
+    let peer: CInt
+
+    init() throws {
+        var fds: [CInt] = [-1, -1]
+        guard vq_socketpair(&fds) == 0 else { throw Errno(rawValue: errno) }
+        own = fds[0]
+        peer = fds[1]
+    }
+
+    deinit { close(own) }
+
+    func send(_ bytes: [UInt8], descriptors: [CInt]) {
+        let sent = bytes.withUnsafeBytes {
+            vq_send_with_fds(own, $0.baseAddress, $0.count, descriptors, CInt(descriptors.count))
+        }
+        #expect(sent == bytes.count)
+    }
+
+    /// The answer's status, or nil if none came.
+    func answerStatus() -> UInt16? {
+        var bytes = [UInt8](repeating: 0, count: 64)
+        var fds = [CInt](repeating: -1, count: 4)
+        var received: CInt = 0
+        var flags: CInt = 0
+        let count = vq_receive_with_fds(own, &bytes, 64, &fds, 4, &received, &flags)
+        guard count == 16, received == 0 else { return nil }
+        #expect(bytes[0..<8] == [0x53, 0x57, 0x49, 0x46, 0x54, 0x56, 0x51, 0x41])
+        return UInt16(bytes[10]) | UInt16(bytes[11]) << 8
+    }
+}
+
+extension SharedMemoryTests {
+    @Suite("Socket attach")
+    struct SocketTests {
+        static let layout = try! RegionLayout(queueSizes: [64], dataAreaSize: 256 * 256, features: .all)
+
+        /// The C peer, written from docs/wire-format.md alone, serves the Swift driver: each
+        /// reply is the request reversed. Every feature combination, so both suppression schemes
+        /// and indirect tables are exercised.
+        @Test(arguments: [Features.all, [], [.eventIndex], [.indirectDescriptors]])
+        func theCPeerServesTheSwiftDriver(features: Features) throws {
+            let layout = try RegionLayout(queueSizes: [64], dataAreaSize: 256 * 256, features: features)
+            let file = try SharedMemoryFile.create(layout: layout)
+            let path = temporarySocketPath("cpeer")
+            let listener = try SharedMemoryListener(path: path)
+            let pid = try spawnProcess(TestExecutables.cPeer, [path.string])
+            let connection = try listener.accept(offering: file, peerRole: .device, timeout: .seconds(60))
+            #expect(connection.role == .driver)
+            #expect(connection.peerProcessID == pid)
+            var driver = try DriverQueue(
+                region: try connection.makeRegion(),
+                notifier: connection.notifier,
+                bufferSize: 256,
+                indirectThreshold: 2
+            )
+            // Batches of 8 chains, each kicked once: 1 to 3 readable segments of up to 200 bytes
+            // and 3 writable ones of 256 (an indirect table when negotiated, 4 to 6 descriptors if not).
+            var sent = 0
+            var checked = 0
+            var wrong = 0
+            var expected: [Int: [UInt8]] = [:]
+            for batch in 0..<80 {
+                for index in 0..<8 {
+                    let number = batch * 8 + index
+                    let message = (0..<(1 + (number * 37) % 600)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ number) }
+                    var chain = driver.makeChain()
+                    for start in stride(from: 0, to: message.count, by: 200) {
+                        try driver.appendReadable(
+                            to: &chain,
+                            copying: Array(message[start..<min(start + 200, message.count)])
+                        )
+                    }
+                    for _ in 0..<3 { try driver.appendWritable(to: &chain, capacity: 256) }
+                    let id = try driver.submit(chain)
+                    expected[Int(id)] = Array(message.reversed())
+                    sent += 1
+                }
+                try driver.notifyIfNeeded()
+                while checked < sent {
+                    try driver.waitForUsed()
+                    while let used = try driver.takeUsed() {
+                        var reply = [UInt8](repeating: 0, count: used.writtenByteCount)
+                        _ = reply.withUnsafeMutableBytes { driver.copyWrittenBytes(of: used, into: $0) }
+                        if reply != expected[Int(used.id)] { wrong += 1 }
+                        try driver.free(used)
+                        checked += 1
+                    }
+                }
+            }
+            #expect(checked == 640)
+            #expect(wrong == 0)
+            connection.close()
+            #expect(exitCode(of: pid) == 0)
+        }
+
+        @Test func aPeerThatRefusesTheRoleIsAHandshakeRefusal() throws {
+            let file = try SharedMemoryFile.create(layout: Self.layout)
+            let path = temporarySocketPath("refuse")
+            let listener = try SharedMemoryListener(path: path)
+            let pid = try spawnProcess(TestExecutables.cPeer, [path.string])
+            let before = openDescriptors()
+            let error = #expect(throws: SharedMemoryError.self) {
+                // The C peer is a device only: offered the driver's end, it answers status 5.
+                _ = try listener.accept(offering: file, peerRole: .driver, timeout: .seconds(60))
+            }
+            #expect(error?.code == .handshakeRefused)
+            #expect(exitCode(of: pid) == 3)
+            #expect(Set(openDescriptors().keys) == Set(before.keys))
+        }
+
+        @Test func aSwiftDeviceAttachesOverASocketPair() throws {
+            let file = try SharedMemoryFile.create(layout: Self.layout)
+            var sockets: [CInt] = [-1, -1]
+            try #require(vq_socketpair(&sockets) == 0)
+            let creatorSocket = sockets[0]
+            let receiverSocket = sockets[1]
+            let done = DispatchSemaphore(value: 0)
+            nonisolated(unsafe) var deviceOutcome: (any Error)?
+            let thread = Thread {
+                do {
+                    let connection = try SharedMemoryConnection.receive(over: FileDescriptor(rawValue: receiverSocket))
+                    #expect(connection.role == .device)
+                    var device = try DeviceQueue(region: try connection.makeRegion(), notifier: connection.notifier)
+                    var echo = EchoDevice()
+                    try device.serve(&echo)
+                } catch {
+                    deviceOutcome = error
+                }
+                done.signal()
+            }
+            thread.start()
+            let connection = try SharedMemoryConnection.offer(file, over: FileDescriptor(rawValue: creatorSocket))
+            var driver = try DriverQueue(
+                region: try connection.makeRegion(),
+                notifier: connection.notifier,
+                bufferSize: 256
+            )
+            let messages = (1...50).map { Array("over a socket \($0)".utf8) }
+            #expect(try roundTrip(&driver, messages, replyCapacity: 256) == messages)
+            connection.close()
+            done.wait()
+            #expect(deviceOutcome == nil)
+        }
+
+        /// Offers with the wrong number of descriptors, or descriptors of the wrong kind: the
+        /// receiver refuses with a typed error, tells the creator, and keeps none of them.
+        @Test(arguments: [0, 1, 2, 4, 9])
+        func anOfferWithTheWrongNumberOfDescriptorsIsRefused(count: Int) throws {
+            let file = try SharedMemoryFile.create(layout: Self.layout)
+            let before = openDescriptors()
+            let creator = try RawCreator()
+            var descriptors: [CInt] = []
+            for index in 0..<count {
+                descriptors.append(index == 0 ? file.fileDescriptor.rawValue : vq_eventfd())
+            }
+            creator.send(
+                offerBytes(features: Self.layout.features.rawValue, regionSize: UInt64(file.byteCount)),
+                descriptors: descriptors
+            )
+            for fd in descriptors.dropFirst() { close(fd) }
+            let error = #expect(throws: SharedMemoryError.self) {
+                _ = try SharedMemoryConnection.receive(over: FileDescriptor(rawValue: creator.peer))
+            }
+            #expect(error?.code == .handshakeFileDescriptors)
+            #expect(creator.answerStatus() == 2)
+            _ = consume creator
+            #expect(Set(openDescriptors().keys) == Set(before.keys))
+        }
+
+        @Test func anOfferWhoseEventfdsAreNotEventfdsIsRefused() throws {
+            let file = try SharedMemoryFile.create(layout: Self.layout)
+            let before = openDescriptors()
+            let creator = try RawCreator()
+            var pipe: [CInt] = [-1, -1]
+            try #require(Glibc.pipe(&pipe) == 0)
+            creator.send(
+                offerBytes(features: Self.layout.features.rawValue, regionSize: UInt64(file.byteCount)),
+                descriptors: [file.fileDescriptor.rawValue, pipe[0], pipe[1]]
+            )
+            close(pipe[0])
+            close(pipe[1])
+            let error = #expect(throws: SharedMemoryError.self) {
+                _ = try SharedMemoryConnection.receive(over: FileDescriptor(rawValue: creator.peer))
+            }
+            #expect(error?.code == .handshakeFileDescriptors)
+            #expect(creator.answerStatus() == 2)
+            _ = consume creator
+            #expect(Set(openDescriptors().keys) == Set(before.keys))
+        }
+
+        @Test(arguments: [
+            offerBytes(magic: 0x4F51_5654_4649_5754, features: 0, regionSize: 0),
+            offerBytes(version: 2, features: 0, regionSize: 0),
+            offerBytes(length: 63, features: 0, regionSize: 0),
+            offerBytes(role: 3, features: 0, regionSize: 0),
+            offerBytes(features: 0, regionSize: 0, byteCount: 10),
+            offerBytes(features: 0, regionSize: 0, byteCount: 65),
+            offerBytes(features: 0, regionSize: 0, byteCount: 300),
+            offerBytes(features: 0, regionSize: 0) + [],
+        ])
+        func aMalformedOfferIsRefused(message: [UInt8]) throws {
+            var message = message
+            if message.count == 64 && message[0x24...].allSatisfy({ $0 == 0 }) && message[0x0C] == 1
+                && message[0x08] == 1 && message[0x0A] == 64 && message[0] == 0x53 && message[7] == 0x4F
+            {
+                message[0x30] = 1  // the last case: a non-zero reserved byte
+            }
+            let file = try SharedMemoryFile.create(layout: Self.layout)
+            let before = openDescriptors()
+            let creator = try RawCreator()
+            let kick = vq_eventfd()
+            let call = vq_eventfd()
+            creator.send(message, descriptors: [file.fileDescriptor.rawValue, kick, call])
+            close(kick)
+            close(call)
+            let error = #expect(throws: SharedMemoryError.self) {
+                _ = try SharedMemoryConnection.receive(over: FileDescriptor(rawValue: creator.peer))
+            }
+            #expect(error?.code == .handshakeMalformed)
+            #expect(creator.answerStatus() == 1)
+            _ = consume creator
+            #expect(Set(openDescriptors().keys) == Set(before.keys))
+        }
+
+        @Test func anUnsealedRegionInAnOfferIsRefused() throws {
+            let unsealed = vq_memfd_create("unsealed", VQ_MFD_CLOEXEC)
+            try #require(unsealed >= 0)
+            defer { close(unsealed) }
+            try #require(ftruncate(unsealed, off_t(Self.layout.regionSize)) == 0)
+            let before = openDescriptors()
+            let creator = try RawCreator()
+            let kick = vq_eventfd()
+            let call = vq_eventfd()
+            creator.send(
+                offerBytes(features: Self.layout.features.rawValue, regionSize: UInt64(Self.layout.regionSize)),
+                descriptors: [unsealed, kick, call]
+            )
+            close(kick)
+            close(call)
+            let error = #expect(throws: SharedMemoryError.self) {
+                _ = try SharedMemoryConnection.receive(over: FileDescriptor(rawValue: creator.peer))
+            }
+            #expect(error?.code == .regionNotSealed)
+            #expect(creator.answerStatus() == 3)
+            _ = consume creator
+            #expect(Set(openDescriptors().keys) == Set(before.keys))
+        }
+
+        @Test func aCreatorThatHangsUpBeforeItsOfferIsAHangUp() throws {
+            let before = openDescriptors()
+            let creator = try RawCreator()
+            let receiver = creator.peer
+            _ = consume creator
+            let error = #expect(throws: SharedMemoryError.self) {
+                _ = try SharedMemoryConnection.receive(over: FileDescriptor(rawValue: receiver))
+            }
+            #expect(error?.code == .handshakeHangUp)
+            #expect(Set(openDescriptors().keys) == Set(before.keys))
+        }
+
+        @Test func aReceiverThatHangsUpBeforeAnsweringIsAHangUp() throws {
+            let file = try SharedMemoryFile.create(layout: Self.layout)
+            let before = openDescriptors()
+            var sockets: [CInt] = [-1, -1]
+            try #require(vq_socketpair(&sockets) == 0)
+            // The receiver reads the offer, closes what it got, and hangs up without answering.
+            let receiverSocket = sockets[1]
+            let receiver = Thread {
+                var bytes = [UInt8](repeating: 0, count: 128)
+                var fds = [CInt](repeating: -1, count: 8)
+                var received: CInt = 0
+                var flags: CInt = 0
+                _ = vq_receive_with_fds(receiverSocket, &bytes, 128, &fds, 8, &received, &flags)
+                for fd in fds.prefix(Int(received)) { close(fd) }
+                close(receiverSocket)
+            }
+            receiver.start()
+            let error = #expect(throws: SharedMemoryError.self) {
+                _ = try SharedMemoryConnection.offer(
+                    file,
+                    over: FileDescriptor(rawValue: sockets[0]),
+                    timeout: .seconds(60)
+                )
+            }
+            #expect(error?.code == .handshakeHangUp)
+            #expect(Set(openDescriptors().keys) == Set(before.keys))
+        }
+
+        @Test func acceptWithoutAPeerTimesOut() throws {
+            let file = try SharedMemoryFile.create(layout: Self.layout)
+            let listener = try SharedMemoryListener(path: temporarySocketPath("lonely"))
+            let error = #expect(throws: SharedMemoryError.self) {
+                _ = try listener.accept(offering: file, timeout: .milliseconds(20))
+            }
+            #expect(error?.code == .timedOut)
+        }
+
+        @Test func theListenerRemovesItsSocketFile() throws {
+            let path = temporarySocketPath("unlink")
+            var listener: SharedMemoryListener? = try SharedMemoryListener(path: path)
+            #expect(access(path.string, F_OK) == 0)
+            let taken = #expect(throws: SharedMemoryError.self) { _ = try SharedMemoryListener(path: path) }
+            #expect(taken?.underlyingError == .addressInUse)
+            listener = nil
+            #expect(listener == nil)
+            #expect(access(path.string, F_OK) == -1)
+            let tooLong = #expect(throws: SharedMemoryError.self) {
+                _ = try SharedMemoryListener(path: FilePath("/tmp/" + String(repeating: "x", count: 200)))
+            }
+            #expect(tooLong?.code == .invalidArgument)
+        }
+    }
+}
