@@ -40,6 +40,8 @@ let package = Package(
                 "BenchmarkScenarios",
                 "CBaselines",
                 .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
+                .product(name: "VirtqueueSharedMemory", package: "swift-virtqueue"),
+                .product(name: "VirtqueueSandbox", package: "swift-virtqueue"),
             ],
             path: "Sources/VirtqueueBench",
             swiftSettings: swiftSettings

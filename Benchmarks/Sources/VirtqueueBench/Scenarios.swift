@@ -23,8 +23,6 @@ let loadSpins: Int32 = 256
 
 /// Every scenario of the suite, in report order.
 ///
-/// The Swift queues over shared memory and in the sandbox are listed as pending. To plug them in,
-/// give their rows a `run` closure at the places marked `PLUG-IN` (see docs/performance.md).
 func makeScenarios() -> [Scenario] {
     var scenarios: [Scenario] = []
     var seen: Set<String> = []
@@ -87,11 +85,15 @@ func makeScenarios() -> [Scenario] {
 
     func addThroughput(size: Int, batch: Int) {
         let workload = Workload.throughput(size: size, batch: batch)
-        // PLUG-IN: the Swift queues over shared memory and in the sandbox: the parent drives a
-        // DriverQueue, a posix_spawned child serves a DeviceQueue that touches each message
-        // (header and last byte) and completes it; notifications through notifyIfNeeded().
-        add(Scenario(workload: workload, transport: .virtqueueSharedMemory, pending: pendingSharedMemory))
-        add(Scenario(workload: workload, transport: .virtqueueSandbox, pending: pendingSandbox))
+        // The Swift queues across processes: the parent drives a DriverQueue, a posix_spawned
+        // child serves TouchDevice (see ProcessScenarios.swift).
+        for sandboxed in [false, true] {
+            add(
+                Scenario(workload: workload, transport: sandboxed ? .virtqueueSandbox : .virtqueueSharedMemory) {
+                    try ChildProcesses.throughput(sandboxed: sandboxed, size: size, batch: batch, count: $0)
+                }
+            )
+        }
         add(
             Scenario(workload: workload, transport: .virtqueueThreads) {
                 try HeapThreads.throughput(size: size, batch: batch, count: $0)
@@ -120,11 +122,20 @@ func makeScenarios() -> [Scenario] {
     func addRoundTrip(size: Int, modes: [WaitMode]) {
         for mode in modes {
             let workload = Workload.roundTrip(size: size, mode: mode)
-            // PLUG-IN: the Swift queues over shared memory (and the sandbox): one request chain
-            // of `size` bytes, written in place once, then only its header per request; the
-            // device completes it with a 16-byte reply. busy-poll: waitForUsed(spins: .max);
-            // eventfd: spins 0.
-            add(Scenario(workload: workload, transport: .virtqueueSharedMemory, pending: pendingSharedMemory))
+            // One request chain of `size` bytes (payload in place, only its header written per
+            // request) and a 16-byte reply. busy-poll: waitForUsed(spins: .max); eventfd: spins 0.
+            add(
+                Scenario(workload: workload, transport: .virtqueueSharedMemory) {
+                    try ChildProcesses.roundTrip(sandboxed: false, size: size, count: $0, busy: mode == .busyPoll)
+                }
+            )
+            if size == 64 {
+                add(
+                    Scenario(workload: workload, transport: .virtqueueSandbox) {
+                        try ChildProcesses.roundTrip(sandboxed: true, size: size, count: $0, busy: mode == .busyPoll)
+                    }
+                )
+            }
             add(
                 Scenario(workload: workload, transport: .virtqueueThreads) {
                     try HeapThreads.roundTrip(size: size, count: $0, busy: mode == .busyPoll)
@@ -153,6 +164,3 @@ func makeScenarios() -> [Scenario] {
 
 /// Round trips are reported as the median group of `VQB_GROUP`; a run has at least three groups.
 let roundTripMinimum = 3 * Int(VQB_GROUP)
-
-let pendingSharedMemory = "pending: needs VirtqueueSharedMemory (being built in parallel)"
-let pendingSandbox = "pending: needs VirtqueueSandbox"

@@ -113,6 +113,10 @@ uint64_t vqb_now_ns(void);
 /// Pins the calling thread to `cpu`; returns 0 or an errno.
 int vqb_pin_to_cpu(int cpu);
 
+/// Pins process (thread) `pid` to `cpu`, as root or its owner may; returns 0 or an errno. For a
+/// sandboxed child, whose filter forbids sched_setaffinity.
+int vqb_pin_process(int pid, int cpu);
+
 #ifdef __cplusplus
 }
 #endif
