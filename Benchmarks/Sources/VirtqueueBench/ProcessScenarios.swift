@@ -30,6 +30,7 @@ enum ChildProcesses {
                 notifier: device.notifier,
                 bufferSize: bufferSize
             )
+            try warmUp(&driver, size: size, slots: slots)
             let result = try body(&driver, bufferSize)
             try check(try device.stop(), failure: device.failure())
             return result
@@ -41,10 +42,32 @@ enum ChildProcesses {
                 notifier: device.notifier,
                 bufferSize: bufferSize
             )
+            try warmUp(&driver, size: size, slots: slots)
             let result = try body(&driver, bufferSize)
             try check(try device.stop(), failure: nil)
             return result
         }
+    }
+
+    /// Sends two rings' worth of messages before the clock starts, so both processes have
+    /// faulted in the buffers they will use (a fresh memfd is not populated; the C baselines
+    /// touch their memory before timing too).
+    static func warmUp(
+        _ driver: inout DriverQueue<SharedMemoryRegion, EventNotifier>,
+        size: Int,
+        slots: Int
+    ) throws {
+        let groupTimes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: 1)
+        defer { groupTimes.deallocate() }
+        _ = try DriverWorkloads.stream(
+            &driver,
+            size: size,
+            batch: 1,
+            count: 2 * slots,
+            spins: Int(loadSpins),
+            groupSize: 2 * slots,
+            groupTimes: groupTimes
+        )
     }
 
     /// Pins the child to the second CPU (a sandboxed child may not do it itself).
