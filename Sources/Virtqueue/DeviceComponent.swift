@@ -86,6 +86,7 @@ extension DeviceQueue where Region: ~Copyable {
     ///   - device: The device logic.
     ///   - spins: How long to poll before sleeping; see ``waitForRequests(spins:)``.
     /// - Throws: A ``VirtqueueError`` for a ring violation, or whatever `device` throws.
+    @inlinable
     public mutating func serve<Device: DeviceComponent>(_ device: inout Device, spins: Int = 256) throws {
         while try waitForRequestsUnlessDriverGone(spins: spins) {
             while try serveNext(&device) {}
@@ -94,6 +95,7 @@ extension DeviceQueue where Region: ~Copyable {
     }
 
     /// Waits for requests; `false` when the driver has gone.
+    @inlinable
     mutating func waitForRequestsUnlessDriverGone(spins: Int) throws(VirtqueueError) -> Bool {
         do {
             try waitForRequests(spins: spins)
@@ -105,6 +107,7 @@ extension DeviceQueue where Region: ~Copyable {
     }
 
     /// Serves one request if there is one; `false` when none is available.
+    @inlinable
     mutating func serveNext<Device: DeviceComponent>(_ device: inout Device) throws -> Bool {
         guard let request = try nextRequest() else { return false }
         var written = 0

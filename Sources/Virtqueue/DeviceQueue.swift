@@ -138,7 +138,7 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ///   ``VirtqueueError/Code-swift.struct/queueBroken``), or
     ///   ``VirtqueueError/Code-swift.struct/segmentStoreExhausted`` if the device holds too many
     ///   segments (complete some requests and call again; the queue stays usable).
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func nextRequest() throws(VirtqueueError) -> DeviceRequest? {
         if let broken = state.pointee.broken { throw .broken(by: broken) }
         let ring = self.ring
@@ -192,7 +192,7 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ///
     /// - Warning: The pointer is valid only inside `body`. The driver may be hostile and change
     ///   the bytes while you read them: copy or validate what you rely on.
-    @inlinable
+    @inlinable @inline(__always)
     public func forEachReadable<E: Error>(
         in request: borrowing DeviceRequest,
         _ body: (UnsafeRawBufferPointer) throws(E) -> Void
@@ -206,7 +206,7 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     /// the region (zero-copy).
     ///
     /// - Warning: The pointer is valid only inside `body`.
-    @inlinable
+    @inlinable @inline(__always)
     public func forEachWritable<E: Error>(
         in request: borrowing DeviceRequest,
         _ body: (UnsafeMutableRawBufferPointer) throws(E) -> Void
@@ -262,7 +262,7 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ///   range — the request is still returned, with 0 bytes written, so the driver never loses
     ///   its buffers; ``VirtqueueError/Code-swift.struct/notOwned`` for another queue's request;
     ///   ``VirtqueueError/Code-swift.struct/queueBroken`` if the queue broke meanwhile.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func complete(_ request: consuming DeviceRequest, written: Int) throws(VirtqueueError) {
         guard request.queueIdentity == queueIdentity else {
             throw VirtqueueError(
@@ -348,7 +348,7 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         }
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     func forEachSegment<E: Error>(
         of request: borrowing DeviceRequest,
         writable: Bool,

@@ -152,7 +152,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ///   ``VirtqueueError/Code-swift.struct/readableAfterWritable``, ``VirtqueueError/Code-swift.struct/chainTooLong``,
     ///   ``VirtqueueError/Code-swift.struct/poolExhausted`` or ``VirtqueueError/Code-swift.struct/ringFull``;
     ///   the chain is unchanged.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func appendReadable(
         to chain: inout Chain,
         count: Int,
@@ -230,7 +230,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     /// - Returns: The chain's id (its head descriptor), which the device reports back.
     /// - Throws: ``VirtqueueError/Code-swift.struct/emptyChain``, ``VirtqueueError/Code-swift.struct/notOwned``, or
     ///   ``VirtqueueError/Code-swift.struct/queueBroken``. The chain's buffers go back to the pool on error.
-    @inlinable
+    @inlinable @inline(__always)
     @discardableResult
     public mutating func submit(_ chain: consuming Chain) throws(VirtqueueError) -> UInt16 {
         try checkOwned(chain.queueIdentity)
@@ -336,7 +336,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     /// - Throws: ``VirtqueueError`` naming the violation; afterwards
     ///   ``VirtqueueError/Code-swift.struct/queueBroken``. Take the chains still in flight
     ///   back with ``takeAbandoned()``.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func takeUsed() throws(VirtqueueError) -> UsedChain? {
         if let broken = state.pointee.broken { throw .broken(by: broken) }
         let lastUsed = state.pointee.lastUsed
@@ -422,7 +422,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     /// (by the chain's ``UsedChain/writtenByteCount``).
     ///
     /// The seed's `virtqueue_gather_used`, without the copy.
-    @inlinable
+    @inlinable @inline(__always)
     public func forEachSegment<E: Error>(
         of used: borrowing UsedChain,
         _ body: (_ isDeviceWritable: Bool, _ bytes: UnsafeRawBufferPointer) throws(E) -> Void
@@ -468,7 +468,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     /// Returns a chain's buffers to the pool (the seed's "iterate through the buffers to free them").
     ///
     /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if the chain came from another queue.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func free(_ used: consuming UsedChain) throws(VirtqueueError) {
         try checkOwned(used.queueIdentity)
         state.pointee.releaseBuffers(first: used.firstBuffer, count: used.segmentCount)
@@ -513,12 +513,12 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
 
     // MARK: Internals
 
-    @inlinable
+    @inlinable @inline(__always)
     func bufferOffset(_ buffer: UInt32) -> Int {
         Int(poolStart) + Int(buffer) * bufferSize
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     func checkOwned(_ identity: UInt32) throws(VirtqueueError) {
         guard identity == queueIdentity else {
             throw VirtqueueError(.notOwned, "token of queue #\(identity) used on queue #\(queueIdentity)")
@@ -532,7 +532,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     }
 
     /// Takes a buffer (and, for a direct chain, a descriptor) and links it to the chain.
-    @inlinable
+    @inlinable @inline(__always)
     mutating func appendSegment(to chain: inout Chain, length: Int, writable: Bool) throws(VirtqueueError) -> UInt32 {
         try checkOwned(chain.queueIdentity)
         if let broken = state.pointee.broken { throw .broken(by: broken) }

@@ -23,6 +23,7 @@ public enum HeapBackend {
     ///     descriptors keep their numbers, since the device shares this process.
     ///
     /// - Throws: ``VirtqueueError`` if the layout cannot be allocated.
+    @inlinable
     public static func launch<Device: DeviceComponent>(
         _ device: Device.Type,
         layout: RegionLayout,
@@ -57,12 +58,14 @@ public final class DeviceThread: Sendable {
     let finished = DispatchSemaphore(value: 0)
     let outcome = OutcomeBox()
 
+    @usableFromInline
     init(region: HeapRegion, notifier: HeapNotifier, deviceNotifier: HeapNotifier) {
         self.region = region
         self.notifier = notifier
         self.deviceNotifier = deviceNotifier
     }
 
+    @usableFromInline
     func start(_ body: @escaping @Sendable () throws -> Void) {
         let thread = Thread { [self] in
             do {

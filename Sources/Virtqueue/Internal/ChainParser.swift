@@ -26,7 +26,7 @@ extension DeviceState {
     ///
     /// On a violation the partial chain's segments go back to the store and the error is thrown;
     /// the caller breaks the queue.
-    @inlinable
+    @inlinable @inline(__always)
     mutating func parseChain(
         head: UInt16,
         in base: UnsafeMutableRawPointer,
@@ -145,7 +145,7 @@ extension DeviceState {
     }
 
     /// Checks one buffer descriptor and copies it into the private store.
-    @inlinable
+    @inlinable @inline(__always)
     mutating func append(
         _ descriptor: Descriptor,
         at index: UInt16,

@@ -52,7 +52,7 @@ internal struct DeviceState {
     }
 
     /// Returns `count` segments starting at `first` to the free list.
-    @inlinable
+    @inlinable @inline(__always)
     mutating func releaseSegments(first: UInt32, last: UInt32, count: Int) {
         guard count > 0 else { return }
         segments[Int(last)].next = freeSegmentHead

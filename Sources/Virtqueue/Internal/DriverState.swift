@@ -100,7 +100,7 @@ internal struct DriverState {
         buffers.deallocate()
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     mutating func popDescriptor() -> UInt16 {
         let index = freeDescriptorHead
         freeDescriptorHead = descriptorNext[Int(index)]
@@ -108,14 +108,14 @@ internal struct DriverState {
         return index
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     mutating func pushDescriptor(_ index: UInt16) {
         descriptorNext[Int(index)] = freeDescriptorHead
         freeDescriptorHead = index
         freeDescriptorCount += 1
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     mutating func popBuffer() -> UInt32 {
         let index = freeBufferHead
         freeBufferHead = buffers[Int(index)].next
@@ -125,7 +125,7 @@ internal struct DriverState {
         return index
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     mutating func pushBuffer(_ index: UInt32) {
         buffers[Int(index)].flags = 0
         buffers[Int(index)].next = freeBufferHead
@@ -134,7 +134,7 @@ internal struct DriverState {
     }
 
     /// Returns the descriptors of the chain whose head is `head` to the free list.
-    @inlinable
+    @inlinable @inline(__always)
     mutating func releaseDescriptors(of head: UInt16) {
         let record = heads[Int(head)]
         if record.indirectTable != noBuffer {
@@ -152,7 +152,7 @@ internal struct DriverState {
     }
 
     /// Returns a list of `count` buffers starting at `first` to the pool.
-    @inlinable
+    @inlinable @inline(__always)
     mutating func releaseBuffers(first: UInt32, count: Int) {
         var buffer = first
         for _ in 0..<count {

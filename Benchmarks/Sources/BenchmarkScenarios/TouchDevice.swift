@@ -1,0 +1,65 @@
+import CBaselines
+public import Virtqueue
+
+/// The device of the throughput and round-trip scenarios, on any backend: it touches each
+/// request's payload (the header and the last byte, as the C baselines' consumer does) and, when
+/// the request has room, answers with a 16-byte completion `{sequence, length}`.
+///
+/// `handle` is `@inlinable`, so a backend launched with this type specialises the whole device
+/// loop for it (no generic dispatch per request).
+///
+/// Its configuration may carry `cpu=N`: the device then pins the thread (or process) it runs on
+/// to CPU N before it serves anything.
+public struct TouchDevice: DeviceComponent {
+    public static let name = "benchmark-touch"
+
+    /// A device that pins nothing.
+    public init() {}
+
+    /// A device configured by the launcher (`cpu=N` pins it).
+    ///
+    /// - Throws: ``TouchDeviceError`` if pinning fails.
+    public init(configuration: DeviceConfiguration) throws {
+        for argument in configuration.arguments where argument.hasPrefix("cpu=") {
+            guard let cpu = Int32(argument.dropFirst(4)) else { throw TouchDeviceError("bad argument \(argument)") }
+            let error = vqb_pin_to_cpu(cpu)
+            guard error == 0 else { throw TouchDeviceError("cannot pin to CPU \(cpu): errno \(error)") }
+        }
+    }
+
+    /// Touches the request's readable segments and writes the completion.
+    ///
+    /// - Returns: 16 when the request has a writable segment of at least 16 bytes, else 0.
+    /// - Throws: ``TouchDeviceError`` if a payload arrived damaged.
+    @inlinable
+    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+        _ request: borrowing DeviceRequest,
+        on queue: borrowing DeviceQueue<R, N>
+    ) throws -> Int {
+        var sequence: UInt64?
+        var intact = true
+        queue.forEachReadable(in: request) { bytes in
+            if let seen = Message.touch(bytes) { sequence = seen } else { intact = false }
+        }
+        guard intact, let sequence else { throw TouchDeviceError("a payload arrived damaged") }
+        let length = UInt64(request.readableByteCount)
+        var written = 0
+        queue.forEachWritable(in: request) { bytes in
+            guard written == 0, bytes.count >= 16 else { return }
+            bytes.storeBytes(of: sequence.littleEndian, as: UInt64.self)
+            bytes.storeBytes(of: length.littleEndian, toByteOffset: 8, as: UInt64.self)
+            written = 16
+        }
+        return written
+    }
+}
+
+/// A benchmark device failure.
+public struct TouchDeviceError: Error, CustomStringConvertible {
+    public var description: String
+
+    @usableFromInline
+    init(_ description: String) {
+        self.description = description
+    }
+}

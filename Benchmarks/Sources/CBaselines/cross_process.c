@@ -1,0 +1,551 @@
+// Cross-process baselines: the same throughput and round-trip workloads over the plain ring in
+// shared memory, a pipe and an AF_UNIX socketpair, with the two processes pinned to two CPUs.
+#define _GNU_SOURCE
+#include "CBaselines.h"
+#include "spsc_ring.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/// Shared between the parent and the child: a start barrier and the child's results.
+struct vqb_control {
+    _Alignas(VQB_CACHE_LINE) _Atomic uint32_t child_ready;
+    _Alignas(VQB_CACHE_LINE) _Atomic uint32_t go;
+    _Alignas(VQB_CACHE_LINE) uint64_t end_ns;
+    uint64_t checksum;
+    uint64_t corrupt;
+    uint64_t kicks;
+    int error;
+};
+
+int vqb_pin_to_cpu(int cpu) {
+    if (cpu < 0) return 0;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof set, &set) == 0 ? 0 : errno;
+}
+
+int vqb_pin_process(int pid, int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(pid, sizeof set, &set) == 0 ? 0 : errno;
+}
+
+static void *map_shared(size_t bytes) {
+    void *memory = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) return NULL;
+    memset(memory, 0, bytes);
+    return memory;
+}
+
+static void *map_private(size_t bytes) {
+    void *memory = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return memory == MAP_FAILED ? NULL : memory;
+}
+
+/// Touches every page so no page fault lands inside the timed part.
+static void prefault(void *memory, size_t bytes) {
+    volatile unsigned char *bytes_ = memory;
+    for (size_t offset = 0; offset < bytes; offset += 4096) bytes_[offset] = bytes_[offset];
+}
+
+static int write_all(int fd, const unsigned char *bytes, size_t count) {
+    while (count > 0) {
+        ssize_t wrote = write(fd, bytes, count);
+        if (wrote < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        bytes += wrote;
+        count -= (size_t)wrote;
+    }
+    return 0;
+}
+
+static int read_all(int fd, unsigned char *bytes, size_t count) {
+    while (count > 0) {
+        ssize_t got = read(fd, bytes, count);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        if (got == 0) return EPIPE;
+        bytes += got;
+        count -= (size_t)got;
+    }
+    return 0;
+}
+
+/// The file descriptors and memory of one run; everything is set up before fork().
+struct vqb_setup {
+    vqb_transport transport;
+    struct vqb_control *control;
+    size_t control_bytes;
+    /// Ring: `forward` carries parent → child, `backward` child → parent (round trip only).
+    struct vqb_ring_shared *forward;
+    size_t forward_bytes;
+    struct vqb_ring_shared *backward;
+    size_t backward_bytes;
+    /// Eventfds: kick the child, kick the parent (ring), or the stream ends (pipe, socket):
+    /// parent writes to `to_child[1]` and reads `to_parent[0]`; the child the opposite.
+    int to_child[2];
+    int to_parent[2];
+    unsigned char *parent_buffer;
+    unsigned char *child_buffer;
+    size_t buffer_bytes;
+};
+
+static void close_fd(int *fd) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+}
+
+static void teardown(struct vqb_setup *setup) {
+    if (setup->control) munmap(setup->control, setup->control_bytes);
+    if (setup->forward) munmap(setup->forward, setup->forward_bytes);
+    if (setup->backward) munmap(setup->backward, setup->backward_bytes);
+    if (setup->parent_buffer) munmap(setup->parent_buffer, setup->buffer_bytes);
+    if (setup->child_buffer) munmap(setup->child_buffer, setup->buffer_bytes);
+    close_fd(&setup->to_child[0]);
+    close_fd(&setup->to_child[1]);
+    close_fd(&setup->to_parent[0]);
+    close_fd(&setup->to_parent[1]);
+}
+
+/// Maps the control block, the rings (slot sizes given; 0: no ring), the stream buffers and
+/// opens the descriptors. Returns 0 or an errno.
+static int set_up(struct vqb_setup *setup, vqb_transport transport, unsigned slots, size_t forward_slot,
+                  size_t backward_slot, size_t buffer_bytes) {
+    memset(setup, 0, sizeof *setup);
+    setup->transport = transport;
+    setup->to_child[0] = setup->to_child[1] = setup->to_parent[0] = setup->to_parent[1] = -1;
+    // A peer that went away must show up as an error, not kill the benchmark.
+    signal(SIGPIPE, SIG_IGN);
+    setup->control_bytes = sizeof(struct vqb_control);
+    if (!(setup->control = map_shared(setup->control_bytes))) return errno;
+    switch (transport) {
+    case VQB_RING:
+        setup->forward_bytes = vqb_ring_bytes(slots, vqb_round_slot(forward_slot));
+        if (!(setup->forward = map_shared(setup->forward_bytes))) return errno;
+        if (backward_slot > 0) {
+            setup->backward_bytes = vqb_ring_bytes(slots, vqb_round_slot(backward_slot));
+            if (!(setup->backward = map_shared(setup->backward_bytes))) return errno;
+        }
+        // Eventfds carry the wake-ups; the children inherit them across fork().
+        if ((setup->to_child[0] = eventfd(0, EFD_CLOEXEC)) < 0) return errno;
+        if ((setup->to_parent[0] = eventfd(0, EFD_CLOEXEC)) < 0) return errno;
+        setup->to_child[1] = dup(setup->to_child[0]);
+        setup->to_parent[1] = dup(setup->to_parent[0]);
+        if (setup->to_child[1] < 0 || setup->to_parent[1] < 0) return errno;
+        return 0;
+    case VQB_PIPE:
+        if (pipe2(setup->to_child, O_CLOEXEC) != 0) return errno;
+        if (pipe2(setup->to_parent, O_CLOEXEC) != 0) return errno;
+        break;
+    case VQB_SOCKETPAIR: {
+        int pair[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return errno;
+        // One bidirectional connection: the parent uses pair[0], the child pair[1].
+        setup->to_child[1] = pair[0];
+        setup->to_parent[0] = dup(pair[0]);
+        setup->to_child[0] = pair[1];
+        setup->to_parent[1] = dup(pair[1]);
+        if (setup->to_parent[0] < 0 || setup->to_parent[1] < 0) return errno;
+        break;
+    }
+    default:
+        return EINVAL;
+    }
+    setup->buffer_bytes = buffer_bytes;
+    if (!(setup->parent_buffer = map_private(buffer_bytes))) return errno;
+    if (!(setup->child_buffer = map_private(buffer_bytes))) return errno;
+    return 0;
+}
+
+static struct vqb_ring_end ring_end(struct vqb_ring_shared *shared, unsigned slots, size_t slot, int kick_fd,
+                                    int wait_fd, int spins) {
+    struct vqb_ring_end end = {
+        .shared = shared, .mask = slots - 1, .size = slots, .slot_size = vqb_round_slot(slot),
+        .kick_fd = kick_fd, .wait_fd = wait_fd, .spins = spins,
+    };
+    return end;
+}
+
+/// Runs `child` in a forked process pinned to `cpu`, waits until it is ready, and returns its pid
+/// (or -errno).
+static pid_t start_child(struct vqb_setup *setup, int cpu, void (*child)(struct vqb_setup *, void *),
+                         void *context) {
+    pid_t pid = fork();
+    if (pid < 0) return -errno;
+    if (pid == 0) {
+        int error = vqb_pin_to_cpu(cpu);
+        if (error != 0) {
+            setup->control->error = error;
+            atomic_store(&setup->control->child_ready, 1);
+            _exit(1);
+        }
+        child(setup, context);
+        _exit(0);
+    }
+    // The child's ends stay only in the child, so its death reads as end-of-file here.
+    close_fd(&setup->to_child[0]);
+    close_fd(&setup->to_parent[1]);
+    while (!atomic_load_explicit(&setup->control->child_ready, memory_order_acquire)) {
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) return -ECHILD;
+        sched_yield();
+    }
+    return pid;
+}
+
+/// The child's side of the barrier: ready, then spin until the parent says go.
+static void child_ready_and_wait(struct vqb_setup *setup) {
+    atomic_store_explicit(&setup->control->child_ready, 1, memory_order_release);
+    while (!atomic_load_explicit(&setup->control->go, memory_order_acquire)) vqb_cpu_relax();
+}
+
+static int finish_child(pid_t pid, struct vqb_control *control) {
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) return errno;
+    }
+    if (control->error != 0) return control->error;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return ECHILD;
+    return 0;
+}
+
+// MARK: Timing groups
+
+uint64_t vqb_median(uint64_t *values, size_t count) {
+    if (count == 0) return 0;
+    // Quickselect (no allocation; the forked child may not allocate, and this runs beside it).
+    size_t low = 0, high = count - 1, middle = count / 2;
+    while (low < high) {
+        uint64_t pivot = values[(low + high) / 2];
+        size_t i = low, j = high;
+        while (i <= j) {
+            while (values[i] < pivot) i++;
+            while (values[j] > pivot) j--;
+            if (i <= j) {
+                uint64_t swap = values[i];
+                values[i] = values[j];
+                values[j] = swap;
+                i++;
+                if (j == 0) break;
+                j--;
+            }
+        }
+        if (middle <= j) high = j;
+        else if (middle >= i) low = i;
+        else break;
+    }
+    return values[middle];
+}
+
+/// Per-group times of a round-trip run, in memory mapped before the clock starts.
+struct group_times {
+    uint64_t size;
+    uint64_t *values;
+    size_t capacity;
+    size_t count;
+    size_t bytes;
+    uint64_t last;
+};
+
+static void groups_open(struct group_times *groups, uint64_t operations, uint64_t size) {
+    groups->size = size;
+    groups->capacity = (size_t)(operations / size) + 1;
+    groups->bytes = groups->capacity * sizeof(uint64_t);
+    groups->values = map_private(groups->bytes);
+    if (groups->values) prefault(groups->values, groups->bytes);
+    groups->count = 0;
+}
+
+/// Called after operation `index` (0-based): closes a group every `size` operations.
+static inline void groups_tick(struct group_times *groups, uint64_t index) {
+    if ((index + 1) % groups->size != 0 || !groups->values) return;
+    uint64_t now = vqb_now_ns();
+    if (groups->count < groups->capacity) groups->values[groups->count++] = now - groups->last;
+    groups->last = now;
+}
+
+/// Fills the result's group fields and unmaps the times.
+static void groups_close(struct group_times *groups, vqb_result *result) {
+    result->group_size = groups->size;
+    result->groups = groups->count;
+    result->median_group_nanoseconds = 0;
+    if (groups->values && groups->count > 0) {
+        result->median_group_nanoseconds = vqb_median(groups->values, groups->count) * groups->count;
+    }
+    if (groups->values) munmap(groups->values, groups->bytes);
+}
+
+// MARK: Throughput
+
+struct throughput_parameters {
+    size_t size;
+    size_t batch;
+    uint64_t messages;
+    unsigned slots;
+    int spins;
+};
+
+static void throughput_child(struct vqb_setup *setup, void *context) {
+    const struct throughput_parameters *p = context;
+    struct vqb_control *control = setup->control;
+    uint64_t checksum = 0, corrupt = 0, kicks = 0;
+    if (setup->transport == VQB_RING) {
+        prefault(setup->forward, setup->forward_bytes);
+        struct vqb_ring_end end = ring_end(setup->forward, p->slots, p->size, setup->to_parent[1],
+                                           setup->to_child[0], p->spins);
+        child_ready_and_wait(setup);
+        for (uint64_t taken = 0; taken < p->messages;) {
+            // Take every message published so far, then release their slots at once.
+            const unsigned char *message = vqb_consumer_wait(&end);
+            do {
+                checksum += vqb_touch_message(message, p->size, &corrupt);
+                vqb_consumer_advance(&end);
+                taken++;
+            } while (taken < p->messages && (message = vqb_consumer_peek(&end)) != NULL);
+            vqb_consumer_release(&end);
+        }
+        kicks = end.kicks;
+    } else {
+        prefault(setup->child_buffer, setup->buffer_bytes);
+        child_ready_and_wait(setup);
+        size_t batch_bytes = p->batch * p->size;
+        for (uint64_t taken = 0; taken < p->messages; taken += p->batch) {
+            int error = read_all(setup->to_child[0], setup->child_buffer, batch_bytes);
+            if (error != 0) {
+                control->error = error;
+                return;
+            }
+            for (size_t i = 0; i < p->batch; i++) {
+                checksum += vqb_touch_message(setup->child_buffer + i * p->size, p->size, &corrupt);
+            }
+        }
+    }
+    control->end_ns = vqb_now_ns();
+    control->checksum = checksum;
+    control->corrupt = corrupt;
+    control->kicks = kicks;
+}
+
+vqb_result vqb_throughput(vqb_transport transport, size_t message_size, size_t batch, uint64_t messages,
+                          unsigned ring_slots, int spins, int producer_cpu, int consumer_cpu) {
+    vqb_result result = {0};
+    if (message_size < 16 || batch == 0 || ring_slots == 0 || (ring_slots & (ring_slots - 1)) != 0 ||
+        batch > ring_slots) {
+        result.error = EINVAL;
+        return result;
+    }
+    messages -= messages % batch;
+    struct throughput_parameters p = {message_size, batch, messages, ring_slots, spins};
+    struct vqb_setup setup;
+    int error = set_up(&setup, transport, ring_slots, message_size, 0, batch * message_size);
+    if (error != 0) {
+        teardown(&setup);
+        result.error = error;
+        return result;
+    }
+    pid_t pid = start_child(&setup, consumer_cpu, throughput_child, &p);
+    if (pid < 0) {
+        teardown(&setup);
+        result.error = (int)-pid;
+        return result;
+    }
+    error = vqb_pin_to_cpu(producer_cpu);
+    uint64_t kicks = 0;
+    // Groups of about a 32nd of the run, whole batches, timed as the producer publishes them.
+    uint64_t group = messages / 32 / batch * batch;
+    struct group_times groups;
+    groups_open(&groups, messages, group > batch ? group : batch);
+    uint64_t start = groups.last = vqb_now_ns();
+    atomic_store_explicit(&setup.control->go, 1, memory_order_release);
+    if (error == 0 && transport == VQB_RING) {
+        struct vqb_ring_end end = ring_end(setup.forward, ring_slots, message_size, setup.to_child[1],
+                                           setup.to_parent[0], spins);
+        for (uint64_t sent = 0; sent < messages;) {
+            for (size_t i = 0; i < batch; i++, sent++) {
+                vqb_write_message(vqb_producer_reserve(&end), message_size, sent, 1);
+                vqb_producer_advance(&end);
+            }
+            vqb_producer_publish(&end);
+            groups_tick(&groups, sent - 1);
+        }
+        kicks = end.kicks;
+    } else if (error == 0) {
+        prefault(setup.parent_buffer, setup.buffer_bytes);
+        for (uint64_t sent = 0; sent < messages && error == 0;) {
+            for (size_t i = 0; i < batch; i++, sent++) {
+                vqb_write_message(setup.parent_buffer + i * message_size, message_size, sent, 1);
+            }
+            error = write_all(setup.to_child[1], setup.parent_buffer, batch * message_size);
+            kicks++;
+            groups_tick(&groups, sent - 1);
+        }
+    }
+    if (error != 0) kill(pid, SIGKILL);
+    int child_error = finish_child(pid, setup.control);
+    result.error = error != 0 ? error : child_error;
+    result.operations = messages;
+    result.nanoseconds = setup.control->end_ns > start ? setup.control->end_ns - start : 0;
+    result.kicks = kicks + setup.control->kicks;
+    result.checksum = setup.control->checksum;
+    result.corrupt = setup.control->corrupt;
+    groups_close(&groups, &result);
+    teardown(&setup);
+    return result;
+}
+
+// MARK: Round trip
+
+
+struct round_trip_parameters {
+    size_t size;
+    uint64_t round_trips;
+    int spins;
+};
+
+enum { completion_bytes = 16, round_trip_slots = 8 };
+
+static void round_trip_child(struct vqb_setup *setup, void *context) {
+    const struct round_trip_parameters *p = context;
+    struct vqb_control *control = setup->control;
+    uint64_t checksum = 0, corrupt = 0, kicks = 0;
+    if (setup->transport == VQB_RING) {
+        prefault(setup->forward, setup->forward_bytes);
+        prefault(setup->backward, setup->backward_bytes);
+        struct vqb_ring_end requests = ring_end(setup->forward, round_trip_slots, p->size, setup->to_parent[1],
+                                                setup->to_child[0], p->spins);
+        struct vqb_ring_end replies = ring_end(setup->backward, round_trip_slots, completion_bytes,
+                                               setup->to_parent[1], setup->to_child[0], p->spins);
+        child_ready_and_wait(setup);
+        for (uint64_t i = 0; i < p->round_trips; i++) {
+            uint64_t sequence = vqb_touch_message(vqb_consumer_wait(&requests), p->size, &corrupt);
+            vqb_consumer_advance(&requests);
+            vqb_consumer_release(&requests);
+            unsigned char *reply = vqb_producer_reserve(&replies);
+            memcpy(reply + 8, &p->size, sizeof p->size);
+            memcpy(reply, &sequence, sizeof sequence);
+            vqb_producer_advance(&replies);
+            vqb_producer_publish(&replies);
+            checksum += sequence;
+        }
+        kicks = requests.kicks + replies.kicks;
+    } else {
+        prefault(setup->child_buffer, setup->buffer_bytes);
+        child_ready_and_wait(setup);
+        unsigned char reply[completion_bytes];
+        for (uint64_t i = 0; i < p->round_trips; i++) {
+            int error = read_all(setup->to_child[0], setup->child_buffer, p->size);
+            if (error == 0) {
+                uint64_t sequence = vqb_touch_message(setup->child_buffer, p->size, &corrupt);
+                memcpy(reply, &sequence, sizeof sequence);
+                memcpy(reply + 8, &p->size, sizeof p->size);
+                checksum += sequence;
+                error = write_all(setup->to_parent[1], reply, sizeof reply);
+                kicks++;
+            }
+            if (error != 0) {
+                control->error = error;
+                return;
+            }
+        }
+    }
+    control->checksum = checksum;
+    control->corrupt = corrupt;
+    control->kicks = kicks;
+}
+
+vqb_result vqb_round_trip(vqb_transport transport, size_t message_size, uint64_t round_trips, vqb_fill fill,
+                          int spins, int requester_cpu, int responder_cpu) {
+    vqb_result result = {0};
+    if (message_size < 16) {
+        result.error = EINVAL;
+        return result;
+    }
+    struct round_trip_parameters p = {message_size, round_trips, spins};
+    struct vqb_setup setup;
+    int error = set_up(&setup, transport, round_trip_slots, message_size, completion_bytes, message_size);
+    if (error != 0) {
+        teardown(&setup);
+        result.error = error;
+        return result;
+    }
+    pid_t pid = start_child(&setup, responder_cpu, round_trip_child, &p);
+    if (pid < 0) {
+        teardown(&setup);
+        result.error = (int)-pid;
+        return result;
+    }
+    error = vqb_pin_to_cpu(requester_cpu);
+    uint64_t kicks = 0, corrupt = 0, start = 0, end_ns = 0;
+    struct group_times groups;
+    groups_open(&groups, round_trips, VQB_GROUP);
+    if (error == 0 && transport == VQB_RING) {
+        struct vqb_ring_end requests = ring_end(setup.forward, round_trip_slots, message_size, setup.to_child[1],
+                                                setup.to_parent[0], spins);
+        struct vqb_ring_end replies = ring_end(setup.backward, round_trip_slots, completion_bytes,
+                                               setup.to_child[1], setup.to_parent[0], spins);
+        // The payload is in place before the clock starts; each request then writes `fill`.
+        for (unsigned slot = 0; slot < round_trip_slots; slot++) {
+            vqb_write_message(setup.forward->slots + slot * requests.slot_size, message_size, 0, 1);
+        }
+        start = groups.last = vqb_now_ns();
+        atomic_store_explicit(&setup.control->go, 1, memory_order_release);
+        for (uint64_t i = 0; i < round_trips; i++) {
+            vqb_write_message(vqb_producer_reserve(&requests), message_size, i, fill == VQB_FILL_ALL);
+            vqb_producer_advance(&requests);
+            vqb_producer_publish(&requests);
+            const unsigned char *reply = vqb_consumer_wait(&replies);
+            uint64_t sequence;
+            memcpy(&sequence, reply, sizeof sequence);
+            if (sequence != i) corrupt++;
+            vqb_consumer_advance(&replies);
+            vqb_consumer_release(&replies);
+            groups_tick(&groups, i);
+        }
+        end_ns = vqb_now_ns();
+        kicks = requests.kicks + replies.kicks;
+    } else if (error == 0) {
+        prefault(setup.parent_buffer, setup.buffer_bytes);
+        vqb_write_message(setup.parent_buffer, message_size, 0, 1);
+        unsigned char reply[completion_bytes];
+        start = groups.last = vqb_now_ns();
+        atomic_store_explicit(&setup.control->go, 1, memory_order_release);
+        for (uint64_t i = 0; i < round_trips && error == 0; i++) {
+            vqb_write_message(setup.parent_buffer, message_size, i, fill == VQB_FILL_ALL);
+            error = write_all(setup.to_child[1], setup.parent_buffer, message_size);
+            kicks++;
+            if (error == 0) error = read_all(setup.to_parent[0], reply, sizeof reply);
+            uint64_t sequence;
+            memcpy(&sequence, reply, sizeof sequence);
+            if (error == 0 && sequence != i) corrupt++;
+            groups_tick(&groups, i);
+        }
+        end_ns = vqb_now_ns();
+    }
+    if (error != 0) kill(pid, SIGKILL);
+    int child_error = finish_child(pid, setup.control);
+    result.error = error != 0 ? error : child_error;
+    result.operations = round_trips;
+    result.nanoseconds = end_ns - start;
+    groups_close(&groups, &result);
+    result.kicks = kicks + setup.control->kicks;
+    result.checksum = setup.control->checksum;
+    result.corrupt = corrupt + setup.control->corrupt;
+    teardown(&setup);
+    return result;
+}

@@ -1,0 +1,124 @@
+// Baselines for the swift-virtqueue benchmarks: a plain single-producer single-consumer ring in
+// shared memory, a pipe and an AF_UNIX socketpair, driven by the same workloads as the queues.
+//
+// Cross-process runs fork(): the child only makes async-signal-safe calls (memory accesses,
+// read/write on its file descriptors, sched_setaffinity, clock_gettime, _exit), and every
+// buffer it touches is mapped before the fork, so forking a multithreaded Swift process is safe.
+#ifndef VQB_BASELINES_H
+#define VQB_BASELINES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// How a side waits for its peer.
+///
+/// `spins < 0`: poll for ever (busy-poll); `spins == 0`: sleep on an eventfd at once;
+/// `spins > 0`: poll that many times, then sleep on an eventfd.
+/// Pipes and sockets ignore it: they block in read().
+typedef enum {
+    VQB_RING = 0,
+    VQB_PIPE = 1,
+    VQB_SOCKETPAIR = 2,
+} vqb_transport;
+
+/// What the producer writes into each message.
+typedef enum {
+    /// Every byte of the message (the payload is produced in place, once).
+    VQB_FILL_ALL = 0,
+    /// Only the 8-byte header and the last byte: the payload is already there (zero-copy send).
+    VQB_FILL_HEADER = 1,
+} vqb_fill;
+
+/// Round trips per group for `median_group_nanoseconds`.
+#define VQB_GROUP 64
+
+/// Returns the median of `count` values (reordering them); 0 for none.
+uint64_t vqb_median(uint64_t *values, size_t count);
+
+/// The outcome of one measured run.
+typedef struct {
+    /// Messages (or round trips) completed.
+    uint64_t operations;
+    /// Wall-clock nanoseconds from the start signal to the last message consumed (or reply received).
+    uint64_t nanoseconds;
+    /// The median time of a group of consecutive operations, times the number of groups (0 if
+    /// fewer than one group ran): round trips in groups of `VQB_GROUP`, throughput in groups of
+    /// `group_size` messages timed as the producer sends them. Unlike `nanoseconds`, it does not
+    /// move when another process takes one of the two CPUs for a while.
+    uint64_t median_group_nanoseconds;
+    /// The operations per group, and the number of groups timed.
+    uint64_t group_size;
+    uint64_t groups;
+    /// Wake-ups sent by either side: eventfd writes for the ring, write() calls for pipes and sockets.
+    uint64_t kicks;
+    /// Sum of the sequence numbers the consumer saw; the caller checks it.
+    uint64_t checksum;
+    /// Messages whose contents did not match what was sent.
+    uint64_t corrupt;
+    /// 0, or the errno of the call that failed.
+    int error;
+} vqb_result;
+
+/// Cross-process throughput: the parent produces `messages` messages of `message_size` bytes
+/// (at least 16), publishing (or writing) every `batch` messages; a forked child consumes them.
+/// The parent runs on `producer_cpu`, the child on `consumer_cpu` (-1: no pinning).
+/// For the ring, `ring_slots` (a power of two) slots of `message_size` bytes rounded to 64.
+vqb_result vqb_throughput(
+    vqb_transport transport, size_t message_size, size_t batch, uint64_t messages,
+    unsigned ring_slots, int spins, int producer_cpu, int consumer_cpu);
+
+/// Cross-process round trip: the parent sends a `message_size`-byte request (written as `fill`
+/// says), the forked child reads its header and last byte and answers with a 16-byte completion
+/// `{sequence, length}`; the parent waits for it. `round_trips` times.
+vqb_result vqb_round_trip(
+    vqb_transport transport, size_t message_size, uint64_t round_trips, vqb_fill fill,
+    int spins, int requester_cpu, int responder_cpu);
+
+/// An in-process ring, both ends driven by the calling thread.
+typedef struct vqb_local_ring vqb_local_ring;
+
+/// Creates an in-process ring of `slots` (a power of two) slots of `slot_size` bytes; NULL on failure.
+vqb_local_ring *vqb_local_ring_create(unsigned slots, size_t slot_size);
+void vqb_local_ring_destroy(vqb_local_ring *ring);
+
+/// The in-process equivalent of one virtqueue cycle, `iterations` times: the producer writes a
+/// `payload`-byte message in place and publishes it, the consumer takes it, touches it (reads its
+/// header and last byte) and releases the slot, which the producer sees before reusing it.
+/// Returns the consumer's checksum (the sum of the sequence numbers), or UINT64_MAX if a message
+/// did not arrive intact.
+uint64_t vqb_local_ring_cycle(vqb_local_ring *ring, uint64_t iterations, size_t payload);
+
+/// An in-process split virtqueue written by hand in C (same wire format as the Swift core, the
+/// minimal checks of a careful C device), both ends driven by the calling thread.
+typedef struct vqb_local_virtqueue vqb_local_virtqueue;
+
+/// Creates a queue of `size` entries (a power of two) with one `buffer_size`-byte buffer per
+/// descriptor; NULL on failure.
+vqb_local_virtqueue *vqb_local_virtqueue_create(unsigned size, size_t buffer_size);
+void vqb_local_virtqueue_destroy(vqb_local_virtqueue *queue);
+
+/// The virtqueue cycle, `iterations` times: the driver takes a descriptor, writes a `payload`-byte
+/// message in place, publishes the head; the device reads the head and descriptor, checks them,
+/// touches the message and completes it through the used ring; the driver reads the used element,
+/// checks its id and frees the descriptor. Returns the checksum, or UINT64_MAX on failure.
+uint64_t vqb_local_virtqueue_cycle(vqb_local_virtqueue *queue, uint64_t iterations, size_t payload);
+
+/// CLOCK_MONOTONIC in nanoseconds.
+uint64_t vqb_now_ns(void);
+
+/// Pins the calling thread to `cpu`; returns 0 or an errno.
+int vqb_pin_to_cpu(int cpu);
+
+/// Pins process (thread) `pid` to `cpu`, as root or its owner may; returns 0 or an errno. For a
+/// sandboxed child, whose filter forbids sched_setaffinity.
+int vqb_pin_process(int pid, int cpu);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,130 @@
+import BenchmarkScenarios
+import CBaselines
+import Virtqueue
+import VirtqueueSandbox
+import VirtqueueSharedMemory
+
+/// The Swift queues across processes: the driver in this process on the first CPU, the device
+/// (``TouchDevice``) in a child started with `posix_spawn` of this executable, over a sealed
+/// memfd region and an eventfd pair, pinned from here to the second CPU; sandboxed, the child
+/// runs under the default device-loop seccomp policy. The driver loops are the same as for
+/// `HeapThreads`.
+enum ChildProcesses {
+    /// Launches the device, pins it, builds the driver and runs `body` with it.
+    static func withDriver<Result>(
+        sandboxed: Bool,
+        size: Int,
+        spins: Int,
+        _ body: (inout DriverQueue<SharedMemoryRegion, EventNotifier>, Int) throws -> Result
+    ) throws -> Result {
+        let slots = Int(CBaseline.ringSlots(size: size))
+        let bufferSize = (size + 15) & ~15
+        let layout = try RegionLayout(queueSizes: [slots], dataAreaSize: 2 * slots * bufferSize, features: .all)
+        var options = LaunchOptions()
+        options.spins = spins
+        if sandboxed {
+            let device = try SandboxBackend.launch(TouchDevice.self, layout: layout, options: options)
+            try pin(device.process.processID)
+            var driver = try DriverQueue(
+                region: try device.makeRegion(),
+                notifier: device.notifier,
+                bufferSize: bufferSize
+            )
+            try warmUp(&driver, size: size, slots: slots)
+            let result = try body(&driver, bufferSize)
+            try check(try device.stop(), failure: device.failure())
+            return result
+        } else {
+            let device = try SharedMemoryBackend.launch(TouchDevice.self, layout: layout, options: options)
+            try pin(device.processID)
+            var driver = try DriverQueue(
+                region: try device.makeRegion(),
+                notifier: device.notifier,
+                bufferSize: bufferSize
+            )
+            try warmUp(&driver, size: size, slots: slots)
+            let result = try body(&driver, bufferSize)
+            try check(try device.stop(), failure: nil)
+            return result
+        }
+    }
+
+    /// Sends two rings' worth of messages before the clock starts, so both processes have
+    /// faulted in the buffers they will use (a fresh memfd is not populated; the C baselines
+    /// touch their memory before timing too).
+    static func warmUp(
+        _ driver: inout DriverQueue<SharedMemoryRegion, EventNotifier>,
+        size: Int,
+        slots: Int
+    ) throws {
+        let groupTimes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: 1)
+        defer { groupTimes.deallocate() }
+        _ = try DriverWorkloads.stream(
+            &driver,
+            size: size,
+            batch: 1,
+            count: 2 * slots,
+            spins: Int(loadSpins),
+            groupSize: 2 * slots,
+            groupTimes: groupTimes
+        )
+    }
+
+    /// Pins the child to the second CPU (a sandboxed child may not do it itself).
+    static func pin(_ processID: Int32) throws {
+        let error = vqb_pin_process(processID, CBaseline.cpus.child)
+        guard error == 0 else { throw BenchmarkFailure(description: "cannot pin the device process: errno \(error)") }
+    }
+
+    static func check(_ status: ExitStatus, failure: SandboxError?) throws {
+        if let failure { throw BenchmarkFailure(description: "the sandboxed device failed: \(failure)") }
+        guard status.isSuccess else { throw BenchmarkFailure(description: "the device process ended with \(status)") }
+    }
+
+    static func throughput(sandboxed: Bool, size: Int, batch: Int, count: Int) throws -> Sample {
+        try withDriver(sandboxed: sandboxed, size: size, spins: Int(loadSpins)) { driver, _ in
+            let groupSize = max(batch, count / 32 / batch * batch)
+            let groupTimes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: count / groupSize + 1)
+            defer { groupTimes.deallocate() }
+            let (kicks, groups) = try DriverWorkloads.stream(
+                &driver,
+                size: size,
+                batch: batch,
+                count: count,
+                spins: Int(loadSpins),
+                groupSize: groupSize,
+                groupTimes: groupTimes
+            )
+            return try groupSample(
+                groupTimes,
+                groups: groups,
+                size: groupSize,
+                kicks: kicks,
+                allOperations: count,
+                label: "virtqueue stream"
+            )
+        }
+    }
+
+    static func roundTrip(sandboxed: Bool, size: Int, count: Int, busy: Bool) throws -> Sample {
+        try withDriver(sandboxed: sandboxed, size: size, spins: busy ? 1 << 20 : 0) { driver, _ in
+            let groupTimes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: count / Int(VQB_GROUP) + 1)
+            defer { groupTimes.deallocate() }
+            let (kicks, groups) = try DriverWorkloads.roundTrips(
+                &driver,
+                size: size,
+                count: count,
+                spins: busy ? Int.max : 0,
+                groupTimes: groupTimes
+            )
+            return try groupSample(
+                groupTimes,
+                groups: groups,
+                size: Int(VQB_GROUP),
+                kicks: kicks,
+                allOperations: count,
+                label: "virtqueue round trip"
+            )
+        }
+    }
+}
