@@ -3,10 +3,10 @@
 // benchmark` runs it with p0…p100 statistics, mallocs and throughput; `scripts/bench.sh` runs the
 // whole suite side by side with the cross-process baselines and prints the ratios.
 //
-// The cross-process scenarios (the Swift queues over shared memory and in the sandbox) are run
-// by `virtqueue-bench` (Sources/VirtqueueBench/Scenarios.swift, marked PLUG-IN), because each
-// of their runs starts a child process; a package-benchmark target for them belongs beside this
-// one (Benchmarks/CrossProcess/) once the shared-memory backend has landed.
+// The cross-thread and cross-process scenarios (the Swift queues on two threads, over shared
+// memory and in the sandbox, against the C ring, a pipe and a socketpair) run in virtqueue-bench
+// (Sources/VirtqueueBench), because each of their runs starts a device thread or process; a
+// package-benchmark target for them would go beside this one.
 import Benchmark
 import BenchmarkScenarios
 import CBaselines
