@@ -77,7 +77,8 @@ public struct DeviceConfiguration: Hashable, Sendable {
 
 extension DeviceQueue where Region: ~Copyable {
     /// Runs `device` until the driver goes away: waits for requests, serves every available one,
-    /// completes it, and notifies the driver once per batch when it asked to be notified.
+    /// completes it, and notifies the driver — when it asked to be notified — after every 16
+    /// completions and at the end of each batch.
     ///
     /// Returns normally when the driver closes its end (the notifier reports
     /// ``VirtqueueError/Code-swift.struct/peerDied`` while the device is idle).
@@ -89,10 +90,26 @@ extension DeviceQueue where Region: ~Copyable {
     @inlinable
     public mutating func serve<Device: DeviceComponent>(_ device: inout Device, spins: Int = 256) throws {
         while try waitForRequestsUnlessDriverGone(spins: spins) {
-            while try serveNext(&device) {}
+            // Notify at the end of each batch, and every `notifyInterval` completions within a
+            // long one, so a driver that went to sleep hears about finished requests while the
+            // device is still busy with later ones (a slow `handle` — disk I/O, say — would
+            // otherwise hold back every completion of its batch).
+            var completed = 0
+            while try serveNext(&device) {
+                completed += 1
+                if completed == Self.notifyInterval {
+                    completed = 0
+                    try notifyIfNeeded()
+                }
+            }
             try notifyIfNeeded()
         }
     }
+
+    /// Completions after which ``serve(_:spins:)`` checks, within a batch, whether the driver
+    /// wants to be notified (a fence and a load of its event index or flags).
+    @inlinable
+    static var notifyInterval: Int { 16 }
 
     /// Waits for requests; `false` when the driver has gone.
     @inlinable

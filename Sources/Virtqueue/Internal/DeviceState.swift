@@ -17,6 +17,9 @@ internal struct SegmentRecord {
 @usableFromInline
 internal struct DeviceState {
     @usableFromInline var lastAvailable: UInt16 = 0
+    /// The last `avail.idx` read and validated (at most N past `lastAvailable`); entries before
+    /// it are consumed without reading the index again.
+    @usableFromInline var availableShadow: UInt16 = 0
     @usableFromInline var nextUsed: UInt16 = 0
     @usableFromInline var lastNotifyCheck: UInt16 = 0
     /// Completions published since `lastNotifyCheck` (the true distance, which 16 bits can't hold).

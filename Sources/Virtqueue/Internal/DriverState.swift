@@ -58,6 +58,9 @@ internal struct DriverState {
     /// Submissions published since `lastNotifyCheck` (the true distance, which 16 bits can't hold).
     @usableFromInline var submittedSinceNotifyCheck = 0
     @usableFromInline var lastUsed: UInt16 = 0
+    /// The last `used.idx` read and validated (at most N past `lastUsed`); elements before it are
+    /// taken without reading the index again.
+    @usableFromInline var usedShadow: UInt16 = 0
 
     // Descriptors: a free list threaded through `descriptorNext`.
     @usableFromInline let descriptorNext: UnsafeMutablePointer<UInt16>
