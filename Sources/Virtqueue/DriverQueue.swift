@@ -128,8 +128,8 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     @inlinable public var brokenReason: VirtqueueError? { state.pointee.broken }
     /// Whether the queue is broken.
     @inlinable public var isBroken: Bool { state.pointee.broken != nil }
-    /// The longest chain this queue can build.
-    /// (Virtio limits a chain to the queue size; an indirect table must also fit one buffer.)
+    /// The longest chain this queue can build: the queue size, virtio's limit. A chain that moves
+    /// into an indirect table must also fit that table in one buffer (``bufferSize`` / 16 segments).
     @inlinable public var maximumChainLength: Int { ring.size }
 
     // MARK: Building chains (seed steps 1 and 2)
