@@ -127,4 +127,25 @@ enum ChildProcesses {
             )
         }
     }
+    /// A fixed amount of work for callgrind (`profile shm COUNT`): `count` 64-byte messages in
+    /// batches of 32 to a shared-memory child that sleeps instead of polling (spins 0), so the
+    /// child's instruction count depends little on timing. Run under
+    /// `valgrind --trace-children=yes` and read the child's file.
+    ///
+    /// - Returns: The number of kicks.
+    static func profile(count: Int) throws -> Int {
+        try withDriver(sandboxed: false, size: 64, spins: 0) { driver, _ in
+            let groupTimes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: 1)
+            defer { groupTimes.deallocate() }
+            return try DriverWorkloads.stream(
+                &driver,
+                size: 64,
+                batch: 32,
+                count: count,
+                spins: Int(loadSpins),
+                groupSize: count,
+                groupTimes: groupTimes
+            ).kicks
+        }
+    }
 }
