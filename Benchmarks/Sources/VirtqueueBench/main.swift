@@ -15,7 +15,7 @@ import VirtqueueSharedMemory
 
 // A child started by the shared-memory or sandboxed backend re-enters here in the device role,
 // serves TouchDevice and exits; the benchmark process goes on.
-DeviceHost.runIfDeviceRole(devices: [TouchDevice.self], confinement: SandboxConfinement())
+DeviceHost.runIfDeviceRole(devices: [DeviceHost.Entry(TouchDevice.self)], confinement: SandboxConfinement())
 
 var configuration = RunConfiguration()
 var filters: [String] = []
