@@ -9,6 +9,8 @@ public import Virtqueue
 /// parent (no device-role arguments) it returns at once; in a child started by
 /// ``SharedMemoryBackend/launch(_:layout:options:)`` it attaches to the inherited region and
 /// notifier, runs the named device until the driver hangs up, and exits — it never returns.
+/// Name the devices with ``Entry`` values (`[DeviceHost.Entry(MyDevice.self)]`) so that each
+/// one's serving loop is compiled for its type.
 ///
 /// The child, step by step:
 /// 1. finds the device type named by `--virtqueue-device` (exit 64 if unknown);
