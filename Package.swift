@@ -117,7 +117,9 @@ let package = Package(
         ),
         .executableTarget(
             name: "VirtqueueDeviceHost",
-            dependencies: ["VirtqueueSharedMemory", "VirtqueueSandbox", "VirtqueueTestDevices"],
+            dependencies: [
+                "VirtqueueSharedMemory", "VirtqueueSandbox", "VirtqueueTestDevices", "VirtqueueConformance",
+            ],
             path: "Tests/VirtqueueDeviceHost",
             swiftSettings: swiftSettings
         ),

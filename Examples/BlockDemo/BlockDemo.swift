@@ -269,7 +269,7 @@ func format(_ value: Double, digits: Int = 1) -> String {
 enum Main {
     static func main() {
         // Started by SharedMemoryBackend or SandboxBackend in the device role: serve and exit.
-        DeviceHost.runIfDeviceRole(devices: [BlockDevice.self], confinement: SandboxConfinement())
+        DeviceHost.runIfDeviceRole(devices: [DeviceHost.Entry(BlockDevice.self)], confinement: SandboxConfinement())
         BlockDemo.main()
     }
 }

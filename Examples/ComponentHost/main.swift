@@ -23,8 +23,9 @@ struct SerialDevice: DeviceComponent {
     }
 }
 
-// In a child started in the device role, this serves and exits; in the parent it returns.
-DeviceHost.runIfDeviceRole(devices: [SerialDevice.self])
+// In a child started in the device role, this serves and exits; in the parent it returns. The
+// entry compiles the device's serving loop here, specialised for SerialDevice.
+DeviceHost.runIfDeviceRole(devices: [DeviceHost.Entry(SerialDevice.self)])
 
 /// The seed's driver steps, written once for any region and notifier.
 func runSeed<R: MemoryRegion & ~Copyable, N: Notifier>(_ driver: inout DriverQueue<R, N>) throws -> String {

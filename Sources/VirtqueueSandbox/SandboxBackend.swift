@@ -20,7 +20,7 @@ public enum RestartPolicy: Hashable, Sendable {
 /// ``VirtqueueSharedMemory/DeviceHost/runIfDeviceRole(devices:confinement:arguments:)``.
 ///
 /// ```swift
-/// DeviceHost.runIfDeviceRole(devices: [Uppercase.self], confinement: SandboxConfinement())
+/// DeviceHost.runIfDeviceRole(devices: [DeviceHost.Entry(Uppercase.self)], confinement: SandboxConfinement())
 /// let device = try SandboxBackend.launch(Uppercase.self, layout: layout)
 /// var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier)
 /// … the same driver code as at every other level …

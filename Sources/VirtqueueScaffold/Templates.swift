@@ -145,8 +145,9 @@ struct Templates {
 
         // The device host: the shared-memory and sandboxed isolation levels start this executable
         // in a device role. `runIfDeviceRole` serves the device and exits; it returns only when
-        // the executable was started without the device-role arguments.
-        DeviceHost.runIfDeviceRole(devices: [\(name)Device.self], confinement: SandboxConfinement())
+        // the executable was started without the device-role arguments. The entry compiles the
+        // device's serving loop here, specialised for the device type.
+        DeviceHost.runIfDeviceRole(devices: [DeviceHost.Entry(\(name)Device.self)], confinement: SandboxConfinement())
         print("\(host) hosts the \\(\(name)Device.name) device; the \(name) tests start it in a device role.")
 
         """

@@ -9,6 +9,8 @@ public import Virtqueue
 /// parent (no device-role arguments) it returns at once; in a child started by
 /// ``SharedMemoryBackend/launch(_:layout:options:)`` it attaches to the inherited region and
 /// notifier, runs the named device until the driver hangs up, and exits — it never returns.
+/// Name the devices with ``Entry`` values (`[DeviceHost.Entry(MyDevice.self)]`) so that each
+/// one's serving loop is compiled for its type.
 ///
 /// The child, step by step:
 /// 1. finds the device type named by `--virtqueue-device` (exit 64 if unknown);
@@ -91,15 +93,87 @@ public enum DeviceHost {
     }
 
     /// The device-role settings parsed from a command line.
-    struct Role {
+    @usableFromInline
+    struct Role: Sendable {
         var deviceName: String
         var queueIndex = 0
-        var spins = 256
+        @usableFromInline var spins = 256
         var requireSeals = true
-        var configuration = DeviceConfiguration()
+        @usableFromInline var configuration = DeviceConfiguration()
+
+        init(deviceName: String) {
+            self.deviceName = deviceName
+        }
+    }
+
+    /// A device type this executable can host, with its serving loop compiled for that type.
+    ///
+    /// Create entries where the device types are known — in `main` — and pass them to
+    /// ``runIfDeviceRole(devices:confinement:arguments:)-([Entry],_,_)``:
+    ///
+    /// ```swift
+    /// DeviceHost.runIfDeviceRole(devices: [DeviceHost.Entry(BlockDevice.self)], confinement: SandboxConfinement())
+    /// ```
+    ///
+    /// The initializer is inlinable, so the compiler emits the device's serving loop in the
+    /// caller's module, specialised for the device, ``SharedMemoryRegion`` and ``EventNotifier``:
+    /// the device's ``Virtqueue/DeviceComponent/handle(_:on:)`` and every queue call it makes run
+    /// without generic dispatch. An entry made from an existential metatype (`any
+    /// DeviceComponent.Type`, as the other overload does) works the same, only unspecialised.
+    public struct Entry: Sendable {
+        /// The device's ``Virtqueue/DeviceComponent/name``.
+        public let name: String
+        /// The device's ``Virtqueue/DeviceComponent/supportedFeatures``, read in the device role only.
+        @usableFromInline let supportedFeatures: @Sendable () -> Features
+        /// Creates the device and serves `queue` with it; returns the exit code.
+        @usableFromInline let serve: @Sendable (inout DeviceQueue<SharedMemoryRegion, EventNotifier>, Role) -> Int32
+
+        /// Creates the entry for `device`.
+        ///
+        /// - Parameter device: The device type.
+        @inlinable
+        public init<Device: DeviceComponent>(_ device: Device.Type) {
+            self.init(
+                name: Device.name,
+                supportedFeatures: { Device.supportedFeatures },
+                serve: { queue, role in DeviceHost.serve(Device.self, on: &queue, role: role) }
+            )
+        }
+
+        @usableFromInline
+        init(
+            name: String,
+            supportedFeatures: @escaping @Sendable () -> Features,
+            serve: @escaping @Sendable (inout DeviceQueue<SharedMemoryRegion, EventNotifier>, Role) -> Int32
+        ) {
+            self.name = name
+            self.supportedFeatures = supportedFeatures
+            self.serve = serve
+        }
     }
 
     /// Runs as a device and exits if `arguments` select the device role; otherwise returns.
+    ///
+    /// Each entry's serving loop is specialised for its device type (see ``Entry``).
+    ///
+    /// - Parameters:
+    ///   - devices: The devices this executable can host, told apart by name.
+    ///   - confinement: The step run after set-up and before ring memory is touched.
+    ///   - arguments: The command line; by default this process's.
+    public static func runIfDeviceRole(
+        devices: [Entry],
+        confinement: some ChildConfinement = NoConfinement(),
+        arguments: [String] = CommandLine.arguments
+    ) {
+        guard arguments.contains(deviceArgument) else { return }
+        exit(run(devices: devices, confinement: confinement, arguments: arguments))
+    }
+
+    /// Runs as a device and exits if `arguments` select the device role; otherwise returns.
+    ///
+    /// The device type is chosen at run time, so its ``Virtqueue/DeviceComponent/handle(_:on:)``
+    /// runs unspecialised, through the protocol's witness table (about three times the
+    /// instructions per message); pass ``Entry`` values instead to have it specialised.
     ///
     /// - Parameters:
     ///   - devices: The device types this executable can host, told apart by name.
@@ -111,13 +185,11 @@ public enum DeviceHost {
         arguments: [String] = CommandLine.arguments
     ) {
         guard arguments.contains(deviceArgument) else { return }
-        exit(run(devices: devices, confinement: confinement, arguments: arguments))
+        exit(run(devices: devices.map { Entry($0) }, confinement: confinement, arguments: arguments))
     }
 
     /// Runs the device role and returns the exit code.
-    static func run(devices: [any DeviceComponent.Type], confinement: any ChildConfinement, arguments: [String])
-        -> Int32
-    {
+    static func run(devices: [Entry], confinement: any ChildConfinement, arguments: [String]) -> Int32 {
         let role: Role
         switch parse(arguments) {
         case .success(let parsed): role = parsed
@@ -130,12 +202,9 @@ public enum DeviceHost {
         return serve(device, role: role, confinement: confinement, arguments: arguments)
     }
 
-    static func serve<Device: DeviceComponent>(
-        _ device: Device.Type,
-        role: Role,
-        confinement: any ChildConfinement,
-        arguments: [String]
-    ) -> Int32 {
+    /// Sets up (descriptors, region, notifier, confinement), attaches the queue and hands it to
+    /// the entry's serving loop.
+    static func serve(_ device: Entry, role: Role, confinement: any ChildConfinement, arguments: [String]) -> Int32 {
         let name = role.deviceName
         let inherited =
             [
@@ -185,25 +254,49 @@ public enum DeviceHost {
                 region: region,
                 notifier: notifier,
                 queueIndex: role.queueIndex,
-                supportedFeatures: Device.supportedFeatures
+                supportedFeatures: device.supportedFeatures()
             )
         } catch {
             return fail(ExitCode.dataError, "\(name): cannot attach: \(error)")
         }
+        return device.serve(&queue, role)
+    }
+
+    /// Creates a `Device` and serves `queue` with it until the driver hangs up; returns the exit
+    /// code. Inlinable so that ``Entry/init(_:)`` specialises it for the device type.
+    @inlinable
+    static func serve<Device: DeviceComponent>(
+        _ device: Device.Type,
+        on queue: inout DeviceQueue<SharedMemoryRegion, EventNotifier>,
+        role: Role
+    ) -> Int32 {
         var instance: Device
         do {
             instance = try Device(configuration: role.configuration)
         } catch {
-            return fail(ExitCode.deviceFailed, "\(name): the device could not be created: \(error)")
+            return creationFailed(role, error)
         }
         do {
             try queue.serve(&instance, spins: role.spins)
             return ExitCode.success
-        } catch let error as VirtqueueError where error.isPeerViolation || error.cause != nil {
-            return fail(ExitCode.dataError, "\(name): the driver broke the ring: \(error)")
         } catch {
-            return fail(ExitCode.deviceFailed, "\(name): \(error)")
+            return servingFailed(role, error)
         }
+    }
+
+    /// Reports that the device could not be created; returns the exit code.
+    @usableFromInline
+    static func creationFailed(_ role: Role, _ error: any Error) -> Int32 {
+        fail(ExitCode.deviceFailed, "\(role.deviceName): the device could not be created: \(error)")
+    }
+
+    /// Reports why serving ended with `error`; returns the exit code.
+    @usableFromInline
+    static func servingFailed(_ role: Role, _ error: any Error) -> Int32 {
+        if let error = error as? VirtqueueError, error.isPeerViolation || error.cause != nil {
+            return fail(ExitCode.dataError, "\(role.deviceName): the driver broke the ring: \(error)")
+        }
+        return fail(ExitCode.deviceFailed, "\(role.deviceName): \(error)")
     }
 
     static func parse(_ arguments: [String]) -> Result<Role, SharedMemoryError> {

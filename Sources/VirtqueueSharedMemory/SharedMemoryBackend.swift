@@ -14,7 +14,7 @@ public import Virtqueue
 ///
 /// ```swift
 /// // main.swift of an executable that holds both sides:
-/// DeviceHost.runIfDeviceRole(devices: [Uppercase.self])   // returns only in the parent role
+/// DeviceHost.runIfDeviceRole(devices: [DeviceHost.Entry(Uppercase.self)])   // returns only in the parent role
 /// let layout = try RegionLayout(queueSizes: [256], dataAreaSize: 1 << 20, features: .all)
 /// let device = try SharedMemoryBackend.launch(Uppercase.self, layout: layout)
 /// var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier)

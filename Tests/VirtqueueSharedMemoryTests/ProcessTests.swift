@@ -274,6 +274,25 @@ extension SharedMemoryTests {
             #expect(try device.waitForExit() == .exited(DeviceHost.ExitCode.deviceFailed))
         }
 
+        @Test(arguments: [false, true])
+        func bothHostOverloadsServe(existential: Bool) throws {
+            let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 4096, features: .all)
+            let device = try SharedMemoryBackend.launch(
+                EchoDevice.self,
+                layout: layout,
+                options: TestExecutables.options { $0.arguments = existential ? ["--existential"] : [] }
+            )
+            var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier, bufferSize: 64)
+            #expect(try roundTrip(&driver, [[1, 2, 3], [4]], replyCapacity: 8) == [[1, 2, 3], [4]])
+            #expect(try device.stop() == .exited(DeviceHost.ExitCode.success))
+        }
+
+        @Test func entriesAreNamedAfterTheirDevices() {
+            let existential: any DeviceComponent.Type = SerialDevice.self
+            #expect(DeviceHost.Entry(EchoDevice.self).name == EchoDevice.name)
+            #expect(DeviceHost.Entry(existential).name == "serial")
+        }
+
         @Test func anUnknownDeviceNameExits64() throws {
             let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 4096, features: .all)
             let device = try SharedMemoryBackend.launch(

@@ -1,5 +1,7 @@
 import BenchmarkScenarios
 import CBaselines
+import Foundation
+import SystemPackage
 import Virtqueue
 import VirtqueueSandbox
 import VirtqueueSharedMemory
@@ -15,6 +17,7 @@ enum ChildProcesses {
         sandboxed: Bool,
         size: Int,
         spins: Int,
+        executable: String? = nil,
         _ body: (inout DriverQueue<SharedMemoryRegion, EventNotifier>, Int) throws -> Result
     ) throws -> Result {
         let slots = Int(CBaseline.ringSlots(size: size))
@@ -22,6 +25,7 @@ enum ChildProcesses {
         let layout = try RegionLayout(queueSizes: [slots], dataAreaSize: 2 * slots * bufferSize, features: .all)
         var options = LaunchOptions()
         options.spins = spins
+        options.executable = executable.map { FilePath($0) }
         if sandboxed {
             let device = try SandboxBackend.launch(TouchDevice.self, layout: layout, options: options)
             try pin(device.process.processID)
@@ -125,6 +129,29 @@ enum ChildProcesses {
                 allOperations: count,
                 label: "virtqueue round trip"
             )
+        }
+    }
+    /// A fixed amount of work for callgrind (`profile shm COUNT`): `count` 64-byte messages in
+    /// batches of 32 to a shared-memory child that sleeps instead of polling (spins 0), so the
+    /// child's instruction count depends little on timing. The child is `VQB_PROFILE_CHILD` when
+    /// set (a script that runs this executable under callgrind, see docs/performance.md), else
+    /// this executable.
+    ///
+    /// - Returns: The number of kicks.
+    static func profile(count: Int) throws -> Int {
+        let child = ProcessInfo.processInfo.environment["VQB_PROFILE_CHILD"]
+        return try withDriver(sandboxed: false, size: 64, spins: 0, executable: child) { driver, _ in
+            let groupTimes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: 1)
+            defer { groupTimes.deallocate() }
+            return try DriverWorkloads.stream(
+                &driver,
+                size: 64,
+                batch: 32,
+                count: count,
+                spins: Int(loadSpins),
+                groupSize: count,
+                groupTimes: groupTimes
+            ).kicks
         }
     }
 }

@@ -3,7 +3,7 @@
 //
 //   virtqueue-bench [--quick] [--runs N] [--seconds S] [--filter TEXT] [--cpus A,B]
 //                   [--json PATH] [--svg PATH] [--markdown PATH]
-//   virtqueue-bench profile one|three|c|cvq|threads|serve|serve-generic ITERATIONS   (a fixed amount of work, for callgrind)
+//   virtqueue-bench profile one|three|c|cvq|threads|serve|serve-generic|shm ITERATIONS   (a fixed amount of work, for callgrind)
 //
 // Run it through scripts/bench.sh, which builds it in release mode and preloads the malloc
 // interposer so mallocs per operation are counted.
@@ -15,7 +15,7 @@ import VirtqueueSharedMemory
 
 // A child started by the shared-memory or sandboxed backend re-enters here in the device role,
 // serves TouchDevice and exits; the benchmark process goes on.
-DeviceHost.runIfDeviceRole(devices: [TouchDevice.self], confinement: SandboxConfinement())
+DeviceHost.runIfDeviceRole(devices: [DeviceHost.Entry(TouchDevice.self)], confinement: SandboxConfinement())
 
 var configuration = RunConfiguration()
 var filters: [String] = []
@@ -30,7 +30,7 @@ func usage() -> Never {
             """
             usage: virtqueue-bench [--quick] [--runs N] [--seconds S] [--filter TEXT]... [--cpus A,B]
                                    [--json PATH|-] [--svg PATH] [--markdown PATH]
-                   virtqueue-bench profile one|three|c|cvq|threads|serve|serve-generic ITERATIONS
+                   virtqueue-bench profile one|three|c|cvq|threads|serve|serve-generic|shm ITERATIONS
 
             """.utf8
         )
@@ -56,6 +56,8 @@ if arguments.first == "profile" {
     case "serve", "serve-generic":
         var cycle = try ServeCycle()
         try cycle.run(batches: iterations / 256, generic: arguments[1] == "serve-generic")
+    case "shm":
+        print(try ChildProcesses.profile(count: iterations))
     case "cvq":
         print(try LocalVirtqueue(payload: 64).run(iterations).operations)
     default:
