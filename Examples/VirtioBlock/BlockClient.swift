@@ -21,14 +21,29 @@ public struct BlockOperation: Hashable, Sendable {
 /// which operations were lost (``reclaimAbandoned()``) and issue them again on a new queue.
 public struct BlockClient<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~Copyable {
     public var queue: DriverQueue<Region, Notify>
-    var inFlight: [UInt16: BlockOperation] = [:]
+    /// The operation of each chain in flight, by chain id (head descriptor): allocated once.
+    var inFlight: [BlockOperation?]
+    var inFlightTotal = 0
 
     public init(queue: consuming DriverQueue<Region, Notify>) {
+        inFlight = Array(repeating: nil, count: queue.queueSize)
         self.queue = queue
     }
 
+    mutating func record(_ operation: BlockOperation, id: UInt16) {
+        inFlight[Int(id)] = operation
+        inFlightTotal += 1
+    }
+
+    mutating func removeOperation(id: UInt16) -> BlockOperation? {
+        guard let operation = inFlight[Int(id)] else { return nil }
+        inFlight[Int(id)] = nil
+        inFlightTotal -= 1
+        return operation
+    }
+
     /// Operations submitted and not yet completed.
-    public var inFlightCount: Int { inFlight.count }
+    public var inFlightCount: Int { inFlightTotal }
 
     /// Whether a request of `byteCount` data bytes fits now (three descriptors and buffers).
     public func canSubmit(byteCount: Int) -> Bool {
@@ -55,7 +70,7 @@ public struct BlockClient<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
             throw error
         }
         let id = try queue.submit(chain)
-        inFlight[id] = BlockOperation(kind: .write, sector: sector, byteCount: byteCount)
+        record(BlockOperation(kind: .write, sector: sector, byteCount: byteCount), id: id)
     }
 
     /// Issues a read of `byteCount` bytes at `sector`.
@@ -72,7 +87,7 @@ public struct BlockClient<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
             throw error
         }
         let id = try queue.submit(chain)
-        inFlight[id] = BlockOperation(kind: .read, sector: sector, byteCount: byteCount)
+        record(BlockOperation(kind: .read, sector: sector, byteCount: byteCount), id: id)
     }
 
     /// Issues a flush: every write completed before it is durable when it completes.
@@ -88,7 +103,7 @@ public struct BlockClient<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
             throw error
         }
         let id = try queue.submit(chain)
-        inFlight[id] = BlockOperation(kind: .flush, sector: 0, byteCount: 0)
+        record(BlockOperation(kind: .flush, sector: 0, byteCount: 0), id: id)
     }
 
     /// Takes every completed request, calling `body` with the operation, the device's status
@@ -100,7 +115,7 @@ public struct BlockClient<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ) throws -> Int {
         var taken = 0
         while let used = try queue.takeUsed() {
-            let operation = inFlight.removeValue(forKey: used.id)
+            let operation = removeOperation(id: used.id)
             var data = UnsafeRawBufferPointer(start: nil, count: 0)
             var status: BlockRequest.Status?
             var writableIndex = 0
@@ -126,11 +141,14 @@ public struct BlockClient<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     public mutating func reclaimAbandoned() throws(VirtqueueError) -> [BlockOperation] {
         var lost: [BlockOperation] = []
         while let abandoned = queue.takeAbandoned() {
-            if let operation = inFlight.removeValue(forKey: abandoned.id) { lost.append(operation) }
+            if let operation = removeOperation(id: abandoned.id) { lost.append(operation) }
             try queue.free(abandoned)
         }
-        lost += inFlight.values
-        inFlight.removeAll()
+        for index in inFlight.indices {
+            if let operation = inFlight[index] { lost.append(operation) }
+            inFlight[index] = nil
+        }
+        inFlightTotal = 0
         return lost.sorted { $0.sector < $1.sector }
     }
 }
