@@ -19,10 +19,10 @@ public enum HeapBackend {
     ///   - layout: The region's layout.
     ///   - queueIndex: The queue the device serves.
     ///   - spins: How long the device polls before sleeping.
-    ///   - configuration: Handed to ``Virtqueue/DeviceComponent/init(configuration:)``; file
+    ///   - configuration: Handed to `DeviceComponent/init(configuration:)`; file
     ///     descriptors keep their numbers, since the device shares this process.
     ///
-    /// - Throws: ``VirtqueueError`` if the layout cannot be allocated.
+    /// - Throws: `VirtqueueError` if the layout cannot be allocated.
     @inlinable
     public static func launch<Device: DeviceComponent>(
         _ device: Device.Type,

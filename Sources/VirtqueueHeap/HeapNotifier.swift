@@ -2,12 +2,12 @@ import Dispatch
 import Synchronization
 public import Virtqueue
 
-/// A ``Notifier`` between two threads of one process.
+/// A `Notifier` between two threads of one process.
 ///
 /// Make a connected pair with ``makePair()``: the driver's `notify()` wakes the device's `wait()`
 /// and the other way round. Notifications merge: any number sent before a wait wake it once.
 /// When one side calls ``close()`` (its thread is done), the other side's `wait()` ends with
-/// ``VirtqueueError/Code-swift.struct/peerDied`` instead of blocking for ever.
+/// `VirtqueueError/Code/peerDied` instead of blocking for ever.
 public struct HeapNotifier: Notifier {
     let incoming: Signal
     let outgoing: Signal
@@ -33,7 +33,7 @@ public struct HeapNotifier: Notifier {
     }
 
     /// Closes this end: the peer's current and future waits end with
-    /// ``VirtqueueError/Code-swift.struct/peerDied``.
+    /// `VirtqueueError/Code/peerDied`.
     public func close() {
         outgoing.close()
     }

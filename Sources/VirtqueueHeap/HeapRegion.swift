@@ -10,7 +10,7 @@ public struct HeapRegion: MemoryRegion, Sendable {
 
     /// Allocates a zeroed region of `byteCount` bytes.
     ///
-    /// - Throws: ``VirtqueueError`` with ``VirtqueueError/Code-swift.struct/invalidConfiguration``
+    /// - Throws: `VirtqueueError` with `VirtqueueError/Code/invalidConfiguration`
     ///   if `byteCount` is not positive.
     public init(byteCount: Int) throws(VirtqueueError) {
         guard byteCount > 0 else {
@@ -19,7 +19,7 @@ public struct HeapRegion: MemoryRegion, Sendable {
         allocation = Allocation(byteCount: byteCount)
     }
 
-    /// Allocates a region for `layout` and writes the layout's header (``RegionLayout/initialize(_:)``).
+    /// Allocates a region for `layout` and writes the layout's header (`RegionLayout/initialize(_:)`).
     public init(layout: RegionLayout) throws(VirtqueueError) {
         try self.init(byteCount: layout.regionSize)
         try layout.initialize(self)

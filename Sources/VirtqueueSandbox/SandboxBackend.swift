@@ -17,7 +17,7 @@ public enum RestartPolicy: Hashable, Sendable {
 /// its notification objects and do nothing else.
 ///
 /// The device host's `main` must pass ``SandboxConfinement`` to
-/// ``VirtqueueSharedMemory/DeviceHost/runIfDeviceRole(devices:confinement:arguments:)``.
+/// `DeviceHost/runIfDeviceRole(devices:confinement:arguments:)`.
 ///
 /// ```swift
 /// DeviceHost.runIfDeviceRole(devices: [DeviceHost.Entry(Uppercase.self)], confinement: SandboxConfinement())
@@ -27,7 +27,7 @@ public enum RestartPolicy: Hashable, Sendable {
 /// ```
 ///
 /// If the device breaks its policy, the filter kills it; the driver's wait ends with
-/// ``Virtqueue/VirtqueueError/Code-swift.struct/peerDied``, ``SandboxedDevice/failure()`` names
+/// `VirtqueueError/Code/peerDied`, ``SandboxedDevice/failure()`` names
 /// the forbidden call, and ``SandboxedDevice/relaunch(configuration:)`` starts a fresh device.
 public enum SandboxBackend {
     /// Starts `Device` in a sandboxed child process serving a new region for `layout`.
@@ -37,7 +37,7 @@ public enum SandboxBackend {
     /// `options.configuration`, then loads `policy`.
     ///
     /// - Parameters:
-    ///   - device: The device type; the child looks it up by its ``Virtqueue/DeviceComponent/name``.
+    ///   - device: The device type; the child looks it up by its `DeviceComponent/name`.
     ///   - layout: The region's layout.
     ///   - policy: The system calls the device may make; ``SandboxPolicy/deviceLoop`` by default.
     ///   - restart: How often ``SandboxedDevice/relaunch(configuration:)`` may start it again.
@@ -139,14 +139,14 @@ public final class SandboxedDevice: Sendable {
 
     /// Maps the region the device serves, for the driver's queue.
     ///
-    /// - Throws: ``VirtqueueSharedMemory/SharedMemoryError`` if `mmap` fails.
+    /// - Throws: `SharedMemoryError` if `mmap` fails.
     public func makeRegion() throws(SharedMemoryError) -> SharedMemoryRegion {
         try process.makeRegion()
     }
 
     /// Stops the device (hang up, wait, reap) and returns how it ended.
     ///
-    /// - Throws: ``VirtqueueSharedMemory/SharedMemoryError`` if waiting fails.
+    /// - Throws: `SharedMemoryError` if waiting fails.
     @discardableResult
     public func stop() throws(SharedMemoryError) -> ExitStatus {
         try process.stop()
@@ -156,7 +156,7 @@ public final class SandboxedDevice: Sendable {
     /// ``SandboxError`` — ``SandboxError/Code-swift.struct/policyViolation`` with the forbidden
     /// call's name when the filter killed it.
     ///
-    /// Call it when the driver's queue reports ``Virtqueue/VirtqueueError/Code-swift.struct/peerDied``.
+    /// Call it when the driver's queue reports `VirtqueueError/Code/peerDied`.
     public func failure() -> SandboxError? {
         let status: ExitStatus
         do {
@@ -199,7 +199,7 @@ public final class SandboxedDevice: Sendable {
 
     /// Starts the device again in a new sandboxed child with a new region, if the restart
     /// policy allows; the old child is reaped first. Build a new driver queue on the result and
-    /// submit again what ``Virtqueue/DriverQueue/takeAbandoned()`` returned.
+    /// submit again what `DriverQueue/takeAbandoned()` returned.
     ///
     /// - Parameter configuration: The new child's configuration; `nil` for the same as before.
     /// - Throws: ``SandboxError/Code-swift.struct/restartLimitReached`` when the policy forbids

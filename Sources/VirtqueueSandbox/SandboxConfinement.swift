@@ -4,11 +4,11 @@ import SystemPackage
 import Virtqueue
 public import VirtqueueSharedMemory
 
-/// The child half of the sandboxed isolation level: a ``VirtqueueSharedMemory/ChildConfinement``
+/// The child half of the sandboxed isolation level: a `ChildConfinement`
 /// that, when the launcher asked for a sandbox, confines the device process before it touches
 /// ring memory.
 ///
-/// Pass it to ``VirtqueueSharedMemory/DeviceHost/runIfDeviceRole(devices:confinement:arguments:)``
+/// Pass it to `DeviceHost/runIfDeviceRole(devices:confinement:arguments:)`
 /// in the device host's `main`. The same executable then hosts devices at every process-based
 /// level: without the sandbox argument (the shared-memory level) it does nothing; with it
 /// (``SandboxBackend/launch(_:layout:policy:restart:options:)``) it, in order:

@@ -13,7 +13,7 @@ extension SandboxPolicy {
     ///
     /// - Parameters:
     ///   - fileDescriptors: The number each role has in this process.
-    /// - Throws: ``VirtqueueError`` with ``VirtqueueError/Code-swift.struct/invalidConfiguration``
+    /// - Throws: `VirtqueueError` with `VirtqueueError/Code/invalidConfiguration`
     ///   for a system call name libseccomp does not know, or the `errno` of a failed step.
     public func install(fileDescriptors: [FileDescriptorRole: Int32]) throws(VirtqueueError) {
         if let report = fileDescriptors[.report], vq_sandbox_install_sigsys_reporter(report) != 0 {

@@ -23,7 +23,7 @@ public struct SandboxPolicy: Hashable, Sendable, CustomStringConvertible {
         case standardOutput
         /// The child's standard error (diagnostics).
         case standardError
-        /// The device's `index`-th configured descriptor (``Virtqueue/DeviceConfiguration/fileDescriptors``).
+        /// The device's `index`-th configured descriptor (`DeviceConfiguration/fileDescriptors`).
         case device(Int)
 
         public var description: String {

@@ -5,7 +5,7 @@ public import Virtqueue
 
 /// The child's side of the component host: an executable that can run as a device.
 ///
-/// Call ``runIfDeviceRole(devices:confinement:arguments:)`` first thing in `main`. In the
+/// Call `runIfDeviceRole(devices:confinement:arguments:)` first thing in `main`. In the
 /// parent (no device-role arguments) it returns at once; in a child started by
 /// ``SharedMemoryBackend/launch(_:layout:options:)`` it attaches to the inherited region and
 /// notifier, runs the named device until the driver hangs up, and exits — it never returns.
@@ -17,9 +17,9 @@ public import Virtqueue
 /// 2. adopts descriptors 3 (region), 4 (kick), 5 (call) and 6 (liveness), marks them
 ///    close-on-exec, checks the region file's seals and maps it (exit 71 on failure);
 /// 3. runs the ``ChildConfinement`` (exit 72 if it throws) — nothing has read ring memory yet;
-/// 4. reads and validates the header, builds the ``Virtqueue/DeviceQueue`` (exit 65 if the
+/// 4. reads and validates the header, builds the `DeviceQueue` (exit 65 if the
 ///    region is malformed);
-/// 5. creates the device with its ``Virtqueue/DeviceConfiguration`` (exit 70 if that throws)
+/// 5. creates the device with its `DeviceConfiguration` (exit 70 if that throws)
 ///    and serves until the driver hangs up (exit 0), the driver breaks a
 ///    ring rule (exit 65) or the device throws (exit 70).
 public enum DeviceHost {
@@ -31,7 +31,7 @@ public enum DeviceHost {
     public static let spinsArgument = "--virtqueue-spins"
     /// The argument that accepts a region file without seals (the `shm_open` fallback).
     public static let unsealedArgument = "--virtqueue-unsealed"
-    /// The argument followed by one argument for ``Virtqueue/DeviceConfiguration/arguments``; repeated.
+    /// The argument followed by one argument for `DeviceConfiguration/arguments`; repeated.
     public static let configurationArgument = "--virtqueue-argument"
     /// The argument followed by the number of configured descriptors, inherited from 7 on.
     public static let descriptorsArgument = "--virtqueue-descriptors"
@@ -48,7 +48,7 @@ public enum DeviceHost {
         public static let call: CInt = 5
         /// The liveness socket: hung up when the parent closes its end or dies.
         public static let liveness: CInt = 6
-        /// The first of the ``Virtqueue/DeviceConfiguration/fileDescriptors``.
+        /// The first of the `DeviceConfiguration/fileDescriptors`.
         public static let firstConfigured: CInt = 7
     }
 
@@ -109,7 +109,7 @@ public enum DeviceHost {
     /// A device type this executable can host, with its serving loop compiled for that type.
     ///
     /// Create entries where the device types are known — in `main` — and pass them to
-    /// ``runIfDeviceRole(devices:confinement:arguments:)-([Entry],_,_)``:
+    /// `runIfDeviceRole(devices:confinement:arguments:)` taking entries:
     ///
     /// ```swift
     /// DeviceHost.runIfDeviceRole(devices: [DeviceHost.Entry(BlockDevice.self)], confinement: SandboxConfinement())
@@ -117,13 +117,13 @@ public enum DeviceHost {
     ///
     /// The initializer is inlinable, so the compiler emits the device's serving loop in the
     /// caller's module, specialised for the device, ``SharedMemoryRegion`` and ``EventNotifier``:
-    /// the device's ``Virtqueue/DeviceComponent/handle(_:on:)`` and every queue call it makes run
+    /// the device's `DeviceComponent/handle(_:on:)` and every queue call it makes run
     /// without generic dispatch. An entry made from an existential metatype (`any
     /// DeviceComponent.Type`, as the other overload does) works the same, only unspecialised.
     public struct Entry: Sendable {
-        /// The device's ``Virtqueue/DeviceComponent/name``.
+        /// The device's `DeviceComponent/name`.
         public let name: String
-        /// The device's ``Virtqueue/DeviceComponent/supportedFeatures``, read in the device role only.
+        /// The device's `DeviceComponent/supportedFeatures`, read in the device role only.
         @usableFromInline let supportedFeatures: @Sendable () -> Features
         /// Creates the device and serves `queue` with it; returns the exit code.
         @usableFromInline let serve: @Sendable (inout DeviceQueue<SharedMemoryRegion, EventNotifier>, Role) -> Int32
@@ -171,7 +171,7 @@ public enum DeviceHost {
 
     /// Runs as a device and exits if `arguments` select the device role; otherwise returns.
     ///
-    /// The device type is chosen at run time, so its ``Virtqueue/DeviceComponent/handle(_:on:)``
+    /// The device type is chosen at run time, so its `DeviceComponent/handle(_:on:)`
     /// runs unspecialised, through the protocol's witness table (about three times the
     /// instructions per message); pass ``Entry`` values instead to have it specialised.
     ///

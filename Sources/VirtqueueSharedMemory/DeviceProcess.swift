@@ -7,8 +7,8 @@ import SystemPackage
 ///
 /// Build the driver's queue from ``makeRegion()`` and ``notifier``. The notifier watches the
 /// child through a pidfd, so a driver waiting for used buffers learns of the child's death at
-/// once (``Virtqueue/VirtqueueError/Code-swift.struct/peerDied``), and can take back every
-/// chain in flight with ``Virtqueue/DriverQueue/takeAbandoned()``.
+/// once (`VirtqueueError/Code/peerDied`), and can take back every
+/// chain in flight with `DriverQueue/takeAbandoned()`.
 ///
 /// End the child with ``stop(gracePeriod:)`` (hang up, let it exit, reap it) or ``kill(signal:)``
 /// followed by ``waitForExit()``. If the handle goes away first, its `deinit` does the same as
@@ -17,7 +17,7 @@ public final class DeviceProcess: Sendable {
     /// The child's process id. After the child is reaped the id may be reused: use ``kill(signal:)``,
     /// which goes through a pidfd, rather than `kill(2)` on this number.
     public let processID: Int32
-    /// The ``Virtqueue/DeviceComponent/name`` of the device the child runs.
+    /// The `DeviceComponent/name` of the device the child runs.
     public let deviceName: String
     /// The queue the child serves.
     public let queueIndex: Int
@@ -69,7 +69,7 @@ public final class DeviceProcess: Sendable {
         try file.map()
     }
 
-    /// Hangs up the liveness socket: the child's next wait for requests ends, ``Virtqueue/DeviceQueue/serve(_:spins:)``
+    /// Hangs up the liveness socket: the child's next wait for requests ends, `DeviceQueue/serve(_:spins:)`
     /// returns and the child exits. Does not wait.
     public func hangUp() {
         hangUpSocket.withLock { fd in

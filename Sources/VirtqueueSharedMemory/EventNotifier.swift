@@ -3,14 +3,14 @@ import Glibc
 public import SystemPackage
 public import Virtqueue
 
-/// A ``Notifier`` between two processes: a pair of eventfds, plus a descriptor that tells
+/// A `Notifier` between two processes: a pair of eventfds, plus a descriptor that tells
 /// whether the peer is still there.
 ///
 /// `notify()` adds 1 to the eventfd the peer waits on; `wait()` sleeps in `poll(2)` on this
 /// side's eventfd and on the liveness descriptor together, then resets the eventfd's counter.
 /// Notifications merge: any number sent before a wait wake it once. When the peer dies or hangs
-/// up, `wait()` ends with ``VirtqueueError/Code-swift.struct/peerDied`` at once: the queues then
-/// break and the driver takes back every chain in flight (``DriverQueue/takeAbandoned()``).
+/// up, `wait()` ends with `VirtqueueError/Code/peerDied` at once: the queues then
+/// break and the driver takes back every chain in flight (`DriverQueue/takeAbandoned()`).
 ///
 /// The liveness descriptor is either a pidfd of the peer process (readable when it exits) or a
 /// connected UNIX socket (hung up when the peer closes it or dies). Nothing is ever sent on that
@@ -76,7 +76,7 @@ public struct EventNotifier: Notifier {
 
     /// Adds 1 to the peer's eventfd (`write(2)` of an 8-byte 1).
     ///
-    /// - Throws: ``VirtqueueError/Code-swift.struct/notifierFailed`` if the write fails.
+    /// - Throws: `VirtqueueError/Code/notifierFailed` if the write fails.
     public func notify() throws(VirtqueueError) {
         guard vq_eventfd_signal(channel.notifyFD) == 0 else {
             let error = Errno.current
@@ -92,9 +92,9 @@ public struct EventNotifier: Notifier {
 
     /// Sleeps until the peer notifies (or has since the last wait), or until it is gone.
     ///
-    /// - Throws: ``VirtqueueError/Code-swift.struct/peerDied`` when the liveness descriptor
+    /// - Throws: `VirtqueueError/Code/peerDied` when the liveness descriptor
     ///   reports the peer gone and no notification is pending;
-    ///   ``VirtqueueError/Code-swift.struct/notifierFailed`` if `poll` or `read` fails.
+    ///   `VirtqueueError/Code/notifierFailed` if `poll` or `read` fails.
     public func wait() throws(VirtqueueError) {
         let waitFD = channel.waitFD
         let livenessFD = channel.livenessFD
@@ -142,7 +142,7 @@ public struct EventNotifier: Notifier {
         }
     }
 
-    /// Hangs up this end: the peer's waits end with ``VirtqueueError/Code-swift.struct/peerDied``,
+    /// Hangs up this end: the peer's waits end with `VirtqueueError/Code/peerDied`,
     /// and so do this side's. For a ``Liveness/connection(_:)`` only; otherwise does nothing.
     ///
     /// Safe while another thread waits: the socket is shut down, not closed.

@@ -8,7 +8,7 @@ public import Virtqueue
 public struct LaunchOptions: Sendable {
     /// The executable to start in the device role; `nil` for this process's own executable
     /// (`/proc/self/exe`), the component-host pattern. It must call
-    /// ``DeviceHost/runIfDeviceRole(devices:confinement:arguments:)`` first thing in `main`.
+    /// `DeviceHost.runIfDeviceRole(devices:confinement:arguments:)` first thing in `main`.
     public var executable: FilePath?
     /// Arguments appended after the device-role arguments; the child sees them in
     /// ``DeviceHost/Context/arguments`` (a confinement step can read its settings there).
@@ -17,14 +17,14 @@ public struct LaunchOptions: Sendable {
     public var environment: [String: String]?
     /// The queue of the region the device serves.
     public var queueIndex: Int
-    /// How long the device polls before sleeping; see ``Virtqueue/DeviceQueue/waitForRequests(spins:)``.
+    /// How long the device polls before sleeping; see `DeviceQueue/waitForRequests(spins:)`.
     public var spins: Int
     /// How long ``DeviceProcess/stop(gracePeriod:)`` waits, by default, for the device to exit
     /// after hanging up before it kills it.
     public var stopGracePeriod: Duration
     /// A name for the region file (shown in `/proc/PID/fd`); `nil` for `virtqueue-DEVICE`.
     public var regionName: String?
-    /// Handed to ``Virtqueue/DeviceComponent/init(configuration:)`` in the child. Its file
+    /// Handed to `DeviceComponent/init(configuration:)` in the child. Its file
     /// descriptors are numbered as in this process (at most 12); the child inherits them as 7,
     /// 8, … and its configuration lists those numbers.
     public var configuration: DeviceConfiguration

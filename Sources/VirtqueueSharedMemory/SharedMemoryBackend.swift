@@ -26,7 +26,7 @@ public enum SharedMemoryBackend {
     /// `options.queueIndex`, and returns the driver's handle to it.
     ///
     /// - Parameters:
-    ///   - device: The device type; the child looks it up by its ``DeviceComponent/name``.
+    ///   - device: The device type; the child looks it up by its `DeviceComponent/name`.
     ///   - layout: The region's layout.
     ///   - options: The executable, extra arguments and other settings.
     /// - Throws: ``SharedMemoryError`` if the region cannot be made or the child not started.

@@ -14,7 +14,7 @@ public import Virtqueue
 ///
 /// After the handshake the socket carries nothing more: it stays open as the liveness channel.
 /// When either side closes it or dies, the other's ``notifier`` reports
-/// ``Virtqueue/VirtqueueError/Code-swift.struct/peerDied``.
+/// `VirtqueueError/Code/peerDied`.
 public final class SharedMemoryConnection: Sendable {
     /// Which end of the queue a process holds.
     public enum Role: UInt16, Sendable, Hashable {
@@ -60,7 +60,7 @@ public final class SharedMemoryConnection: Sendable {
         try file.map()
     }
 
-    /// Hangs up: the peer's waits end with ``Virtqueue/VirtqueueError/Code-swift.struct/peerDied``
+    /// Hangs up: the peer's waits end with `VirtqueueError/Code/peerDied`
     /// (and so do this side's).
     public func close() {
         notifier.close()

@@ -4,7 +4,7 @@ public import Virtqueue
 /// An error from the shared-memory backend: creating or attaching a region, launching a device
 /// process, or the socket handshake.
 ///
-/// Errors from the ring itself (``VirtqueueError``) stay what they are; when a region is refused
+/// Errors from the ring itself (`VirtqueueError`) stay what they are; when a region is refused
 /// because its header is malformed, ``virtqueueError`` carries the core's account of it. The code
 /// is an extensible struct, not a closed enum (the pattern of swift-subprocess's `SubprocessError`).
 public struct SharedMemoryError: Error, Hashable, Sendable, CustomStringConvertible {

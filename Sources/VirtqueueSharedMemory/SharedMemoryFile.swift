@@ -101,7 +101,7 @@ public final class SharedMemoryFile: Sendable {
     }
 
     /// Creates a sealed file for `layout` and writes the layout's header into it
-    /// (``RegionLayout/initialize(_:)``), ready for a driver and a device to attach.
+    /// (`RegionLayout/initialize(_:)`), ready for a driver and a device to attach.
     ///
     /// - Throws: ``SharedMemoryError`` if a system call fails.
     public static func create(layout: RegionLayout, name: String = "virtqueue") throws(SharedMemoryError)

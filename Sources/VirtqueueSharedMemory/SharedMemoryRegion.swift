@@ -2,7 +2,7 @@ import Glibc
 public import SystemPackage
 public import Virtqueue
 
-/// A ``MemoryRegion`` mapped from a ``SharedMemoryFile``: the same bytes, at a different address,
+/// A `MemoryRegion` mapped from a ``SharedMemoryFile``: the same bytes, at a different address,
 /// in each process that maps the file.
 ///
 /// The region owns its mapping and unmaps it in `deinit`. It is `~Copyable`, so a driver or
@@ -50,7 +50,7 @@ public struct SharedMemoryRegion: MemoryRegion, ~Copyable, @unchecked Sendable {
     }
 
     /// Attaches to a region file received from a peer: checks the file (regular, sealed against
-    /// shrinking, not empty), maps it, and validates its header with ``RegionLayout/init(reading:)``.
+    /// shrinking, not empty), maps it, and validates its header with `RegionLayout/init(reading:)`.
     ///
     /// Takes ownership of `fileDescriptor`; it is closed on failure.
     ///
