@@ -5,7 +5,7 @@ import VirtqueueHeap
 
 /// A device that answers each request with a checksum of its readable bytes: FNV-1a (64-bit)
 /// and the byte count, 16 bytes scattered over the writable segments.
-struct ChecksumDevice: DeviceComponent {
+private struct ChecksumDevice: DeviceComponent {
     static let name = "checksum"
 
     mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
