@@ -6,6 +6,11 @@
 /// A chain you decide not to send goes back with ``DriverQueue/discard(_:)``.
 ///
 /// The chain is `~Copyable`: it can be submitted or discarded once, and the compiler says so.
+///
+/// - Warning: A chain holds pool buffers from its first segment on. One that goes out of scope
+///   without ``DriverQueue/submit(_:)`` or ``DriverQueue/discard(_:)`` — after an append threw
+///   ``VirtqueueError/Code-swift.struct/poolExhausted``, say — keeps them from the pool for the
+///   queue's lifetime.
 public struct Chain: ~Copyable {
     @usableFromInline var firstBuffer: UInt32 = noBuffer
     @usableFromInline var lastBuffer: UInt32 = noBuffer
