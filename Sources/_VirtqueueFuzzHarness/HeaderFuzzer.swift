@@ -125,14 +125,28 @@ public enum HeaderFuzzer {
         } catch {
             throw InvariantFailure("a driver could not attach to a valid layout: \(error)")
         }
-        do {
-            var chain = driver.makeChain()
+        // A pool of one buffer takes the readable segment and then runs out: the half-built chain
+        // must go back with discard(_:) (a Chain dropped without it keeps its buffers).
+        var chain = driver.makeChain()
+        var appendError: VirtqueueError?
+        do throws(VirtqueueError) {
             try driver.appendReadable(to: &chain, copying: [1, 2, 3])
             if driver.queueSize > 1 { try driver.appendWritable(to: &chain) }
-            try driver.submit(chain)
-            _ = try driver.notifyIfNeeded()
         } catch {
-            try check(error.code == .poolExhausted, "submitting one chain reported \(error)")
+            appendError = error
+        }
+        do {
+            if let appendError {
+                try check(appendError.code == .poolExhausted, "building one chain reported \(appendError)")
+                try driver.discard(chain)
+            } else {
+                try driver.submit(chain)
+                _ = try driver.notifyIfNeeded()
+            }
+        } catch let error as InvariantFailure {
+            throw error
+        } catch {
+            throw InvariantFailure("submitting or discarding one chain failed: \(error)")
         }
         for _ in 0..<4 {
             do {
