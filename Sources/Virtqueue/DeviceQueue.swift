@@ -158,27 +158,16 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
                     if index == lastAvailable { return nil }
                     let pending = Int(index &- lastAvailable)
                     guard pending <= ring.size else {
-                        throw VirtqueueError(
-                            .availableIndexJump,
-                            "avail.idx \(index) is \(pending) past the last seen \(lastAvailable); the queue size is \(ring.size)"
-                        )
+                        throw .availableIndexJump(index, last: lastAvailable, size: ring.size)
                     }
                     state.pointee.availableShadow = index
                 }
-                let slot = ring.availableRing + Int(lastAvailable & ring.mask) * 2
+                let slot = ring.availableRing &+ Int(lastAvailable & ring.mask) &* 2
                 let head = UInt16(littleEndian: UnsafeRawPointer(base + slot).loadUnaligned(as: UInt16.self))
                 guard Int(head) < ring.size else {
-                    throw VirtqueueError(
-                        .headOutOfRange,
-                        "avail.ring[\(lastAvailable & ring.mask)] names head \(head), not below the queue size \(ring.size)"
-                    )
+                    throw .headOutOfRange(head, slot: lastAvailable & ring.mask, size: ring.size)
                 }
-                guard !state.pointee.headTaken[Int(head)] else {
-                    throw VirtqueueError(
-                        .headAlreadyInFlight,
-                        "head \(head) was made available again before the device completed it"
-                    )
-                }
+                guard !state.pointee.headTaken[Int(head)] else { throw .headAlreadyInFlight(head) }
                 let chain = try state.pointee.parseChain(head: head, in: base, ring: ring, indirectAllowed: indirect)
                 return (head, chain)
             }
@@ -189,7 +178,7 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         guard let taken else { return nil }
         state.pointee.lastAvailable &+= 1
         state.pointee.headTaken[Int(taken.head)] = true
-        state.pointee.takenCount += 1
+        state.pointee.takenCount &+= 1
         return DeviceRequest(id: taken.head, chain: taken.chain, queueIdentity: queueIdentity)
     }
 
@@ -271,10 +260,7 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     @inlinable @inline(__always)
     public mutating func complete(_ request: consuming DeviceRequest, written: Int) throws(VirtqueueError) {
         guard request.queueIdentity == queueIdentity else {
-            throw VirtqueueError(
-                .notOwned,
-                "request of queue #\(request.queueIdentity) completed on queue #\(queueIdentity)"
-            )
+            throw .requestNotOwned(request.queueIdentity, queue: queueIdentity)
         }
         state.pointee.releaseSegments(
             first: request.firstSegment,
@@ -282,7 +268,7 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
             count: request.segmentCount
         )
         state.pointee.headTaken[Int(request.id)] = false
-        state.pointee.takenCount -= 1
+        state.pointee.takenCount &-= 1
         if let broken = state.pointee.broken { throw .broken(by: broken) }
         let valid = written >= 0 && written <= request.writableByteCount
         let length = valid ? UInt32(written) : 0
@@ -291,7 +277,7 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         let id = request.id
         region.withUnsafeMutableBytes { raw in
             let base = raw.baseAddress.unsafelyUnwrapped
-            let slot = base + ring.usedRing + Int(used & ring.mask) * 8
+            let slot = base + (ring.usedRing &+ Int(used & ring.mask) &* 8)
             slot.storeBytes(of: UInt32(id).littleEndian, as: UInt32.self)
             slot.storeBytes(of: length.littleEndian, toByteOffset: 4, as: UInt32.self)
             endpoint.publish(used &+ 1, in: base)
@@ -299,10 +285,7 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         state.pointee.nextUsed = used &+ 1
         state.pointee.completedSinceNotifyCheck &+= 1
         guard valid else {
-            throw VirtqueueError(
-                .writtenLengthTooLarge,
-                "written length \(written) is outside 0...\(request.writableByteCount) for request \(id); completed it with 0"
-            )
+            throw .writtenLengthTooLarge(written, writable: request.writableByteCount, request: id)
         }
     }
 

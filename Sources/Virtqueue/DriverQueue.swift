@@ -158,18 +158,13 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         count: Int,
         _ fill: (UnsafeMutableRawBufferPointer) -> Void
     ) throws(VirtqueueError) {
-        guard !chain.hasWritable else {
-            throw VirtqueueError(
-                .readableAfterWritable,
-                "a readable segment of \(count) bytes cannot follow the chain's writable segments"
-            )
-        }
+        guard !chain.hasWritable else { throw .readableAfterWritable(count: count) }
         let buffer = try appendSegment(to: &chain, length: count, writable: false)
         let offset = bufferOffset(buffer)
         region.withUnsafeMutableBytes { raw in
             fill(UnsafeMutableRawBufferPointer(start: raw.baseAddress.unsafelyUnwrapped + offset, count: count))
         }
-        chain._readableByteCount += count
+        chain._readableByteCount &+= count
     }
 
     /// Appends a device-readable segment holding a copy of `bytes`.
@@ -208,7 +203,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     public mutating func appendWritable(to chain: inout Chain, capacity: Int? = nil) throws(VirtqueueError) {
         let length = capacity ?? bufferSize
         _ = try appendSegment(to: &chain, length: length, writable: true)
-        chain._writableByteCount += length
+        chain._writableByteCount &+= length
         chain.hasWritable = true
     }
 
@@ -234,9 +229,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     @discardableResult
     public mutating func submit(_ chain: consuming Chain) throws(VirtqueueError) -> UInt16 {
         try checkOwned(chain.queueIdentity)
-        guard chain._segmentCount > 0 else {
-            throw VirtqueueError(.emptyChain, "a chain with no segments cannot be submitted")
-        }
+        guard chain._segmentCount > 0 else { throw .emptyChain() }
         if let broken = state.pointee.broken {
             releaseUnsubmitted(chain)
             throw .broken(by: broken)
@@ -254,7 +247,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
                     let record = buffers[Int(buffer)]
                     let last = index == chain._segmentCount - 1
                     Descriptor(
-                        address: poolStart + UInt64(buffer) * UInt64(bufferSize),
+                        address: poolStart &+ UInt64(buffer) &* UInt64(bufferSize),
                         length: record.length,
                         flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
                             | (last ? 0 : Descriptor.nextFlag),
@@ -267,24 +260,24 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
                     length: UInt32(chain._segmentCount * Descriptor.byteCount),
                     flags: Descriptor.indirectFlag,
                     next: 0
-                ).store(to: base, at: ring.descriptorTable + Int(head) * Descriptor.byteCount)
+                ).store(to: base, at: ring.descriptorTable &+ Int(head) &* Descriptor.byteCount)
             } else {
                 var buffer = chain.firstBuffer
                 for index in 0..<chain._segmentCount {
                     let record = buffers[Int(buffer)]
                     let last = index == chain._segmentCount - 1
                     Descriptor(
-                        address: poolStart + UInt64(buffer) * UInt64(bufferSize),
+                        address: poolStart &+ UInt64(buffer) &* UInt64(bufferSize),
                         length: record.length,
                         flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
                             | (last ? 0 : Descriptor.nextFlag),
                         next: last ? 0 : buffers[Int(record.next)].descriptor
-                    ).store(to: base, at: ring.descriptorTable + Int(record.descriptor) * Descriptor.byteCount)
+                    ).store(to: base, at: ring.descriptorTable &+ Int(record.descriptor) &* Descriptor.byteCount)
                     buffer = record.next
                 }
             }
             let available = state.pointee.nextAvailable
-            let slot = ring.availableRing + Int(available & ring.mask) * 2
+            let slot = ring.availableRing &+ Int(available & ring.mask) &* 2
             (base + slot).storeBytes(of: head.littleEndian, as: UInt16.self)
             endpoint.publish(available &+ 1, in: base)
         }
@@ -297,7 +290,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
             indirectTable: chain.indirectTable,
             inFlight: true
         )
-        state.pointee.inFlightCount += 1
+        state.pointee.inFlightCount &+= 1
         return head
     }
 
@@ -353,7 +346,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
                 index = endpoint.loadPeerIndex(in: base)
                 if index == lastUsed { return nil }
             }
-            let slot = base + ring.usedRing + Int(lastUsed & ring.mask) * 8
+            let slot = base + (ring.usedRing &+ Int(lastUsed & ring.mask) &* 8)
             let id = UInt32(littleEndian: UnsafeRawPointer(slot).loadUnaligned(as: UInt32.self))
             let length = UInt32(littleEndian: UnsafeRawPointer(slot).loadUnaligned(fromByteOffset: 4, as: UInt32.self))
             return (index, id, length)
@@ -361,33 +354,15 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         guard let element else { return nil }
         if element.index != shadow {
             let pending = Int(element.index &- lastUsed)
-            guard pending <= size else {
-                throw breakQueue(
-                    VirtqueueError(
-                        .usedIndexJump,
-                        "used.idx \(element.index) is \(pending) past the last seen \(lastUsed); the queue size is \(size)"
-                    )
-                )
-            }
+            guard pending <= size else { throw breakQueue(.usedIndexJump(element.index, last: lastUsed, size: size)) }
             state.pointee.usedShadow = element.index
         }
-        guard element.id < UInt32(size) else {
-            throw breakQueue(
-                VirtqueueError(.usedIDOutOfRange, "used.id \(element.id) is not below the queue size \(size)")
-            )
-        }
+        guard element.id < UInt32(size) else { throw breakQueue(.usedIDOutOfRange(element.id, size: size)) }
         let head = UInt16(truncatingIfNeeded: element.id)
         let record = state.pointee.heads[Int(head)]
-        guard record.inFlight else {
-            throw breakQueue(VirtqueueError(.usedIDNotInFlight, "used.id \(element.id) names no chain in flight"))
-        }
+        guard record.inFlight else { throw breakQueue(.usedIDNotInFlight(element.id)) }
         guard UInt64(element.length) <= record.writableByteCount else {
-            throw breakQueue(
-                VirtqueueError(
-                    .usedLengthTooLarge,
-                    "used.len \(element.length) for chain \(head) exceeds its \(record.writableByteCount) writable bytes"
-                )
-            )
+            throw breakQueue(.usedLengthTooLarge(element.length, head: head, writable: record.writableByteCount))
         }
         state.pointee.lastUsed = lastUsed &+ 1
         state.pointee.releaseDescriptors(of: head)
@@ -525,14 +500,12 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
 
     @inlinable @inline(__always)
     func bufferOffset(_ buffer: UInt32) -> Int {
-        Int(poolStart) + Int(buffer) * bufferSize
+        Int(truncatingIfNeeded: poolStart) &+ Int(buffer) &* bufferSize
     }
 
     @inlinable @inline(__always)
     func checkOwned(_ identity: UInt32) throws(VirtqueueError) {
-        guard identity == queueIdentity else {
-            throw VirtqueueError(.notOwned, "token of queue #\(identity) used on queue #\(queueIdentity)")
-        }
+        guard identity == queueIdentity else { throw .tokenNotOwned(identity, queue: queueIdentity) }
     }
 
     @inlinable
@@ -546,17 +519,9 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     mutating func appendSegment(to chain: inout Chain, length: Int, writable: Bool) throws(VirtqueueError) -> UInt32 {
         try checkOwned(chain.queueIdentity)
         if let broken = state.pointee.broken { throw .broken(by: broken) }
-        guard length >= 0, length <= bufferSize else {
-            throw VirtqueueError(
-                .payloadTooLarge,
-                "segment of \(length) bytes does not fit a \(bufferSize)-byte buffer"
-            )
-        }
+        guard length >= 0, length <= bufferSize else { throw .payloadTooLarge(length, bufferSize: bufferSize) }
         guard chain._segmentCount < maximumChainLength else {
-            throw VirtqueueError(
-                .chainTooLong,
-                "chain of \(chain._segmentCount + 1) segments exceeds the limit of \(maximumChainLength)"
-            )
+            throw .chainTooLong(segments: chain._segmentCount + 1, limit: maximumChainLength)
         }
         if !chain.isIndirect && chain._segmentCount > 0 && indirect
             && (chain._segmentCount >= indirectThreshold || state.pointee.freeDescriptorCount == 0)
@@ -565,18 +530,13 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         }
         if chain.isIndirect {
             guard (chain._segmentCount + 1) * Descriptor.byteCount <= bufferSize else {
-                throw VirtqueueError(
-                    .chainTooLong,
-                    "chain of \(chain._segmentCount + 1) segments does not fit an indirect table in a \(bufferSize)-byte buffer"
-                )
+                throw .indirectTableTooSmall(segments: chain._segmentCount + 1, bufferSize: bufferSize)
             }
         } else {
-            guard state.pointee.freeDescriptorCount > 0 else {
-                throw VirtqueueError(.ringFull, "all \(ring.size) descriptors are in use")
-            }
+            guard state.pointee.freeDescriptorCount > 0 else { throw .ringFull(size: ring.size) }
         }
         guard state.pointee.freeBufferCount > 0 else {
-            throw VirtqueueError(.poolExhausted, "all \(state.pointee.bufferCount) pool buffers are in use")
+            throw .poolExhausted(bufferCount: state.pointee.bufferCount)
         }
         let buffer = state.pointee.popBuffer()
         if !chain.isIndirect || chain._segmentCount == 0 {
@@ -590,7 +550,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
             state.pointee.buffers[Int(chain.lastBuffer)].next = buffer
         }
         chain.lastBuffer = buffer
-        chain._segmentCount += 1
+        chain._segmentCount &+= 1
         return buffer
     }
 
@@ -600,7 +560,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     mutating func convertToIndirect(_ chain: inout Chain) throws(VirtqueueError) {
         guard (chain._segmentCount + 1) * Descriptor.byteCount <= bufferSize else { return }
         guard state.pointee.freeBufferCount > 0 else {
-            throw VirtqueueError(.poolExhausted, "all \(state.pointee.bufferCount) pool buffers are in use")
+            throw .poolExhausted(bufferCount: state.pointee.bufferCount)
         }
         chain.indirectTable = state.pointee.popBuffer()
         var buffer = state.pointee.buffers[Int(chain.firstBuffer)].next

@@ -185,7 +185,7 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
     }
 
     /// The error every call on a broken queue reports, wrapping the violation that broke it.
-    @usableFromInline
+    @usableFromInline @inline(never)
     internal static func broken(by violation: VirtqueueError) -> VirtqueueError {
         VirtqueueError(
             .queueBroken,

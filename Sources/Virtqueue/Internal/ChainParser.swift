@@ -38,16 +38,11 @@ extension DeviceState {
             var index = head
             var visited = 0
             while true {
-                visited += 1
-                guard visited <= ring.size else {
-                    throw VirtqueueError(
-                        .descriptorLoop,
-                        "the chain from head \(head) visits more than \(ring.size) descriptors (it loops)"
-                    )
-                }
+                visited &+= 1
+                guard visited <= ring.size else { throw .descriptorLoop(head: head, size: ring.size) }
                 let descriptor = Descriptor(
                     loadingFrom: base,
-                    at: ring.descriptorTable + Int(index) * Descriptor.byteCount
+                    at: ring.descriptorTable &+ Int(index) &* Descriptor.byteCount
                 )
                 if descriptor.flags & Descriptor.indirectFlag != 0 {
                     try appendIndirect(
@@ -63,10 +58,7 @@ extension DeviceState {
                 try append(descriptor, at: index, to: &chain, ring: ring)
                 guard descriptor.flags & Descriptor.nextFlag != 0 else { break }
                 guard Int(descriptor.next) < ring.size else {
-                    throw VirtqueueError(
-                        .nextOutOfRange,
-                        "descriptor \(index) has next \(descriptor.next), not below the queue size \(ring.size)"
-                    )
+                    throw .nextOutOfRange(descriptor: index, next: descriptor.next, size: ring.size)
                 }
                 index = descriptor.next
             }
@@ -153,32 +145,25 @@ extension DeviceState {
         ring: RingGeometry
     ) throws(VirtqueueError) {
         guard ring.dataAreaContains(address: descriptor.address, length: UInt64(descriptor.length)) else {
-            throw VirtqueueError(
-                .bufferOutOfRange,
-                "descriptor \(index): buffer at \(descriptor.address) of \(descriptor.length) bytes lies outside the data area \(ring.dataStart)..<\(ring.dataEnd)"
+            throw .bufferOutOfRange(
+                descriptor: index,
+                address: descriptor.address,
+                length: descriptor.length,
+                dataStart: ring.dataStart,
+                dataEnd: ring.dataEnd
             )
         }
         let writable = descriptor.flags & Descriptor.writeFlag != 0
         if writable {
             chain.sawWritable = true
         } else if chain.sawWritable {
-            throw VirtqueueError(
-                .writableBeforeReadable,
-                "descriptor \(index) is device-readable but follows a device-writable descriptor"
-            )
+            throw .writableBeforeReadable(descriptor: index)
         }
-        guard chain.count < ring.size else {
-            throw VirtqueueError(.peerChainTooLong, "the chain has more than \(ring.size) descriptors")
-        }
-        guard freeSegmentCount > 0 else {
-            throw VirtqueueError(
-                .segmentStoreExhausted,
-                "the device holds \(segmentCapacity) segments of taken requests; complete some first"
-            )
-        }
+        guard chain.count < ring.size else { throw .peerChainTooLong(size: ring.size) }
+        guard freeSegmentCount > 0 else { throw .segmentStoreExhausted(capacity: segmentCapacity) }
         let slot = freeSegmentHead
         freeSegmentHead = segments[Int(slot)].next
-        freeSegmentCount -= 1
+        freeSegmentCount &-= 1
         segments[Int(slot)] = SegmentRecord()
         segments[Int(slot)].offset = descriptor.address
         segments[Int(slot)].length = descriptor.length
@@ -189,11 +174,11 @@ extension DeviceState {
             segments[Int(chain.last)].next = slot
         }
         chain.last = slot
-        chain.count += 1
+        chain.count &+= 1
         if writable {
-            chain.writableByteCount += Int(descriptor.length)
+            chain.writableByteCount &+= Int(descriptor.length)
         } else {
-            chain.readableByteCount += Int(descriptor.length)
+            chain.readableByteCount &+= Int(descriptor.length)
         }
     }
 }

@@ -60,6 +60,6 @@ internal struct DeviceState {
         guard count > 0 else { return }
         segments[Int(last)].next = freeSegmentHead
         freeSegmentHead = first
-        freeSegmentCount += count
+        freeSegmentCount &+= count
     }
 }

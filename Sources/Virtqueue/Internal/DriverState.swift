@@ -107,7 +107,7 @@ internal struct DriverState {
     mutating func popDescriptor() -> UInt16 {
         let index = freeDescriptorHead
         freeDescriptorHead = descriptorNext[Int(index)]
-        freeDescriptorCount -= 1
+        freeDescriptorCount &-= 1
         return index
     }
 
@@ -115,14 +115,14 @@ internal struct DriverState {
     mutating func pushDescriptor(_ index: UInt16) {
         descriptorNext[Int(index)] = freeDescriptorHead
         freeDescriptorHead = index
-        freeDescriptorCount += 1
+        freeDescriptorCount &+= 1
     }
 
     @inlinable @inline(__always)
     mutating func popBuffer() -> UInt32 {
         let index = freeBufferHead
         freeBufferHead = buffers[Int(index)].next
-        freeBufferCount -= 1
+        freeBufferCount &-= 1
         buffers[Int(index)].flags = BufferRecord.allocatedFlag
         buffers[Int(index)].next = noBuffer
         return index
@@ -133,7 +133,7 @@ internal struct DriverState {
         buffers[Int(index)].flags = 0
         buffers[Int(index)].next = freeBufferHead
         freeBufferHead = index
-        freeBufferCount += 1
+        freeBufferCount &+= 1
     }
 
     /// Returns the descriptors of the chain whose head is `head` to the free list.
@@ -151,7 +151,7 @@ internal struct DriverState {
             }
         }
         heads[Int(head)].inFlight = false
-        inFlightCount -= 1
+        inFlightCount &-= 1
     }
 
     /// Returns a list of `count` buffers starting at `first` to the pool.
