@@ -108,7 +108,7 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         self.endpoint = .device(ring, eventIndex: layout.features.contains(.eventIndex))
         self.indirect = layout.features.contains(.indirectDescriptors)
         self.state = .allocate(capacity: 1)
-        self.state.initialize(to: DeviceState(queueSize: queue.size, segmentCapacity: capacity))
+        self.state.initialize(to: DeviceState(ring: ring, segmentCapacity: capacity))
         self.queueIdentity = makeQueueIdentity()
     }
 
@@ -141,7 +141,6 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     @inlinable @inline(__always)
     public mutating func nextRequest() throws(VirtqueueError) -> DeviceRequest? {
         if let broken = state.pointee.broken { throw .broken(by: broken) }
-        let ring = self.ring
         let state = self.state
         let indirect = self.indirect
         let endpoint = self.endpoint
@@ -150,25 +149,26 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
             taken = try region.withUnsafeMutableBytes { (raw) throws(VirtqueueError) -> (UInt16, ParsedChain)? in
                 let base = raw.baseAddress.unsafelyUnwrapped
                 let lastAvailable = state.pointee.lastAvailable
+                let size = state.pointee.ring.size
                 // Entries up to the last validated avail.idx need no new load of it: reading the
                 // driver's index only when those run out keeps its cache line from bouncing
                 // between the two CPUs on every request (vhost's last_avail_idx / avail_idx).
                 if state.pointee.availableShadow == lastAvailable {
                     let index = endpoint.loadPeerIndex(in: base)
                     if index == lastAvailable { return nil }
-                    let pending = Int(index &- lastAvailable)
-                    guard pending <= ring.size else {
-                        throw .availableIndexJump(index, last: lastAvailable, size: ring.size)
+                    guard Int(index &- lastAvailable) <= size else {
+                        throw .availableIndexJump(index, last: lastAvailable, size: size)
                     }
                     state.pointee.availableShadow = index
                 }
-                let slot = ring.availableRing &+ Int(lastAvailable & ring.mask) &* 2
+                let mask = state.pointee.ring.mask
+                let slot = state.pointee.ring.availableRing &+ Int(lastAvailable & mask) &* 2
                 let head = UInt16(littleEndian: UnsafeRawPointer(base + slot).loadUnaligned(as: UInt16.self))
-                guard Int(head) < ring.size else {
-                    throw .headOutOfRange(head, slot: lastAvailable & ring.mask, size: ring.size)
+                guard Int(head) < size else {
+                    throw .headOutOfRange(head, slot: lastAvailable & mask, size: size)
                 }
                 guard !state.pointee.headTaken[Int(head)] else { throw .headAlreadyInFlight(head) }
-                let chain = try state.pointee.parseChain(head: head, in: base, ring: ring, indirectAllowed: indirect)
+                let chain = try state.pointee.parseChain(head: head, in: base, indirectAllowed: indirect)
                 return (head, chain)
             }
         } catch {
@@ -176,6 +176,7 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
             throw error
         }
         guard let taken else { return nil }
+        state.pointee.commit(taken.chain)
         state.pointee.lastAvailable &+= 1
         state.pointee.headTaken[Int(taken.head)] = true
         state.pointee.takenCount &+= 1

@@ -1,14 +1,25 @@
 /// A validated chain: its segments sit in the device's private store, linked from `first`.
+///
+/// While the chain is parsed, its segments are taken from the head of the store's free list
+/// without unlinking them: `cursor` is the next free slot. The slots a chain takes are therefore
+/// already linked in order by the free list itself, nothing is written to the store but the
+/// segments' values, and a chain that fails validation gives nothing back: it only has to not
+/// commit (``DeviceState/commit(_:)``).
 @usableFromInline
 internal struct ParsedChain {
-    @usableFromInline var first: UInt32 = noBuffer
+    @usableFromInline var first: UInt32
     @usableFromInline var last: UInt32 = noBuffer
+    /// The free slot the next segment will take.
+    @usableFromInline var cursor: UInt32
     @usableFromInline var count = 0
     @usableFromInline var readableByteCount = 0
     @usableFromInline var writableByteCount = 0
     @usableFromInline var sawWritable = false
 
-    @inlinable init() {}
+    @inlinable init(cursor: UInt32) {
+        self.first = cursor
+        self.cursor = cursor
+    }
 }
 
 extension DeviceState {
@@ -24,49 +35,49 @@ extension DeviceState {
     ///   the same rules, never nest and never chain more than the table holds;
     /// - the whole chain has at most N segments.
     ///
-    /// On a violation the partial chain's segments go back to the store and the error is thrown;
-    /// the caller breaks the queue.
+    /// On a violation the error is thrown and the store is unchanged (the partial chain was never
+    /// committed); the caller breaks the queue.
     @inlinable @inline(__always)
     mutating func parseChain(
         head: UInt16,
         in base: UnsafeMutableRawPointer,
-        ring: RingGeometry,
         indirectAllowed: Bool
     ) throws(VirtqueueError) -> ParsedChain {
-        var chain = ParsedChain()
-        do throws(VirtqueueError) {
-            var index = head
-            var visited = 0
-            while true {
-                visited &+= 1
-                guard visited <= ring.size else { throw .descriptorLoop(head: head, size: ring.size) }
-                let descriptor = Descriptor(
-                    loadingFrom: base,
-                    at: ring.descriptorTable &+ Int(index) &* Descriptor.byteCount
+        var chain = ParsedChain(cursor: freeSegmentHead)
+        var index = head
+        var visited = 0
+        while true {
+            visited &+= 1
+            guard visited <= ring.size else { throw .descriptorLoop(head: head, size: ring.size) }
+            let descriptor = Descriptor(
+                loadingFrom: base,
+                at: ring.descriptorTable &+ Int(index) &* Descriptor.byteCount
+            )
+            if descriptor.flags & Descriptor.indirectFlag != 0 {
+                try appendIndirect(
+                    descriptor,
+                    at: index,
+                    to: &chain,
+                    in: base,
+                    allowed: indirectAllowed
                 )
-                if descriptor.flags & Descriptor.indirectFlag != 0 {
-                    try appendIndirect(
-                        descriptor,
-                        at: index,
-                        to: &chain,
-                        in: base,
-                        ring: ring,
-                        allowed: indirectAllowed
-                    )
-                    break
-                }
-                try append(descriptor, at: index, to: &chain, ring: ring)
-                guard descriptor.flags & Descriptor.nextFlag != 0 else { break }
-                guard Int(descriptor.next) < ring.size else {
-                    throw .nextOutOfRange(descriptor: index, next: descriptor.next, size: ring.size)
-                }
-                index = descriptor.next
+                break
             }
-        } catch {
-            releaseSegments(first: chain.first, last: chain.last, count: chain.count)
-            throw error
+            try append(descriptor, at: index, to: &chain)
+            guard descriptor.flags & Descriptor.nextFlag != 0 else { break }
+            guard Int(descriptor.next) < ring.size else {
+                throw .nextOutOfRange(descriptor: index, next: descriptor.next, size: ring.size)
+            }
+            index = descriptor.next
         }
         return chain
+    }
+
+    /// Takes the segments of a validated chain out of the free list.
+    @inlinable @inline(__always)
+    mutating func commit(_ chain: ParsedChain) {
+        freeSegmentHead = chain.cursor
+        freeSegmentCount &-= chain.count
     }
 
     @inlinable
@@ -75,7 +86,6 @@ extension DeviceState {
         at index: UInt16,
         to chain: inout ParsedChain,
         in base: UnsafeMutableRawPointer,
-        ring: RingGeometry,
         allowed: Bool
     ) throws(VirtqueueError) {
         guard allowed else {
@@ -124,7 +134,7 @@ extension DeviceState {
                     "entry \(entry) of the indirect table of descriptor \(index) is itself INDIRECT"
                 )
             }
-            try append(inner, at: UInt16(truncatingIfNeeded: entry), to: &chain, ring: ring)
+            try append(inner, at: UInt16(truncatingIfNeeded: entry), to: &chain)
             guard inner.flags & Descriptor.nextFlag != 0 else { return }
             guard Int(inner.next) < tableCount else {
                 throw VirtqueueError(
@@ -141,8 +151,7 @@ extension DeviceState {
     mutating func append(
         _ descriptor: Descriptor,
         at index: UInt16,
-        to chain: inout ParsedChain,
-        ring: RingGeometry
+        to chain: inout ParsedChain
     ) throws(VirtqueueError) {
         guard ring.dataAreaContains(address: descriptor.address, length: UInt64(descriptor.length)) else {
             throw .bufferOutOfRange(
@@ -160,19 +169,12 @@ extension DeviceState {
             throw .writableBeforeReadable(descriptor: index)
         }
         guard chain.count < ring.size else { throw .peerChainTooLong(size: ring.size) }
-        guard freeSegmentCount > 0 else { throw .segmentStoreExhausted(capacity: segmentCapacity) }
-        let slot = freeSegmentHead
-        freeSegmentHead = segments[Int(slot)].next
-        freeSegmentCount &-= 1
-        segments[Int(slot)] = SegmentRecord()
+        guard chain.count < freeSegmentCount else { throw .segmentStoreExhausted(capacity: segmentCapacity) }
+        let slot = chain.cursor
         segments[Int(slot)].offset = descriptor.address
         segments[Int(slot)].length = descriptor.length
         segments[Int(slot)].writable = writable
-        if chain.last == noBuffer {
-            chain.first = slot
-        } else {
-            segments[Int(chain.last)].next = slot
-        }
+        chain.cursor = segments[Int(slot)].next
         chain.last = slot
         chain.count &+= 1
         if writable {

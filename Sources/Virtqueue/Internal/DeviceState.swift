@@ -16,6 +16,9 @@ internal struct SegmentRecord {
 /// heads it holds, and the segments of the requests it has taken.
 @usableFromInline
 internal struct DeviceState {
+    /// The ring's offsets. Kept here, behind the queue's one pointer, so that the hot path reads
+    /// the fields it needs instead of copying the whole geometry.
+    @usableFromInline let ring: RingGeometry
     @usableFromInline var lastAvailable: UInt16 = 0
     /// The last `avail.idx` read and validated (at most N past `lastAvailable`); entries before
     /// it are consumed without reading the index again.
@@ -36,7 +39,9 @@ internal struct DeviceState {
 
     @usableFromInline var broken: VirtqueueError?
 
-    init(queueSize: Int, segmentCapacity: Int) {
+    init(ring: RingGeometry, segmentCapacity: Int) {
+        let queueSize = ring.size
+        self.ring = ring
         headTaken = .allocate(capacity: queueSize)
         headTaken.initialize(repeating: false, count: queueSize)
         segments = .allocate(capacity: segmentCapacity)
