@@ -60,6 +60,7 @@ public struct UsedChain: ~Copyable {
     /// Whether the chain was completed or abandoned.
     public let status: Status
     @usableFromInline let firstBuffer: UInt32
+    @usableFromInline let lastBuffer: UInt32
     @usableFromInline let segmentCount: Int
     @usableFromInline let queueIdentity: UInt32
 
@@ -69,6 +70,7 @@ public struct UsedChain: ~Copyable {
         writtenByteCount: Int,
         status: Status,
         firstBuffer: UInt32,
+        lastBuffer: UInt32,
         segmentCount: Int,
         queueIdentity: UInt32
     ) {
@@ -76,6 +78,7 @@ public struct UsedChain: ~Copyable {
         self.writtenByteCount = writtenByteCount
         self.status = status
         self.firstBuffer = firstBuffer
+        self.lastBuffer = lastBuffer
         self.segmentCount = segmentCount
         self.queueIdentity = queueIdentity
     }

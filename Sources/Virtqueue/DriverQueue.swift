@@ -271,7 +271,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
                         length: record.length,
                         flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
                             | (last ? 0 : Descriptor.nextFlag),
-                        next: last ? 0 : buffers[Int(record.next)].descriptor
+                        next: last ? 0 : state.pointee.descriptorNext[Int(record.descriptor)]
                     ).store(to: base, at: ring.descriptorTable &+ Int(record.descriptor) &* Descriptor.byteCount)
                     buffer = record.next
                 }
@@ -285,6 +285,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         state.pointee.submittedSinceNotifyCheck &+= 1
         state.pointee.heads[Int(head)] = HeadRecord(
             firstBuffer: chain.firstBuffer,
+            lastBuffer: chain.lastBuffer,
             segmentCount: UInt32(chain._segmentCount),
             writableByteCount: UInt64(chain._writableByteCount),
             indirectTable: chain.indirectTable,
@@ -365,12 +366,13 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
             throw breakQueue(.usedLengthTooLarge(element.length, head: head, writable: record.writableByteCount))
         }
         state.pointee.lastUsed = lastUsed &+ 1
-        state.pointee.releaseDescriptors(of: head)
+        state.pointee.retire(head)
         return UsedChain(
             id: head,
             writtenByteCount: Int(element.length),
             status: .completed,
             firstBuffer: record.firstBuffer,
+            lastBuffer: record.lastBuffer,
             segmentCount: Int(record.segmentCount),
             queueIdentity: queueIdentity
         )
@@ -389,12 +391,13 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
             state.pointee.abandonCursor += 1
             let record = state.pointee.heads[head]
             guard record.inFlight else { continue }
-            state.pointee.releaseDescriptors(of: UInt16(truncatingIfNeeded: head))
+            state.pointee.retire(UInt16(truncatingIfNeeded: head))
             return UsedChain(
                 id: UInt16(truncatingIfNeeded: head),
                 writtenByteCount: 0,
                 status: .abandoned(cause),
                 firstBuffer: record.firstBuffer,
+                lastBuffer: record.lastBuffer,
                 segmentCount: Int(record.segmentCount),
                 queueIdentity: queueIdentity
             )
@@ -456,7 +459,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     @inlinable @inline(__always)
     public mutating func free(_ used: consuming UsedChain) throws(VirtqueueError) {
         try checkOwned(used.queueIdentity)
-        state.pointee.releaseBuffers(first: used.firstBuffer, count: used.segmentCount)
+        state.pointee.releaseBuffers(first: used.firstBuffer, last: used.lastBuffer, count: used.segmentCount)
     }
 
     /// Blocks until the device has returned at least one chain (or returns at once if none is
@@ -540,10 +543,15 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         }
         let buffer = state.pointee.popBuffer()
         if !chain.isIndirect || chain._segmentCount == 0 {
-            state.pointee.buffers[Int(buffer)].descriptor = state.pointee.popDescriptor()
+            let descriptor = state.pointee.popDescriptor()
+            state.pointee.buffers[Int(buffer)].descriptor = descriptor
+            if chain._segmentCount > 0 {
+                // Link the direct chain in the private descriptor list, as it will be on the ring.
+                state.pointee.descriptorNext[Int(state.pointee.buffers[Int(chain.lastBuffer)].descriptor)] = descriptor
+            }
         }
         state.pointee.buffers[Int(buffer)].length = UInt32(length)
-        if writable { state.pointee.buffers[Int(buffer)].flags |= BufferRecord.writableFlag }
+        state.pointee.buffers[Int(buffer)].flags = writable ? BufferRecord.writableFlag : 0
         if chain.lastBuffer == noBuffer {
             chain.firstBuffer = buffer
         } else {
@@ -573,17 +581,13 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     @inlinable
     func releaseUnsubmitted(_ chain: consuming Chain) {
         guard chain._segmentCount > 0 else { return }
-        if chain.isIndirect {
-            state.pointee.pushDescriptor(state.pointee.buffers[Int(chain.firstBuffer)].descriptor)
-            state.pointee.pushBuffer(chain.indirectTable)
-        } else {
-            var buffer = chain.firstBuffer
-            for _ in 0..<chain._segmentCount {
-                state.pointee.pushDescriptor(state.pointee.buffers[Int(buffer)].descriptor)
-                buffer = state.pointee.buffers[Int(buffer)].next
-            }
-        }
-        state.pointee.releaseBuffers(first: chain.firstBuffer, count: chain._segmentCount)
+        state.pointee.releaseDescriptors(
+            head: state.pointee.buffers[Int(chain.firstBuffer)].descriptor,
+            lastBuffer: chain.lastBuffer,
+            count: chain._segmentCount,
+            indirectTable: chain.indirectTable
+        )
+        state.pointee.releaseBuffers(first: chain.firstBuffer, last: chain.lastBuffer, count: chain._segmentCount)
     }
 }
 

@@ -1,10 +1,11 @@
 /// The driver's private record of one pool buffer. Lives in process-private memory only.
 @usableFromInline
 internal struct BufferRecord {
-    @usableFromInline static let allocatedFlag: UInt8 = 1
     @usableFromInline static let writableFlag: UInt8 = 2
 
-    /// Next buffer in the free list or in the chain.
+    /// Next buffer in the free list or in the chain. A chain's buffers stay linked in order from
+    /// its first to its last, so the whole chain goes back to the free list in one step.
+    /// Nothing reads the link after a chain's last buffer: walks are bounded by the chain's count.
     @usableFromInline var next: UInt32
     /// Bytes of the segment this buffer carries.
     @usableFromInline var length: UInt32
@@ -25,6 +26,7 @@ internal struct BufferRecord {
 @usableFromInline
 internal struct HeadRecord {
     @usableFromInline var firstBuffer: UInt32 = noBuffer
+    @usableFromInline var lastBuffer: UInt32 = noBuffer
     @usableFromInline var segmentCount: UInt32 = 0
     @usableFromInline var writableByteCount: UInt64 = 0
     /// The pool buffer holding the indirect table, or ``noBuffer`` for a direct chain.
@@ -34,8 +36,16 @@ internal struct HeadRecord {
     @inlinable init() {}
 
     @inlinable
-    init(firstBuffer: UInt32, segmentCount: UInt32, writableByteCount: UInt64, indirectTable: UInt32, inFlight: Bool) {
+    init(
+        firstBuffer: UInt32,
+        lastBuffer: UInt32,
+        segmentCount: UInt32,
+        writableByteCount: UInt64,
+        indirectTable: UInt32,
+        inFlight: Bool
+    ) {
         self.firstBuffer = firstBuffer
+        self.lastBuffer = lastBuffer
         self.segmentCount = segmentCount
         self.writableByteCount = writableByteCount
         self.indirectTable = indirectTable
@@ -62,7 +72,9 @@ internal struct DriverState {
     /// taken without reading the index again.
     @usableFromInline var usedShadow: UInt16 = 0
 
-    // Descriptors: a free list threaded through `descriptorNext`.
+    // Descriptors: a free list threaded through `descriptorNext`. The descriptors of a direct
+    // chain being built or in flight stay linked there in chain order, head to last, so the
+    // chain goes back to the free list in one step.
     @usableFromInline let descriptorNext: UnsafeMutablePointer<UInt16>
     @usableFromInline var freeDescriptorHead: UInt16 = 0
     @usableFromInline var freeDescriptorCount: Int
@@ -123,45 +135,50 @@ internal struct DriverState {
         let index = freeBufferHead
         freeBufferHead = buffers[Int(index)].next
         freeBufferCount &-= 1
-        buffers[Int(index)].flags = BufferRecord.allocatedFlag
-        buffers[Int(index)].next = noBuffer
         return index
     }
 
     @inlinable @inline(__always)
     mutating func pushBuffer(_ index: UInt32) {
-        buffers[Int(index)].flags = 0
         buffers[Int(index)].next = freeBufferHead
         freeBufferHead = index
         freeBufferCount &+= 1
     }
 
-    /// Returns the descriptors of the chain whose head is `head` to the free list.
+    /// Returns the descriptors of a chain — linked head to last in `descriptorNext` when direct,
+    /// the head alone plus the table's buffer when indirect — to the free lists.
     @inlinable @inline(__always)
-    mutating func releaseDescriptors(of head: UInt16) {
-        let record = heads[Int(head)]
-        if record.indirectTable != noBuffer {
+    mutating func releaseDescriptors(head: UInt16, lastBuffer: UInt32, count: Int, indirectTable: UInt32) {
+        if indirectTable != noBuffer {
             pushDescriptor(head)
-            pushBuffer(record.indirectTable)
+            pushBuffer(indirectTable)
         } else {
-            var buffer = record.firstBuffer
-            for _ in 0..<record.segmentCount {
-                pushDescriptor(buffers[Int(buffer)].descriptor)
-                buffer = buffers[Int(buffer)].next
-            }
+            descriptorNext[Int(buffers[Int(lastBuffer)].descriptor)] = freeDescriptorHead
+            freeDescriptorHead = head
+            freeDescriptorCount &+= count
         }
+    }
+
+    /// Returns the descriptors of the chain in flight whose head is `head` and marks it done.
+    @inlinable @inline(__always)
+    mutating func retire(_ head: UInt16) {
+        let record = heads[Int(head)]
+        releaseDescriptors(
+            head: head,
+            lastBuffer: record.lastBuffer,
+            count: Int(record.segmentCount),
+            indirectTable: record.indirectTable
+        )
         heads[Int(head)].inFlight = false
         inFlightCount &-= 1
     }
 
-    /// Returns a list of `count` buffers starting at `first` to the pool.
+    /// Returns a chain's `count` buffers, linked from `first` to `last`, to the pool.
     @inlinable @inline(__always)
-    mutating func releaseBuffers(first: UInt32, count: Int) {
-        var buffer = first
-        for _ in 0..<count {
-            let next = buffers[Int(buffer)].next
-            pushBuffer(buffer)
-            buffer = next
-        }
+    mutating func releaseBuffers(first: UInt32, last: UInt32, count: Int) {
+        guard count > 0 else { return }
+        buffers[Int(last)].next = freeBufferHead
+        freeBufferHead = first
+        freeBufferCount &+= count
     }
 }
