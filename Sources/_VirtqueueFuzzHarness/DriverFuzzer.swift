@@ -101,6 +101,9 @@ final class DriverSession {
 
     var inFlight: [UInt16: Submitted] = [:]
     var lastUsed: UInt16 = 0
+    /// The last `used.idx` the driver read and validated: like the core, the model reads the
+    /// index again only once the elements before it are taken.
+    var usedShadow: UInt16 = 0
     var nextAvailable: UInt16 = 0
     var lastNotifyCheck: UInt16 = 0
     var movesSinceNotifyCheck = 0
@@ -300,7 +303,8 @@ final class DriverSession {
     /// Calls `takeUsed()` once and checks the outcome against the used element in memory.
     /// - Returns: Whether a chain came back.
     func take(keep: Bool) throws(InvariantFailure) -> Bool {
-        let index = load16(usedRing + 2)
+        let readsIndex = usedShadow == lastUsed
+        let index = readsIndex ? load16(usedRing + 2) : usedShadow
         let slot = usedRing + 4 + 8 * Int(lastUsed % UInt16(size))
         let raw = UnsafeRawBufferPointer(region.bytes)
         let id = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: slot, as: UInt32.self))
@@ -308,16 +312,19 @@ final class DriverSession {
         var expectedCode: VirtqueueError.Code?
         if broken {
             expectedCode = .queueBroken
-        } else if index == lastUsed {
-            expectedCode = nil
-        } else if Int(index &- lastUsed) > size {
-            expectedCode = .usedIndexJump
-        } else if id >= UInt32(size) {
-            expectedCode = .usedIDOutOfRange
-        } else if let model = inFlight[UInt16(id)] {
-            if Int(length) > model.writableByteCount { expectedCode = .usedLengthTooLarge }
-        } else {
-            expectedCode = .usedIDNotInFlight
+        } else if index != lastUsed {
+            if Int(index &- lastUsed) > size {
+                expectedCode = .usedIndexJump
+            } else {
+                usedShadow = index
+                if id >= UInt32(size) {
+                    expectedCode = .usedIDOutOfRange
+                } else if let model = inFlight[UInt16(id)] {
+                    if Int(length) > model.writableByteCount { expectedCode = .usedLengthTooLarge }
+                } else {
+                    expectedCode = .usedIDNotInFlight
+                }
+            }
         }
         let used: UsedChain?
         do {

@@ -9,23 +9,26 @@ import VirtqueueConformance
 struct DeviceTrustTests {
     static let queueSize = 8
 
-    /// Builds a region, attaches a device, lets `plant` write the hostile ring, then checks the
-    /// device's reaction.
+    /// Builds a region, attaches a device, lets `plant` write the hostile ring, takes
+    /// `requestsBefore` good requests (calling `afterFirstRequest` after the first), then checks
+    /// the device's reaction.
     func expectViolation(
         _ code: VirtqueueError.Code,
         features: Features = .all,
         requestsBefore: Int = 0,
-        plant: (RingWriter) -> Void
+        plant: (RingWriter) -> Void,
+        afterFirstRequest: (RingWriter) -> Void = { _ in }
     ) throws {
         let layout = try RegionLayout(queueSizes: [Self.queueSize], dataAreaSize: 4096, features: features)
         let region = try GuardedRegion(layout: layout)
         let writer = RingWriter(region: region, layout: layout)
         var device = try DeviceQueue(region: region, notifier: CountingNotifier(), supportedFeatures: features)
         plant(writer)
-        for _ in 0..<requestsBefore {
+        for taken in 0..<requestsBefore {
             let request = try device.requireRequest()
             #expect(request.segmentCount > 0)
             _ = consume request
+            if taken == 0 { afterFirstRequest(writer) }
         }
         do {
             _ = try device.nextRequest()
@@ -51,6 +54,23 @@ struct DeviceTrustTests {
             ring.descriptor(0, address: ring.data(0), length: 16)
             ring.availableIndex = UInt16(Self.queueSize + 1)
         }
+    }
+
+    /// The device reads `avail.idx` once per batch, as vhost does: it takes the entries up to
+    /// the index it validated without reading it again, and catches a rewrite at the next read.
+    @Test func availableIndexRewrittenAfterValidation() throws {
+        try expectViolation(
+            .availableIndexJump,
+            requestsBefore: 2,
+            plant: { ring in
+                ring.descriptor(0, address: ring.data(0), length: 16)
+                ring.descriptor(1, address: ring.data(16), length: 16)
+                ring.makeAvailable(head: 0, slot: 0)
+                ring.makeAvailable(head: 1, slot: 1)
+                ring.availableIndex = 2
+            },
+            afterFirstRequest: { ring in ring.availableIndex = UInt16.max }
+        )
     }
 
     @Test func headOutOfRange() throws {

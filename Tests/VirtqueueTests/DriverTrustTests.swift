@@ -10,11 +10,13 @@ struct DriverTrustTests {
     static let queueSize = 8
 
     /// Submits two chains — head 0 (one readable segment) and head 1 (a readable and a 64-byte
-    /// writable segment) — then lets `plant` write the hostile used ring, and checks the reaction.
+    /// writable segment) — then lets `plant` write the hostile used ring, takes `goodTakesBefore`
+    /// chains back (calling `afterFirstTake` after the first), and checks the reaction.
     func expectViolation(
         _ code: VirtqueueError.Code,
         goodTakesBefore: Int = 0,
-        plant: (RingWriter) -> Void
+        plant: (RingWriter) -> Void,
+        afterFirstTake: (RingWriter) -> Void = { _ in }
     ) throws {
         let layout = try RegionLayout(queueSizes: [Self.queueSize], dataAreaSize: 8 * 256, features: .all)
         let region = try GuardedRegion(layout: layout)
@@ -35,6 +37,7 @@ struct DriverTrustTests {
             let used = try driver.requireUsed()
             try driver.free(used)
             taken += 1
+            if taken == 1 { afterFirstTake(ring) }
         }
         do {
             _ = try driver.takeUsed()
@@ -79,6 +82,21 @@ struct DriverTrustTests {
         try expectViolation(.usedIndexJump) { ring in
             ring.usedIndex = UInt16.max
         }
+    }
+
+    /// The driver reads `used.idx` once per batch: it takes the elements up to the index it
+    /// validated without reading it again, and catches a rewrite at the next read.
+    @Test func usedIndexRewrittenAfterValidation() throws {
+        try expectViolation(
+            .usedIndexJump,
+            goodTakesBefore: 2,
+            plant: { ring in
+                ring.usedElement(slot: 0, id: 0, length: 0)
+                ring.usedElement(slot: 1, id: 1, length: 0)
+                ring.usedIndex = 2
+            },
+            afterFirstTake: { ring in ring.usedIndex = UInt16.max }
+        )
     }
 
     @Test func usedIDOutOfRange() throws {
