@@ -1,8 +1,10 @@
 // Cross-process baselines: the same throughput and round-trip workloads over the plain ring in
-// shared memory, a pipe and an AF_UNIX socketpair, with the two processes pinned to two CPUs.
+// shared memory, a pipe and an AF_UNIX socketpair, with the two processes pinned to two CPUs;
+// and a throughput stream over the hand-written C virtqueue.
 #define _GNU_SOURCE
 #include "CBaselines.h"
 #include "spsc_ring.h"
+#include "vq_layout.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +27,9 @@ struct vqb_control {
     uint64_t corrupt;
     uint64_t kicks;
     int error;
+    /// The C virtqueue's "I am about to sleep" words, one per side, each on its own line.
+    _Alignas(VQB_CACHE_LINE) _Atomic uint32_t driver_sleeping;
+    _Alignas(VQB_CACHE_LINE) _Atomic uint32_t device_sleeping;
 };
 
 int vqb_pin_to_cpu(int cpu) {
@@ -97,6 +102,9 @@ struct vqb_setup {
     size_t forward_bytes;
     struct vqb_ring_shared *backward;
     size_t backward_bytes;
+    /// C virtqueue: the region (descriptor table, rings, data area) and its layout.
+    unsigned char *queue;
+    struct vqb_vq_layout queue_layout;
     /// Eventfds: kick the child, kick the parent (ring), or the stream ends (pipe, socket):
     /// parent writes to `to_child[1]` and reads `to_parent[0]`; the child the opposite.
     int to_child[2];
@@ -115,6 +123,7 @@ static void teardown(struct vqb_setup *setup) {
     if (setup->control) munmap(setup->control, setup->control_bytes);
     if (setup->forward) munmap(setup->forward, setup->forward_bytes);
     if (setup->backward) munmap(setup->backward, setup->backward_bytes);
+    if (setup->queue) munmap(setup->queue, setup->queue_layout.bytes);
     if (setup->parent_buffer) munmap(setup->parent_buffer, setup->buffer_bytes);
     if (setup->child_buffer) munmap(setup->child_buffer, setup->buffer_bytes);
     close_fd(&setup->to_child[0]);
@@ -135,12 +144,18 @@ static int set_up(struct vqb_setup *setup, vqb_transport transport, unsigned slo
     setup->control_bytes = sizeof(struct vqb_control);
     if (!(setup->control = map_shared(setup->control_bytes))) return errno;
     switch (transport) {
+    case VQB_VIRTQUEUE:
+        setup->queue_layout = vqb_vq_layout_make(slots, (size_t)slots * vqb_round_slot(forward_slot));
+        if (!(setup->queue = map_shared(setup->queue_layout.bytes))) return errno;
+        // fall through: the same eventfds as the ring
     case VQB_RING:
-        setup->forward_bytes = vqb_ring_bytes(slots, vqb_round_slot(forward_slot));
-        if (!(setup->forward = map_shared(setup->forward_bytes))) return errno;
-        if (backward_slot > 0) {
-            setup->backward_bytes = vqb_ring_bytes(slots, vqb_round_slot(backward_slot));
-            if (!(setup->backward = map_shared(setup->backward_bytes))) return errno;
+        if (transport == VQB_RING) {
+            setup->forward_bytes = vqb_ring_bytes(slots, vqb_round_slot(forward_slot));
+            if (!(setup->forward = map_shared(setup->forward_bytes))) return errno;
+            if (backward_slot > 0) {
+                setup->backward_bytes = vqb_ring_bytes(slots, vqb_round_slot(backward_slot));
+                if (!(setup->backward = map_shared(setup->backward_bytes))) return errno;
+            }
         }
         // Eventfds carry the wake-ups; the children inherit them across fork().
         if ((setup->to_child[0] = eventfd(0, EFD_CLOEXEC)) < 0) return errno;
@@ -291,6 +306,116 @@ static void groups_close(struct group_times *groups, vqb_result *result) {
     if (groups->values) munmap(groups->values, groups->bytes);
 }
 
+// MARK: C virtqueue
+
+/// One side's view of the C virtqueue's region, and its private state.
+struct vq_end {
+    struct vqb_descriptor *descriptors;
+    _Atomic uint16_t *available_index;
+    uint16_t *available_ring;
+    _Atomic uint16_t *used_index;
+    struct vqb_used_element *used_ring;
+    unsigned char *region;
+    uint64_t data_start;
+    uint64_t data_end;
+    size_t buffer_size;
+    uint16_t size;
+    uint16_t mask;
+    /// The driver's next avail.idx and last seen used.idx; the device's the opposite.
+    uint16_t own;
+    uint16_t seen;
+    /// Waking the peer, and sleeping: as the ring does (see `vqb_wait_change`).
+    struct vqb_ring_end wake;
+    _Atomic uint32_t *own_sleeping;
+    _Atomic uint32_t *peer_sleeping;
+};
+
+static struct vq_end vq_end_make(struct vqb_setup *setup, unsigned slots, size_t message_size, int kick_fd,
+                                 int wait_fd, int spins, int driver) {
+    struct vqb_vq_layout layout = setup->queue_layout;
+    struct vq_end end = {
+        .descriptors = (struct vqb_descriptor *)setup->queue,
+        .available_index = (_Atomic uint16_t *)(setup->queue + layout.available + 2),
+        .available_ring = (uint16_t *)(setup->queue + layout.available + 4),
+        .used_index = (_Atomic uint16_t *)(setup->queue + layout.used + 2),
+        .used_ring = (struct vqb_used_element *)(setup->queue + layout.used + 4),
+        .region = setup->queue,
+        .data_start = layout.data,
+        .data_end = layout.bytes,
+        .buffer_size = vqb_round_slot(message_size),
+        .size = (uint16_t)slots,
+        .mask = (uint16_t)(slots - 1),
+        .wake = ring_end(NULL, slots, message_size, kick_fd, wait_fd, spins),
+        .own_sleeping = driver ? &setup->control->driver_sleeping : &setup->control->device_sleeping,
+        .peer_sleeping = driver ? &setup->control->device_sleeping : &setup->control->driver_sleeping,
+    };
+    return end;
+}
+
+/// Blocks until the 16-bit ring index `*index` differs from `seen`: spin, then announce sleep,
+/// re-check, and read the eventfd — `vqb_wait_change` for virtio's 16-bit indices.
+static uint16_t vq_wait(struct vq_end *end, _Atomic uint16_t *index, uint16_t seen) {
+    uint16_t now;
+    if (end->wake.spins < 0) {
+        while ((now = atomic_load_explicit(index, memory_order_acquire)) == seen) vqb_cpu_relax();
+        return now;
+    }
+    for (int i = 0; i < end->wake.spins; i++) {
+        if ((now = atomic_load_explicit(index, memory_order_acquire)) != seen) return now;
+        vqb_cpu_relax();
+    }
+    for (;;) {
+        atomic_store_explicit(end->own_sleeping, 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_seq_cst);
+        if ((now = atomic_load_explicit(index, memory_order_acquire)) != seen) break;
+        uint64_t value;
+        ssize_t got = read(end->wake.wait_fd, &value, sizeof value);
+        if (got < 0 && errno != EINTR) break;
+        if ((now = atomic_load_explicit(index, memory_order_acquire)) != seen) break;
+    }
+    atomic_store_explicit(end->own_sleeping, 0, memory_order_relaxed);
+    return atomic_load_explicit(index, memory_order_acquire);
+}
+
+/// Driver: takes back every chain the device has returned, with the C virtqueue's checks.
+/// Returns 0, or EPROTO for a used id out of range.
+static int vq_reclaim(struct vq_end *end, uint16_t *next_free, uint16_t *free_head, unsigned *free_count) {
+    uint16_t used = atomic_load_explicit(end->used_index, memory_order_acquire);
+    if ((uint16_t)(used - end->seen) > end->size) return EPROTO;
+    for (; end->seen != used; end->seen++) {
+        struct vqb_used_element element = end->used_ring[end->seen & end->mask];
+        if (element.id >= end->size) return EPROTO;
+        next_free[element.id] = *free_head;
+        *free_head = (uint16_t)element.id;
+        (*free_count)++;
+    }
+    return 0;
+}
+
+/// Device: serves `messages` one-descriptor chains, completing each run of them at once.
+static int vq_serve(struct vq_end *end, uint64_t messages, uint64_t *checksum, uint64_t *corrupt) {
+    for (uint64_t taken = 0; taken < messages;) {
+        uint16_t available = atomic_load_explicit(end->available_index, memory_order_acquire);
+        if (available == end->seen) available = vq_wait(end, end->available_index, end->seen);
+        if ((uint16_t)(available - end->seen) > end->size) return EPROTO;
+        for (; end->seen != available; end->seen++, taken++) {
+            uint16_t head = end->available_ring[end->seen & end->mask];
+            if (head >= end->size) return EPROTO;
+            struct vqb_descriptor descriptor = end->descriptors[head];
+            if (descriptor.addr < end->data_start || descriptor.len > end->data_end ||
+                descriptor.addr > end->data_end - descriptor.len || (descriptor.flags & 1) != 0 ||
+                descriptor.len < 16)
+                return EPROTO;
+            *checksum += vqb_touch_message(end->region + descriptor.addr, descriptor.len, corrupt);
+            end->used_ring[end->own & end->mask] = (struct vqb_used_element){head, 0};
+            end->own++;
+        }
+        atomic_store_explicit(end->used_index, end->own, memory_order_release);
+        vqb_kick_if_sleeping(&end->wake, end->peer_sleeping);
+    }
+    return 0;
+}
+
 // MARK: Throughput
 
 struct throughput_parameters {
@@ -305,7 +430,17 @@ static void throughput_child(struct vqb_setup *setup, void *context) {
     const struct throughput_parameters *p = context;
     struct vqb_control *control = setup->control;
     uint64_t checksum = 0, corrupt = 0, kicks = 0;
-    if (setup->transport == VQB_RING) {
+    if (setup->transport == VQB_VIRTQUEUE) {
+        prefault(setup->queue, setup->queue_layout.bytes);
+        struct vq_end end = vq_end_make(setup, p->slots, p->size, setup->to_parent[1], setup->to_child[0], p->spins, 0);
+        child_ready_and_wait(setup);
+        int error = vq_serve(&end, p->messages, &checksum, &corrupt);
+        if (error != 0) {
+            control->error = error;
+            return;
+        }
+        kicks = end.wake.kicks;
+    } else if (setup->transport == VQB_RING) {
         prefault(setup->forward, setup->forward_bytes);
         struct vqb_ring_end end = ring_end(setup->forward, p->slots, p->size, setup->to_parent[1],
                                            setup->to_child[0], p->spins);
@@ -359,7 +494,16 @@ vqb_result vqb_throughput(vqb_transport transport, size_t message_size, size_t b
         result.error = error;
         return result;
     }
+    // The C virtqueue driver's private free list, mapped (not malloc'ed: this process counts mallocs).
+    size_t free_list_bytes = (size_t)ring_slots * sizeof(uint16_t);
+    uint16_t *free_list = transport == VQB_VIRTQUEUE ? map_private(free_list_bytes) : NULL;
+    if (transport == VQB_VIRTQUEUE && free_list == NULL) {
+        teardown(&setup);
+        result.error = ENOMEM;
+        return result;
+    }
     pid_t pid = start_child(&setup, consumer_cpu, throughput_child, &p);
+    if (pid < 0 && free_list) munmap(free_list, free_list_bytes);
     if (pid < 0) {
         teardown(&setup);
         result.error = (int)-pid;
@@ -373,7 +517,36 @@ vqb_result vqb_throughput(vqb_transport transport, size_t message_size, size_t b
     groups_open(&groups, messages, group > batch ? group : batch);
     uint64_t start = groups.last = vqb_now_ns();
     atomic_store_explicit(&setup.control->go, 1, memory_order_release);
-    if (error == 0 && transport == VQB_RING) {
+    if (error == 0 && transport == VQB_VIRTQUEUE) {
+        struct vq_end end = vq_end_make(&setup, ring_slots, message_size, setup.to_child[1], setup.to_parent[0],
+                                        spins, 1);
+        // The driver's free list: descriptor i owns buffer i of the data area, as in local_virtqueue.c.
+        uint16_t *next_free = free_list;
+        uint16_t free_head = 0;
+        unsigned free_count = ring_slots;
+        for (unsigned i = 0; i < ring_slots; i++) next_free[i] = (uint16_t)(i + 1);
+        for (uint64_t sent = 0; sent < messages && error == 0;) {
+            error = vq_reclaim(&end, next_free, &free_head, &free_count);
+            while (error == 0 && free_count < batch) {
+                vq_wait(&end, end.used_index, end.seen);
+                error = vq_reclaim(&end, next_free, &free_head, &free_count);
+            }
+            for (size_t i = 0; i < batch && error == 0; i++, sent++) {
+                uint16_t head = free_head;
+                free_head = next_free[head];
+                free_count--;
+                uint64_t address = end.data_start + (uint64_t)head * end.buffer_size;
+                vqb_write_message(end.region + address, message_size, sent, 1);
+                end.descriptors[head] = (struct vqb_descriptor){address, (uint32_t)message_size, 0, 0};
+                end.available_ring[end.own & end.mask] = head;
+                end.own++;
+            }
+            atomic_store_explicit(end.available_index, end.own, memory_order_release);
+            vqb_kick_if_sleeping(&end.wake, end.peer_sleeping);
+            groups_tick(&groups, sent - 1);
+        }
+        kicks = end.wake.kicks;
+    } else if (error == 0 && transport == VQB_RING) {
         struct vqb_ring_end end = ring_end(setup.forward, ring_slots, message_size, setup.to_child[1],
                                            setup.to_parent[0], spins);
         for (uint64_t sent = 0; sent < messages;) {
@@ -405,6 +578,7 @@ vqb_result vqb_throughput(vqb_transport transport, size_t message_size, size_t b
     result.checksum = setup.control->checksum;
     result.corrupt = setup.control->corrupt;
     groups_close(&groups, &result);
+    if (free_list) munmap(free_list, free_list_bytes);
     teardown(&setup);
     return result;
 }
@@ -472,7 +646,7 @@ static void round_trip_child(struct vqb_setup *setup, void *context) {
 vqb_result vqb_round_trip(vqb_transport transport, size_t message_size, uint64_t round_trips, vqb_fill fill,
                           int spins, int requester_cpu, int responder_cpu) {
     vqb_result result = {0};
-    if (message_size < 16) {
+    if (message_size < 16 || transport == VQB_VIRTQUEUE) {
         result.error = EINVAL;
         return result;
     }

@@ -5,20 +5,9 @@
 // from the Swift core's full validation and bookkeeping.
 #include "CBaselines.h"
 #include "spsc_ring.h"
+#include "vq_layout.h"
 
 #include <stdlib.h>
-
-struct vqb_descriptor {
-    uint64_t addr;
-    uint32_t len;
-    uint16_t flags;
-    uint16_t next;
-};
-
-struct vqb_used_element {
-    uint32_t id;
-    uint32_t len;
-};
 
 struct vqb_local_virtqueue {
     // Shared memory: one allocation, rings and buffers at offsets, like a region.
@@ -48,22 +37,19 @@ vqb_local_virtqueue *vqb_local_virtqueue_create(unsigned size, size_t buffer_siz
     if (size == 0 || size > 32768 || (size & (size - 1)) != 0 || buffer_size < 16) return NULL;
     vqb_local_virtqueue *queue = calloc(1, sizeof *queue);
     if (queue == NULL) return NULL;
-    size_t descriptors = 0;
-    size_t available = vqb_round_slot(descriptors + 16 * (size_t)size);
-    size_t used = vqb_round_slot(available + 6 + 2 * (size_t)size);
-    size_t data = vqb_round_slot(used + 6 + 8 * (size_t)size);
     queue->data_size = (size_t)size * buffer_size;
-    if (posix_memalign((void **)&queue->region, VQB_CACHE_LINE, data + queue->data_size) != 0) {
+    struct vqb_vq_layout layout = vqb_vq_layout_make(size, queue->data_size);
+    if (posix_memalign((void **)&queue->region, VQB_CACHE_LINE, layout.bytes) != 0) {
         free(queue);
         return NULL;
     }
-    memset(queue->region, 0, data + queue->data_size);
-    queue->descriptors = (struct vqb_descriptor *)(queue->region + descriptors);
-    queue->available_index = (_Atomic uint16_t *)(queue->region + available + 2);
-    queue->available_ring = (uint16_t *)(queue->region + available + 4);
-    queue->used_index = (_Atomic uint16_t *)(queue->region + used + 2);
-    queue->used_ring = (struct vqb_used_element *)(queue->region + used + 4);
-    queue->data_offset = data;
+    memset(queue->region, 0, layout.bytes);
+    queue->descriptors = (struct vqb_descriptor *)queue->region;
+    queue->available_index = (_Atomic uint16_t *)(queue->region + layout.available + 2);
+    queue->available_ring = (uint16_t *)(queue->region + layout.available + 4);
+    queue->used_index = (_Atomic uint16_t *)(queue->region + layout.used + 2);
+    queue->used_ring = (struct vqb_used_element *)(queue->region + layout.used + 4);
+    queue->data_offset = layout.data;
     queue->size = (uint16_t)size;
     queue->mask = (uint16_t)(size - 1);
     queue->buffer_size = buffer_size;

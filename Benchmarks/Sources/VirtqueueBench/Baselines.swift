@@ -18,6 +18,7 @@ enum CBaseline {
         switch transport {
         case .pipe: VQB_PIPE
         case .socketpair: VQB_SOCKETPAIR
+        case .cVirtqueue: VQB_VIRTQUEUE
         default: VQB_RING
         }
     }

@@ -99,11 +99,13 @@ func makeScenarios() -> [Scenario] {
                 try HeapThreads.throughput(size: size, batch: batch, count: $0)
             }
         )
-        add(
-            Scenario(workload: workload, transport: .cRing) {
-                try CBaseline.throughput(.cRing, size: size, batch: batch, count: $0, spins: loadSpins)
-            }
-        )
+        for transport in [Transport.cRing, .cVirtqueue] {
+            add(
+                Scenario(workload: workload, transport: transport) {
+                    try CBaseline.throughput(transport, size: size, batch: batch, count: $0, spins: loadSpins)
+                }
+            )
+        }
         for transport in [Transport.pipe, .socketpair] {
             add(
                 Scenario(workload: workload, transport: transport) {

@@ -23,6 +23,9 @@ typedef enum {
     VQB_RING = 0,
     VQB_PIPE = 1,
     VQB_SOCKETPAIR = 2,
+    /// The hand-written C virtqueue of `local_virtqueue.c` across processes (throughput only):
+    /// the parent drives, the child is the device, with the C ring's spin-then-sleep wake-ups.
+    VQB_VIRTQUEUE = 3,
 } vqb_transport;
 
 /// What the producer writes into each message.
@@ -66,7 +69,8 @@ typedef struct {
 /// Cross-process throughput: the parent produces `messages` messages of `message_size` bytes
 /// (at least 16), publishing (or writing) every `batch` messages; a forked child consumes them.
 /// The parent runs on `producer_cpu`, the child on `consumer_cpu` (-1: no pinning).
-/// For the ring, `ring_slots` (a power of two) slots of `message_size` bytes rounded to 64.
+/// For the ring, `ring_slots` (a power of two) slots of `message_size` bytes rounded to 64; for
+/// the C virtqueue, a queue of `ring_slots` entries, each with a buffer of that size.
 vqb_result vqb_throughput(
     vqb_transport transport, size_t message_size, size_t batch, uint64_t messages,
     unsigned ring_slots, int spins, int producer_cpu, int consumer_cpu);
