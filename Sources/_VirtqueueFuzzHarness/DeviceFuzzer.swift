@@ -422,37 +422,28 @@ final class DeviceSession {
     }
 
     func notify() throws(InvariantFailure) {
-        let result: Result<Bool, VirtqueueError>
-        do {
-            result = .success(try queue.notifyIfNeeded())
-        } catch {
-            result = .failure(error)
-        }
-        if broken {
-            guard case .failure(let error) = result, error.code == .queueBroken else {
-                throw InvariantFailure("notifyIfNeeded on a broken queue returned \(result)")
-            }
-            return
-        }
+        let result = Result { () throws(VirtqueueError) in try queue.notifyIfNeeded() }
         let new = nextUsed
         let old = lastNotifyCheck
         let moves = movesSinceNotifyCheck
-        lastNotifyCheck = new
-        movesSinceNotifyCheck = 0
-        let expected: Bool
-        if moves > Int(UInt16.max) {
-            expected = true
-        } else if new == old {
-            expected = false
-        } else if eventIndex {
-            let event = load16(availableRing + 4 + 2 * size)
-            expected = UInt16(new &- event &- 1) < UInt16(new &- old)
-        } else {
-            expected = load16(availableRing) & 1 == 0
+        if !broken {
+            lastNotifyCheck = new
+            movesSinceNotifyCheck = 0
         }
-        guard case .success(let notified) = result, notified == expected else {
-            throw InvariantFailure("notifyIfNeeded (old \(old), new \(new)) returned \(result), expected \(expected)")
-        }
+        try checkNotification(
+            result,
+            broken: broken,
+            expected: expectedNotification(
+                new: new,
+                old: old,
+                moves: moves,
+                eventIndex: eventIndex,
+                peerEvent: load16(availableRing + 4 + 2 * size),
+                peerFlags: load16(availableRing)
+            ),
+            old: old,
+            new: new
+        )
     }
 
     func wait(spins: Int) throws(InvariantFailure) {
