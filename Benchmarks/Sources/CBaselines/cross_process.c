@@ -352,28 +352,21 @@ static struct vq_end vq_end_make(struct vqb_setup *setup, unsigned slots, size_t
     return end;
 }
 
-/// Blocks until the 16-bit ring index `*index` differs from `seen`: spin, then announce sleep,
-/// re-check, and read the eventfd — `vqb_wait_change` for virtio's 16-bit indices.
+struct vq_index16 {
+    _Atomic uint16_t *index;
+    uint16_t seen;
+};
+
+static int vq_index16_changed(const void *context) {
+    const struct vq_index16 *index = context;
+    return atomic_load_explicit(index->index, memory_order_acquire) != index->seen;
+}
+
+/// Blocks until the 16-bit ring index `*index` differs from `seen` (`vqb_wait_until`, as the
+/// ring waits) and returns the new value.
 static uint16_t vq_wait(struct vq_end *end, _Atomic uint16_t *index, uint16_t seen) {
-    uint16_t now;
-    if (end->wake.spins < 0) {
-        while ((now = atomic_load_explicit(index, memory_order_acquire)) == seen) vqb_cpu_relax();
-        return now;
-    }
-    for (int i = 0; i < end->wake.spins; i++) {
-        if ((now = atomic_load_explicit(index, memory_order_acquire)) != seen) return now;
-        vqb_cpu_relax();
-    }
-    for (;;) {
-        atomic_store_explicit(end->own_sleeping, 1, memory_order_relaxed);
-        atomic_thread_fence(memory_order_seq_cst);
-        if ((now = atomic_load_explicit(index, memory_order_acquire)) != seen) break;
-        uint64_t value;
-        ssize_t got = read(end->wake.wait_fd, &value, sizeof value);
-        if (got < 0 && errno != EINTR) break;
-        if ((now = atomic_load_explicit(index, memory_order_acquire)) != seen) break;
-    }
-    atomic_store_explicit(end->own_sleeping, 0, memory_order_relaxed);
+    struct vq_index16 context = {index, seen};
+    vqb_wait_until(&end->wake, end->own_sleeping, vq_index16_changed, &context);
     return atomic_load_explicit(index, memory_order_acquire);
 }
 

@@ -60,29 +60,46 @@ static inline unsigned char *vqb_slot(const struct vqb_ring_end *end, uint32_t i
     return end->shared->slots + (size_t)(index & end->mask) * end->slot_size;
 }
 
-/// Blocks until `*index != seen`, spinning `end->spins` times first (forever if negative), then
-/// announcing sleep through `sleeping`, re-checking, and reading `end->wait_fd`.
-static inline uint32_t vqb_wait_change(struct vqb_ring_end *end, _Atomic uint32_t *index, uint32_t seen,
-                                       _Atomic uint32_t *sleeping) {
-    uint32_t now;
+/// Blocks until `changed(context)`: spins `end->spins` times first (forever if negative), then
+/// announces sleep through `sleeping`, re-checks, and reads `end->wait_fd`. Shared by the ring's
+/// 32-bit indices and the C virtqueue's 16-bit ones (cross_process.c).
+static inline void vqb_wait_until(const struct vqb_ring_end *end, _Atomic uint32_t *sleeping,
+                                  int (*changed)(const void *), const void *context) {
     if (end->spins < 0) {
-        while ((now = atomic_load_explicit(index, memory_order_acquire)) == seen) vqb_cpu_relax();
-        return now;
+        while (!changed(context)) vqb_cpu_relax();
+        return;
     }
     for (int i = 0; i < end->spins; i++) {
-        if ((now = atomic_load_explicit(index, memory_order_acquire)) != seen) return now;
+        if (changed(context)) return;
         vqb_cpu_relax();
     }
     for (;;) {
         atomic_store_explicit(sleeping, 1, memory_order_relaxed);
         atomic_thread_fence(memory_order_seq_cst);
-        if ((now = atomic_load_explicit(index, memory_order_acquire)) != seen) break;
+        if (changed(context)) break;
         uint64_t value;
         ssize_t got = read(end->wait_fd, &value, sizeof value);
         if (got < 0 && errno != EINTR) break;
-        if ((now = atomic_load_explicit(index, memory_order_acquire)) != seen) break;
+        if (changed(context)) break;
     }
     atomic_store_explicit(sleeping, 0, memory_order_relaxed);
+}
+
+struct vqb_index32 {
+    _Atomic uint32_t *index;
+    uint32_t seen;
+};
+
+static inline int vqb_index32_changed(const void *context) {
+    const struct vqb_index32 *index = context;
+    return atomic_load_explicit(index->index, memory_order_acquire) != index->seen;
+}
+
+/// Blocks until `*index != seen` (see `vqb_wait_until`) and returns the new value.
+static inline uint32_t vqb_wait_change(struct vqb_ring_end *end, _Atomic uint32_t *index, uint32_t seen,
+                                       _Atomic uint32_t *sleeping) {
+    struct vqb_index32 context = {index, seen};
+    vqb_wait_until(end, sleeping, vqb_index32_changed, &context);
     return atomic_load_explicit(index, memory_order_acquire);
 }
 
