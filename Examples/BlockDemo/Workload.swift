@@ -39,7 +39,7 @@ struct Workload {
 
     /// Drives `client` until the workload is done or the device dies; `progress` is called
     /// after every batch of completions.
-    mutating func run<R: MemoryRegion & ~Copyable, N: Notifier>(
+    mutating func run<R: GuestMemory & ~Copyable, N: Notifier>(
         _ client: inout BlockClient<R, N>,
         progress: (Workload) -> Void
     ) throws -> Outcome {
@@ -66,7 +66,7 @@ struct Workload {
         }
     }
 
-    mutating func submitWhatFits<R: MemoryRegion & ~Copyable, N: Notifier>(_ client: inout BlockClient<R, N>) throws {
+    mutating func submitWhatFits<R: GuestMemory & ~Copyable, N: Notifier>(_ client: inout BlockClient<R, N>) throws {
         while client.canSubmit(byteCount: requestBytes) {
             if let operation = reissue.popLast() {
                 try issue(operation, on: &client)
@@ -89,7 +89,7 @@ struct Workload {
         }
     }
 
-    func issue<R: MemoryRegion & ~Copyable, N: Notifier>(
+    func issue<R: GuestMemory & ~Copyable, N: Notifier>(
         _ operation: BlockOperation,
         on client: inout BlockClient<R, N>
     ) throws {

@@ -12,7 +12,7 @@ import VirtqueueSharedMemory
 struct SerialDevice: DeviceComponent {
     static let name = "serial"
 
-    mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
@@ -28,7 +28,7 @@ struct SerialDevice: DeviceComponent {
 DeviceHost.runIfDeviceRole(devices: [DeviceHost.Entry(SerialDevice.self)])
 
 /// The seed's driver steps, written once for any region and notifier.
-func runSeed<R: MemoryRegion & ~Copyable, N: Notifier>(_ driver: inout DriverQueue<R, N>) throws -> String {
+func runSeed<R: GuestMemory & ~Copyable, N: Notifier>(_ driver: inout DriverQueue<R, N>) throws -> String {
     var chain = driver.makeChain()
     for word in ["hello, ", "seL4 ", "world"] {
         try driver.appendReadable(to: &chain, copying: Array(word.utf8))

@@ -9,7 +9,7 @@ import VirtqueueHeap
 struct SerialDevice: DeviceComponent {
     static let name = "serial"
 
-    mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {

@@ -19,7 +19,7 @@ public struct BlockOperation: Hashable, Sendable {
 ///
 /// It remembers every operation in flight, so after the device dies the caller can learn
 /// which operations were lost (``reclaimAbandoned()``) and issue them again on a new queue.
-public struct BlockClient<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~Copyable {
+public struct BlockClient<Region: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
     public var queue: DriverQueue<Region, Notify>
     /// The operation of each chain in flight, by chain id (head descriptor): allocated once.
     var inFlight: [BlockOperation?]

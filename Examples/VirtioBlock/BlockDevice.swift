@@ -47,7 +47,7 @@ public struct BlockDevice: DeviceComponent {
     /// The system calls this device makes beyond the device loop's minimum.
     public static let systemCalls = ["pread64", "pwrite64", "fdatasync"]
 
-    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
@@ -107,7 +107,7 @@ public struct BlockDevice: DeviceComponent {
     }
 
     /// Writes the readable bytes after the header to the disk, straight from shared memory.
-    func writeData<R: MemoryRegion & ~Copyable, N: Notifier>(
+    func writeData<R: GuestMemory & ~Copyable, N: Notifier>(
         of request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>,
         at start: off_t
@@ -127,7 +127,7 @@ public struct BlockDevice: DeviceComponent {
     }
 
     /// Reads `count` bytes from the disk straight into the writable segments.
-    func readData<R: MemoryRegion & ~Copyable, N: Notifier>(
+    func readData<R: GuestMemory & ~Copyable, N: Notifier>(
         into request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>,
         count: Int,
@@ -147,7 +147,7 @@ public struct BlockDevice: DeviceComponent {
     }
 
     /// Writes the status byte right after `written` data bytes.
-    func writeStatus<R: MemoryRegion & ~Copyable, N: Notifier>(
+    func writeStatus<R: GuestMemory & ~Copyable, N: Notifier>(
         _ status: BlockRequest.Status,
         after written: Int,
         into request: borrowing DeviceRequest,

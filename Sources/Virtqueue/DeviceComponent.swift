@@ -9,9 +9,9 @@
 /// ```swift
 /// struct Uppercase: DeviceComponent {
 ///     static let name = "uppercase"
-///     mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+///     mutating func handle<M: GuestMemory & ~Copyable, N: Notifier>(
 ///         _ request: borrowing DeviceRequest,
-///         on queue: borrowing DeviceQueue<R, N>
+///         on queue: borrowing DeviceQueue<M, N>
 ///     ) throws -> Int {
 ///         var text = [UInt8](repeating: 0, count: request.readableByteCount)
 ///         _ = text.withUnsafeMutableBytes { queue.gather(request, into: $0) }
@@ -46,9 +46,9 @@ public protocol DeviceComponent: SendableMetatype {
     ///
     /// - Throws: Any error ends ``DeviceQueue/serve(_:spins:)`` with that error; the request is
     ///   completed with 0 bytes first, so the driver gets its buffers back.
-    mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    mutating func handle<M: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
-        on queue: borrowing DeviceQueue<R, N>
+        on queue: borrowing DeviceQueue<M, N>
     ) throws -> Int
 }
 
@@ -75,7 +75,7 @@ public struct DeviceConfiguration: Hashable, Sendable {
     }
 }
 
-extension DeviceQueue where Region: ~Copyable {
+extension DeviceQueue where Memory: ~Copyable {
     /// Runs `device` until the driver goes away: waits for requests, serves every available one,
     /// completes it, and notifies the driver — when it asked to be notified — after every 16
     /// completions and at the end of each batch.

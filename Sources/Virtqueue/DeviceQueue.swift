@@ -48,68 +48,104 @@ public struct DeviceRequest: ~Copyable {
 /// }
 /// try device.notifyIfNeeded()                              // 7. notify the driver
 /// ```
-public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~Copyable {
-    @usableFromInline let region: Region
+public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
+    /// The memory the rings and buffers live in; the queue owns it (it is released with the queue).
+    @usableFromInline let memory: Memory
     /// The notifier this queue notifies the driver through and waits on for requests.
     public let notifier: Notify
-    /// The features negotiated for this region.
+    /// The features negotiated for this queue.
     public let features: Features
-    @usableFromInline let ring: RingGeometry
-    @usableFromInline let endpoint: Endpoint
     @usableFromInline let state: UnsafeMutablePointer<DeviceState>
     @usableFromInline let queueIdentity: UInt32
     @usableFromInline let indirect: Bool
 
-    /// Attaches the device to queue `queueIndex` of a region, reading and validating its header.
+    /// Builds the device's end of the ring `placement` describes in `memory`.
+    ///
+    /// The placement's areas are resolved through the memory once, here; every descriptor is
+    /// translated once, when its chain is validated. The ring resumes from `placement.cursor`
+    /// (the cursor a stopped queue reported, or ``QueueCursor/start``).
     ///
     /// - Parameters:
-    ///   - region: The region; the queue owns it from now on.
+    ///   - memory: The guest memory; the queue owns it from now on.
+    ///   - placement: Where the ring lies and where it starts.
+    ///   - notifier: Notifies the driver; waits for the driver's kicks.
+    ///   - features: The negotiated features. Transport bits must be ones the ring core
+    ///     implements; device-type bits pass through to the device code.
+    ///   - supportedFeatures: The features this device implements. A negotiated set with anything
+    ///     else is refused.
+    ///   - segmentCapacity: How many segments the device can hold across all requests it has
+    ///     taken and not completed; `nil` for four times the queue size.
+    /// - Throws: ``VirtqueueError`` naming the value: a placement outside memory or malformed
+    ///   (``VirtqueueError/Code-swift.struct/invalidPlacement``,
+    ///   ``VirtqueueError/Code-swift.struct/addressOutOfRange``,
+    ///   ``VirtqueueError/Code-swift.struct/misaligned``), malformed mappings, or a feature bit
+    ///   not implemented (``VirtqueueError/Code-swift.struct/featureNotSupported``).
+    public init(
+        memory: consuming Memory,
+        placement: QueuePlacement,
+        notifier: Notify,
+        features: Features,
+        supportedFeatures: Features = .all,
+        segmentCapacity: Int? = nil
+    ) throws(VirtqueueError) {
+        let unsupported = features.subtracting(supportedFeatures.union(.version1))
+        guard unsupported.isEmpty else {
+            throw VirtqueueError(
+                .featureNotSupported,
+                "the negotiated features include \(unsupported), which this device does not support"
+            )
+        }
+        let capacity = segmentCapacity ?? 4 * placement.size
+        guard capacity >= placement.size, capacity < Int(UInt32.max) else {
+            throw VirtqueueError(
+                .invalidConfiguration,
+                "segment capacity \(capacity) is below the queue size \(placement.size) or too large"
+            )
+        }
+        let setup = try QueueSetup(memory: memory, placement: placement, features: features)
+        self.memory = memory
+        self.notifier = notifier
+        self.features = features
+        self.indirect = features.contains(.indirectDescriptors)
+        self.state = .allocate(capacity: 1)
+        self.state.initialize(
+            to: DeviceState(
+                setup: setup,
+                eventIndex: features.contains(.eventIndex),
+                cursor: placement.cursor,
+                segmentCapacity: capacity
+            )
+        )
+        self.queueIdentity = makeQueueIdentity()
+    }
+
+    /// Attaches the device to queue `queueIndex` of one of this package's regions, reading and
+    /// validating its header (``RegionLayout/init(reading:)``) for the placement and the features.
+    ///
+    /// - Parameters:
+    ///   - region: Memory holding a region header at bus address 0; the queue owns it from now on.
     ///   - notifier: Notifies the driver; waits for the driver's kicks.
     ///   - queueIndex: Which of the region's queues to serve.
     ///   - supportedFeatures: The features this device implements. A region whose negotiated
     ///     features include anything else is refused.
-    ///   - segmentCapacity: How many segments the device can hold across all requests it has
-    ///     taken and not completed; `nil` for four times the queue size.
+    ///   - segmentCapacity: See ``init(memory:placement:notifier:features:supportedFeatures:segmentCapacity:)``.
     /// - Throws: ``VirtqueueError`` if the header is malformed or asks for unsupported features.
     public init(
-        region: consuming Region,
+        region: consuming Memory,
         notifier: Notify,
         queueIndex: Int = 0,
         supportedFeatures: Features = .all,
         segmentCapacity: Int? = nil
     ) throws(VirtqueueError) {
         let layout = try RegionLayout(reading: region)
-        guard layout.queues.indices.contains(queueIndex) else {
-            throw VirtqueueError(
-                .noSuchQueue,
-                "queue index \(queueIndex) is not below the region's \(layout.queues.count) queues"
-            )
-        }
-        let unsupported = layout.features.subtracting(supportedFeatures.union(.version1))
-        guard unsupported.isEmpty else {
-            throw VirtqueueError(
-                .featureNotSupported,
-                "the region negotiated \(unsupported), which this device does not support"
-            )
-        }
-        let queue = layout.queues[queueIndex]
-        let capacity = segmentCapacity ?? 4 * queue.size
-        guard capacity >= queue.size, capacity < Int(UInt32.max) else {
-            throw VirtqueueError(
-                .invalidConfiguration,
-                "segment capacity \(capacity) is below the queue size \(queue.size) or too large"
-            )
-        }
-        let ring = RingGeometry(layout: layout, queue: queue)
-        self.region = region
-        self.notifier = notifier
-        self.features = layout.features
-        self.ring = ring
-        self.endpoint = .device(ring, eventIndex: layout.features.contains(.eventIndex))
-        self.indirect = layout.features.contains(.indirectDescriptors)
-        self.state = .allocate(capacity: 1)
-        self.state.initialize(to: DeviceState(ring: ring, segmentCapacity: capacity))
-        self.queueIdentity = makeQueueIdentity()
+        try self.init(
+            memory: region,
+            placement: try layout.placement(ofQueue: queueIndex),
+            notifier: notifier,
+            features: layout.features,
+            supportedFeatures: supportedFeatures,
+            segmentCapacity: segmentCapacity
+        )
     }
 
     deinit {
@@ -119,20 +155,27 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     }
 
     /// The queue size N.
-    @inlinable public var queueSize: Int { ring.size }
+    @inlinable public var queueSize: Int { state.pointee.ring.size }
     /// Requests taken and not yet completed.
     @inlinable public var takenCount: Int { state.pointee.takenCount }
-    /// The violation that broke the queue, or `nil` while it works.
-    @inlinable public var brokenReason: VirtqueueError? { state.pointee.broken }
-    /// Whether the queue is broken.
-    @inlinable public var isBroken: Bool { state.pointee.broken != nil }
+    /// The violation that broke the queue (or ``VirtqueueError/Code-swift.struct/queueStopped``
+    /// once it stopped), or `nil` while it works.
+    @inlinable public var brokenReason: VirtqueueError? { state.pointee.side.broken }
+    /// Whether the queue is broken (or stopped).
+    @inlinable public var isBroken: Bool { state.pointee.side.broken != nil }
+    /// Where the ring stands: the next available entry the device will take and the next used
+    /// entry it will publish.
+    @inlinable public var cursor: QueueCursor {
+        QueueCursor(nextAvailable: state.pointee.side.consumed, nextUsed: state.pointee.side.published)
+    }
 
     // MARK: Taking requests (seed steps 4 and 5)
 
     /// Takes the next available chain, or returns `nil` if the driver has made none available.
     ///
     /// `avail.idx` and the ring entry are read once; the chain is parsed and validated in full
-    /// (see `docs/trust-model.md`) and copied into private memory before it is returned.
+    /// (see `docs/trust-model.md`), each address translated once, and copied into private memory
+    /// before it is returned.
     ///
     /// - Throws: ``VirtqueueError`` naming the violation, which breaks the queue (afterwards
     ///   ``VirtqueueError/Code-swift.struct/queueBroken``), or
@@ -140,47 +183,25 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ///   segments (complete some requests and call again; the queue stays usable).
     @inlinable @inline(__always)
     public mutating func nextRequest() throws(VirtqueueError) -> DeviceRequest? {
-        if let broken = state.pointee.broken { throw .broken(by: broken) }
         let state = self.state
-        let indirect = self.indirect
-        let endpoint = self.endpoint
-        let taken: (head: UInt16, chain: ParsedChain)?
-        do throws(VirtqueueError) {
-            taken = try region.withUnsafeMutableBytes { (raw) throws(VirtqueueError) -> (UInt16, ParsedChain)? in
-                let base = raw.baseAddress.unsafelyUnwrapped
-                let lastAvailable = state.pointee.lastAvailable
-                let size = state.pointee.ring.size
-                // Entries up to the last validated avail.idx need no new load of it: reading the
-                // driver's index only when those run out keeps its cache line from bouncing
-                // between the two CPUs on every request (vhost's last_avail_idx / avail_idx).
-                if state.pointee.availableShadow == lastAvailable {
-                    let index = endpoint.loadPeerIndex(in: base)
-                    if index == lastAvailable { return nil }
-                    guard Int(index &- lastAvailable) <= size else {
-                        throw .availableIndexJump(index, last: lastAvailable, size: size)
-                    }
-                    state.pointee.availableShadow = index
-                }
-                let mask = state.pointee.ring.mask
-                let slot = state.pointee.ring.availableRing &+ Int(lastAvailable & mask) &* 2
-                let head = UInt16(littleEndian: UnsafeRawPointer(base + slot).loadUnaligned(as: UInt16.self))
-                guard Int(head) < size else {
-                    throw .headOutOfRange(head, slot: lastAvailable & mask, size: size)
-                }
-                guard !state.pointee.headTaken[Int(head)] else { throw .headAlreadyInFlight(head) }
-                let chain = try state.pointee.parseChain(head: head, in: base, indirectAllowed: indirect)
-                return (head, chain)
-            }
-        } catch {
-            if error.isPeerViolation, state.pointee.broken == nil { state.pointee.broken = error }
-            throw error
+        try state.pointee.side.checkUsable()
+        guard try state.pointee.side.peerHasEntry() else { return nil }
+        let position = state.pointee.side.consumed
+        let entry = UnsafeRawPointer(state.pointee.ring.availableEntry(position))
+        let head = UInt16(littleEndian: entry.loadUnaligned(as: UInt16.self))
+        let size = state.pointee.ring.size
+        guard Int(head) < size else {
+            throw state.pointee.side.breakQueue(.headOutOfRange(head, slot: position & state.pointee.ring.mask, size: size))
         }
-        guard let taken else { return nil }
-        state.pointee.commit(taken.chain)
-        state.pointee.lastAvailable &+= 1
-        state.pointee.headTaken[Int(taken.head)] = true
+        guard !state.pointee.headTaken[Int(head)] else {
+            throw state.pointee.side.breakQueue(.headAlreadyInFlight(head))
+        }
+        let chain = try state.pointee.parseChain(head: head, indirectAllowed: indirect)
+        state.pointee.commit(chain)
+        state.pointee.side.consumed = position &+ 1
+        state.pointee.headTaken[Int(head)] = true
         state.pointee.takenCount &+= 1
-        return DeviceRequest(id: taken.head, chain: taken.chain, queueIdentity: queueIdentity)
+        return DeviceRequest(id: head, chain: chain, queueIdentity: queueIdentity)
     }
 
     /// Calls `body` with each device-readable segment of `request`, in order, as a view into the
@@ -270,21 +291,14 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         )
         state.pointee.headTaken[Int(request.id)] = false
         state.pointee.takenCount &-= 1
-        if let broken = state.pointee.broken { throw .broken(by: broken) }
+        try state.pointee.side.checkUsable()
         let valid = written >= 0 && written <= request.writableByteCount
         let length = valid ? UInt32(written) : 0
-        let used = state.pointee.nextUsed
-        let ring = self.ring
         let id = request.id
-        region.withUnsafeMutableBytes { raw in
-            let base = raw.baseAddress.unsafelyUnwrapped
-            let slot = base + (ring.usedRing &+ Int(used & ring.mask) &* 8)
-            slot.storeBytes(of: UInt32(id).littleEndian, as: UInt32.self)
-            slot.storeBytes(of: length.littleEndian, toByteOffset: 4, as: UInt32.self)
-            endpoint.publish(used &+ 1, in: base)
-        }
-        state.pointee.nextUsed = used &+ 1
-        state.pointee.completedSinceNotifyCheck &+= 1
+        let element = state.pointee.ring.usedElement(state.pointee.side.published)
+        element.storeBytes(of: UInt32(id).littleEndian, as: UInt32.self)
+        element.storeBytes(of: length.littleEndian, toByteOffset: 4, as: UInt32.self)
+        state.pointee.side.publish()
         guard valid else {
             throw .writtenLengthTooLarge(written, writable: request.writableByteCount, request: id)
         }
@@ -297,17 +311,7 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     @inlinable
     @discardableResult
     public mutating func notifyIfNeeded() throws(VirtqueueError) -> Bool {
-        if let broken = state.pointee.broken { throw .broken(by: broken) }
-        let new = state.pointee.nextUsed
-        let old = state.pointee.lastNotifyCheck
-        let moves = state.pointee.completedSinceNotifyCheck
-        state.pointee.lastNotifyCheck = new
-        state.pointee.completedSinceNotifyCheck = 0
-        let needed = region.withUnsafeMutableBytes { raw in
-            endpoint.peerNeedsNotification(new: new, old: old, moves: moves, in: raw.baseAddress.unsafelyUnwrapped)
-        }
-        if needed { try notifier.notify() }
-        return needed
+        try state.pointee.side.notifyIfNeeded(notifier)
     }
 
     /// Blocks until the driver has made at least one chain available.
@@ -317,25 +321,39 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     /// sleeps on the notifier.
     ///
     /// - Throws: ``VirtqueueError`` from the notifier (``VirtqueueError/Code-swift.struct/peerDied``
-    ///   when the driver has gone) or ``VirtqueueError/Code-swift.struct/queueBroken``.
+    ///   when the driver has gone, which breaks the queue) or
+    ///   ``VirtqueueError/Code-swift.struct/queueBroken``.
     @inlinable
     public mutating func waitForRequests(spins: Int = 256) throws(VirtqueueError) {
-        if let broken = state.pointee.broken { throw .broken(by: broken) }
-        let lastAvailable = state.pointee.lastAvailable
-        let notifier = self.notifier
-        do throws(VirtqueueError) {
-            try region.withUnsafeMutableBytes { (raw) throws(VirtqueueError) in
-                try endpoint.waitForPeer(
-                    lastSeen: lastAvailable,
-                    spins: spins,
-                    notifier: notifier,
-                    in: raw.baseAddress.unsafelyUnwrapped
-                )
-            }
-        } catch {
-            if error.code == .peerDied, state.pointee.broken == nil { state.pointee.broken = error }
-            throw error
+        try state.pointee.side.waitForPeer(spins: spins, notifier: notifier)
+    }
+
+    // MARK: Stopping and resuming
+
+    /// Stops the queue and reports where the ring stands, so that a new device queue built with
+    /// this cursor (``QueuePlacement/cursor``) resumes the ring: nothing lost, nothing repeated.
+    /// vhost-user's `GET_VRING_BASE`.
+    ///
+    /// The driver may keep submitting meanwhile: what it makes available after the cursor is the
+    /// next queue's to take. Every later call on this queue reports
+    /// ``VirtqueueError/Code-swift.struct/queueStopped`` (or, if it broke before, the violation);
+    /// stopping again reports the same cursor.
+    ///
+    /// - Returns: The cursor: the next available entry to take and the next used entry to publish.
+    /// - Throws: ``VirtqueueError/Code-swift.struct/requestsOutstanding`` if requests were taken
+    ///   and not completed (complete them first; the queue keeps working).
+    public mutating func stop() throws(VirtqueueError) -> QueueCursor {
+        guard state.pointee.takenCount == 0 else {
+            throw VirtqueueError(
+                .requestsOutstanding,
+                "\(state.pointee.takenCount) requests were taken and not completed; complete them before stopping"
+            )
         }
+        let cursor = self.cursor
+        _ = state.pointee.side.breakQueue(
+            VirtqueueError(.queueStopped, "the queue was stopped at cursor \(cursor)")
+        )
+        return cursor
     }
 
     @inlinable @inline(__always)
@@ -347,18 +365,14 @@ public struct DeviceQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         guard request.queueIdentity == queueIdentity else { return }
         let segments = state.pointee.segments
         var segment = request.firstSegment
-        let count = request.segmentCount
-        try region.withUnsafeMutableBytes { (raw) throws(E) in
-            let base = raw.baseAddress.unsafelyUnwrapped
-            for _ in 0..<count {
-                let record = segments[Int(segment)]
-                if record.writable == writable {
-                    try body(UnsafeMutableRawBufferPointer(start: base + Int(record.offset), count: Int(record.length)))
-                }
-                segment = record.next
+        for _ in 0..<request.segmentCount {
+            let record = segments[Int(segment)]
+            if record.writable == writable {
+                try body(UnsafeMutableRawBufferPointer(start: record.host, count: Int(record.length)))
             }
+            segment = record.next
         }
     }
 }
 
-extension DeviceQueue: @unchecked Sendable where Region: Sendable & ~Copyable {}
+extension DeviceQueue: @unchecked Sendable where Memory: Sendable & ~Copyable {}

@@ -26,30 +26,104 @@
 ///
 /// The queue is generic over its region and notifier so that every call specialises: the hot
 /// path makes no allocation, takes no lock, calls no existential and retains nothing.
-public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~Copyable {
-    @usableFromInline let region: Region
+public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
+    /// The memory the rings and buffers live in; the queue owns it (it is released with the queue).
+    @usableFromInline let memory: Memory
     /// The notifier this queue kicks the device through and waits on for used buffers.
     public let notifier: Notify
-    /// The features negotiated for this region.
+    /// The features negotiated for this queue.
     public let features: Features
     /// The size of each pool buffer, in bytes.
     public let bufferSize: Int
     /// A chain grows into an indirect table once it has more segments than this (when
     /// VIRTIO_F_INDIRECT_DESC is negotiated), or when descriptors run out.
     public let indirectThreshold: Int
-    @usableFromInline let ring: RingGeometry
-    @usableFromInline let endpoint: Endpoint
     @usableFromInline let state: UnsafeMutablePointer<DriverState>
     @usableFromInline let queueIdentity: UInt32
     @usableFromInline let indirect: Bool
     /// Bus address of the first pool buffer.
     @usableFromInline let poolStart: UInt64
 
-    /// Attaches the driver to queue `queueIndex` of a region whose header has been written
-    /// (``RegionLayout/initialize(_:)``).
+    /// Builds the driver's end of the ring `placement` describes in `memory`, with a pool of
+    /// buffers in the bus range `pool`.
     ///
     /// - Parameters:
-    ///   - region: The region; the queue owns it from now on.
+    ///   - memory: The guest memory; the queue owns it from now on.
+    ///   - placement: Where the ring lies and where it starts. A driver starts with no chain in
+    ///     flight, so the cursor's two indices must be equal.
+    ///   - notifier: Kicks the device; waits for the device's notifications.
+    ///   - features: The negotiated features. Transport bits must be ones the ring core implements.
+    ///   - pool: The bus addresses of the buffer pool, 16-byte aligned; cut into `bufferSize`
+    ///     slots. A slot that does not lie inside one mapping is left unused.
+    ///   - bufferSize: Bytes per pool buffer: a multiple of 16, at least 16.
+    ///   - indirectThreshold: See ``indirectThreshold``.
+    /// - Throws: ``VirtqueueError`` naming the value: a placement or pool outside memory, a
+    ///   cursor with chains in flight, a parameter out of range, or an unimplemented feature bit.
+    public init(
+        memory: consuming Memory,
+        placement: QueuePlacement,
+        notifier: Notify,
+        features: Features,
+        pool: Range<UInt64>,
+        bufferSize: Int = 4096,
+        indirectThreshold: Int = 16
+    ) throws(VirtqueueError) {
+        guard bufferSize >= 16, bufferSize % 16 == 0, bufferSize <= Int(UInt32.max) else {
+            throw VirtqueueError(
+                .invalidConfiguration,
+                "buffer size \(bufferSize) is not a multiple of 16 between 16 and 2^32"
+            )
+        }
+        guard pool.lowerBound % 16 == 0 else {
+            throw VirtqueueError(.invalidConfiguration, "pool \(hexRange(pool)) does not start 16-byte aligned")
+        }
+        guard indirectThreshold >= 1 else {
+            throw VirtqueueError(.invalidConfiguration, "indirect threshold \(indirectThreshold) is below 1")
+        }
+        guard placement.cursor.nextAvailable == placement.cursor.nextUsed else {
+            throw VirtqueueError(
+                .invalidPlacement,
+                "a driver starts with no chain in flight, but cursor \(placement.cursor) has \(Int(placement.cursor.nextAvailable &- placement.cursor.nextUsed))"
+            )
+        }
+        if let area = placement.bufferArea, !(pool.lowerBound >= area.lowerBound && pool.upperBound <= area.upperBound) {
+            throw VirtqueueError(
+                .invalidConfiguration,
+                "pool \(hexRange(pool)) is not inside the buffer area \(hexRange(area))"
+            )
+        }
+        let setup = try QueueSetup(memory: memory, placement: placement, features: features)
+        let slotCount = min(Int((pool.upperBound - pool.lowerBound) / UInt64(bufferSize)), Int(UInt32.max - 1))
+        var slots: [UnsafeMutableRawPointer?] = []
+        slots.reserveCapacity(slotCount)
+        for slot in 0..<slotCount {
+            let address = pool.lowerBound + UInt64(slot) * UInt64(bufferSize)
+            slots.append(setup.buffers.hotHost(address, length: UInt32(bufferSize)) ?? setup.buffers.contiguousHost(address, length: UInt64(bufferSize)))
+        }
+        self.memory = memory
+        self.notifier = notifier
+        self.features = features
+        self.bufferSize = bufferSize
+        self.indirectThreshold = indirectThreshold
+        self.indirect = features.contains(.indirectDescriptors)
+        self.poolStart = pool.lowerBound
+        self.state = .allocate(capacity: 1)
+        self.state.initialize(
+            to: DriverState(
+                setup: setup,
+                eventIndex: features.contains(.eventIndex),
+                cursor: placement.cursor,
+                slots: slots
+            )
+        )
+        self.queueIdentity = makeQueueIdentity()
+    }
+
+    /// Attaches the driver to queue `queueIndex` of one of this package's regions, whose header
+    /// has been written (``RegionLayout/initialize(_:)``).
+    ///
+    /// - Parameters:
+    ///   - region: Memory holding a region header at bus address 0; the queue owns it from now on.
     ///   - notifier: Kicks the device; waits for the device's notifications.
     ///   - queueIndex: Which of the region's queues to drive.
     ///   - bufferSize: Bytes per pool buffer: a multiple of 16, at least 16. The pool takes the
@@ -59,7 +133,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ///   - indirectThreshold: See ``indirectThreshold``.
     /// - Throws: ``VirtqueueError`` if the header is malformed or a parameter is out of range.
     public init(
-        region: consuming Region,
+        region: consuming Memory,
         notifier: Notify,
         queueIndex: Int = 0,
         bufferSize: Int = 4096,
@@ -67,18 +141,6 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         indirectThreshold: Int = 16
     ) throws(VirtqueueError) {
         let layout = try RegionLayout(reading: region)
-        guard layout.queues.indices.contains(queueIndex) else {
-            throw VirtqueueError(
-                .noSuchQueue,
-                "queue index \(queueIndex) is not below the region's \(layout.queues.count) queues"
-            )
-        }
-        guard bufferSize >= 16, bufferSize % 16 == 0, bufferSize <= Int(UInt32.max) else {
-            throw VirtqueueError(
-                .invalidConfiguration,
-                "buffer size \(bufferSize) is not a multiple of 16 between 16 and 2^32"
-            )
-        }
         let pool = poolRange ?? 0..<layout.dataAreaSize
         guard pool.lowerBound >= 0, pool.upperBound <= layout.dataAreaSize, pool.lowerBound % 16 == 0 else {
             throw VirtqueueError(
@@ -86,24 +148,16 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
                 "pool range \(pool) is not a 16-aligned part of the data area 0..<\(layout.dataAreaSize)"
             )
         }
-        guard indirectThreshold >= 1 else {
-            throw VirtqueueError(.invalidConfiguration, "indirect threshold \(indirectThreshold) is below 1")
-        }
-        let queue = layout.queues[queueIndex]
-        let bufferCount = min(pool.count / bufferSize, Int(UInt32.max - 1))
-        let ring = RingGeometry(layout: layout, queue: queue)
-        self.region = region
-        self.notifier = notifier
-        self.features = layout.features
-        self.bufferSize = bufferSize
-        self.indirectThreshold = indirectThreshold
-        self.ring = ring
-        self.endpoint = .driver(ring, eventIndex: layout.features.contains(.eventIndex))
-        self.indirect = layout.features.contains(.indirectDescriptors)
-        self.poolStart = UInt64(layout.dataAreaOffset + pool.lowerBound)
-        self.state = .allocate(capacity: 1)
-        self.state.initialize(to: DriverState(queueSize: queue.size, bufferCount: bufferCount))
-        self.queueIdentity = makeQueueIdentity()
+        let start = UInt64(layout.dataAreaOffset)
+        try self.init(
+            memory: region,
+            placement: try layout.placement(ofQueue: queueIndex),
+            notifier: notifier,
+            features: layout.features,
+            pool: start + UInt64(pool.lowerBound)..<start + UInt64(pool.upperBound),
+            bufferSize: bufferSize,
+            indirectThreshold: indirectThreshold
+        )
     }
 
     deinit {
@@ -115,7 +169,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     // MARK: Introspection
 
     /// The queue size N.
-    @inlinable public var queueSize: Int { ring.size }
+    @inlinable public var queueSize: Int { state.pointee.ring.size }
     /// Descriptors not used by any chain being built or in flight.
     @inlinable public var freeDescriptorCount: Int { state.pointee.freeDescriptorCount }
     /// Pool buffers not used by any chain.
@@ -125,12 +179,17 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     /// Chains submitted and not yet taken back.
     @inlinable public var inFlightCount: Int { state.pointee.inFlightCount }
     /// The violation that broke the queue, or `nil` while it works.
-    @inlinable public var brokenReason: VirtqueueError? { state.pointee.broken }
+    @inlinable public var brokenReason: VirtqueueError? { state.pointee.side.broken }
     /// Whether the queue is broken.
-    @inlinable public var isBroken: Bool { state.pointee.broken != nil }
+    @inlinable public var isBroken: Bool { state.pointee.side.broken != nil }
+    /// Where the ring stands: the next available entry the driver will publish and the next
+    /// used entry it will take.
+    @inlinable public var cursor: QueueCursor {
+        QueueCursor(nextAvailable: state.pointee.side.published, nextUsed: state.pointee.side.consumed)
+    }
     /// The longest chain this queue can build: the queue size, virtio's limit. A chain that moves
     /// into an indirect table must also fit that table in one buffer (``bufferSize`` / 16 segments).
-    @inlinable public var maximumChainLength: Int { ring.size }
+    @inlinable public var maximumChainLength: Int { state.pointee.ring.size }
 
     // MARK: Building chains (seed steps 1 and 2)
 
@@ -160,10 +219,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ) throws(VirtqueueError) {
         guard !chain.hasWritable else { throw .readableAfterWritable(count: count) }
         let buffer = try appendSegment(to: &chain, length: count, writable: false)
-        let offset = bufferOffset(buffer)
-        region.withUnsafeMutableBytes { raw in
-            fill(UnsafeMutableRawBufferPointer(start: raw.baseAddress.unsafelyUnwrapped + offset, count: count))
-        }
+        fill(UnsafeMutableRawBufferPointer(start: state.pointee.buffers[Int(buffer)].host, count: count))
         chain._readableByteCount &+= count
     }
 
@@ -230,59 +286,52 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     public mutating func submit(_ chain: consuming Chain) throws(VirtqueueError) -> UInt16 {
         try checkOwned(chain.queueIdentity)
         guard chain._segmentCount > 0 else { throw .emptyChain() }
-        if let broken = state.pointee.broken {
+        if let broken = state.pointee.side.broken {
             releaseUnsubmitted(chain)
             throw .broken(by: broken)
         }
-        let head = state.pointee.buffers[Int(chain.firstBuffer)].descriptor
-        let ring = self.ring
-        let bufferSize = self.bufferSize
-        region.withUnsafeMutableBytes { raw in
-            let base = raw.baseAddress.unsafelyUnwrapped
-            let buffers = state.pointee.buffers
-            if chain.indirectTable != noBuffer {
-                let tableAddress = poolStart + UInt64(chain.indirectTable) * UInt64(bufferSize)
-                var buffer = chain.firstBuffer
-                for index in 0..<chain._segmentCount {
-                    let record = buffers[Int(buffer)]
-                    let last = index == chain._segmentCount - 1
-                    Descriptor(
-                        address: poolStart &+ UInt64(buffer) &* UInt64(bufferSize),
-                        length: record.length,
-                        flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
-                            | (last ? 0 : Descriptor.nextFlag),
-                        next: last ? 0 : UInt16(truncatingIfNeeded: index + 1)
-                    ).store(to: base, at: Int(tableAddress) + index * Descriptor.byteCount)
-                    buffer = record.next
-                }
+        let buffers = state.pointee.buffers
+        let head = buffers[Int(chain.firstBuffer)].descriptor
+        let ring = state.pointee.ring
+        let bufferSize = UInt64(self.bufferSize)
+        if chain.indirectTable != noBuffer {
+            let table = buffers[Int(chain.indirectTable)].host.unsafelyUnwrapped
+            var buffer = chain.firstBuffer
+            for index in 0..<chain._segmentCount {
+                let record = buffers[Int(buffer)]
+                let last = index == chain._segmentCount - 1
                 Descriptor(
-                    address: tableAddress,
-                    length: UInt32(chain._segmentCount * Descriptor.byteCount),
-                    flags: Descriptor.indirectFlag,
-                    next: 0
-                ).store(to: base, at: ring.descriptorTable &+ Int(head) &* Descriptor.byteCount)
-            } else {
-                var buffer = chain.firstBuffer
-                for index in 0..<chain._segmentCount {
-                    let record = buffers[Int(buffer)]
-                    let last = index == chain._segmentCount - 1
-                    Descriptor(
-                        address: poolStart &+ UInt64(buffer) &* UInt64(bufferSize),
-                        length: record.length,
-                        flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
-                            | (last ? 0 : Descriptor.nextFlag),
-                        next: last ? 0 : state.pointee.descriptorNext[Int(record.descriptor)]
-                    ).store(to: base, at: ring.descriptorTable &+ Int(record.descriptor) &* Descriptor.byteCount)
-                    buffer = record.next
-                }
+                    address: poolStart &+ UInt64(buffer) &* bufferSize,
+                    length: record.length,
+                    flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
+                        | (last ? 0 : Descriptor.nextFlag),
+                    next: last ? 0 : UInt16(truncatingIfNeeded: index + 1)
+                ).store(to: table + index &* Descriptor.byteCount)
+                buffer = record.next
             }
-            let available = state.pointee.nextAvailable
-            let slot = ring.availableRing &+ Int(available & ring.mask) &* 2
-            (base + slot).storeBytes(of: head.littleEndian, as: UInt16.self)
-            endpoint.publish(available &+ 1, in: base)
+            Descriptor(
+                address: poolStart &+ UInt64(chain.indirectTable) &* bufferSize,
+                length: UInt32(chain._segmentCount * Descriptor.byteCount),
+                flags: Descriptor.indirectFlag,
+                next: 0
+            ).store(to: ring.descriptor(head))
+        } else {
+            var buffer = chain.firstBuffer
+            for index in 0..<chain._segmentCount {
+                let record = buffers[Int(buffer)]
+                let last = index == chain._segmentCount - 1
+                Descriptor(
+                    address: poolStart &+ UInt64(buffer) &* bufferSize,
+                    length: record.length,
+                    flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
+                        | (last ? 0 : Descriptor.nextFlag),
+                    next: last ? 0 : state.pointee.descriptorNext[Int(record.descriptor)]
+                ).store(to: ring.descriptor(record.descriptor))
+                buffer = record.next
+            }
         }
-        state.pointee.nextAvailable &+= 1
-        state.pointee.submittedSinceNotifyCheck &+= 1
+        ring.availableEntry(state.pointee.side.published).storeBytes(of: head.littleEndian, as: UInt16.self)
+        state.pointee.side.publish()
         state.pointee.heads[Int(head)] = HeadRecord(
             firstBuffer: chain.firstBuffer,
             lastBuffer: chain.lastBuffer,
@@ -306,17 +355,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     @inlinable
     @discardableResult
     public mutating func notifyIfNeeded() throws(VirtqueueError) -> Bool {
-        if let broken = state.pointee.broken { throw .broken(by: broken) }
-        let new = state.pointee.nextAvailable
-        let old = state.pointee.lastNotifyCheck
-        let moves = state.pointee.submittedSinceNotifyCheck
-        state.pointee.lastNotifyCheck = new
-        state.pointee.submittedSinceNotifyCheck = 0
-        let needed = region.withUnsafeMutableBytes { raw in
-            endpoint.peerNeedsNotification(new: new, old: old, moves: moves, in: raw.baseAddress.unsafelyUnwrapped)
-        }
-        if needed { try notifier.notify() }
-        return needed
+        try state.pointee.side.notifyIfNeeded(notifier)
     }
 
     // MARK: Taking chains back (seed step 8)
@@ -332,44 +371,28 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ///   back with ``takeAbandoned()``.
     @inlinable @inline(__always)
     public mutating func takeUsed() throws(VirtqueueError) -> UsedChain? {
-        if let broken = state.pointee.broken { throw .broken(by: broken) }
-        let lastUsed = state.pointee.lastUsed
-        let size = ring.size
-        let ring = self.ring
-        // Elements up to the last validated used.idx need no new load of it: reading the
-        // device's index only when those run out keeps its cache line from bouncing between the
-        // two CPUs on every chain.
-        let shadow = state.pointee.usedShadow
-        let element: (index: UInt16, id: UInt32, length: UInt32)? = region.withUnsafeMutableBytes { raw in
-            let base = raw.baseAddress.unsafelyUnwrapped
-            var index = shadow
-            if index == lastUsed {
-                index = endpoint.loadPeerIndex(in: base)
-                if index == lastUsed { return nil }
-            }
-            let slot = base + (ring.usedRing &+ Int(lastUsed & ring.mask) &* 8)
-            let id = UInt32(littleEndian: UnsafeRawPointer(slot).loadUnaligned(as: UInt32.self))
-            let length = UInt32(littleEndian: UnsafeRawPointer(slot).loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-            return (index, id, length)
-        }
-        guard let element else { return nil }
-        if element.index != shadow {
-            let pending = Int(element.index &- lastUsed)
-            guard pending <= size else { throw breakQueue(.usedIndexJump(element.index, last: lastUsed, size: size)) }
-            state.pointee.usedShadow = element.index
-        }
-        guard element.id < UInt32(size) else { throw breakQueue(.usedIDOutOfRange(element.id, size: size)) }
-        let head = UInt16(truncatingIfNeeded: element.id)
+        let state = self.state
+        try state.pointee.side.checkUsable()
+        guard try state.pointee.side.peerHasEntry() else { return nil }
+        let position = state.pointee.side.consumed
+        let element = UnsafeRawPointer(state.pointee.ring.usedElement(position))
+        let id = UInt32(littleEndian: element.loadUnaligned(as: UInt32.self))
+        let length = UInt32(littleEndian: element.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+        let size = state.pointee.ring.size
+        guard id < UInt32(size) else { throw state.pointee.side.breakQueue(.usedIDOutOfRange(id, size: size)) }
+        let head = UInt16(truncatingIfNeeded: id)
         let record = state.pointee.heads[Int(head)]
-        guard record.inFlight else { throw breakQueue(.usedIDNotInFlight(element.id)) }
-        guard UInt64(element.length) <= record.writableByteCount else {
-            throw breakQueue(.usedLengthTooLarge(element.length, head: head, writable: record.writableByteCount))
+        guard record.inFlight else { throw state.pointee.side.breakQueue(.usedIDNotInFlight(id)) }
+        guard UInt64(length) <= record.writableByteCount else {
+            throw state.pointee.side.breakQueue(
+                .usedLengthTooLarge(length, head: head, writable: record.writableByteCount)
+            )
         }
-        state.pointee.lastUsed = lastUsed &+ 1
+        state.pointee.side.consumed = position &+ 1
         state.pointee.retire(head)
         return UsedChain(
             id: head,
-            writtenByteCount: Int(element.length),
+            writtenByteCount: Int(length),
             status: .completed,
             firstBuffer: record.firstBuffer,
             lastBuffer: record.lastBuffer,
@@ -384,9 +407,9 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     /// Together with ``takeUsed()`` this accounts for every buffer the driver ever submitted.
     @inlinable
     public mutating func takeAbandoned() -> UsedChain? {
-        guard let broken = state.pointee.broken, state.pointee.inFlightCount > 0 else { return nil }
+        guard let broken = state.pointee.side.broken, state.pointee.inFlightCount > 0 else { return nil }
         let cause = broken.code
-        while state.pointee.abandonCursor < ring.size {
+        while state.pointee.abandonCursor < state.pointee.ring.size {
             let head = state.pointee.abandonCursor
             state.pointee.abandonCursor += 1
             let record = state.pointee.heads[head]
@@ -419,20 +442,17 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
         var remaining = used.writtenByteCount
         var buffer = used.firstBuffer
         let buffers = state.pointee.buffers
-        try region.withUnsafeMutableBytes { (raw) throws(E) in
-            let base = raw.baseAddress.unsafelyUnwrapped
-            for _ in 0..<used.segmentCount {
-                let record = buffers[Int(buffer)]
-                let start = UnsafeRawPointer(base + bufferOffset(buffer))
-                if record.flags & BufferRecord.writableFlag != 0 {
-                    let written = min(remaining, Int(record.length))
-                    remaining -= written
-                    try body(true, UnsafeRawBufferPointer(start: start, count: written))
-                } else {
-                    try body(false, UnsafeRawBufferPointer(start: start, count: Int(record.length)))
-                }
-                buffer = record.next
+        for _ in 0..<used.segmentCount {
+            let record = buffers[Int(buffer)]
+            let start = UnsafeRawPointer(record.host)
+            if record.flags & BufferRecord.writableFlag != 0 {
+                let written = min(remaining, Int(record.length))
+                remaining -= written
+                try body(true, UnsafeRawBufferPointer(start: start, count: written))
+            } else {
+                try body(false, UnsafeRawBufferPointer(start: start, count: Int(record.length)))
             }
+            buffer = record.next
         }
     }
 
@@ -473,55 +493,30 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     ///   which also breaks the queue) or ``VirtqueueError/Code-swift.struct/queueBroken``.
     @inlinable
     public mutating func waitForUsed(spins: Int = 256) throws(VirtqueueError) {
-        if let broken = state.pointee.broken { throw .broken(by: broken) }
+        try state.pointee.side.checkUsable()
         guard state.pointee.inFlightCount > 0 else { return }
-        let lastUsed = state.pointee.lastUsed
-        let notifier = self.notifier
-        do throws(VirtqueueError) {
-            try region.withUnsafeMutableBytes { (raw) throws(VirtqueueError) in
-                try endpoint.waitForPeer(
-                    lastSeen: lastUsed,
-                    spins: spins,
-                    notifier: notifier,
-                    in: raw.baseAddress.unsafelyUnwrapped
-                )
-            }
-        } catch {
-            if error.code == .peerDied { throw breakQueue(error) }
-            throw error
-        }
+        try state.pointee.side.waitForPeer(spins: spins, notifier: notifier)
     }
 
     /// Breaks the queue on purpose — for example when a supervisor learns that the device
     /// process died. Chains in flight can then be taken back with ``takeAbandoned()``.
     @inlinable
     public mutating func markBroken(_ reason: VirtqueueError) {
-        _ = breakQueue(reason)
+        _ = state.pointee.side.breakQueue(reason)
     }
 
     // MARK: Internals
-
-    @inlinable @inline(__always)
-    func bufferOffset(_ buffer: UInt32) -> Int {
-        Int(truncatingIfNeeded: poolStart) &+ Int(buffer) &* bufferSize
-    }
 
     @inlinable @inline(__always)
     func checkOwned(_ identity: UInt32) throws(VirtqueueError) {
         guard identity == queueIdentity else { throw .tokenNotOwned(identity, queue: queueIdentity) }
     }
 
-    @inlinable
-    func breakQueue(_ violation: VirtqueueError) -> VirtqueueError {
-        if state.pointee.broken == nil { state.pointee.broken = violation }
-        return violation
-    }
-
     /// Takes a buffer (and, for a direct chain, a descriptor) and links it to the chain.
     @inlinable @inline(__always)
     mutating func appendSegment(to chain: inout Chain, length: Int, writable: Bool) throws(VirtqueueError) -> UInt32 {
         try checkOwned(chain.queueIdentity)
-        if let broken = state.pointee.broken { throw .broken(by: broken) }
+        try state.pointee.side.checkUsable()
         guard length >= 0, length <= bufferSize else { throw .payloadTooLarge(length, bufferSize: bufferSize) }
         guard chain._segmentCount < maximumChainLength else {
             throw .chainTooLong(segments: chain._segmentCount + 1, limit: maximumChainLength)
@@ -536,7 +531,7 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
                 throw .indirectTableTooSmall(segments: chain._segmentCount + 1, bufferSize: bufferSize)
             }
         } else {
-            guard state.pointee.freeDescriptorCount > 0 else { throw .ringFull(size: ring.size) }
+            guard state.pointee.freeDescriptorCount > 0 else { throw .ringFull(size: state.pointee.ring.size) }
         }
         guard state.pointee.freeBufferCount > 0 else {
             throw .poolExhausted(bufferCount: state.pointee.bufferCount)
@@ -591,4 +586,4 @@ public struct DriverQueue<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~
     }
 }
 
-extension DriverQueue: @unchecked Sendable where Region: Sendable & ~Copyable {}
+extension DriverQueue: @unchecked Sendable where Memory: Sendable & ~Copyable {}

@@ -18,11 +18,11 @@ public struct QueueLayout: Hashable, Sendable {
     public let usedRingOffset: Int
 
     /// Bytes in the descriptor table of a queue of `size` entries.
-    public static func descriptorTableByteCount(size: Int) -> Int { 16 * size }
+    public static func descriptorTableByteCount(size: Int) -> Int { SplitRingFields.areaByteCounts(size: size).descriptor }
     /// Bytes in the available ring of a queue of `size` entries.
-    public static func availableRingByteCount(size: Int) -> Int { 6 + 2 * size }
+    public static func availableRingByteCount(size: Int) -> Int { SplitRingFields.areaByteCounts(size: size).driver }
     /// Bytes in the used ring of a queue of `size` entries.
-    public static func usedRingByteCount(size: Int) -> Int { 6 + 8 * size }
+    public static func usedRingByteCount(size: Int) -> Int { SplitRingFields.areaByteCounts(size: size).device }
 
     /// Checks that `size` is a valid virtio queue size: a power of two from 1 to 32768.
     ///
@@ -109,10 +109,7 @@ public struct RegionLayout: Hashable, Sendable {
         guard dataAreaSize >= 0, dataAreaSize <= Int(UInt32.max) * 16 else {
             throw VirtqueueError(.invalidConfiguration, "data area size \(dataAreaSize) is out of range")
         }
-        let unknown = features.subtracting(.all)
-        guard unknown.isEmpty else {
-            throw VirtqueueError(.featureNotSupported, "feature bits \(unknown) are not supported")
-        }
+        try features.union(.version1).validateForRing()
         var offset = Self.align(Self.fixedHeaderByteCount + Self.queueEntryByteCount * queueSizes.count)
         var queues: [QueueLayout] = []
         for size in queueSizes {
@@ -139,22 +136,19 @@ public struct RegionLayout: Hashable, Sendable {
         self.regionSize = offset + dataAreaSize
     }
 
-    /// Writes the header and zeroes every ring, making the region ready for a driver and a device.
+    /// Writes the header and zeroes every ring, making the memory ready for a driver and a device.
     ///
-    /// Call this once, on the side that creates the region, before either queue attaches.
+    /// Call this once, on the side that creates the region, before either queue attaches. The
+    /// header and each ring must each lie inside one mapping; the data area may span several.
     ///
-    /// - Throws: ``VirtqueueError/Code-swift.struct/regionTooSmall`` if the region has fewer than
-    ///   ``regionSize`` bytes.
-    public func initialize<Region: MemoryRegion & ~Copyable>(_ region: borrowing Region) throws(VirtqueueError) {
-        guard region.count >= regionSize else {
-            throw VirtqueueError(
-                .regionTooSmall,
-                "region of \(region.count) bytes is smaller than the \(regionSize) bytes the layout needs"
-            )
-        }
-        try region.withUnsafeMutableBytes { (raw) throws(VirtqueueError) in
+    /// - Throws: ``VirtqueueError/Code-swift.struct/regionTooSmall`` if the memory does not map
+    ///   the ``regionSize`` bytes the layout needs from bus address 0, or
+    ///   ``VirtqueueError/Code-swift.struct/misaligned`` if the header is not 16-byte aligned.
+    public func initialize<Memory: GuestMemory & ~Copyable>(_ memory: borrowing Memory) throws(VirtqueueError) {
+        try checkMapped(in: memory)
+        try memory.withBytes(at: 0, count: headerByteCount) { (raw) throws(VirtqueueError) in
             try Self.checkAlignment(of: raw)
-            raw[0..<dataAreaOffset].initializeMemory(as: UInt8.self, repeating: 0)
+            raw.initializeMemory(as: UInt8.self, repeating: 0)
             raw.storeBytes(of: Self.magic.littleEndian, toByteOffset: 0x00, as: UInt64.self)
             raw.storeBytes(of: Self.version.littleEndian, toByteOffset: 0x08, as: UInt16.self)
             raw.storeBytes(of: UInt16(queues.count).littleEndian, toByteOffset: 0x0A, as: UInt16.self)
@@ -179,24 +173,131 @@ public struct RegionLayout: Hashable, Sendable {
                 raw.storeBytes(of: UInt64(queue.usedRingOffset).littleEndian, toByteOffset: entry + 24, as: UInt64.self)
             }
         }
+        for queue in queues {
+            for range in queue.ranges {
+                try memory.withBytes(at: UInt64(range.lowerBound), count: range.count) { (raw) throws(VirtqueueError) in
+                    raw.initializeMemory(as: UInt8.self, repeating: 0)
+                }
+            }
+        }
     }
 
-    /// Reads and validates the header at the start of `region`.
+    /// Reads and validates the header at bus address 0 of `memory` (a ``MemoryRegion``, or
+    /// guest memory of several mappings laid out the same way).
     ///
     /// Every field is read once and checked: magic, version, queue count, header size, feature
     /// bits, each queue's size, alignment and bounds, the data area's bounds, and that no two
-    /// areas overlap. Nothing past `region.count` is read.
+    /// areas overlap; then that the memory maps every byte the layout names. Nothing outside the
+    /// memory is read.
     ///
     /// - Throws: ``VirtqueueError/Code-swift.struct/invalidHeader`` naming the bad field and value.
-    public init<Region: MemoryRegion & ~Copyable>(reading region: borrowing Region) throws(VirtqueueError) {
-        self = try region.withUnsafeMutableBytes { (raw) throws(VirtqueueError) -> RegionLayout in
+    public init<Memory: GuestMemory & ~Copyable>(reading memory: borrowing Memory) throws(VirtqueueError) {
+        let mapped = try memory.withMappings { (mappings) throws(VirtqueueError) -> UInt64 in
+            let map = try AddressMap(mappings)
+            defer { map.deallocate() }
+            guard var index = map.window(containing: 0) else {
+                throw VirtqueueError(.invalidHeader, "the memory maps nothing at bus address 0, where the header goes")
+            }
+            // The bytes mapped without a gap from bus address 0, across adjacent mappings.
+            while index + 1 < map.count, map.windows[index + 1].start == map.windows[index].end { index += 1 }
+            return map.windows[index].end
+        }
+        // The header's own size field says how much to read; the header is then read and
+        // validated once, from that one copy.
+        let firstMapping = try memory.withMappings { (mappings) throws(VirtqueueError) -> UInt64 in
+            let map = try AddressMap(mappings)
+            defer { map.deallocate() }
+            return map.windows[map.window(containing: 0) ?? 0].end
+        }
+        let declared = try memory.withBytes(at: 0, count: Int(min(firstMapping, 0x10))) {
+            (raw) throws(VirtqueueError) -> Int in
+            raw.count < 0x10 ? 0 : Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 0x0C, as: UInt32.self)))
+        }
+        let largest = Self.fixedHeaderByteCount + Self.maximumQueueCount * Self.queueEntryByteCount
+        let count = Int(min(firstMapping, UInt64(min(max(declared, Self.fixedHeaderByteCount), largest))))
+        let layout = try memory.withBytes(at: 0, count: count) { (raw) throws(VirtqueueError) -> RegionLayout in
             try Self.checkAlignment(of: raw)
-            return try RegionLayout(parsing: UnsafeRawBufferPointer(raw))
+            return try RegionLayout(parsing: UnsafeRawBufferPointer(raw), mappedBytes: Int(clamping: mapped))
+        }
+        do {
+            try layout.checkMapped(in: memory)
+        } catch {
+            throw VirtqueueError(.invalidHeader, error.message)
+        }
+        self = layout
+    }
+
+    /// The placement of queue `index`: its areas at their offsets (bus address = offset), a fresh
+    /// cursor, and buffers confined to the data area.
+    ///
+    /// - Throws: ``VirtqueueError/Code-swift.struct/noSuchQueue`` if `index` is not one of the queues.
+    public func placement(ofQueue index: Int) throws(VirtqueueError) -> QueuePlacement {
+        guard queues.indices.contains(index) else {
+            throw VirtqueueError(
+                .noSuchQueue,
+                "queue index \(index) is not below the region's \(queues.count) queues"
+            )
+        }
+        let queue = queues[index]
+        return QueuePlacement(
+            format: .split,
+            size: queue.size,
+            descriptorArea: UInt64(queue.descriptorTableOffset),
+            driverArea: UInt64(queue.availableRingOffset),
+            deviceArea: UInt64(queue.usedRingOffset),
+            cursor: .start,
+            bufferArea: UInt64(dataAreaOffset)..<UInt64(dataAreaOffset + dataAreaSize)
+        )
+    }
+
+    /// Checks that `memory` maps the header and each ring inside one mapping, and every byte of
+    /// the data area.
+    func checkMapped<Memory: GuestMemory & ~Copyable>(in memory: borrowing Memory) throws(VirtqueueError) {
+        try memory.withMappings { (mappings) throws(VirtqueueError) in
+            let map = try AddressMap(mappings)
+            defer { map.deallocate() }
+            var mapped: UInt64 = 0
+            if var index = map.window(containing: 0) {
+                while index + 1 < map.count, map.windows[index + 1].start == map.windows[index].end { index += 1 }
+                mapped = map.windows[index].end
+            }
+            guard mapped >= UInt64(regionSize) else {
+                throw VirtqueueError(
+                    .regionTooSmall,
+                    "the memory maps \(mapped) bytes from bus address 0 without a gap, fewer than the \(regionSize) bytes the layout needs"
+                )
+            }
+            var areas: [(String, Range<Int>)] = [("header", 0..<headerByteCount)]
+            for (index, queue) in queues.enumerated() {
+                for (part, range) in zip(["descriptor table", "available ring", "used ring"], queue.ranges) {
+                    areas.append(("queue \(index) \(part)", range))
+                }
+            }
+            for (name, range) in areas where map.contiguousHost(UInt64(range.lowerBound), length: UInt64(range.count)) == nil {
+                throw VirtqueueError(
+                    .regionTooSmall,
+                    "the memory does not map the \(name) at \(range) inside one mapping (mappings: \(map.describeWindows()))"
+                )
+            }
+            if dataAreaSize > 0,
+                let problem = map.problem(address: UInt64(dataAreaOffset), length: UInt64(dataAreaSize))
+            {
+                throw VirtqueueError(
+                    .regionTooSmall,
+                    "the memory does not map the data area at \(dataAreaOffset) of \(dataAreaSize) bytes: \(problem)"
+                )
+            }
         }
     }
 
     /// Reads and validates a region header from raw bytes; see ``init(reading:)``.
     public init(parsing bytes: UnsafeRawBufferPointer) throws(VirtqueueError) {
+        try self.init(parsing: bytes, mappedBytes: bytes.count)
+    }
+
+    /// Parses a header whose first `bytes.count` bytes are given, in memory that maps
+    /// `mappedBytes` bytes from bus address 0 (the region size may not exceed it).
+    init(parsing bytes: UnsafeRawBufferPointer, mappedBytes: Int) throws(VirtqueueError) {
         func bad(_ text: String) -> VirtqueueError { VirtqueueError(.invalidHeader, text) }
         guard bytes.count >= Self.fixedHeaderByteCount else {
             throw bad(
@@ -224,12 +325,14 @@ public struct RegionLayout: Hashable, Sendable {
         let features = Features(
             rawValue: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x10, as: UInt64.self))
         )
-        let unknown = features.subtracting(.all)
-        guard unknown.isEmpty else { throw bad("feature bits \(unknown) are not supported") }
-        guard features.contains(.version1) else { throw bad("features \(features) lack VERSION_1") }
+        do {
+            try features.validateForRing()
+        } catch {
+            throw bad(error.message)
+        }
         let regionSize64 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x18, as: UInt64.self))
-        guard regionSize64 <= UInt64(bytes.count) else {
-            throw bad("region size \(regionSize64) is larger than the \(bytes.count) bytes mapped")
+        guard regionSize64 <= UInt64(mappedBytes) else {
+            throw bad("region size \(regionSize64) is larger than the \(mappedBytes) bytes mapped")
         }
         let regionSize = Int(regionSize64)
         guard regionSize >= headerSize else { throw bad("region size \(regionSize) is smaller than the header") }

@@ -31,6 +31,12 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
         public static let invalidConfiguration = Code(4)
         /// A feature was requested that the other side, or this library, does not support.
         public static let featureNotSupported = Code(5)
+        /// A queue placement does not fit: an area outside memory, areas that overlap, an unknown
+        /// ring format, or a cursor that does not fit the ring.
+        public static let invalidPlacement = Code(6)
+        /// A bus address (with its length) lies in a gap between mappings, runs past the end of
+        /// its mapping, or overflows 2^64.
+        public static let addressOutOfRange = Code(7)
 
         // MARK: Caller mistakes: using a queue
 
@@ -56,6 +62,10 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
         public static let queueBroken = Code(29)
         /// The queue index is not one of the region's queues.
         public static let noSuchQueue = Code(30)
+        /// The queue was stopped (``DeviceQueue/stop()``); build a new one from its cursor.
+        public static let queueStopped = Code(31)
+        /// The queue cannot stop while it holds requests that were taken and not completed.
+        public static let requestsOutstanding = Code(32)
 
         // MARK: Peer violations: region header
 
@@ -74,7 +84,8 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
         public static let descriptorLoop = Code(53)
         /// The chain has more descriptors than the queue size.
         public static let peerChainTooLong = Code(54)
-        /// A buffer's `addr + len` overflows or lies outside the region's data area.
+        /// A buffer's `addr + len` overflows, lies in a gap between mappings, runs past the end of
+        /// its mapping, or lies outside the placement's buffer area (a region's data area).
         public static let bufferOutOfRange = Code(55)
         /// A device-writable descriptor comes before a device-readable one.
         public static let writableBeforeReadable = Code(56)
@@ -82,7 +93,7 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
         public static let nestedIndirect = Code(57)
         /// An indirect table's length is zero or not a multiple of 16.
         public static let indirectLengthInvalid = Code(58)
-        /// An indirect table lies outside the region's data area.
+        /// An indirect table lies outside the buffer area, or spans two mappings.
         public static let indirectOutOfRange = Code(59)
         /// A descriptor has both INDIRECT and NEXT set.
         public static let indirectWithNext = Code(60)
@@ -116,6 +127,8 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
             case .misaligned: "misaligned"
             case .invalidConfiguration: "invalidConfiguration"
             case .featureNotSupported: "featureNotSupported"
+            case .invalidPlacement: "invalidPlacement"
+            case .addressOutOfRange: "addressOutOfRange"
             case .poolExhausted: "poolExhausted"
             case .ringFull: "ringFull"
             case .chainTooLong: "chainTooLong"
@@ -127,6 +140,8 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
             case .segmentStoreExhausted: "segmentStoreExhausted"
             case .queueBroken: "queueBroken"
             case .noSuchQueue: "noSuchQueue"
+            case .queueStopped: "queueStopped"
+            case .requestsOutstanding: "requestsOutstanding"
             case .invalidHeader: "invalidHeader"
             case .availableIndexJump: "availableIndexJump"
             case .headOutOfRange: "headOutOfRange"
@@ -187,7 +202,8 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
     /// The error every call on a broken queue reports, wrapping the violation that broke it.
     @usableFromInline @inline(never)
     internal static func broken(by violation: VirtqueueError) -> VirtqueueError {
-        VirtqueueError(
+        if violation.code == .queueStopped { return violation }
+        return VirtqueueError(
             .queueBroken,
             "the queue is broken: \(violation.description)",
             underlyingErrno: violation.underlyingErrno,

@@ -100,7 +100,7 @@ public protocol QueueEndsVisitor {
     /// - Parameter ends: The driver's and the device's end of the same region.
     /// - Returns: Whatever the suite computes.
     /// - Throws: A ``ConformanceFailure``, or an error from the backend's region or notifier.
-    func visit<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+    func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
         _ ends: consuming QueueEnds<Region, Notify>
     ) throws -> Output
 }
@@ -117,7 +117,7 @@ public protocol LaunchedDeviceVisitor {
     /// - Parameter device: The driver's end of the launched device.
     /// - Returns: Whatever the suite computes.
     /// - Throws: A ``ConformanceFailure``, or an error from the backend.
-    func visit<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+    func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
         _ device: consuming LaunchedDevice<Region, Notify>
     ) throws -> Output
 }

@@ -29,7 +29,7 @@ public struct ConformanceDevice: DeviceComponent {
 
     public init() {}
 
-    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {

@@ -14,7 +14,7 @@ public import Virtqueue
 /// ring.usedIndex = 1
 /// // driver.takeUsed() now throws usedIDNotInFlight
 /// ```
-public struct HostileRingWriter<Region: MemoryRegion & ~Copyable>: ~Copyable {
+public struct HostileRingWriter<Region: GuestMemory & ~Copyable>: ~Copyable {
     /// `VIRTQ_DESC_F_NEXT`.
     public static var next: UInt16 { 1 }
     /// `VIRTQ_DESC_F_WRITE`: device-writable.
@@ -22,115 +22,128 @@ public struct HostileRingWriter<Region: MemoryRegion & ~Copyable>: ~Copyable {
     /// `VIRTQ_DESC_F_INDIRECT`.
     public static var indirect: UInt16 { 4 }
 
-    /// The region the writer writes through.
+    /// The memory the writer writes through.
     public let region: Region
     /// The region's layout.
     public let layout: RegionLayout
     /// The layout of the queue the writer attacks.
     public let queue: QueueLayout
+    /// The bus address of each field of the queue's ring, from the ring core.
+    public let fields: SplitRingAddresses
 
     /// Creates a writer for queue `queueIndex` of `region`.
     ///
     /// - Parameters:
-    ///   - region: A handle to the shared region (the attacking side's end).
+    ///   - region: A handle to the shared memory (the attacking side's end).
     ///   - layout: The region's layout.
     ///   - queueIndex: The queue to write; must be one of the layout's queues.
     public init(region: consuming Region, layout: RegionLayout, queueIndex: Int = 0) {
-        precondition(layout.queues.indices.contains(queueIndex), "queue \(queueIndex) is not in the layout")
-        precondition(region.count >= layout.regionSize, "the region is smaller than the layout")
+        guard let placement = try? layout.placement(ofQueue: queueIndex) else {
+            preconditionFailure("queue \(queueIndex) is not in the layout")
+        }
         self.region = region
         self.layout = layout
         self.queue = layout.queues[queueIndex]
+        self.fields = SplitRingAddresses(placement)
     }
 
-    /// Stores `value`, little-endian, at byte `offset` of the region.
+    /// Stores `value`, little-endian, at bus address `address` of the memory.
     ///
-    /// - Precondition: The value fits inside the region.
+    /// - Precondition: The value lies inside one mapping.
+    public func store<T: FixedWidthInteger>(_ value: T, at address: UInt64) {
+        do {
+            try region.withBytes(at: address, count: MemoryLayout<T>.size) { raw in
+                raw.storeBytes(of: value.littleEndian, as: T.self)
+            }
+        } catch {
+            preconditionFailure("hostile writer: \(error)")
+        }
+    }
+
+    /// Stores `value`, little-endian, at byte `offset` (bus address) of the region.
     public func store<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        region.withUnsafeMutableBytes { raw in
-            precondition(
-                offset >= 0 && offset <= raw.count - MemoryLayout<T>.size,
-                "offset \(offset) is outside the region"
-            )
-            raw.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+        store(value, at: UInt64(offset))
+    }
+
+    /// Loads a little-endian value from bus address `address` of the memory.
+    ///
+    /// - Precondition: The value lies inside one mapping.
+    public func load<T: FixedWidthInteger>(_: T.Type, at address: UInt64) -> T {
+        do {
+            return try region.withBytes(at: address, count: MemoryLayout<T>.size) { raw in
+                T(littleEndian: raw.loadUnaligned(as: T.self))
+            }
+        } catch {
+            preconditionFailure("hostile writer: \(error)")
         }
     }
 
-    /// Loads a little-endian value from byte `offset` of the region.
-    ///
-    /// - Precondition: The value lies inside the region.
-    public func load<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
-        region.withUnsafeMutableBytes { raw in
-            precondition(
-                offset >= 0 && offset <= raw.count - MemoryLayout<T>.size,
-                "offset \(offset) is outside the region"
-            )
-            return T(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: T.self))
-        }
+    /// Loads a little-endian value from byte `offset` (bus address) of the region.
+    public func load<T: FixedWidthInteger>(_ type: T.Type, at offset: Int) -> T {
+        load(type, at: UInt64(offset))
     }
 
     /// Writes descriptor `index` of the queue's descriptor table.
     public func descriptor(_ index: Int, address: UInt64, length: UInt32, flags: UInt16 = 0, next: UInt16 = 0) {
-        descriptor(
-            at: queue.descriptorTableOffset + 16 * index,
-            address: address,
-            length: length,
-            flags: flags,
-            next: next
-        )
+        descriptor(at: fields.descriptor(index), address: address, length: length, flags: flags, next: next)
+    }
+
+    /// Writes a 16-byte descriptor at any bus address (an indirect table's entry, say).
+    public func descriptor(at address: UInt64, address value: UInt64, length: UInt32, flags: UInt16 = 0, next: UInt16 = 0) {
+        store(value, at: address)
+        store(length, at: address + 8)
+        store(flags, at: address + 12)
+        store(next, at: address + 14)
     }
 
     /// Writes a 16-byte descriptor at any byte offset (an indirect table's entry, say).
     public func descriptor(at offset: Int, address: UInt64, length: UInt32, flags: UInt16 = 0, next: UInt16 = 0) {
-        store(address, at: offset)
-        store(length, at: offset + 8)
-        store(flags, at: offset + 12)
-        store(next, at: offset + 14)
+        descriptor(at: UInt64(offset), address: address, length: length, flags: flags, next: next)
     }
 
     /// Writes `head` into slot `slot` (taken modulo the queue size) of the available ring.
     public func makeAvailable(head: UInt16, slot: Int) {
-        store(head, at: queue.availableRingOffset + 4 + 2 * (slot % queue.size))
+        store(head, at: fields.availableEntry(slot: slot))
     }
 
     /// `avail.idx`.
     public var availableIndex: UInt16 {
-        get { load(UInt16.self, at: queue.availableRingOffset + 2) }
-        nonmutating set { store(newValue, at: queue.availableRingOffset + 2) }
+        get { load(UInt16.self, at: fields.availableIndex) }
+        nonmutating set { store(newValue, at: fields.availableIndex) }
     }
 
     /// `used.idx`.
     public var usedIndex: UInt16 {
-        get { load(UInt16.self, at: queue.usedRingOffset + 2) }
-        nonmutating set { store(newValue, at: queue.usedRingOffset + 2) }
+        get { load(UInt16.self, at: fields.usedIndex) }
+        nonmutating set { store(newValue, at: fields.usedIndex) }
     }
 
     /// Writes used-ring element `slot` (taken modulo the queue size).
     public func usedElement(slot: Int, id: UInt32, length: UInt32) {
-        let offset = queue.usedRingOffset + 4 + 8 * (slot % queue.size)
-        store(id, at: offset)
-        store(length, at: offset + 4)
+        let address = fields.usedElement(slot: slot)
+        store(id, at: address)
+        store(length, at: address + 4)
     }
 
     /// Reads used-ring element `slot` (taken modulo the queue size).
     public func usedElement(slot: Int) -> (id: UInt32, length: UInt32) {
-        let offset = queue.usedRingOffset + 4 + 8 * (slot % queue.size)
-        return (load(UInt32.self, at: offset), load(UInt32.self, at: offset + 4))
+        let address = fields.usedElement(slot: slot)
+        return (load(UInt32.self, at: address), load(UInt32.self, at: address + 4))
     }
 
     /// The bus address (region offset) `offset` bytes into the data area.
     public func data(_ offset: Int) -> UInt64 { UInt64(layout.dataAreaOffset + offset) }
 
     /// `avail.flags`.
-    public var availableFlags: UInt16 { load(UInt16.self, at: queue.availableRingOffset) }
+    public var availableFlags: UInt16 { load(UInt16.self, at: fields.availableFlags) }
     /// `used.flags`.
-    public var usedFlags: UInt16 { load(UInt16.self, at: queue.usedRingOffset) }
+    public var usedFlags: UInt16 { load(UInt16.self, at: fields.usedFlags) }
     /// `used_event`, at the end of the available ring.
-    public var usedEvent: UInt16 { load(UInt16.self, at: queue.availableRingOffset + 4 + 2 * queue.size) }
+    public var usedEvent: UInt16 { load(UInt16.self, at: fields.usedEvent) }
     /// `avail_event`, at the end of the used ring.
     public var availableEvent: UInt16 {
-        get { load(UInt16.self, at: queue.usedRingOffset + 4 + 8 * queue.size) }
-        nonmutating set { store(newValue, at: queue.usedRingOffset + 4 + 8 * queue.size) }
+        get { load(UInt16.self, at: fields.availableEvent) }
+        nonmutating set { store(newValue, at: fields.availableEvent) }
     }
 }
 

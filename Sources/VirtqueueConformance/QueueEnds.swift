@@ -1,7 +1,7 @@
 public import Virtqueue
 
 /// One side's end of a queue: its handle to the shared region and its notifier.
-public struct QueueEnd<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~Copyable {
+public struct QueueEnd<Region: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
     /// This side's handle to (or mapping of) the region.
     public var region: Region
     /// This side's notifier: `notify()` wakes the other side's `wait()`.
@@ -26,7 +26,7 @@ public struct QueueEnd<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~Cop
 
 /// Both ends of one queue, over the same memory: what ``ConformanceBackend/withQueueEnds(layout:_:)``
 /// gives the suite.
-public struct QueueEnds<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~Copyable {
+public struct QueueEnds<Region: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
     /// The driver's end.
     public var driver: QueueEnd<Region, Notify>
     /// The device's end.
@@ -44,7 +44,7 @@ public struct QueueEnds<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~Co
 }
 
 /// A ``ConformanceDevice`` running wherever the backend runs devices, seen from the driver.
-public struct LaunchedDevice<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~Copyable {
+public struct LaunchedDevice<Region: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
     /// The driver's handle to the region the device serves (its header already written).
     public var region: Region
     /// The driver's notifier: kicks the device and waits for it.

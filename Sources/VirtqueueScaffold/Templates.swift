@@ -82,7 +82,7 @@ struct Templates {
 
             public init() {}
 
-            public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+            public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
                 _ request: borrowing DeviceRequest,
                 on queue: borrowing DeviceQueue<R, N>
             ) throws -> Int {
@@ -106,7 +106,7 @@ struct Templates {
         ///
         /// It wraps a ``DriverQueue`` of any backend, so the same code drives the device on a
         /// thread, in a process or in a sandbox.
-        public struct \(name)Driver<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ~Copyable {
+        public struct \(name)Driver<Region: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
             public var queue: DriverQueue<Region, Notify>
 
             public init(queue: consuming DriverQueue<Region, Notify>) {
@@ -181,7 +181,7 @@ struct Templates {
             }
 
             /// The pair's behaviour: edit these expectations together with the device.
-            func exercise<R: MemoryRegion & ~Copyable, N: Notifier>(_ driver: inout \(name)Driver<R, N>) throws {
+            func exercise<R: GuestMemory & ~Copyable, N: Notifier>(_ driver: inout \(name)Driver<R, N>) throws {
                 for message in ["hello", "virtqueue", String(repeating: "x", count: 1000)] {
                     let reply = try driver.send(Array(message.utf8))
                     #expect(String(decoding: reply, as: UTF8.self) == message)

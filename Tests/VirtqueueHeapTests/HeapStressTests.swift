@@ -8,7 +8,7 @@ import VirtqueueHeap
 private struct ChecksumDevice: DeviceComponent {
     static let name = "checksum"
 
-    mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {

@@ -7,7 +7,7 @@ import VirtqueueHeap
 struct ReversingSerialDevice: DeviceComponent {
     static let name = "reversing-serial"
 
-    mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {

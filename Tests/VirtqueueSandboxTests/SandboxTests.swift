@@ -25,7 +25,7 @@ enum Host {
 }
 
 /// Sends one request to the device and returns its answer (or the error that ended the wait).
-func send<R: MemoryRegion & ~Copyable, N: Notifier>(
+func send<R: GuestMemory & ~Copyable, N: Notifier>(
     _ text: String,
     on driver: inout DriverQueue<R, N>
 ) throws(VirtqueueError) -> Int64? {

@@ -11,14 +11,14 @@ import VirtqueueTestDevices
 struct UnhostedDevice: DeviceComponent {
     static let name = "unhosted"
     init() {}
-    mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int { 0 }
 }
 
 /// Sends each message through `driver` and returns the bytes the device wrote back.
-func roundTrip<R: MemoryRegion & ~Copyable, N: Notifier>(
+func roundTrip<R: GuestMemory & ~Copyable, N: Notifier>(
     _ driver: inout DriverQueue<R, N>,
     _ messages: [[UInt8]],
     replyCapacity: Int

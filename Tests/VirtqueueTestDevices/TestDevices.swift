@@ -18,7 +18,7 @@ public struct SerialDevice: DeviceComponent {
 
     public init() {}
 
-    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
@@ -35,7 +35,7 @@ public struct EchoDevice: DeviceComponent {
 
     public init() {}
 
-    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
@@ -51,7 +51,7 @@ public struct ChecksumDevice: DeviceComponent {
 
     public init() {}
 
-    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
@@ -86,7 +86,7 @@ public struct TruncatingDevice: DeviceComponent {
 
     public init() {}
 
-    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
@@ -105,7 +105,7 @@ public struct FailingDevice: DeviceComponent {
 
     public init() {}
 
-    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
@@ -120,7 +120,7 @@ public struct DescriptorListingDevice: DeviceComponent {
 
     public init() {}
 
-    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
@@ -159,7 +159,7 @@ public struct ConfiguredDevice: DeviceComponent {
         summary = Array(parts.joined(separator: "|").utf8)
     }
 
-    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {

@@ -16,7 +16,7 @@ public enum DriverWorkloads {
     /// - Returns: The number of kicks the driver sent and the number of groups timed.
     /// - Throws: ``VirtqueueError`` from the queue or the notifier.
     @inlinable
-    public static func stream<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+    public static func stream<Region: GuestMemory & ~Copyable, Notify: Notifier>(
         _ driver: inout DriverQueue<Region, Notify>,
         size: Int,
         batch: Int,
@@ -68,7 +68,7 @@ public enum DriverWorkloads {
     /// - Returns: The number of kicks the driver sent and the number of group times recorded.
     /// - Throws: ``VirtqueueError`` from the queue or the notifier, or if a reply is wrong.
     @inlinable
-    public static func roundTrips<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+    public static func roundTrips<Region: GuestMemory & ~Copyable, Notify: Notifier>(
         _ driver: inout DriverQueue<Region, Notify>,
         size: Int,
         count: Int,
@@ -113,7 +113,7 @@ public enum DriverWorkloads {
 
     /// Takes back and frees every chain the device has completed; whether there was any.
     @inlinable
-    static func reclaim<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+    static func reclaim<Region: GuestMemory & ~Copyable, Notify: Notifier>(
         _ driver: inout DriverQueue<Region, Notify>
     ) throws(VirtqueueError) -> Bool {
         var any = false

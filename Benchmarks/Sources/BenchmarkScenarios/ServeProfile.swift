@@ -16,7 +16,7 @@ public struct BatchDevice: DeviceComponent {
 
     /// Touches the request like ``TouchDevice``; throws ``BatchServed`` on every `batch`-th.
     @inlinable
-    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {

@@ -32,7 +32,7 @@ public struct TouchDevice: DeviceComponent {
     /// - Returns: 16 when the request has a writable segment of at least 16 bytes, else 0.
     /// - Throws: ``TouchDeviceError`` if a payload arrived damaged.
     @inlinable
-    public mutating func handle<R: MemoryRegion & ~Copyable, N: Notifier>(
+    public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {

@@ -28,37 +28,31 @@ extension DeviceState {
     /// `docs/trust-model.md` before the segment is used:
     ///
     /// - a chain visits at most N descriptors (more means a loop) and `next` stays below N;
-    /// - `addr + len` lies inside the data area, without overflow;
+    /// - `addr + len` lies inside memory and the buffer area, without overflow; a buffer that
+    ///   spans two adjacent mappings becomes two segments, one in a gap is a violation;
     /// - device-readable segments come before device-writable ones;
     /// - an indirect descriptor has no NEXT, needs VIRTIO_F_INDIRECT_DESC, points at a table
-    ///   inside the data area whose length is a non-zero multiple of 16, whose descriptors obey
-    ///   the same rules, never nest and never chain more than the table holds;
-    /// - the whole chain has at most N segments.
+    ///   inside one mapping of the buffer area whose length is a non-zero multiple of 16, whose
+    ///   descriptors obey the same rules, never nest, and which with the direct descriptors
+    ///   before it makes a chain of at most N descriptors.
     ///
-    /// On a violation the error is thrown and the store is unchanged (the partial chain was never
-    /// committed); the caller breaks the queue.
+    /// A violation breaks the queue where it is found and is thrown; the store is unchanged (the
+    /// partial chain was never committed).
     @inlinable @inline(__always)
-    mutating func parseChain(
-        head: UInt16,
-        in base: UnsafeMutableRawPointer,
-        indirectAllowed: Bool
-    ) throws(VirtqueueError) -> ParsedChain {
+    mutating func parseChain(head: UInt16, indirectAllowed: Bool) throws(VirtqueueError) -> ParsedChain {
         var chain = ParsedChain(cursor: freeSegmentHead)
         var index = head
         var visited = 0
         while true {
             visited &+= 1
-            guard visited <= ring.size else { throw .descriptorLoop(head: head, size: ring.size) }
-            let descriptor = Descriptor(
-                loadingFrom: base,
-                at: ring.descriptorTable &+ Int(index) &* Descriptor.byteCount
-            )
+            guard visited <= ring.size else { throw side.breakQueue(.descriptorLoop(head: head, size: ring.size)) }
+            let descriptor = Descriptor(loadingFrom: ring.descriptor(index))
             if descriptor.flags & Descriptor.indirectFlag != 0 {
                 try appendIndirect(
                     descriptor,
                     at: index,
+                    directCount: visited &- 1,
                     to: &chain,
-                    in: base,
                     allowed: indirectAllowed
                 )
                 break
@@ -66,7 +60,7 @@ extension DeviceState {
             try append(descriptor, at: index, to: &chain)
             guard descriptor.flags & Descriptor.nextFlag != 0 else { break }
             guard Int(descriptor.next) < ring.size else {
-                throw .nextOutOfRange(descriptor: index, next: descriptor.next, size: ring.size)
+                throw side.breakQueue(.nextOutOfRange(descriptor: index, next: descriptor.next, size: ring.size))
             }
             index = descriptor.next
         }
@@ -84,103 +78,169 @@ extension DeviceState {
     mutating func appendIndirect(
         _ descriptor: Descriptor,
         at index: UInt16,
+        directCount: Int,
         to chain: inout ParsedChain,
-        in base: UnsafeMutableRawPointer,
         allowed: Bool
     ) throws(VirtqueueError) {
         guard allowed else {
-            throw VirtqueueError(
-                .indirectNotNegotiated,
-                "descriptor \(index) is INDIRECT but VIRTIO_F_INDIRECT_DESC was not negotiated"
+            throw side.breakQueue(
+                VirtqueueError(
+                    .indirectNotNegotiated,
+                    "descriptor \(index) is INDIRECT but VIRTIO_F_INDIRECT_DESC was not negotiated"
+                )
             )
         }
         guard descriptor.flags & Descriptor.nextFlag == 0 else {
-            throw VirtqueueError(.indirectWithNext, "descriptor \(index) has both INDIRECT and NEXT set")
+            throw side.breakQueue(
+                VirtqueueError(.indirectWithNext, "descriptor \(index) has both INDIRECT and NEXT set")
+            )
         }
         guard descriptor.length > 0, descriptor.length % UInt32(Descriptor.byteCount) == 0 else {
-            throw VirtqueueError(
-                .indirectLengthInvalid,
-                "indirect table of descriptor \(index) is \(descriptor.length) bytes, not a non-zero multiple of 16"
+            throw side.breakQueue(
+                VirtqueueError(
+                    .indirectLengthInvalid,
+                    "indirect table of descriptor \(index) is \(descriptor.length) bytes, not a non-zero multiple of 16"
+                )
             )
         }
-        guard ring.dataAreaContains(address: descriptor.address, length: UInt64(descriptor.length)) else {
-            throw VirtqueueError(
-                .indirectOutOfRange,
-                "indirect table at \(descriptor.address) of \(descriptor.length) bytes lies outside the data area \(ring.dataStart)..<\(ring.dataEnd)"
-            )
-        }
+        let table = try indirectTable(descriptor, at: index)
         let tableCount = Int(descriptor.length) / Descriptor.byteCount
-        guard chain.count + tableCount <= ring.size else {
-            throw VirtqueueError(
-                .peerChainTooLong,
-                "indirect table of \(tableCount) descriptors makes the chain longer than the queue size \(ring.size)"
+        guard directCount + tableCount <= ring.size else {
+            throw side.breakQueue(
+                VirtqueueError(
+                    .peerChainTooLong,
+                    "indirect table of \(tableCount) descriptors after \(directCount) direct ones makes the chain longer than the queue size \(ring.size)"
+                )
             )
         }
-        let table = Int(descriptor.address)
         var entry = 0
         var visited = 0
         while true {
             visited += 1
             guard visited <= tableCount else {
-                throw VirtqueueError(
-                    .descriptorLoop,
-                    "the indirect chain of descriptor \(index) visits more than its \(tableCount) entries (it loops)"
+                throw side.breakQueue(
+                    VirtqueueError(
+                        .descriptorLoop,
+                        "the indirect chain of descriptor \(index) visits more than its \(tableCount) entries (it loops)"
+                    )
                 )
             }
-            let inner = Descriptor(loadingFrom: base, at: table + entry * Descriptor.byteCount)
+            let inner = Descriptor(loadingFrom: table + entry * Descriptor.byteCount)
             guard inner.flags & Descriptor.indirectFlag == 0 else {
-                throw VirtqueueError(
-                    .nestedIndirect,
-                    "entry \(entry) of the indirect table of descriptor \(index) is itself INDIRECT"
+                throw side.breakQueue(
+                    VirtqueueError(
+                        .nestedIndirect,
+                        "entry \(entry) of the indirect table of descriptor \(index) is itself INDIRECT"
+                    )
                 )
             }
             try append(inner, at: UInt16(truncatingIfNeeded: entry), to: &chain)
             guard inner.flags & Descriptor.nextFlag != 0 else { return }
             guard Int(inner.next) < tableCount else {
-                throw VirtqueueError(
-                    .nextOutOfRange,
-                    "indirect entry \(entry) has next \(inner.next), not below the table's \(tableCount) entries"
+                throw side.breakQueue(
+                    VirtqueueError(
+                        .nextOutOfRange,
+                        "indirect entry \(entry) has next \(inner.next), not below the table's \(tableCount) entries"
+                    )
                 )
             }
             entry = Int(inner.next)
         }
     }
 
-    /// Checks one buffer descriptor and copies it into the private store.
+    /// The indirect table's bytes: inside one mapping of the buffer area.
+    @inlinable
+    mutating func indirectTable(_ descriptor: Descriptor, at index: UInt16) throws(VirtqueueError)
+        -> UnsafeMutableRawPointer
+    {
+        if let host = buffers.hotHost(descriptor.address, length: descriptor.length) { return host }
+        return try indirectTableOutsideHotWindow(descriptor, at: index)
+    }
+
+    @usableFromInline @inline(never)
+    mutating func indirectTableOutsideHotWindow(_ descriptor: Descriptor, at index: UInt16) throws(VirtqueueError)
+        -> UnsafeMutableRawPointer
+    {
+        let map = buffers
+        if let window = map.window(containing: descriptor.address),
+            UInt64(descriptor.length) <= map.windows[window].end &- descriptor.address
+        {
+            return map.windows[window].host + Int(descriptor.address &- map.windows[window].start)
+        }
+        let why = map.problem(address: descriptor.address, length: UInt64(descriptor.length)) ?? "it spans two mappings"
+        throw side.breakQueue(
+            VirtqueueError(
+                .indirectOutOfRange,
+                "indirect table of descriptor \(index) at bus address \(hex(descriptor.address)) of \(descriptor.length) bytes: \(why)"
+            )
+        )
+    }
+
+    /// Checks one buffer descriptor and copies it into the private store, translated.
     @inlinable @inline(__always)
-    mutating func append(
+    mutating func append(_ descriptor: Descriptor, at index: UInt16, to chain: inout ParsedChain)
+        throws(VirtqueueError)
+    {
+        let writable = descriptor.flags & Descriptor.writeFlag != 0
+        guard let host = buffers.hotHost(descriptor.address, length: descriptor.length) else {
+            try appendOutsideHotWindow(descriptor, at: index, writable: writable, to: &chain)
+            return
+        }
+        try checkOrder(writable: writable, at: index, in: &chain)
+        try store(host: host, length: descriptor.length, writable: writable, to: &chain)
+    }
+
+    /// A buffer outside the hot window: in another mapping, spanning adjacent mappings (one
+    /// segment per mapping), or a violation.
+    @usableFromInline @inline(never)
+    mutating func appendOutsideHotWindow(
         _ descriptor: Descriptor,
         at index: UInt16,
+        writable: Bool,
         to chain: inout ParsedChain
     ) throws(VirtqueueError) {
-        guard ring.dataAreaContains(address: descriptor.address, length: UInt64(descriptor.length)) else {
-            throw .bufferOutOfRange(
-                descriptor: index,
-                address: descriptor.address,
-                length: descriptor.length,
-                dataStart: ring.dataStart,
-                dataEnd: ring.dataEnd
+        let map = buffers
+        if let problem = map.problem(address: descriptor.address, length: UInt64(descriptor.length)) {
+            throw side.breakQueue(
+                .bufferOutOfRange(descriptor: index, address: descriptor.address, length: descriptor.length, problem)
             )
         }
-        let writable = descriptor.flags & Descriptor.writeFlag != 0
+        try checkOrder(writable: writable, at: index, in: &chain)
+        try map.segments(address: descriptor.address, length: UInt64(descriptor.length)) {
+            (host, length) throws(VirtqueueError) in
+            try store(host: host, length: length, writable: writable, to: &chain)
+        }
+    }
+
+    /// Device-readable segments come before device-writable ones.
+    @inlinable @inline(__always)
+    mutating func checkOrder(writable: Bool, at index: UInt16, in chain: inout ParsedChain) throws(VirtqueueError) {
         if writable {
             chain.sawWritable = true
         } else if chain.sawWritable {
-            throw .writableBeforeReadable(descriptor: index)
+            throw side.breakQueue(.writableBeforeReadable(descriptor: index))
         }
-        guard chain.count < ring.size else { throw .peerChainTooLong(size: ring.size) }
+    }
+
+    @inlinable @inline(__always)
+    mutating func store(
+        host: UnsafeMutableRawPointer,
+        length: UInt32,
+        writable: Bool,
+        to chain: inout ParsedChain
+    ) throws(VirtqueueError) {
         guard chain.count < freeSegmentCount else { throw .segmentStoreExhausted(capacity: segmentCapacity) }
         let slot = chain.cursor
-        segments[Int(slot)].offset = descriptor.address
-        segments[Int(slot)].length = descriptor.length
+        segments[Int(slot)].host = host
+        segments[Int(slot)].length = length
         segments[Int(slot)].writable = writable
         chain.cursor = segments[Int(slot)].next
         chain.last = slot
         chain.count &+= 1
         if writable {
-            chain.writableByteCount &+= Int(descriptor.length)
+            chain.writableByteCount &+= Int(length)
         } else {
-            chain.readableByteCount &+= Int(descriptor.length)
+            chain.readableByteCount &+= Int(length)
         }
     }
 }

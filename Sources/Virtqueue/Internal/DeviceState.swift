@@ -1,9 +1,10 @@
 /// One validated segment of a request, copied out of shared memory into the device's private
-/// store: the only copy the device uses after validation (no double fetch).
+/// store: the only copy the device uses after validation (no double fetch). The address was
+/// translated once, at validation, into this process's pointer.
 @usableFromInline
 internal struct SegmentRecord {
-    /// Region offset of the segment's first byte (validated inside the data area).
-    @usableFromInline var offset: UInt64 = 0
+    /// The segment's first byte, in this process (validated inside memory and the buffer area).
+    @usableFromInline var host: UnsafeMutableRawPointer?
     @usableFromInline var length: UInt32 = 0
     @usableFromInline var writable = false
     /// Next segment of the same request, or of the free list.
@@ -12,21 +13,19 @@ internal struct SegmentRecord {
     @inlinable init() {}
 }
 
-/// Everything the device keeps in private memory: the indices it has seen and published, the
-/// heads it holds, and the segments of the requests it has taken.
+/// Everything the device keeps in private memory: its side of the ring, the heads it holds, and
+/// the segments of the requests it has taken.
 @usableFromInline
 internal struct DeviceState {
-    /// The ring's offsets. Kept here, behind the queue's one pointer, so that the hot path reads
-    /// the fields it needs instead of copying the whole geometry.
-    @usableFromInline let ring: RingGeometry
-    @usableFromInline var lastAvailable: UInt16 = 0
-    /// The last `avail.idx` read and validated (at most N past `lastAvailable`); entries before
-    /// it are consumed without reading the index again.
-    @usableFromInline var availableShadow: UInt16 = 0
-    @usableFromInline var nextUsed: UInt16 = 0
-    @usableFromInline var lastNotifyCheck: UInt16 = 0
-    /// Completions published since `lastNotifyCheck` (the true distance, which 16 bits can't hold).
-    @usableFromInline var completedSinceNotifyCheck = 0
+    /// The ring, resolved at set-up. Kept here, behind the queue's one pointer, so that the hot
+    /// path reads the fields it needs instead of copying the whole ring.
+    @usableFromInline let ring: SplitRing
+    /// The translation table for buffers and indirect tables.
+    @usableFromInline let buffers: AddressMap
+    /// Every mapping (the rings' table), kept to be freed with the state.
+    let memory: AddressMap
+    /// The device's side of the ring: `used.idx` published, `avail.idx` consumed.
+    @usableFromInline var side: QueueSide
 
     /// Whether the device holds head `i` (taken and not yet completed).
     @usableFromInline let headTaken: UnsafeMutablePointer<Bool>
@@ -37,11 +36,12 @@ internal struct DeviceState {
     @usableFromInline var freeSegmentHead: UInt32
     @usableFromInline var freeSegmentCount: Int
 
-    @usableFromInline var broken: VirtqueueError?
-
-    init(ring: RingGeometry, segmentCapacity: Int) {
-        let queueSize = ring.size
-        self.ring = ring
+    init(setup: QueueSetup, eventIndex: Bool, cursor: QueueCursor, segmentCapacity: Int) {
+        let queueSize = setup.ring.size
+        ring = setup.ring
+        buffers = setup.buffers
+        memory = setup.memory
+        side = QueueSide(driver: false, ring: setup.ring, eventIndex: eventIndex, cursor: cursor)
         headTaken = .allocate(capacity: queueSize)
         headTaken.initialize(repeating: false, count: queueSize)
         segments = .allocate(capacity: segmentCapacity)
@@ -57,6 +57,8 @@ internal struct DeviceState {
     func deallocate() {
         headTaken.deallocate()
         segments.deallocate()
+        buffers.deallocate()
+        memory.deallocate()
     }
 
     /// Returns `count` segments starting at `first` to the free list.

@@ -12,13 +12,16 @@ internal struct BufferRecord {
     /// The descriptor a direct chain uses for this buffer.
     @usableFromInline var descriptor: UInt16
     @usableFromInline var flags: UInt8
+    /// The buffer's bytes in this process, translated once when the pool was set up.
+    @usableFromInline var host: UnsafeMutableRawPointer?
 
     @inlinable
-    init(next: UInt32) {
+    init(next: UInt32, host: UnsafeMutableRawPointer?) {
         self.next = next
         self.length = 0
         self.descriptor = 0
         self.flags = 0
+        self.host = host
     }
 }
 
@@ -57,20 +60,17 @@ internal struct HeadRecord {
 @usableFromInline
 internal let noBuffer = UInt32.max
 
-/// Everything the driver keeps in private memory: free descriptors, chains in flight, the
-/// buffer pool, the ring indices it has published and seen. Nothing here is ever read back
-/// from shared memory, so a hostile device cannot corrupt the driver's bookkeeping.
+/// Everything the driver keeps in private memory: its side of the ring, free descriptors, chains
+/// in flight, the buffer pool. Nothing here is ever read back from shared memory, so a hostile
+/// device cannot corrupt the driver's bookkeeping.
 @usableFromInline
 internal struct DriverState {
-    // Ring indices.
-    @usableFromInline var nextAvailable: UInt16 = 0
-    @usableFromInline var lastNotifyCheck: UInt16 = 0
-    /// Submissions published since `lastNotifyCheck` (the true distance, which 16 bits can't hold).
-    @usableFromInline var submittedSinceNotifyCheck = 0
-    @usableFromInline var lastUsed: UInt16 = 0
-    /// The last `used.idx` read and validated (at most N past `lastUsed`); elements before it are
-    /// taken without reading the index again.
-    @usableFromInline var usedShadow: UInt16 = 0
+    /// The ring, resolved at set-up.
+    @usableFromInline let ring: SplitRing
+    /// The driver's side of the ring: `avail.idx` published, `used.idx` consumed.
+    @usableFromInline var side: QueueSide
+    /// The memory's mappings, kept to be freed with the state.
+    let maps: (AddressMap, AddressMap)
 
     // Descriptors: a free list threaded through `descriptorNext`. The descriptors of a direct
     // chain being built or in flight stay linked there in chain order, head to last, so the
@@ -84,15 +84,19 @@ internal struct DriverState {
     @usableFromInline var inFlightCount = 0
     @usableFromInline var abandonCursor = 0
 
-    // The buffer pool: fixed-size slots in the data area, with a free list.
+    // The buffer pool: fixed-size slots of the pool's bus range, with a free list. A slot that
+    // does not lie inside one mapping is left out of the free list.
     @usableFromInline let buffers: UnsafeMutablePointer<BufferRecord>
     @usableFromInline let bufferCount: Int
     @usableFromInline var freeBufferHead: UInt32
     @usableFromInline var freeBufferCount: Int
 
-    @usableFromInline var broken: VirtqueueError?
-
-    init(queueSize: Int, bufferCount: Int) {
+    /// - Parameter slots: The host address of each pool slot, `nil` for a slot that cannot be used.
+    init(setup: QueueSetup, eventIndex: Bool, cursor: QueueCursor, slots: [UnsafeMutableRawPointer?]) {
+        let queueSize = setup.ring.size
+        ring = setup.ring
+        maps = (setup.memory, setup.buffers)
+        side = QueueSide(driver: true, ring: setup.ring, eventIndex: eventIndex, cursor: cursor)
         descriptorNext = .allocate(capacity: queueSize)
         for index in 0..<queueSize {
             descriptorNext[index] = UInt16(truncatingIfNeeded: index + 1)
@@ -100,19 +104,27 @@ internal struct DriverState {
         freeDescriptorCount = queueSize
         heads = .allocate(capacity: queueSize)
         heads.initialize(repeating: HeadRecord(), count: queueSize)
-        buffers = .allocate(capacity: max(bufferCount, 1))
-        for index in 0..<bufferCount {
-            buffers[index] = BufferRecord(next: index + 1 < bufferCount ? UInt32(index + 1) : noBuffer)
+        buffers = .allocate(capacity: max(slots.count, 1))
+        var next = noBuffer
+        var usable = 0
+        for index in slots.indices.reversed() {
+            buffers[index] = BufferRecord(next: slots[index] == nil ? noBuffer : next, host: slots[index])
+            if slots[index] != nil {
+                next = UInt32(index)
+                usable += 1
+            }
         }
-        self.bufferCount = bufferCount
-        freeBufferHead = bufferCount > 0 ? 0 : noBuffer
-        freeBufferCount = bufferCount
+        bufferCount = usable
+        freeBufferHead = next
+        freeBufferCount = usable
     }
 
     func deallocate() {
         descriptorNext.deallocate()
         heads.deallocate()
         buffers.deallocate()
+        maps.0.deallocate()
+        maps.1.deallocate()
     }
 
     @inlinable @inline(__always)

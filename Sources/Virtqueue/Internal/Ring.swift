@@ -6,7 +6,7 @@ internal struct Descriptor {
     @usableFromInline static let nextFlag: UInt16 = 1
     @usableFromInline static let writeFlag: UInt16 = 2
     @usableFromInline static let indirectFlag: UInt16 = 4
-    @usableFromInline static let byteCount = 16
+    @usableFromInline static var byteCount: Int { SplitRingFields.descriptorByteCount }
 
     @usableFromInline var address: UInt64
     @usableFromInline var length: UInt32
@@ -21,10 +21,10 @@ internal struct Descriptor {
         self.next = next
     }
 
-    /// Reads the descriptor at `offset` once. The caller has checked that 16 bytes fit.
+    /// Reads the descriptor at `pointer` once. The caller has checked that 16 bytes fit.
     @inlinable
-    init(loadingFrom base: UnsafeMutableRawPointer, at offset: Int) {
-        let pointer = UnsafeRawPointer(base + offset)
+    init(loadingFrom pointer: UnsafeMutableRawPointer) {
+        let pointer = UnsafeRawPointer(pointer)
         address = UInt64(littleEndian: pointer.loadUnaligned(as: UInt64.self))
         length = UInt32(littleEndian: pointer.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
         flags = UInt16(littleEndian: pointer.loadUnaligned(fromByteOffset: 12, as: UInt16.self))
@@ -32,8 +32,7 @@ internal struct Descriptor {
     }
 
     @inlinable
-    func store(to base: UnsafeMutableRawPointer, at offset: Int) {
-        let pointer = base + offset
+    func store(to pointer: UnsafeMutableRawPointer) {
         pointer.storeBytes(of: address.littleEndian, as: UInt64.self)
         pointer.storeBytes(of: length.littleEndian, toByteOffset: 8, as: UInt32.self)
         pointer.storeBytes(of: flags.littleEndian, toByteOffset: 12, as: UInt16.self)
@@ -46,139 +45,219 @@ internal struct Descriptor {
 @usableFromInline
 internal let suppressNotificationsFlag: UInt16 = 1
 
-/// The byte offsets of one split virtqueue's fields, computed once from a validated layout.
-///
-/// Both sides use this one description of the ring; nothing else computes ring offsets.
+/// The split ring engine: one split virtqueue's three areas, resolved once, at set-up, from a
+/// placement into this process's addresses. Both sides use this one description of the ring;
+/// the offsets come from ``SplitRingFields``.
 @usableFromInline
-internal struct RingGeometry: Sendable {
+internal struct SplitRing {
     /// Queue size N.
     @usableFromInline let size: Int
     /// N − 1, for masking free-running indices.
     @usableFromInline let mask: UInt16
-    @usableFromInline let descriptorTable: Int
-    @usableFromInline let availableFlags: Int
-    @usableFromInline let availableIndex: Int
-    @usableFromInline let availableRing: Int
-    @usableFromInline let usedEvent: Int
-    @usableFromInline let usedFlags: Int
-    @usableFromInline let usedIndex: Int
-    @usableFromInline let usedRing: Int
-    @usableFromInline let availableEvent: Int
-    /// The data area, as bus addresses (region offsets): every buffer must lie inside.
-    @usableFromInline let dataStart: UInt64
-    @usableFromInline let dataEnd: UInt64
+    @usableFromInline let descriptors: UnsafeMutableRawPointer
+    /// The driver area: `avail.flags`, `avail.idx`, `avail.ring[N]`, `used_event`.
+    @usableFromInline let available: UnsafeMutableRawPointer
+    /// The device area: `used.flags`, `used.idx`, `used.ring[N]`, `avail_event`.
+    @usableFromInline let used: UnsafeMutableRawPointer
 
-    init(layout: RegionLayout, queue: QueueLayout) {
-        size = queue.size
-        mask = UInt16(truncatingIfNeeded: queue.size - 1)
-        descriptorTable = queue.descriptorTableOffset
-        availableFlags = queue.availableRingOffset
-        availableIndex = queue.availableRingOffset + 2
-        availableRing = queue.availableRingOffset + 4
-        usedEvent = queue.availableRingOffset + 4 + 2 * queue.size
-        usedFlags = queue.usedRingOffset
-        usedIndex = queue.usedRingOffset + 2
-        usedRing = queue.usedRingOffset + 4
-        availableEvent = queue.usedRingOffset + 4 + 8 * queue.size
-        dataStart = UInt64(layout.dataAreaOffset)
-        dataEnd = UInt64(layout.dataAreaOffset + layout.dataAreaSize)
+    /// Resolves `placement`'s areas through `memory` (every mapping, whatever the buffer area):
+    /// each area must lie inside one mapping, aligned as virtio requires in this process too.
+    ///
+    /// - Throws: ``VirtqueueError`` naming the placement value that does not fit.
+    init(_ placement: QueuePlacement, memory: AddressMap) throws(VirtqueueError) {
+        try placement.validate()
+        var pointers: [UnsafeMutableRawPointer] = []
+        for ((name, range), alignment) in zip(placement.areas, [16, 2, 4]) {
+            let bytes = try memory.contiguous(
+                address: range.lowerBound,
+                count: Int(range.upperBound - range.lowerBound),
+                what: name
+            )
+            let base = bytes.baseAddress.unsafelyUnwrapped
+            guard UInt(bitPattern: base) % UInt(alignment) == 0 else {
+                throw VirtqueueError(
+                    .misaligned,
+                    "\(name) at bus address \(hex(range.lowerBound)) is mapped at 0x\(String(UInt(bitPattern: base), radix: 16)), not \(alignment)-byte aligned"
+                )
+            }
+            pointers.append(base)
+        }
+        size = placement.size
+        mask = UInt16(truncatingIfNeeded: placement.size - 1)
+        descriptors = pointers[0]
+        available = pointers[1]
+        used = pointers[2]
     }
 
-    /// Whether `[address, address + length)` lies inside the data area, without overflow.
-    @inlinable
-    func dataAreaContains(address: UInt64, length: UInt64) -> Bool {
-        address >= dataStart && address <= dataEnd && length <= dataEnd &- address
+    @inlinable @inline(__always)
+    func descriptor(_ index: UInt16) -> UnsafeMutableRawPointer {
+        descriptors + Int(index) &* SplitRingFields.descriptorByteCount
+    }
+
+    @inlinable @inline(__always)
+    func availableEntry(_ index: UInt16) -> UnsafeMutableRawPointer {
+        available + SplitRingFields.availableEntry(slot: Int(index & mask))
+    }
+
+    @inlinable @inline(__always)
+    func usedElement(_ index: UInt16) -> UnsafeMutableRawPointer {
+        used + SplitRingFields.usedElement(slot: Int(index & mask))
     }
 }
 
-/// One side's view of the index and notification-suppression fields.
+/// The per-side state machine, the same for the driver and the device: one side publishes an
+/// index and consumes the peer's.
 ///
-/// The driver publishes `avail.idx`, suppresses the device's interrupts with `avail.flags` /
-/// `used_event`, and reads the device's `used.idx`, `used.flags` and `avail_event`. The device
-/// is the mirror image. Expressing both as an `Endpoint` gives one implementation of the
-/// notification protocol for both sides.
+/// The driver publishes `avail.idx`, suppresses the device's notifications with `avail.flags` /
+/// `used_event`, and consumes `used.idx`; the device is the mirror image. Everything the two
+/// queues have in common lives here, written once: the published index, the last peer index
+/// consumed, the shadow of the last peer index read and validated (with its jump check), the moves
+/// since the last notification check, notify-if-needed, the wait (spin, arm, re-check, sleep) and
+/// the broken state. The fields of the index and suppression come from the ring engine
+/// (``SplitRing``); a packed engine would supply its own.
 @usableFromInline
-internal struct Endpoint: Sendable {
-    /// The index this side publishes.
-    @usableFromInline let ownIndex: Int
-    /// The flags field this side writes to suppress the peer's notifications.
-    @usableFromInline let ownFlags: Int
-    /// The event field this side writes under EVENT_IDX.
-    @usableFromInline let ownEvent: Int
-    /// The index the peer publishes.
-    @usableFromInline let peerIndex: Int
-    /// The flags field the peer writes.
-    @usableFromInline let peerFlags: Int
-    /// The event field the peer writes under EVENT_IDX.
-    @usableFromInline let peerEvent: Int
+internal struct QueueSide {
+    @usableFromInline let ownIndex: UnsafeMutablePointer<Atomic<UInt16>>
+    @usableFromInline let ownFlags: UnsafeMutablePointer<Atomic<UInt16>>
+    @usableFromInline let ownEvent: UnsafeMutablePointer<Atomic<UInt16>>
+    @usableFromInline let peerIndex: UnsafeMutablePointer<Atomic<UInt16>>
+    @usableFromInline let peerFlags: UnsafeMutablePointer<Atomic<UInt16>>
+    @usableFromInline let peerEvent: UnsafeMutablePointer<Atomic<UInt16>>
     @usableFromInline let eventIndex: Bool
+    @usableFromInline let isDriver: Bool
+    @usableFromInline let size: Int
 
-    static func driver(_ ring: RingGeometry, eventIndex: Bool) -> Endpoint {
-        Endpoint(
-            ownIndex: ring.availableIndex,
-            ownFlags: ring.availableFlags,
-            ownEvent: ring.usedEvent,
-            peerIndex: ring.usedIndex,
-            peerFlags: ring.usedFlags,
-            peerEvent: ring.availableEvent,
-            eventIndex: eventIndex
-        )
+    /// The index this side publishes next moves to `published + 1`.
+    @usableFromInline var published: UInt16
+    /// Peer entries consumed so far (the next peer entry to take is at `consumed`).
+    @usableFromInline var consumed: UInt16
+    /// The last peer index read and validated (at most N past `consumed`); entries before it are
+    /// taken without reading the index again, which keeps the peer's cache line from bouncing
+    /// between the two CPUs on every entry (vhost's `last_avail_idx` / `avail_idx`).
+    @usableFromInline var shadow: UInt16
+    @usableFromInline var lastNotifyCheck: UInt16
+    /// Publications since `lastNotifyCheck` (the true distance, which 16 bits can't hold).
+    @usableFromInline var movesSinceNotifyCheck = 0
+    /// The first violation, or the reason the queue stopped; every later call reports it.
+    @usableFromInline var broken: VirtqueueError?
+
+    /// One side of `ring`: the driver's when `driver`, else the device's, starting at `cursor`.
+    init(driver: Bool, ring: SplitRing, eventIndex: Bool, cursor: QueueCursor) {
+        func atomic(_ pointer: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt16>> {
+            pointer.assumingMemoryBound(to: Atomic<UInt16>.self)
+        }
+        let availableIndex = atomic(ring.available + SplitRingFields.availableIndex)
+        let availableFlags = atomic(ring.available + SplitRingFields.availableFlags)
+        let usedEvent = atomic(ring.available + SplitRingFields.usedEvent(size: ring.size))
+        let usedIndex = atomic(ring.used + SplitRingFields.usedIndex)
+        let usedFlags = atomic(ring.used + SplitRingFields.usedFlags)
+        let availableEvent = atomic(ring.used + SplitRingFields.availableEvent(size: ring.size))
+        if driver {
+            (ownIndex, ownFlags, ownEvent) = (availableIndex, availableFlags, usedEvent)
+            (peerIndex, peerFlags, peerEvent) = (usedIndex, usedFlags, availableEvent)
+            published = cursor.nextAvailable
+            consumed = cursor.nextUsed
+        } else {
+            (ownIndex, ownFlags, ownEvent) = (usedIndex, usedFlags, availableEvent)
+            (peerIndex, peerFlags, peerEvent) = (availableIndex, availableFlags, usedEvent)
+            published = cursor.nextUsed
+            consumed = cursor.nextAvailable
+        }
+        shadow = consumed
+        lastNotifyCheck = published
+        self.eventIndex = eventIndex
+        self.isDriver = driver
+        self.size = ring.size
     }
 
-    static func device(_ ring: RingGeometry, eventIndex: Bool) -> Endpoint {
-        Endpoint(
-            ownIndex: ring.usedIndex,
-            ownFlags: ring.usedFlags,
-            ownEvent: ring.availableEvent,
-            peerIndex: ring.availableIndex,
-            peerFlags: ring.availableFlags,
-            peerEvent: ring.usedEvent,
-            eventIndex: eventIndex
-        )
+    /// Throws the stored error if the queue is broken or stopped.
+    @inlinable @inline(__always)
+    func checkUsable() throws(VirtqueueError) {
+        if let broken { throw .broken(by: broken) }
     }
 
-    /// Publishes this side's index with release ordering, so everything written before
-    /// (descriptors, ring entries, payloads) is visible to a peer that acquires it.
+    /// Records `violation` as the reason the queue broke (the first one wins) and returns it.
     @inlinable
-    func publish(_ index: UInt16, in base: UnsafeMutableRawPointer) {
-        atomic(base, ownIndex).pointee.store(index.littleEndian, ordering: .releasing)
+    mutating func breakQueue(_ violation: VirtqueueError) -> VirtqueueError {
+        if broken == nil { broken = violation }
+        return violation
     }
 
     /// Reads the peer's index with acquire ordering (once; the caller validates the local).
-    @inlinable
-    func loadPeerIndex(in base: UnsafeMutableRawPointer) -> UInt16 {
-        UInt16(littleEndian: atomic(base, peerIndex).pointee.load(ordering: .acquiring))
+    @inlinable @inline(__always)
+    func loadPeerIndex() -> UInt16 {
+        UInt16(littleEndian: peerIndex.pointee.load(ordering: .acquiring))
     }
 
-    /// Decides whether the peer must be notified after this side moved its index from
-    /// `old` to `new`, per virtio 1.x §2.7.7 / §2.7.10, with the full fence the spec requires
-    /// between publishing the index and reading the peer's suppression state.
+    /// Whether the peer has published an entry this side has not consumed. Reads the peer's index
+    /// only when the validated ones have run out; a jump of more than N breaks the queue.
+    @inlinable @inline(__always)
+    mutating func peerHasEntry() throws(VirtqueueError) -> Bool {
+        if shadow != consumed { return true }
+        let index = loadPeerIndex()
+        if index == consumed { return false }
+        guard Int(index &- consumed) <= size else { throw breakQueue(indexJump(index)) }
+        shadow = index
+        return true
+    }
+
+    @usableFromInline @inline(never)
+    func indexJump(_ index: UInt16) -> VirtqueueError {
+        isDriver
+            ? .usedIndexJump(index, last: consumed, size: size) : .availableIndexJump(index, last: consumed, size: size)
+    }
+
+    /// Publishes this side's next index with release ordering, so everything written before
+    /// (descriptors, ring entries, payloads) is visible to a peer that acquires it.
+    @inlinable @inline(__always)
+    mutating func publish() {
+        published &+= 1
+        movesSinceNotifyCheck &+= 1
+        ownIndex.pointee.store(published.littleEndian, ordering: .releasing)
+    }
+
+    /// Decides whether the peer must be notified of the publications since the last check, per
+    /// virtio 1.x §2.7.7 / §2.7.10, with the full fence the spec requires between publishing the
+    /// index and reading the peer's suppression state, and starts a new interval.
     ///
-    /// `moves` is how many times the index moved since `old` was current. Free-running 16-bit
-    /// indices can't tell 2^16 moves from none, nor judge `vring_need_event` across 2^16 or
-    /// more, so after that many the peer is notified regardless (an extra notification is
-    /// harmless; a missed one leaves the peer asleep for good). Linux's vhost does the same
-    /// (`signalled_used_valid`). Found by the SPIN model, docs/model/notification.pml.
+    /// Free-running 16-bit indices can't tell 2^16 moves from none, nor judge `vring_need_event`
+    /// across 2^16 or more, so after that many the peer is notified regardless (an extra
+    /// notification is harmless; a missed one leaves the peer asleep for good). Linux's vhost
+    /// does the same (`signalled_used_valid`). Found by the SPIN model, docs/model/notification.pml.
     @inlinable
-    func peerNeedsNotification(new: UInt16, old: UInt16, moves: Int, in base: UnsafeMutableRawPointer) -> Bool {
+    mutating func peerNeedsNotification() -> Bool {
+        let new = published
+        let old = lastNotifyCheck
+        let moves = movesSinceNotifyCheck
+        lastNotifyCheck = new
+        movesSinceNotifyCheck = 0
         if moves > Int(UInt16.max) { return true }
         if new == old { return false }
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         if eventIndex {
-            let event = UInt16(littleEndian: atomic(base, peerEvent).pointee.load(ordering: .relaxed))
+            let event = UInt16(littleEndian: peerEvent.pointee.load(ordering: .relaxed))
             return needsEvent(event: event, new: new, old: old)
         }
-        let flags = UInt16(littleEndian: atomic(base, peerFlags).pointee.load(ordering: .relaxed))
+        let flags = UInt16(littleEndian: peerFlags.pointee.load(ordering: .relaxed))
         return flags & suppressNotificationsFlag == 0
     }
 
-    /// Asks the peer to notify this side once its index moves past `lastSeen`.
+    /// Notifies the peer if it asked to hear about the publications since the last check.
     @inlinable
-    func enableNotifications(lastSeen: UInt16, in base: UnsafeMutableRawPointer) {
+    mutating func notifyIfNeeded<Notify: Notifier>(_ notifier: Notify) throws(VirtqueueError) -> Bool {
+        try checkUsable()
+        let needed = peerNeedsNotification()
+        if needed { try notifier.notify() }
+        return needed
+    }
+
+    /// Asks the peer to notify this side once its index moves past `consumed`.
+    @inlinable
+    func enableNotifications() {
         if eventIndex {
-            atomic(base, ownEvent).pointee.store(lastSeen.littleEndian, ordering: .relaxed)
+            ownEvent.pointee.store(consumed.littleEndian, ordering: .relaxed)
         } else {
-            atomic(base, ownFlags).pointee.store(0, ordering: .relaxed)
+            ownFlags.pointee.store(0, ordering: .relaxed)
         }
         atomicMemoryFence(ordering: .sequentiallyConsistent)
     }
@@ -186,37 +265,35 @@ internal struct Endpoint: Sendable {
     /// Tells the peer this side is awake and polling. Under EVENT_IDX a stale event index
     /// already suppresses notifications, so only the flag needs writing.
     @inlinable
-    func disableNotifications(in base: UnsafeMutableRawPointer) {
+    func disableNotifications() {
         if !eventIndex {
-            atomic(base, ownFlags).pointee.store(suppressNotificationsFlag.littleEndian, ordering: .relaxed)
+            ownFlags.pointee.store(suppressNotificationsFlag.littleEndian, ordering: .relaxed)
         }
     }
 
-    /// Returns once the peer's index differs from `lastSeen`: spin `spins` times, then publish
-    /// that we are about to sleep, re-check, and block on the notifier. No wake-up is lost: the
-    /// peer reads our event or flag after its fence, and we re-read its index after ours.
+    /// Returns once the peer has published an entry this side has not consumed: spin `spins`
+    /// times, then publish that we are about to sleep, re-check, and block on the notifier. No
+    /// wake-up is lost: the peer reads our event or flag after its fence, and we re-read its
+    /// index after ours. A peer that died ends the wait with
+    /// ``VirtqueueError/Code-swift.struct/peerDied``, which breaks the queue.
     @inlinable
-    func waitForPeer<Notify: Notifier>(
-        lastSeen: UInt16,
-        spins: Int,
-        notifier: Notify,
-        in base: UnsafeMutableRawPointer
-    ) throws(VirtqueueError) {
-        for _ in 0..<spins where loadPeerIndex(in: base) != lastSeen {
+    mutating func waitForPeer<Notify: Notifier>(spins: Int, notifier: Notify) throws(VirtqueueError) {
+        try checkUsable()
+        for _ in 0..<spins where loadPeerIndex() != consumed {
             return
         }
-        while true {
-            enableNotifications(lastSeen: lastSeen, in: base)
-            if loadPeerIndex(in: base) != lastSeen { break }
-            try notifier.wait()
-            if loadPeerIndex(in: base) != lastSeen { break }
+        do throws(VirtqueueError) {
+            while true {
+                enableNotifications()
+                if loadPeerIndex() != consumed { break }
+                try notifier.wait()
+                if loadPeerIndex() != consumed { break }
+            }
+        } catch {
+            if error.code == .peerDied { throw breakQueue(error) }
+            throw error
         }
-        disableNotifications(in: base)
-    }
-
-    @inlinable
-    func atomic(_ base: UnsafeMutableRawPointer, _ offset: Int) -> UnsafeMutablePointer<Atomic<UInt16>> {
-        (base + offset).assumingMemoryBound(to: Atomic<UInt16>.self)
+        disableNotifications()
     }
 }
 
@@ -233,4 +310,40 @@ internal let queueIdentities = Atomic<UInt32>(0)
 @usableFromInline
 internal func makeQueueIdentity() -> UInt32 {
     queueIdentities.add(1, ordering: .relaxed).newValue
+}
+
+/// What a queue resolves from its memory and placement at set-up, shared by both sides.
+@usableFromInline
+internal struct QueueSetup {
+    let ring: SplitRing
+    /// Every mapping: for rings.
+    let memory: AddressMap
+    /// The mappings clipped to the placement's buffer area: for buffers and indirect tables.
+    let buffers: AddressMap
+
+    init<Memory: GuestMemory & ~Copyable>(
+        memory: borrowing Memory,
+        placement: QueuePlacement,
+        features: Features
+    ) throws(VirtqueueError) {
+        try features.validateForRing()
+        let maps = try memory.withMappings { (mappings) throws(VirtqueueError) -> (AddressMap, AddressMap) in
+            let all = try AddressMap(mappings)
+            do throws(VirtqueueError) {
+                return (all, try AddressMap(mappings, clippedTo: placement.bufferArea))
+            } catch {
+                all.deallocate()
+                throw error
+            }
+        }
+        do throws(VirtqueueError) {
+            ring = try SplitRing(placement, memory: maps.0)
+        } catch {
+            maps.0.deallocate()
+            maps.1.deallocate()
+            throw error
+        }
+        self.memory = maps.0
+        self.buffers = maps.1
+    }
 }

@@ -52,12 +52,11 @@ extension VirtqueueError {
         descriptor index: UInt16,
         address: UInt64,
         length: UInt32,
-        dataStart: UInt64,
-        dataEnd: UInt64
+        _ problem: String
     ) -> VirtqueueError {
         VirtqueueError(
             .bufferOutOfRange,
-            "descriptor \(index): buffer at \(address) of \(length) bytes lies outside the data area \(dataStart)..<\(dataEnd)"
+            "descriptor \(index): buffer at bus address \(hex(address)) of \(length) bytes: \(problem)"
         )
     }
 

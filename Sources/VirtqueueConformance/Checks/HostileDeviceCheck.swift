@@ -31,7 +31,7 @@ enum HostileDeviceCheck {
         /// Used elements the driver takes, correctly, before the violation.
         var goodTakesBefore: Int { self == .usedIDReturnedTwice ? 1 : 0 }
 
-        func plant<Region: MemoryRegion & ~Copyable>(_ ring: borrowing HostileRingWriter<Region>) {
+        func plant<Region: GuestMemory & ~Copyable>(_ ring: borrowing HostileRingWriter<Region>) {
             let size = HostileDeviceCheck.queueSize
             switch self {
             case .usedIndexJump:
@@ -80,7 +80,7 @@ enum HostileDeviceCheck {
         let layout: RegionLayout
         let rule: Rule
 
-        func visit<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws {
             try ends.initialize(layout)

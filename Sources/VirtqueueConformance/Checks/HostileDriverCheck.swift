@@ -60,7 +60,7 @@ enum HostileDriverCheck {
         /// Requests the device takes, correctly, before the violation (and holds).
         var requestsBefore: Int { self == .headMadeAvailableTwice ? 1 : 0 }
 
-        func plant<Region: MemoryRegion & ~Copyable>(_ ring: borrowing HostileRingWriter<Region>) {
+        func plant<Region: GuestMemory & ~Copyable>(_ ring: borrowing HostileRingWriter<Region>) {
             let size = HostileDriverCheck.queueSize
             let next = HostileDriverCheck.flagNext
             let write = HostileDriverCheck.flagWrite
@@ -188,7 +188,7 @@ enum HostileDriverCheck {
         let layout: RegionLayout
         let rule: Rule
 
-        func visit<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws {
             try ends.initialize(layout)

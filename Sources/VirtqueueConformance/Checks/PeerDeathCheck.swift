@@ -40,7 +40,7 @@ enum PeerDeathCheck {
         let context: CheckContext
         let death: String
 
-        func visit<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
             _ device: consuming LaunchedDevice<Region, Notify>
         ) throws -> String? {
             let stop = device.stop
@@ -55,7 +55,7 @@ enum PeerDeathCheck {
         }
     }
 
-    static func dieMidFlight<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+    static func dieMidFlight<Region: GuestMemory & ~Copyable, Notify: Notifier>(
         _ driver: inout DriverQueue<Region, Notify>,
         _ context: CheckContext,
         death: String,

@@ -14,7 +14,7 @@ enum PoolExhaustionCheck {
     struct Visitor: QueueEndsVisitor {
         let layout: RegionLayout
 
-        func visit<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws -> String {
             try ends.initialize(layout)
@@ -57,7 +57,7 @@ enum PoolExhaustionCheck {
             return "a pool of \(PoolExhaustionCheck.bufferCount) buffers exhausted, refilled and drained"
         }
 
-        func serve<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+        func serve<Region: GuestMemory & ~Copyable, Notify: Notifier>(
             _ device: inout DeviceQueue<Region, Notify>,
             count: Int
         ) throws {
@@ -71,7 +71,7 @@ enum PoolExhaustionCheck {
             }
         }
 
-        func takeAndCheck<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+        func takeAndCheck<Region: GuestMemory & ~Copyable, Notify: Notifier>(
             _ driver: inout DriverQueue<Region, Notify>,
             payloads: [UInt16: [UInt8]],
             count: Int

@@ -14,7 +14,7 @@ enum RingEdgesCheck {
     struct Visitor: QueueEndsVisitor {
         let layout: RegionLayout
 
-        func visit<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws -> String {
             try ends.initialize(layout)
@@ -69,7 +69,7 @@ enum RingEdgesCheck {
             return "\(rounds) rounds of filling a ring of \(size) and draining it in reverse order"
         }
 
-        func expectEmpty<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+        func expectEmpty<Region: GuestMemory & ~Copyable, Notify: Notifier>(
             _ driver: inout DriverQueue<Region, Notify>,
             _ device: inout DeviceQueue<Region, Notify>,
             _ when: String
@@ -84,7 +84,7 @@ enum RingEdgesCheck {
 
         /// Takes `remaining` requests, one per level of recursion, checks the ring is then empty,
         /// and completes them on the way back: the last taken is completed first.
-        func takeAllThenCompleteInReverse<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+        func takeAllThenCompleteInReverse<Region: GuestMemory & ~Copyable, Notify: Notifier>(
             _ device: inout DeviceQueue<Region, Notify>,
             seen: inout [UInt8],
             remaining: Int,

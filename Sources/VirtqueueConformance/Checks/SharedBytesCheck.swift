@@ -12,20 +12,28 @@ enum SharedBytesCheck {
     struct Visitor: QueueEndsVisitor {
         let layout: RegionLayout
 
-        func visit<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws -> String {
             let size = layout.regionSize
-            for (name, count, address) in [
-                ("driver", ends.driver.region.count, baseAddress(of: ends.driver.region)),
-                ("device", ends.device.region.count, baseAddress(of: ends.device.region)),
+            for (name, mappings) in [
+                ("driver", try ends.driver.region.validatedMappings()),
+                ("device", try ends.device.region.validatedMappings()),
             ] {
-                try expect(count >= size, "the \(name)'s region has \(count) bytes; the layout needs \(size)")
+                var covered: UInt64 = 0
+                for range in mappings where range.lowerBound <= covered && range.upperBound > covered {
+                    covered = range.upperBound
+                }
                 try expect(
-                    address % 16 == 0,
-                    "the \(name)'s region starts at 0x\(String(address, radix: 16)), which is not 16-byte aligned"
+                    covered >= UInt64(size),
+                    "the \(name)'s memory maps \(covered) bytes from bus address 0 without a gap; the layout needs \(size)"
                 )
             }
+            let headerAddress = try ends.driver.region.withBytes(at: 0, count: 16) { UInt(bitPattern: $0.baseAddress) }
+            try expect(
+                headerAddress % 16 == 0,
+                "the driver's memory maps bus address 0 at 0x\(String(headerAddress, radix: 16)), which is not 16-byte aligned"
+            )
             try copy(
                 from: ends.driver.region,
                 to: ends.device.region,
@@ -43,13 +51,22 @@ enum SharedBytesCheck {
             return "\(size) bytes written and read back in both directions"
         }
 
-        func baseAddress<Region: MemoryRegion & ~Copyable>(of region: borrowing Region) -> UInt {
-            region.withUnsafeMutableBytes { UInt(bitPattern: $0.baseAddress) }
+        /// Calls `body` with each piece of bus addresses `0..<size` of `memory`, one per mapping.
+        func forEachPiece<Region: GuestMemory & ~Copyable>(
+            of memory: borrowing Region,
+            size: Int,
+            _ body: (Int, UnsafeMutableRawBufferPointer) throws -> Void
+        ) throws {
+            for range in try memory.validatedMappings() where range.lowerBound < UInt64(size) {
+                let count = Int(min(range.upperBound, UInt64(size)) - range.lowerBound)
+                let bytes = try memory.withBytes(at: range.lowerBound, count: count) { $0 }
+                try body(Int(range.lowerBound), bytes)
+            }
         }
 
         /// Writes a pattern over the first `size` bytes of `source`, then reads every byte back
         /// through `destination`.
-        func copy<Region: MemoryRegion & ~Copyable>(
+        func copy<Region: GuestMemory & ~Copyable>(
             from source: borrowing Region,
             to destination: borrowing Region,
             size: Int,
@@ -57,14 +74,14 @@ enum SharedBytesCheck {
             direction: String
         ) throws {
             func pattern(_ offset: Int) -> UInt8 { UInt8(truncatingIfNeeded: offset &* 31) &+ seed }
-            source.withUnsafeMutableBytes { raw in
-                for offset in 0..<size { raw[offset] = pattern(offset) }
+            try forEachPiece(of: source, size: size) { start, raw in
+                for index in raw.indices { raw[index] = pattern(start + index) }
             }
-            let mismatch: (offset: Int, byte: UInt8)? = destination.withUnsafeMutableBytes { raw in
-                for offset in [0, size / 2, size - 1] + Array(0..<size) where raw[offset] != pattern(offset) {
-                    return (offset, raw[offset])
+            var mismatch: (offset: Int, byte: UInt8)?
+            try forEachPiece(of: destination, size: size) { start, raw in
+                for index in raw.indices where mismatch == nil && raw[index] != pattern(start + index) {
+                    mismatch = (start + index, raw[index])
                 }
-                return nil
             }
             if let mismatch {
                 throw CheckFailure(

@@ -41,7 +41,7 @@ enum StressCheck {
     struct Launched: LaunchedDeviceVisitor {
         let context: CheckContext
 
-        func visit<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
             _ device: consuming LaunchedDevice<Region, Notify>
         ) throws -> Int {
             let stop = device.stop
@@ -65,7 +65,7 @@ enum StressCheck {
     /// Submits `stressChainCount` chains in batches — each a readable payload of 8 to 32 bytes
     /// (a sequence number, then a pattern) and a 16-byte writable reply buffer — and checks each
     /// reply's checksum, length and echo.
-    static func pump<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+    static func pump<Region: GuestMemory & ~Copyable, Notify: Notifier>(
         _ driver: inout DriverQueue<Region, Notify>,
         _ context: CheckContext,
         unblock: @escaping @Sendable () -> Void

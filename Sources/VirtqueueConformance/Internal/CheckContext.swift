@@ -106,7 +106,7 @@ extension Features {
 }
 
 /// Attaches a driver queue, failing the check (at the caller's line) if the core refuses.
-func attachDriver<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+func attachDriver<Region: GuestMemory & ~Copyable, Notify: Notifier>(
     _ region: consuming Region,
     notifier: Notify,
     bufferSize: Int,
@@ -129,7 +129,7 @@ func attachDriver<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
 /// Attaches a device queue through the device's own end, failing the check (at the caller's
 /// line) if the core refuses — for example because the device's end does not show the header
 /// written through the driver's end.
-func attachDevice<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+func attachDevice<Region: GuestMemory & ~Copyable, Notify: Notifier>(
     _ region: consuming Region,
     notifier: Notify,
     supportedFeatures: Features = .all,

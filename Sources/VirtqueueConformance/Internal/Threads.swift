@@ -142,7 +142,7 @@ extension Duration {
 ///
 /// The thread ends when the driver closes its end. A `peerDied` from the device's notifier — the
 /// driver went away while the device was notifying — counts as that ordinary end, not a failure.
-func startDeviceThread<Region: MemoryRegion & ~Copyable, Notify: Notifier>(
+func startDeviceThread<Region: GuestMemory & ~Copyable, Notify: Notifier>(
     region: consuming Region,
     notifier: Notify,
     spins: Int
@@ -158,7 +158,7 @@ protocol ThreadBody: Sendable {
 }
 
 /// The device thread's work, boxed so the thread's closure captures no generic type.
-final class DeviceRunner<Region: MemoryRegion & ~Copyable, Notify: Notifier>: ThreadBody, @unchecked Sendable {
+final class DeviceRunner<Region: GuestMemory & ~Copyable, Notify: Notifier>: ThreadBody, @unchecked Sendable {
     let region: Transfer<Region>
     let notifier: Notify
     let spins: Int

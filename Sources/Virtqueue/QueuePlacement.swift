@@ -1,0 +1,213 @@
+/// The layout of a ring in memory: virtio's split ring now; the packed ring plugs in beside it.
+public struct RingFormat: Hashable, Sendable, CustomStringConvertible {
+    @usableFromInline let rawValue: UInt8
+
+    @inlinable init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    /// The split virtqueue of virtio 1.x §2.7: a descriptor table, an available ring and a used ring.
+    public static let split = RingFormat(rawValue: 0)
+
+    public var description: String {
+        switch self {
+        case .split: "split"
+        default: "format(\(rawValue))"
+        }
+    }
+}
+
+/// Where a running ring stands: the index of the next entry each side will publish.
+///
+/// A new ring starts at zero. A device queue that stops reports its cursor
+/// (``DeviceQueue/stop()``, vhost-user's `GET_VRING_BASE`), and a new device queue built with
+/// that cursor resumes the ring where the first one left it (`SET_VRING_BASE`).
+public struct QueueCursor: Hashable, Sendable, CustomStringConvertible {
+    /// The free-running index of the next available-ring entry: the next one the driver will
+    /// publish, which is also the next one the device will take.
+    public var nextAvailable: UInt16
+    /// The free-running index of the next used-ring entry the device will publish.
+    public var nextUsed: UInt16
+
+    /// Creates a cursor.
+    public init(nextAvailable: UInt16 = 0, nextUsed: UInt16 = 0) {
+        self.nextAvailable = nextAvailable
+        self.nextUsed = nextUsed
+    }
+
+    /// A fresh ring's cursor: both indices at zero.
+    public static let start = QueueCursor()
+
+    public var description: String { "(next available \(nextAvailable), next used \(nextUsed))" }
+}
+
+/// Where one virtqueue lies in guest memory and where it starts: what a queue is built from,
+/// besides its memory and its notifier.
+///
+/// A placement names the ring format, the queue size, the bus addresses of the three areas
+/// (virtio's names: the descriptor area, the driver area — the available ring — and the device
+/// area — the used ring), the starting ``QueueCursor``, and, optionally, the bus addresses a
+/// buffer must lie in. ``RegionLayout/placement(ofQueue:)`` produces placements for this
+/// package's own regions; vhost-user's `SET_VRING_NUM`, `SET_VRING_ADDR` and `SET_VRING_BASE`
+/// produce them for a virtual machine's rings.
+public struct QueuePlacement: Hashable, Sendable {
+    /// The ring format.
+    public var format: RingFormat
+    /// The queue size N.
+    public var size: Int
+    /// Bus address of the descriptor table (16-byte aligned).
+    public var descriptorArea: UInt64
+    /// Bus address of the available ring (2-byte aligned).
+    public var driverArea: UInt64
+    /// Bus address of the used ring (4-byte aligned).
+    public var deviceArea: UInt64
+    /// Where the ring starts.
+    public var cursor: QueueCursor
+    /// The bus addresses every buffer and indirect table must lie in, or `nil` for anywhere in
+    /// the memory. This package's regions set it to the data area, so a driver cannot point a
+    /// buffer at the header or the rings; a virtual machine's guest may use all of its memory.
+    public var bufferArea: Range<UInt64>?
+
+    /// Creates a placement.
+    ///
+    /// - Parameters:
+    ///   - format: The ring format.
+    ///   - size: The queue size; for the split ring a power of two from 1 to 32768.
+    ///   - descriptorArea: Bus address of the descriptor table.
+    ///   - driverArea: Bus address of the available ring.
+    ///   - deviceArea: Bus address of the used ring.
+    ///   - cursor: Where the ring starts; ``QueueCursor/start`` for a new ring.
+    ///   - bufferArea: Where buffers must lie; `nil` for anywhere in memory.
+    public init(
+        format: RingFormat = .split,
+        size: Int,
+        descriptorArea: UInt64,
+        driverArea: UInt64,
+        deviceArea: UInt64,
+        cursor: QueueCursor = .start,
+        bufferArea: Range<UInt64>? = nil
+    ) {
+        self.format = format
+        self.size = size
+        self.descriptorArea = descriptorArea
+        self.driverArea = driverArea
+        self.deviceArea = deviceArea
+        self.cursor = cursor
+        self.bufferArea = bufferArea
+    }
+
+    /// The three areas' bus ranges, with their names, in the order descriptor, driver, device.
+    public var areas: [(name: String, range: Range<UInt64>)] {
+        let sizes = SplitRingFields.areaByteCounts(size: size)
+        return [
+            ("descriptor table", descriptorArea..<descriptorArea &+ UInt64(sizes.descriptor)),
+            ("available ring", driverArea..<driverArea &+ UInt64(sizes.driver)),
+            ("used ring", deviceArea..<deviceArea &+ UInt64(sizes.device)),
+        ]
+    }
+
+    /// Checks what a placement can be checked for without memory: the format, the size, the
+    /// areas' alignment, that they do not wrap past 2^64 or overlap, and the cursor.
+    ///
+    /// - Throws: ``VirtqueueError`` naming the value: ``VirtqueueError/Code-swift.struct/invalidQueueSize``,
+    ///   ``VirtqueueError/Code-swift.struct/misaligned`` or ``VirtqueueError/Code-swift.struct/invalidPlacement``.
+    public func validate() throws(VirtqueueError) {
+        guard format == .split else {
+            throw VirtqueueError(.invalidPlacement, "ring format \(format) is not implemented")
+        }
+        try QueueLayout.validate(size: size)
+        for (name, address, alignment) in [
+            ("descriptor table", descriptorArea, UInt64(16)), ("available ring", driverArea, 2), ("used ring", deviceArea, 4),
+        ] where address % alignment != 0 {
+            throw VirtqueueError(.misaligned, "\(name) at bus address \(hex(address)) is not \(alignment)-byte aligned")
+        }
+        let sizes = SplitRingFields.areaByteCounts(size: size)
+        for (name, address, count) in [
+            ("descriptor table", descriptorArea, sizes.descriptor), ("available ring", driverArea, sizes.driver),
+            ("used ring", deviceArea, sizes.device),
+        ] where address > UInt64.max - UInt64(count) {
+            throw VirtqueueError(.invalidPlacement, "\(name) at bus address \(hex(address)) runs past 2^64")
+        }
+        let areas = self.areas
+        for first in areas.indices {
+            for second in areas.indices where second > first && areas[first].range.overlaps(areas[second].range) {
+                throw VirtqueueError(
+                    .invalidPlacement,
+                    "\(areas[first].name) \(hexRange(areas[first].range)) overlaps \(areas[second].name) \(hexRange(areas[second].range))"
+                )
+            }
+        }
+        guard Int(cursor.nextAvailable &- cursor.nextUsed) <= size else {
+            throw VirtqueueError(
+                .invalidPlacement,
+                "cursor \(cursor) has \(Int(cursor.nextAvailable &- cursor.nextUsed)) entries between its indices, more than the queue size \(size)"
+            )
+        }
+    }
+}
+
+/// Where each field of a split ring lies (virtio 1.x §2.7), relative to its area: the one place
+/// in the package that computes a ring offset.
+///
+/// The ring core builds its own view from these, and so do the tools that play a peer — the
+/// conformance suite's hostile writer, the fuzz harnesses — through ``SplitRingAddresses``.
+public enum SplitRingFields {
+    /// Bytes of one descriptor `{le64 addr, le32 len, le16 flags, le16 next}`.
+    public static let descriptorByteCount = 16
+    /// `avail.flags`, from the driver area.
+    public static let availableFlags = 0
+    /// `avail.idx`, from the driver area.
+    public static let availableIndex = 2
+    /// `avail.ring[slot]`, from the driver area.
+    public static func availableEntry(slot: Int) -> Int { 4 &+ 2 &* slot }
+    /// `used_event`, from the driver area, for a queue of `size`.
+    public static func usedEvent(size: Int) -> Int { 4 &+ 2 &* size }
+    /// `used.flags`, from the device area.
+    public static let usedFlags = 0
+    /// `used.idx`, from the device area.
+    public static let usedIndex = 2
+    /// `used.ring[slot]` (`{le32 id, le32 len}`), from the device area.
+    public static func usedElement(slot: Int) -> Int { 4 &+ 8 &* slot }
+    /// `avail_event`, from the device area, for a queue of `size`.
+    public static func availableEvent(size: Int) -> Int { 4 &+ 8 &* size }
+
+    /// Bytes of each area for a queue of `size`: 16·N, 6 + 2·N and 6 + 8·N.
+    public static func areaByteCounts(size: Int) -> (descriptor: Int, driver: Int, device: Int) {
+        (16 &* size, 6 &+ 2 &* size, 6 &+ 8 &* size)
+    }
+}
+
+/// The bus address of every field of one split ring: a peer's view, for tools that write ring
+/// memory directly (a hostile peer in a test, a fuzz harness, a peer in another language's test).
+public struct SplitRingAddresses: Hashable, Sendable {
+    /// The placement the addresses come from.
+    public let placement: QueuePlacement
+
+    /// Creates the addresses of `placement`'s fields.
+    public init(_ placement: QueuePlacement) { self.placement = placement }
+
+    /// Descriptor `index` of the descriptor table.
+    public func descriptor(_ index: Int) -> UInt64 {
+        placement.descriptorArea &+ UInt64(index &* SplitRingFields.descriptorByteCount)
+    }
+    /// `avail.flags`.
+    public var availableFlags: UInt64 { placement.driverArea &+ UInt64(SplitRingFields.availableFlags) }
+    /// `avail.idx`.
+    public var availableIndex: UInt64 { placement.driverArea &+ UInt64(SplitRingFields.availableIndex) }
+    /// `avail.ring[slot % size]`.
+    public func availableEntry(slot: Int) -> UInt64 {
+        placement.driverArea &+ UInt64(SplitRingFields.availableEntry(slot: slot % placement.size))
+    }
+    /// `used_event`.
+    public var usedEvent: UInt64 { placement.driverArea &+ UInt64(SplitRingFields.usedEvent(size: placement.size)) }
+    /// `used.flags`.
+    public var usedFlags: UInt64 { placement.deviceArea &+ UInt64(SplitRingFields.usedFlags) }
+    /// `used.idx`.
+    public var usedIndex: UInt64 { placement.deviceArea &+ UInt64(SplitRingFields.usedIndex) }
+    /// `used.ring[slot % size]`.
+    public func usedElement(slot: Int) -> UInt64 {
+        placement.deviceArea &+ UInt64(SplitRingFields.usedElement(slot: slot % placement.size))
+    }
+    /// `avail_event`.
+    public var availableEvent: UInt64 {
+        placement.deviceArea &+ UInt64(SplitRingFields.availableEvent(size: placement.size))
+    }
+}
