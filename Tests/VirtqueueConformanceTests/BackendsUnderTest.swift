@@ -11,6 +11,7 @@ struct BackendUnderTest: Sendable, CustomTestStringConvertible {
 let backendsUnderTest: [BackendUnderTest] = [
     HeapConformanceBackend(),
     FileConformanceBackend(),
+    MultiMappingConformanceBackend(),
     SharedMemoryConformanceBackend(),
     SandboxConformanceBackend(),
 ].map(BackendUnderTest.init)
