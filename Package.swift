@@ -126,7 +126,7 @@ let package = Package(
         .executableTarget(name: "VirtqueueCPeer", path: "Tests/VirtqueueCPeer"),
         .testTarget(
             name: "VirtqueueTests",
-            dependencies: ["Virtqueue", "VirtqueueConformance", "_VirtqueueFuzzHarness"],
+            dependencies: ["Virtqueue", "VirtqueueHeap", "VirtqueueConformance", "_VirtqueueFuzzHarness"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
