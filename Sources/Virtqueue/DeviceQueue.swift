@@ -191,7 +191,9 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         let head = UInt16(littleEndian: entry.loadUnaligned(as: UInt16.self))
         let size = state.pointee.ring.size
         guard Int(head) < size else {
-            throw state.pointee.side.breakQueue(.headOutOfRange(head, slot: position & state.pointee.ring.mask, size: size))
+            throw state.pointee.side.breakQueue(
+                .headOutOfRange(head, slot: position & state.pointee.ring.mask, size: size)
+            )
         }
         guard !state.pointee.headTaken[Int(head)] else {
             throw state.pointee.side.breakQueue(.headAlreadyInFlight(head))

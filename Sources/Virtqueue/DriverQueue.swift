@@ -86,7 +86,8 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
                 "a driver starts with no chain in flight, but cursor \(placement.cursor) has \(Int(placement.cursor.nextAvailable &- placement.cursor.nextUsed))"
             )
         }
-        if let area = placement.bufferArea, !(pool.lowerBound >= area.lowerBound && pool.upperBound <= area.upperBound) {
+        if let area = placement.bufferArea, !(pool.lowerBound >= area.lowerBound && pool.upperBound <= area.upperBound)
+        {
             throw VirtqueueError(
                 .invalidConfiguration,
                 "pool \(hexRange(pool)) is not inside the buffer area \(hexRange(area))"
@@ -98,7 +99,10 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         slots.reserveCapacity(slotCount)
         for slot in 0..<slotCount {
             let address = pool.lowerBound + UInt64(slot) * UInt64(bufferSize)
-            slots.append(setup.buffers.hotHost(address, length: UInt32(bufferSize)) ?? setup.buffers.contiguousHost(address, length: UInt64(bufferSize)))
+            slots.append(
+                setup.buffers.hotHost(address, length: UInt32(bufferSize))
+                    ?? setup.buffers.contiguousHost(address, length: UInt64(bufferSize))
+            )
         }
         self.memory = memory
         self.notifier = notifier

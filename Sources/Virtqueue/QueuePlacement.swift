@@ -115,7 +115,8 @@ public struct QueuePlacement: Hashable, Sendable {
         }
         try QueueLayout.validate(size: size)
         for (name, address, alignment) in [
-            ("descriptor table", descriptorArea, UInt64(16)), ("available ring", driverArea, 2), ("used ring", deviceArea, 4),
+            ("descriptor table", descriptorArea, UInt64(16)), ("available ring", driverArea, 2),
+            ("used ring", deviceArea, 4),
         ] where address % alignment != 0 {
             throw VirtqueueError(.misaligned, "\(name) at bus address \(hex(address)) is not \(alignment)-byte aligned")
         }

@@ -18,7 +18,9 @@ public struct QueueLayout: Hashable, Sendable {
     public let usedRingOffset: Int
 
     /// Bytes in the descriptor table of a queue of `size` entries.
-    public static func descriptorTableByteCount(size: Int) -> Int { SplitRingFields.areaByteCounts(size: size).descriptor }
+    public static func descriptorTableByteCount(size: Int) -> Int {
+        SplitRingFields.areaByteCounts(size: size).descriptor
+    }
     /// Bytes in the available ring of a queue of `size` entries.
     public static func availableRingByteCount(size: Int) -> Int { SplitRingFields.areaByteCounts(size: size).driver }
     /// Bytes in the used ring of a queue of `size` entries.
@@ -273,7 +275,8 @@ public struct RegionLayout: Hashable, Sendable {
                     areas.append(("queue \(index) \(part)", range))
                 }
             }
-            for (name, range) in areas where map.contiguousHost(UInt64(range.lowerBound), length: UInt64(range.count)) == nil {
+            for (name, range) in areas
+            where map.contiguousHost(UInt64(range.lowerBound), length: UInt64(range.count)) == nil {
                 throw VirtqueueError(
                     .regionTooSmall,
                     "the memory does not map the \(name) at \(range) inside one mapping (mappings: \(map.describeWindows()))"

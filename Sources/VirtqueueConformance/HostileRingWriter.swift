@@ -89,7 +89,13 @@ public struct HostileRingWriter<Region: GuestMemory & ~Copyable>: ~Copyable {
     }
 
     /// Writes a 16-byte descriptor at any bus address (an indirect table's entry, say).
-    public func descriptor(at address: UInt64, address value: UInt64, length: UInt32, flags: UInt16 = 0, next: UInt16 = 0) {
+    public func descriptor(
+        at address: UInt64,
+        address value: UInt64,
+        length: UInt32,
+        flags: UInt16 = 0,
+        next: UInt16 = 0
+    ) {
         store(value, at: address)
         store(length, at: address + 8)
         store(flags, at: address + 12)

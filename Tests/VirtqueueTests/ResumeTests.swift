@@ -120,7 +120,8 @@ struct FeatureBitTests {
 
     @Test(arguments: [
         (Features.ringPacked, "RING_PACKED", 34), (.inOrder, "IN_ORDER", 35), (.accessPlatform, "ACCESS_PLATFORM", 33),
-        (.notificationData, "NOTIFICATION_DATA", 38), (.ringReset, "RING_RESET", 40), (Features(bit: 45), "reserved", 45),
+        (.notificationData, "NOTIFICATION_DATA", 38), (.ringReset, "RING_RESET", 40),
+        (Features(bit: 45), "reserved", 45),
     ])
     func anUnimplementedTransportBitIsRefusedByName(feature: Features, name: String, bit: Int) throws {
         let (region, placement) = try Self.placement()
@@ -156,7 +157,11 @@ struct FeatureBitTests {
         let features = device.features
         #expect(features.contains(blockSize) && features.contains(high))
         #expect(features.unimplementedRingBits.isEmpty)
-        #expect(Features.negotiate(offered: [blockSize, .ringPacked, .eventIndex], wanted: [blockSize, .ringPacked]) == [.version1, blockSize])
+        #expect(
+            Features.negotiate(offered: [blockSize, .ringPacked, .eventIndex], wanted: [blockSize, .ringPacked]) == [
+                .version1, blockSize,
+            ]
+        )
     }
 
     @Test func aDeviceRefusesDeviceTypeBitsItDoesNotSupport() throws {

@@ -39,7 +39,10 @@ internal struct AddressMap {
         var list: [AddressWindow] = []
         for mapping in mappings {
             guard let base = mapping.bytes.baseAddress, mapping.bytes.count > 0 else {
-                throw VirtqueueError(.invalidConfiguration, "mapping at bus address \(hex(mapping.busAddress)) is empty")
+                throw VirtqueueError(
+                    .invalidConfiguration,
+                    "mapping at bus address \(hex(mapping.busAddress)) is empty"
+                )
             }
             let size = UInt64(mapping.bytes.count)
             guard mapping.busAddress <= UInt64.max - size else {
@@ -64,7 +67,11 @@ internal struct AddressMap {
                 $0.busAddress <= clip.lowerBound && clip.lowerBound - $0.busAddress <= UInt64($0.bytes.count)
             }), let base = mapping.bytes.baseAddress {
                 list.append(
-                    AddressWindow(start: clip.lowerBound, size: 0, host: base + Int(clip.lowerBound - mapping.busAddress))
+                    AddressWindow(
+                        start: clip.lowerBound,
+                        size: 0,
+                        host: base + Int(clip.lowerBound - mapping.busAddress)
+                    )
                 )
             }
         }
@@ -125,7 +132,8 @@ internal struct AddressMap {
     /// it can (as one or more segments over adjacent windows).
     func problem(address: UInt64, length: UInt64) -> String? {
         guard length <= UInt64.max - address else { return "it overflows 2^64" }
-        if let clip, !(address >= clip.lowerBound && address <= clip.upperBound && length <= clip.upperBound - address) {
+        if let clip, !(address >= clip.lowerBound && address <= clip.upperBound && length <= clip.upperBound - address)
+        {
             return "it lies outside the buffer area \(hexRange(clip))"
         }
         guard length > 0 else {
