@@ -113,9 +113,24 @@ struct ResumeTests {
 /// implement, by name, and passes device-type bits through.
 @Suite("Feature bits")
 struct FeatureBitTests {
-    static func placement() throws -> (HeapRegion, QueuePlacement) {
+    /// A device queue on a fresh region's queue 0, with `features` negotiated.
+    static func makeDevice(
+        features: Features,
+        supported: Features = .all
+    ) throws(VirtqueueError) -> DeviceQueue<HeapRegion, HeapNotifier> {
         let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 4096, features: .all)
-        return (try HeapRegion(layout: layout), try layout.placement(ofQueue: 0))
+        return try DeviceQueue(
+            memory: try HeapRegion(layout: layout),
+            placement: try layout.placement(ofQueue: 0),
+            notifier: HeapNotifier.makePair().device,
+            features: features,
+            supportedFeatures: supported
+        )
+    }
+
+    /// The error building a device queue with `features` throws.
+    static func refusal(features: Features, supported: Features = .all) throws -> VirtqueueError {
+        try #require(throws: VirtqueueError.self) { _ = try makeDevice(features: features, supported: supported) }
     }
 
     @Test(arguments: [
@@ -124,16 +139,7 @@ struct FeatureBitTests {
         (Features(bit: 45), "reserved", 45),
     ])
     func anUnimplementedTransportBitIsRefusedByName(feature: Features, name: String, bit: Int) throws {
-        let (region, placement) = try Self.placement()
-        let error = try #require(throws: VirtqueueError.self) {
-            _ = try DeviceQueue(
-                memory: region,
-                placement: placement,
-                notifier: HeapNotifier.makePair().device,
-                features: [.version1, feature],
-                supportedFeatures: Features(rawValue: ~0)
-            )
-        }
+        let error = try Self.refusal(features: [.version1, feature], supported: Features(rawValue: ~0))
         #expect(error.code == .featureNotSupported)
         #expect(error.message.contains(name))
         #expect(error.message.contains("bit \(bit)"))
@@ -144,15 +150,11 @@ struct FeatureBitTests {
     }
 
     @Test func deviceTypeBitsPassThroughToTheDevice() throws {
-        let (region, placement) = try Self.placement()
         let blockSize = Features(bit: 6)  // VIRTIO_BLK_F_BLK_SIZE
         let high = Features(bit: 60)
-        let device = try DeviceQueue(
-            memory: region,
-            placement: placement,
-            notifier: HeapNotifier.makePair().device,
+        let device = try Self.makeDevice(
             features: [.version1, .eventIndex, blockSize, high],
-            supportedFeatures: Features.all.union([blockSize, high])
+            supported: Features.all.union([blockSize, high])
         )
         let features = device.features
         #expect(features.contains(blockSize) && features.contains(high))
@@ -165,29 +167,13 @@ struct FeatureBitTests {
     }
 
     @Test func aDeviceRefusesDeviceTypeBitsItDoesNotSupport() throws {
-        let (region, placement) = try Self.placement()
-        let error = try #require(throws: VirtqueueError.self) {
-            _ = try DeviceQueue(
-                memory: region,
-                placement: placement,
-                notifier: HeapNotifier.makePair().device,
-                features: [.version1, Features(bit: 6)]
-            )
-        }
+        let error = try Self.refusal(features: [.version1, Features(bit: 6)])
         #expect(error.code == .featureNotSupported)
         #expect(error.message.contains("device bit 6"))
     }
 
     @Test func legacyRingsWithoutVersion1AreRefused() throws {
-        let (region, placement) = try Self.placement()
-        let error = try #require(throws: VirtqueueError.self) {
-            _ = try DeviceQueue(
-                memory: region,
-                placement: placement,
-                notifier: HeapNotifier.makePair().device,
-                features: [.eventIndex]
-            )
-        }
+        let error = try Self.refusal(features: [.eventIndex])
         #expect(error.code == .featureNotSupported)
         #expect(error.message.contains("VERSION_1"))
     }
