@@ -2,11 +2,12 @@ public import Virtqueue
 
 /// A backend under test: how the conformance suite gets memory and notifiers from it.
 ///
-/// A backend is a `MemoryRegion` and a `Notifier` — and, for backends
+/// A backend is a `GuestMemory` (usually a `MemoryRegion`, its one-mapping case) and a
+/// `Notifier` — and, for backends
 /// that run the device somewhere else (a thread, a child process, a sandbox), a way to start it.
 /// The adapter hands the suite what it needs through two calls:
 ///
-/// - ``withQueueEnds(layout:_:)`` (required): a fresh region and notifier pair, seen from both
+/// - ``withQueueEnds(layout:_:)`` (required): fresh memory and a notifier pair, seen from both
 ///   ends — the driver's and the device's — in this process.
 /// - ``withLaunchedDevice(layout:_:)`` (optional): a ``ConformanceDevice`` started the way the
 ///   backend starts devices, and the driver's end of it.
@@ -40,7 +41,8 @@ public protocol ConformanceBackend: Sendable {
     /// A short name for failure messages, such as `"heap"` or `"shared-memory"`.
     var name: String { get }
 
-    /// Makes a fresh region of at least `layout.regionSize` bytes and a connected notifier pair,
+    /// Makes fresh memory mapping at least bus addresses `0..<layout.regionSize` (the header and
+    /// each ring inside one mapping; the data area may span adjacent ones) and a connected notifier pair,
     /// and calls `visitor` with both ends.
     ///
     /// The two ends must be the *same* memory — two handles, or two mappings of one file — and
