@@ -88,6 +88,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         supportedFeatures: Features = .all,
         segmentCapacity: Int? = nil
     ) throws(VirtqueueError) {
+        try features.validateForRing()
         let unsupported = features.subtracting(supportedFeatures.union(.version1))
         guard unsupported.isEmpty else {
             throw VirtqueueError(

@@ -104,6 +104,14 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
                     ?? setup.buffers.contiguousHost(address, length: UInt64(bufferSize))
             )
         }
+        guard slotCount == 0 || slots.contains(where: { $0 != nil }) else {
+            setup.memory.deallocate()
+            setup.buffers.deallocate()
+            throw VirtqueueError(
+                .invalidConfiguration,
+                "no \(bufferSize)-byte slot of pool \(hexRange(pool)) lies inside one mapping of the buffer area"
+            )
+        }
         self.memory = memory
         self.notifier = notifier
         self.features = features

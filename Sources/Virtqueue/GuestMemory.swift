@@ -71,7 +71,8 @@ extension GuestMemory where Self: ~Copyable {
     /// translation call of the seam, bounds-checked and overflow-safe.
     ///
     /// The range must lie inside one mapping; use it for a ring, a header or a test's view of a
-    /// buffer. (The device's descriptor parser accepts a buffer that spans adjacent mappings, as
+    /// buffer. It reads the mappings on every call: it is for set-up and tools, not a hot path
+    /// (the queues translate through the table they built once). (The device's descriptor parser accepts a buffer that spans adjacent mappings, as
     /// two segments; this call does not.)
     ///
     /// - Parameters:

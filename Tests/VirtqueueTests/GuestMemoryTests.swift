@@ -266,6 +266,20 @@ struct GuestMemoryTests {
         #expect(past.code == .addressOutOfRange || past.code == .invalidPlacement)
     }
 
+    @Test func aPoolOutsideMemoryIsATypedError() throws {
+        let error = try #require(throws: VirtqueueError.self) {
+            _ = try DriverQueue(
+                memory: try Self.memory(),
+                placement: Self.placement(),
+                notifier: HeapNotifier.makePair().driver,
+                features: Self.features,
+                pool: 0x5_0000..<0x6_0000
+            )
+        }
+        #expect(error.code == .invalidConfiguration)
+        #expect(error.message.contains("0x50000"))
+    }
+
     @Test func overlappingOrMisalignedAreasAreTypedErrors() throws {
         var placement = Self.placement()
         placement.driverArea = 0x1040  // inside the descriptor table
