@@ -33,27 +33,71 @@ import Virtqueue
 /// exactly what was completed; nothing outside the used ring, the writable segments and the
 /// notification fields changed; and the canaries around the region are intact.
 public enum DeviceFuzzer {
+    /// The first byte of an input in the multi-mapping mode (`M`, 0x4D): no input committed
+    /// before the mode existed starts with it, so every one of them keeps its meaning.
+    public static let mappedMarker: UInt8 = 0x4D
+
     /// Runs one input.
     ///
     /// - Throws: ``InvariantFailure`` naming the broken invariant.
     public static func run(_ input: UnsafeRawBufferPointer) throws(InvariantFailure) {
         var reader = FuzzInput(input)
-        let config = reader.byteOrZero()
+        var config = reader.byteOrZero()
+        let mapped = config == mappedMarker
+        var selector: UInt8 = 0
+        var cursorByte: UInt8 = 0
+        if mapped {
+            config = reader.byteOrZero()
+            selector = reader.byteOrZero()
+            cursorByte = reader.byteOrZero()
+        }
         let size = [4, 8, 16, 1][Int(config & 3)]
         var features: Features = []
         if config & 4 != 0 { features.insert(.indirectDescriptors) }
         if config & 8 != 0 { features.insert(.eventIndex) }
         let capacity = [size, 2 * size, 4 * size, size * size + size][Int(config >> 4) & 3]
         let dataAreaSize = [128, 256, 1024, 4096][Int(config >> 6) & 3]
-        let layout: RegionLayout
-        do {
-            layout = try RegionLayout(queueSizes: [size], dataAreaSize: dataAreaSize, features: features)
-        } catch {
-            throw InvariantFailure("a valid layout was refused: \(error)")
+        let memory: FuzzMemory
+        let placement: QueuePlacement
+        let bufferSpace: [Range<UInt64>]
+        var header: RegionLayout?
+        if mapped {
+            // A virtio 1.x ring (the region format implies VERSION_1; the general initialiser is told).
+            features.insert(.version1)
+            // A resumed ring: used.idx at 0, 0x1111, … 0xFFFF, with up to N entries a previous
+            // device queue took and never completed.
+            let nextUsed = UInt16(cursorByte >> 4) &* 0x1111
+            let nextAvailable = nextUsed &+ UInt16(Int(cursorByte & 0x0F) % (size + 1))
+            let layout = MappedLayout(
+                size: size,
+                bufferBytes: dataAreaSize,
+                selector: selector,
+                cursor: QueueCursor(nextAvailable: nextAvailable, nextUsed: nextUsed)
+            )
+            memory = FuzzMemory(layout.mappings)
+            placement = layout.placement
+            bufferSpace = layout.bufferRanges
+        } else {
+            let layout: RegionLayout
+            do {
+                layout = try RegionLayout(queueSizes: [size], dataAreaSize: dataAreaSize, features: features)
+                placement = try layout.placement(ofQueue: 0)
+            } catch {
+                throw InvariantFailure("a valid layout was refused: \(error)")
+            }
+            memory = FuzzMemory([(0, layout.regionSize, 0)])
+            header = layout
+            bufferSpace = [placement.bufferArea ?? 0..<0]
         }
-        let region = FuzzRegion(count: layout.regionSize)
-        defer { region.deallocate() }
-        let session = try DeviceSession(layout: layout, region: region, capacity: capacity)
+        defer { memory.deallocate() }
+        let session = try DeviceSession(
+            memory: memory,
+            placement: placement,
+            header: header,
+            features: features,
+            capacity: capacity,
+            bufferSpace: bufferSpace
+        )
         while let op = reader.byte() {
             try session.perform(op, &reader)
         }
@@ -63,28 +107,31 @@ public enum DeviceFuzzer {
 
 /// One device queue under fuzzing, with the harness's model of what it must do.
 final class DeviceSession {
-    var queue: DeviceQueue<FuzzRegion, FuzzNotifier>
-    let region: FuzzRegion
+    var queue: DeviceQueue<FuzzMemory, FuzzNotifier>
+    let memory: FuzzMemory
+    /// Every ring field's bus address, from the core.
+    let addresses: SplitRingAddresses
     let size: Int
     let eventIndex: Bool
     let capacity: Int
-    let descriptorTable: Int
-    let availableRing: Int
-    let usedRing: Int
-    let dataArea: Range<Int>
+    /// Where buffers go: the data area, or the buffer mappings in bus order. Descriptors written
+    /// by op 7 point near its start, and indirect tables are written into it.
+    let bufferSpace: [Range<UInt64>]
+    /// Where every buffer must lie besides in memory, or `nil` for anywhere.
+    let bufferArea: Range<UInt64>?
     let reference: ReferenceChainParser
 
-    /// What every byte of the region must hold: updated for each harness write and each
+    /// What every byte of every mapping must hold: updated for each harness write and each
     /// write the device is expected to make.
-    var shadow: [UInt8]
+    var shadow: MemoryShadow
 
     // The model of the device's state.
-    var lastAvailable: UInt16 = 0
+    var lastAvailable: UInt16
     /// The last `avail.idx` the device read and validated: like the core, the model reads the
     /// index again only once the entries before it are taken.
-    var availableShadow: UInt16 = 0
-    var nextUsed: UInt16 = 0
-    var lastNotifyCheck: UInt16 = 0
+    var availableShadow: UInt16
+    var nextUsed: UInt16
+    var lastNotifyCheck: UInt16
     var movesSinceNotifyCheck = 0
     var broken = false
     var heldSegments = 0
@@ -92,32 +139,60 @@ final class DeviceSession {
     var heldCount = 0
     var heldHeads: [Bool]
 
-    init(layout: RegionLayout, region: FuzzRegion, capacity: Int) throws(InvariantFailure) {
+    /// Attaches a device: through `header` (this package's region format, written first), or,
+    /// without one, through the general initialiser on `placement`, with `avail.idx` and
+    /// `used.idx` where a ring resumed at the placement's cursor has them.
+    init(
+        memory: FuzzMemory,
+        placement: QueuePlacement,
+        header: RegionLayout?,
+        features: Features,
+        capacity: Int,
+        bufferSpace: [Range<UInt64>]
+    ) throws(InvariantFailure) {
+        let addresses = SplitRingAddresses(placement)
+        let cursor = placement.cursor
         do {
-            try layout.initialize(region)
-            queue = try DeviceQueue(region: region, notifier: FuzzNotifier(), segmentCapacity: capacity)
+            if let header {
+                try header.initialize(memory)
+                queue = try DeviceQueue(region: memory, notifier: FuzzNotifier(), segmentCapacity: capacity)
+            } else {
+                for (address, value) in [
+                    (addresses.availableIndex, cursor.nextAvailable), (addresses.usedIndex, cursor.nextUsed),
+                ] {
+                    memory.pointer(at: address, count: 2)?.storeBytes(of: value.littleEndian, as: UInt16.self)
+                }
+                queue = try DeviceQueue(
+                    memory: memory,
+                    placement: placement,
+                    notifier: FuzzNotifier(),
+                    features: features,
+                    segmentCapacity: capacity
+                )
+            }
         } catch {
-            throw InvariantFailure("attaching a device to a fresh region failed: \(error)")
+            throw InvariantFailure("attaching a device to fresh memory failed: \(error)")
         }
-        let queueLayout = layout.queues[0]
-        self.region = region
-        self.size = queueLayout.size
-        self.eventIndex = layout.features.contains(.eventIndex)
+        self.memory = memory
+        self.addresses = addresses
+        self.size = placement.size
+        self.eventIndex = features.contains(.eventIndex)
         self.capacity = capacity
-        self.descriptorTable = queueLayout.descriptorTableOffset
-        self.availableRing = queueLayout.availableRingOffset
-        self.usedRing = queueLayout.usedRingOffset
-        self.dataArea = layout.dataAreaOffset..<layout.dataAreaOffset + layout.dataAreaSize
+        self.bufferSpace = bufferSpace
+        self.bufferArea = placement.bufferArea
         self.reference = ReferenceChainParser(
-            bytes: UnsafeRawBufferPointer(region.bytes),
-            queueSize: queueLayout.size,
-            descriptorTable: queueLayout.descriptorTableOffset,
-            dataArea: UInt64(dataArea.lowerBound)..<UInt64(dataArea.upperBound),
-            indirectNegotiated: layout.features.contains(.indirectDescriptors)
+            memory: memory,
+            addresses: addresses,
+            bufferArea: placement.bufferArea,
+            indirectNegotiated: features.contains(.indirectDescriptors)
         )
-        self.shadow = Array(UnsafeRawBufferPointer(region.bytes))
-        self.held = .allocate(capacity: queueLayout.size)
-        self.heldHeads = Array(repeating: false, count: queueLayout.size)
+        self.shadow = MemoryShadow(memory)
+        self.lastAvailable = cursor.nextAvailable
+        self.availableShadow = cursor.nextAvailable
+        self.nextUsed = cursor.nextUsed
+        self.lastNotifyCheck = cursor.nextUsed
+        self.held = .allocate(capacity: placement.size)
+        self.heldHeads = Array(repeating: false, count: placement.size)
     }
 
     deinit {
@@ -127,46 +202,49 @@ final class DeviceSession {
 
     // MARK: The hostile driver's writes
 
-    /// The driver's areas as one address space: descriptor table, available ring, data area.
-    var driverSpace: [Range<Int>] {
-        [
-            descriptorTable..<descriptorTable + 16 * size,
-            availableRing..<availableRing + 6 + 2 * size,
-            dataArea,
-        ]
+    /// The driver's areas as one address space: descriptor table, available ring, buffer space.
+    var driverSpace: [Range<UInt64>] {
+        let areas = addresses.placement.areas
+        return [areas[0].range, areas[1].range] + bufferSpace
     }
 
-    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) {
-        guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
-        (region.base + offset).copyMemory(from: source, byteCount: bytes.count)
-        setShadow(bytes, at: offset)
+    /// Writes `bytes` at bus address `address` (bytes that fall in a gap are dropped).
+    func write(_ bytes: UnsafeRawBufferPointer, at address: UInt64) {
+        for piece in memory.pieces(at: address, count: bytes.count) {
+            (memory.mappings[piece.mapping].region.base + piece.offset)
+                .copyMemory(from: bytes.baseAddress! + piece.source, byteCount: piece.count)
+            shadow.set(piece, from: bytes)
+        }
     }
 
-    func setShadow(_ bytes: UnsafeRawBufferPointer, at offset: Int) {
-        guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
-        shadow.withUnsafeMutableBytes { ($0.baseAddress! + offset).copyMemory(from: source, byteCount: bytes.count) }
+    /// Records bytes the device is expected to write at `address`.
+    func setShadow(_ bytes: UnsafeRawBufferPointer, at address: UInt64) {
+        for piece in memory.pieces(at: address, count: bytes.count) {
+            shadow.set(piece, from: bytes)
+        }
     }
 
-    func write16(_ value: UInt16, at offset: Int) {
-        withUnsafeBytes(of: value.littleEndian) { write($0, at: offset) }
+    func setShadow<T: FixedWidthInteger>(_ value: T, at address: UInt64) {
+        withUnsafeBytes(of: value.littleEndian) { setShadow($0, at: address) }
     }
 
-    func load16(_ offset: Int) -> UInt16 {
-        UInt16(
-            littleEndian: UnsafeRawBufferPointer(region.bytes).loadUnaligned(fromByteOffset: offset, as: UInt16.self)
-        )
+    func write16(_ value: UInt16, at address: UInt64) {
+        withUnsafeBytes(of: value.littleEndian) { write($0, at: address) }
     }
 
-    func writeRaw(spaceOffset: Int, _ bytes: UnsafeRawBufferPointer) {
+    func load16(_ address: UInt64) -> UInt16 { memory.load16(address) }
+
+    /// Writes `bytes` at `spaceOffset` of `space`, a list of bus ranges taken as one.
+    func write(space: [Range<UInt64>], offset spaceOffset: Int, _ bytes: UnsafeRawBufferPointer) {
         var remaining = bytes
         var position = spaceOffset
-        for area in driverSpace where !remaining.isEmpty {
+        for area in space where !remaining.isEmpty {
             if position >= area.count {
                 position -= area.count
                 continue
             }
             let count = min(area.count - position, remaining.count)
-            write(UnsafeRawBufferPointer(rebasing: remaining[0..<count]), at: area.lowerBound + position)
+            write(UnsafeRawBufferPointer(rebasing: remaining[0..<count]), at: area.lowerBound + UInt64(position))
             remaining = UnsafeRawBufferPointer(rebasing: remaining[count...])
             position = 0
         }
@@ -177,14 +255,15 @@ final class DeviceSession {
     func perform(_ op: UInt8, _ reader: inout FuzzInput) throws(InvariantFailure) {
         switch op % 10 {
         case 0:
-            let spaceSize = driverSpace.reduce(0) { $0 + $1.count }
-            let offset = Int(reader.uint16()) % spaceSize
+            let space = driverSpace
+            let offset = Int(reader.uint16()) % space.reduce(0) { $0 + $1.count }
             let count = Int(reader.byteOrZero())
-            writeRaw(spaceOffset: offset, reader.bytes(upTo: count))
+            write(space: space, offset: offset, reader.bytes(upTo: count))
         case 1:
-            write16(reader.uint16(), at: availableRing + 2)
+            write16(reader.uint16(), at: addresses.availableIndex)
         case 2:
-            write16(load16(availableRing + 2) &+ UInt16(Int(reader.byteOrZero()) % (size + 2)), at: availableRing + 2)
+            let index = load16(addresses.availableIndex)
+            write16(index &+ UInt16(Int(reader.byteOrZero()) % (size + 2)), at: addresses.availableIndex)
         case 3:
             for _ in 0...(reader.byteOrZero() % 4) {
                 guard try take() else { break }
@@ -197,7 +276,7 @@ final class DeviceSession {
             try wait(spins: Int(reader.byteOrZero() % 3))
         case 7:
             let target = reader.byteOrZero()
-            let address = UInt64(dataArea.lowerBound) &+ UInt64(reader.uint16()) &- 64
+            let address = bufferSpace[0].lowerBound &+ UInt64(reader.uint16()) &- 64
             let length = UInt32(reader.uint16())
             let flags = UInt16(reader.byteOrZero())
             let next = UInt16(reader.byteOrZero())
@@ -208,20 +287,20 @@ final class DeviceSession {
                 raw.storeBytes(of: flags.littleEndian, toByteOffset: 12, as: UInt16.self)
                 raw.storeBytes(of: next.littleEndian, toByteOffset: 14, as: UInt16.self)
             }
-            let offset: Int
             if target & 0x80 != 0 {
-                // An entry of an indirect table in the data area.
-                offset = dataArea.lowerBound + (Int(target & 0x7F) * 16) % (dataArea.count - 15)
+                // An entry of an indirect table in the buffer space (across mappings, maybe).
+                let spaceSize = bufferSpace.reduce(0) { $0 + $1.count }
+                let offset = (Int(target & 0x7F) * 16) % (spaceSize - 15)
+                descriptor.withUnsafeBytes { write(space: bufferSpace, offset: offset, $0) }
             } else {
-                offset = descriptorTable + 16 * (Int(target) % size)
+                descriptor.withUnsafeBytes { write($0, at: addresses.descriptor(Int(target) % size)) }
             }
-            descriptor.withUnsafeBytes { write($0, at: offset) }
         case 8:
             let slot = Int(reader.byteOrZero()) % size
-            write16(UInt16(reader.byteOrZero()), at: availableRing + 4 + 2 * slot)
+            write16(UInt16(reader.byteOrZero()), at: addresses.availableEntry(slot: slot))
         default:
-            write16(reader.uint16(), at: availableRing)
-            write16(reader.uint16(), at: availableRing + 4 + 2 * size)
+            write16(reader.uint16(), at: addresses.availableFlags)
+            write16(reader.uint16(), at: addresses.usedEvent)
         }
         try checkMemory()
     }
@@ -267,12 +346,17 @@ final class DeviceSession {
             try check(error.code == .queueBroken, "a broken queue reported \(error) instead of queueBroken")
         case .empty:
             throw InvariantFailure("an empty ring reported \(error)")
-        case .violation(let why), .chain(_, .invalid(let why)):
-            if error.code == .segmentStoreExhausted {
+        case .violation(let why, let codes), .chain(_, .invalid(let why, let codes)):
+            if error.code == .segmentStoreExhausted, case .chain = expected {
+                // The store ran out on a segment before the parser reached the violation.
                 try check(!queue.isBroken, "segmentStoreExhausted broke the queue: \(error)")
                 return
             }
             try check(error.isPeerViolation, "a malformed ring (\(why)) reported \(error), not a peer violation")
+            try check(
+                codes.contains(error.code),
+                "a malformed ring (\(why)) reported \(error), expected one of \(codes)"
+            )
             try check(queue.isBroken, "the queue is not broken after \(error)")
             broken = true
         case .chain(_, .valid(let segments)):
@@ -287,14 +371,14 @@ final class DeviceSession {
     enum Expected: CustomStringConvertible {
         case broken
         case empty
-        case violation(String)
+        case violation(String, [VirtqueueError.Code])
         case chain(UInt16, ReferenceChainParser.Outcome)
 
         var description: String {
             switch self {
             case .broken: "queueBroken"
             case .empty: "nil"
-            case .violation(let why): "a violation (\(why))"
+            case .violation(let why, _): "a violation (\(why))"
             case .chain(let head, let outcome): "head \(head): \(outcome)"
             }
         }
@@ -303,20 +387,22 @@ final class DeviceSession {
     func expectedNext() -> Expected {
         if broken { return .broken }
         if availableShadow == lastAvailable {
-            let index = load16(availableRing + 2)
+            let index = load16(addresses.availableIndex)
             if index == lastAvailable { return .empty }
             let pending = Int(index &- lastAvailable)
-            if pending > size { return .violation("avail.idx jumped by \(pending)") }
+            if pending > size { return .violation("avail.idx jumped by \(pending)", [.availableIndexJump]) }
             availableShadow = index
         }
-        let head = load16(availableRing + 4 + 2 * Int(lastAvailable % UInt16(size)))
-        if Int(head) >= size { return .violation("head \(head) out of range") }
-        if heldHeads[Int(head)] { return .violation("head \(head) is already held") }
+        let head = load16(addresses.availableEntry(slot: Int(lastAvailable)))
+        if Int(head) >= size { return .violation("head \(head) out of range", [.headOutOfRange]) }
+        if heldHeads[Int(head)] { return .violation("head \(head) is already held", [.headAlreadyInFlight]) }
         return .chain(head, reference.parse(head: Int(head)))
     }
 
-    /// Checks a request's segments against the reference, checks each lies in the data area,
-    /// reads every readable byte and fills every writable one (mirroring the fill in the shadow).
+    /// Checks a request's segments against the reference: each view's host address is traced
+    /// back, through the harness's own table of mappings, to a mapping and a bus address, which
+    /// must lie in the buffer area; reads every readable byte and fills every writable one
+    /// (mirroring the fill in the shadow).
     func checkSegments(
         of request: borrowing DeviceRequest,
         expected: [ReferenceChainParser.Segment]
@@ -324,38 +410,35 @@ final class DeviceSession {
         var seen: [ReferenceChainParser.Segment] = []
         var outside: String?
         var checksum: UInt8 = 0
-        queue.forEachReadable(in: request) { bytes in
-            let start = bytes.baseAddress ?? UnsafeRawPointer(region.base)
-            if !region.contains(start, count: bytes.count, in: dataArea) {
-                outside = "readable \(start) +\(bytes.count)"
+        let memory = self.memory
+        let bufferArea = self.bufferArea
+        func trace(_ start: UnsafeRawPointer, _ count: Int, writable: Bool) -> (mapping: Int, offset: Int)? {
+            guard let (mapping, address) = memory.locate(start, count: count) else {
+                outside = "\(writable ? "writable" : "readable") \(start) +\(count) is in no mapping"
+                return nil
             }
-            seen.append(
-                .init(
-                    offset: UInt64(start - UnsafeRawPointer(region.base)),
-                    length: UInt32(bytes.count),
-                    writable: false
-                )
-            )
+            if let area = bufferArea, !(address >= area.lowerBound && area.upperBound - address >= UInt64(count)) {
+                outside = "bus 0x\(String(address, radix: 16)) +\(count) is outside the buffer area"
+                return nil
+            }
+            seen.append(.init(address: address, length: UInt32(count), writable: writable))
+            return (mapping, Int(address - memory.mappings[mapping].bus))
+        }
+        queue.forEachReadable(in: request) { bytes in
+            let start = bytes.baseAddress ?? UnsafeRawPointer(memory.mappings[0].region.base)
+            _ = trace(start, bytes.count, writable: false)
             for byte in bytes { checksum &+= byte }
         }
         let fill = 0xE0 | UInt8(request.id & 0x0F)
         queue.forEachWritable(in: request) { bytes in
-            let start = UnsafeRawPointer(bytes.baseAddress ?? region.base)
-            if !region.contains(start, count: bytes.count, in: dataArea) {
-                outside = "writable \(start) +\(bytes.count)"
-                return
-            }
-            let offset = start - UnsafeRawPointer(region.base)
-            seen.append(.init(offset: UInt64(offset), length: UInt32(bytes.count), writable: true))
+            let start = UnsafeRawPointer(bytes.baseAddress ?? memory.mappings[0].region.base)
+            guard let (mapping, offset) = trace(start, bytes.count, writable: true) else { return }
             bytes.initializeMemory(as: UInt8.self, repeating: fill)
-            shadow.withUnsafeMutableBytes {
-                _ = UnsafeMutableRawBufferPointer(rebasing: $0[offset..<offset + bytes.count])
-                    .initializeMemory(as: UInt8.self, repeating: fill)
-            }
+            shadow.fill(mapping: mapping, offset: offset, count: bytes.count, with: fill)
         }
         _ = checksum
         if let outside {
-            throw InvariantFailure("request \(request.id) has a segment outside the data area: \(outside)")
+            throw InvariantFailure("request \(request.id) has a segment outside the buffers: \(outside)")
         }
         try check(seen == expected, "request \(request.id) segments \(seen) differ from the reference \(expected)")
         try check(request.segmentCount == expected.count, "segmentCount \(request.segmentCount) != \(expected.count)")
@@ -413,12 +496,13 @@ final class DeviceSession {
             )
             try check(!queue.isBroken, "a caller's bad length broke the queue")
         }
-        let slot = usedRing + 4 + 8 * Int(nextUsed % UInt16(size))
-        withUnsafeBytes(of: UInt32(id).littleEndian) { setShadow($0, at: slot) }
-        withUnsafeBytes(of: UInt32(valid ? written : 0).littleEndian) { setShadow($0, at: slot + 4) }
+        // The used element `{le32 id, le32 len}`.
+        let element = addresses.usedElement(slot: Int(nextUsed))
+        setShadow(UInt32(id), at: element)
+        setShadow(UInt32(valid ? written : 0), at: element + 4)
         nextUsed &+= 1
         movesSinceNotifyCheck += 1
-        withUnsafeBytes(of: nextUsed.littleEndian) { setShadow($0, at: usedRing + 2) }
+        setShadow(nextUsed, at: addresses.usedIndex)
     }
 
     func notify() throws(InvariantFailure) {
@@ -438,8 +522,8 @@ final class DeviceSession {
                 old: old,
                 moves: moves,
                 eventIndex: eventIndex,
-                peerEvent: load16(availableRing + 4 + 2 * size),
-                peerFlags: load16(availableRing)
+                peerEvent: load16(addresses.usedEvent),
+                peerFlags: load16(addresses.availableFlags)
             ),
             old: old,
             new: new
@@ -457,21 +541,20 @@ final class DeviceSession {
             try check(thrown?.code == .queueBroken, "waiting on a broken queue reported \(String(describing: thrown))")
             return
         }
-        let ready = load16(availableRing + 2) != lastAvailable
+        let ready = load16(addresses.availableIndex) != lastAvailable
         if ready && spins > 0 {
             try check(thrown == nil, "waiting with a request ready failed: \(String(describing: thrown))")
             return
         }
         // The device asks to be kicked: avail_event (EVENT_IDX) or used.flags = 0.
         if eventIndex {
-            withUnsafeBytes(of: lastAvailable.littleEndian) { setShadow($0, at: usedRing + 4 + 8 * size) }
+            setShadow(lastAvailable, at: addresses.availableEvent)
         } else {
-            shadow[usedRing] = 0
-            shadow[usedRing + 1] = 0
+            setShadow(UInt16(0), at: addresses.usedFlags)
         }
         if ready {
             try check(thrown == nil, "waiting with a request ready failed: \(String(describing: thrown))")
-            if !eventIndex { shadow[usedRing] = 1 }
+            if !eventIndex { setShadow(UInt16(1), at: addresses.usedFlags) }
         } else {
             try check(thrown?.code == .peerDied, "a wait with no peer reported \(String(describing: thrown))")
             try check(queue.isBroken, "the queue is not broken after its peer died")
@@ -496,15 +579,19 @@ final class DeviceSession {
         }
     }
 
-    /// Every byte of the region must equal the shadow, and the canaries must be intact.
+    /// Every byte of every mapping must equal the shadow, and the canaries must be intact.
     func checkMemory() throws(InvariantFailure) {
-        try region.checkCanaries()
-        let actual = UnsafeRawBufferPointer(region.bytes)
-        let same = shadow.withUnsafeBytes { memcmp($0.baseAddress!, region.base, region.count) == 0 }
-        if !same, let index = actual.indices.first(where: { actual[$0] != shadow[$0] }) {
-            throw InvariantFailure(
-                "region byte \(index) is \(actual[index]), expected \(shadow[index]) (used ring at \(usedRing), data area \(dataArea))"
-            )
+        try memory.checkCanaries()
+        for (index, mapping) in memory.mappings.enumerated() {
+            if let (offset, actual) = shadow.firstDifference(
+                in: memory,
+                mapping: index,
+                offsets: 0..<mapping.region.count
+            ) {
+                throw InvariantFailure(
+                    "byte at bus 0x\(String(mapping.bus + UInt64(offset), radix: 16)) (mapping \(index)) is \(actual), expected \(shadow.bytes[index][offset]) (used ring at 0x\(String(addresses.placement.deviceArea, radix: 16)))"
+                )
+            }
         }
     }
 }

@@ -34,12 +34,18 @@ import Virtqueue
 /// header or the used ring; and the canaries around the region are intact. Finally every
 /// buffer and descriptor is free again.
 public enum DriverFuzzer {
+    /// The first byte of an input in the multi-mapping mode (`M`, 0x4D), as for ``DeviceFuzzer``:
+    /// no input committed before the mode existed starts with it.
+    public static let mappedMarker: UInt8 = 0x4D
+
     /// Runs one input.
     ///
     /// - Throws: ``InvariantFailure`` naming the broken invariant.
     public static func run(_ input: UnsafeRawBufferPointer) throws(InvariantFailure) {
         var reader = FuzzInput(input)
-        let config = reader.byteOrZero()
+        var config = reader.byteOrZero()
+        let mapped = config == mappedMarker
+        if mapped { config = reader.byteOrZero() }
         let size = [4, 8, 16, 1][Int(config & 3)]
         var features: Features = []
         if config & 4 != 0 { features.insert(.indirectDescriptors) }
@@ -47,21 +53,42 @@ public enum DriverFuzzer {
         let bufferSize = [16, 32, 64, 256][Int(config >> 4) & 3]
         let threshold = [1, 2, 4, 16][Int(config >> 6) & 3]
         let bufferCount = Int(reader.byteOrZero()) % (4 * size + 2)
-        let layout: RegionLayout
-        do {
-            layout = try RegionLayout(
-                queueSizes: [size],
-                dataAreaSize: bufferCount * bufferSize,
-                features: features
-            )
-        } catch {
-            throw InvariantFailure("a valid layout was refused: \(error)")
+        let memory: FuzzMemory
+        let placement: QueuePlacement
+        let pool: Range<UInt64>
+        var header: RegionLayout?
+        if mapped {
+            // A virtio 1.x ring (the region format implies VERSION_1; the general initialiser is told).
+            features.insert(.version1)
+            let layout = MappedLayout(size: size, bufferBytes: bufferCount * bufferSize, selector: reader.byteOrZero())
+            memory = FuzzMemory(layout.mappings)
+            placement = layout.placement
+            let ranges = layout.bufferRanges
+            let low = placement.bufferArea?.lowerBound ?? ranges[0].lowerBound
+            pool = (low + 15) & ~15..<(placement.bufferArea?.upperBound ?? ranges[ranges.count - 1].upperBound)
+        } else {
+            let layout: RegionLayout
+            do {
+                layout = try RegionLayout(
+                    queueSizes: [size],
+                    dataAreaSize: bufferCount * bufferSize,
+                    features: features
+                )
+                placement = try layout.placement(ofQueue: 0)
+            } catch {
+                throw InvariantFailure("a valid layout was refused: \(error)")
+            }
+            memory = FuzzMemory([(0, layout.regionSize, 0)])
+            header = layout
+            pool = placement.bufferArea ?? 0..<0
         }
-        let region = FuzzRegion(count: layout.regionSize)
-        defer { region.deallocate() }
+        defer { memory.deallocate() }
         let session = try DriverSession(
-            layout: layout,
-            region: region,
+            memory: memory,
+            placement: placement,
+            header: header,
+            features: features,
+            pool: pool,
             bufferSize: bufferSize,
             threshold: threshold
         )
@@ -87,17 +114,24 @@ final class DriverSession {
         var descriptorCount: Int { indirect ? 1 : segmentCount }
     }
 
-    var queue: DriverQueue<FuzzRegion, FuzzNotifier>
-    let region: FuzzRegion
+    var queue: DriverQueue<FuzzMemory, FuzzNotifier>
+    let memory: FuzzMemory
+    /// Every ring field's bus address, from the core.
+    let addresses: SplitRingAddresses
     let size: Int
     let eventIndex: Bool
     let bufferSize: Int
-    let availableRing: Int
-    let usedRing: Int
+    /// The used ring's bytes.
     let usedRingBytes: Int
-    let dataArea: Range<Int>
-    let headerAndUsed: [Range<Int>]
-    var shadow: [UInt8]
+    /// The bus address of each pool slot the driver may use: inside one mapping (and the buffer
+    /// area), by the harness's own count.
+    let usableSlots: Set<UInt64>
+    /// The bytes the driver must never write, per mapping: everything but the descriptor table,
+    /// the available ring and the usable pool slots.
+    let protected: [[Range<Int>]]
+    /// The device's view of what the driver publishes.
+    let reference: ReferenceChainParser
+    var shadow: MemoryShadow
 
     var inFlight: [UInt16: Submitted] = [:]
     var lastUsed: UInt16 = 0
@@ -113,30 +147,94 @@ final class DriverSession {
     var kept: UnsafeMutablePointer<UsedChain>
     var keptModels: [Submitted] = []
 
-    init(layout: RegionLayout, region: FuzzRegion, bufferSize: Int, threshold: Int) throws(InvariantFailure) {
+    /// Attaches a driver: through `header` (this package's region format, written first; the
+    /// pool is its data area), or, without one, through the general initialiser on `placement`
+    /// with `pool`.
+    init(
+        memory: FuzzMemory,
+        placement: QueuePlacement,
+        header: RegionLayout?,
+        features: Features,
+        pool: Range<UInt64>,
+        bufferSize: Int,
+        threshold: Int
+    ) throws(InvariantFailure) {
         do {
-            try layout.initialize(region)
-            queue = try DriverQueue(
-                region: region,
-                notifier: FuzzNotifier(),
-                bufferSize: bufferSize,
-                indirectThreshold: threshold
-            )
+            if let header {
+                try header.initialize(memory)
+                queue = try DriverQueue(
+                    region: memory,
+                    notifier: FuzzNotifier(),
+                    bufferSize: bufferSize,
+                    indirectThreshold: threshold
+                )
+            } else {
+                queue = try DriverQueue(
+                    memory: memory,
+                    placement: placement,
+                    notifier: FuzzNotifier(),
+                    features: features,
+                    pool: pool,
+                    bufferSize: bufferSize,
+                    indirectThreshold: threshold
+                )
+            }
         } catch {
-            throw InvariantFailure("attaching a driver to a fresh region failed: \(error)")
+            throw InvariantFailure("attaching a driver to fresh memory failed: \(error)")
         }
-        let queueLayout = layout.queues[0]
-        self.region = region
-        self.size = queueLayout.size
-        self.eventIndex = layout.features.contains(.eventIndex)
+        let addresses = SplitRingAddresses(placement)
+        let reference = ReferenceChainParser(
+            memory: memory,
+            addresses: addresses,
+            bufferArea: placement.bufferArea,
+            indirectNegotiated: features.contains(.indirectDescriptors)
+        )
+        // A slot is usable when all of its bytes lie in one mapping, inside the buffer area.
+        let windows = reference.windows
+        var slots: Set<UInt64> = []
+        var slot = pool.lowerBound
+        while pool.upperBound - slot >= UInt64(bufferSize) {
+            if windows.contains(where: { $0.lowerBound <= slot && slot + UInt64(bufferSize) <= $0.upperBound }) {
+                slots.insert(slot)
+            }
+            slot += UInt64(bufferSize)
+        }
+        var allowed = [placement.areas[0].range, placement.areas[1].range]
+        allowed += slots.map { $0..<$0 + UInt64(bufferSize) }
+        self.protected = memory.mappings.map { mapping in
+            var mask = [Bool](repeating: true, count: mapping.region.count)
+            for range in allowed {
+                let low = max(range.lowerBound, mapping.busRange.lowerBound)
+                let high = min(range.upperBound, mapping.busRange.upperBound)
+                guard low < high else { continue }
+                for offset in Int(low - mapping.bus)..<Int(high - mapping.bus) { mask[offset] = false }
+            }
+            var ranges: [Range<Int>] = []
+            var start: Int?
+            for offset in 0...mask.count {
+                let inside = offset < mask.count && mask[offset]
+                if inside, start == nil { start = offset }
+                if !inside, let first = start {
+                    ranges.append(first..<offset)
+                    start = nil
+                }
+            }
+            return ranges
+        }
+        self.memory = memory
+        self.addresses = addresses
+        self.size = placement.size
+        self.eventIndex = features.contains(.eventIndex)
         self.bufferSize = bufferSize
-        self.availableRing = queueLayout.availableRingOffset
-        self.usedRing = queueLayout.usedRingOffset
-        self.usedRingBytes = QueueLayout.usedRingByteCount(size: queueLayout.size)
-        self.dataArea = layout.dataAreaOffset..<layout.dataAreaOffset + layout.dataAreaSize
-        self.headerAndUsed = [0..<layout.headerByteCount, usedRing..<usedRing + usedRingBytes]
-        self.shadow = Array(UnsafeRawBufferPointer(region.bytes))
-        self.kept = .allocate(capacity: max(queueLayout.size, 1))
+        self.usedRingBytes = placement.areas[2].range.count
+        self.usableSlots = slots
+        self.reference = reference
+        self.shadow = MemoryShadow(memory)
+        self.kept = .allocate(capacity: max(placement.size, 1))
+        try check(
+            queue.bufferCount == slots.count,
+            "the driver has \(queue.bufferCount) pool buffers, the harness counts \(slots.count) usable slots"
+        )
     }
 
     deinit {
@@ -144,21 +242,19 @@ final class DriverSession {
         kept.deallocate()
     }
 
-    func load16(_ offset: Int) -> UInt16 {
-        UInt16(
-            littleEndian: UnsafeRawBufferPointer(region.bytes).loadUnaligned(fromByteOffset: offset, as: UInt16.self)
-        )
-    }
+    func load16(_ address: UInt64) -> UInt16 { memory.load16(address) }
 
     /// The device's writes: into the used ring only (the harness's shadow follows them).
-    func deviceWrite(_ bytes: UnsafeRawBufferPointer, at offset: Int) {
-        guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
-        (region.base + offset).copyMemory(from: source, byteCount: bytes.count)
-        shadow.withUnsafeMutableBytes { ($0.baseAddress! + offset).copyMemory(from: source, byteCount: bytes.count) }
+    func deviceWrite(_ bytes: UnsafeRawBufferPointer, at address: UInt64) {
+        for piece in memory.pieces(at: address, count: bytes.count) {
+            (memory.mappings[piece.mapping].region.base + piece.offset)
+                .copyMemory(from: bytes.baseAddress! + piece.source, byteCount: piece.count)
+            shadow.set(piece, from: bytes)
+        }
     }
 
-    func deviceWrite<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        withUnsafeBytes(of: value.littleEndian) { deviceWrite($0, at: offset) }
+    func deviceWrite<T: FixedWidthInteger>(_ value: T, at address: UInt64) {
+        withUnsafeBytes(of: value.littleEndian) { deviceWrite($0, at: address) }
     }
 
     // MARK: Operations
@@ -172,7 +268,7 @@ final class DriverSession {
             let bytes = reader.bytes(upTo: Int(reader.byteOrZero()))
             deviceWrite(
                 UnsafeRawBufferPointer(rebasing: bytes[0..<min(bytes.count, usedRingBytes - offset)]),
-                at: usedRing + offset
+                at: addresses.placement.deviceArea + UInt64(offset)
             )
         case 3:
             let selector = reader.byteOrZero()
@@ -188,13 +284,14 @@ final class DriverSession {
                 case 2: UInt32(writable + 1 + Int(lengthSelector & 0x3F))
                 default: UInt32.max - UInt32(lengthSelector & 0x3F)
                 }
-            let index = load16(usedRing + 2)
-            let slot = usedRing + 4 + 8 * Int(index % UInt16(size))
-            deviceWrite(id, at: slot)
-            deviceWrite(length, at: slot + 4)
-            deviceWrite(index &+ 1, at: usedRing + 2)
+            let index = load16(addresses.usedIndex)
+            // The used element `{le32 id, le32 len}`.
+            let element = addresses.usedElement(slot: Int(index))
+            deviceWrite(id, at: element)
+            deviceWrite(length, at: element + 4)
+            deviceWrite(index &+ 1, at: addresses.usedIndex)
         case 4:
-            deviceWrite(reader.uint16(), at: usedRing + 2)
+            deviceWrite(reader.uint16(), at: addresses.usedIndex)
         case 5:
             let policy = reader.byteOrZero()
             for round in 0...(policy % 4) {
@@ -207,8 +304,8 @@ final class DriverSession {
         case 8:
             try wait(spins: Int(reader.byteOrZero() % 3))
         default:
-            deviceWrite(reader.uint16(), at: usedRing)
-            deviceWrite(reader.uint16(), at: usedRing + 4 + 8 * size)
+            deviceWrite(reader.uint16(), at: addresses.usedFlags)
+            deviceWrite(reader.uint16(), at: addresses.availableEvent)
         }
         try checkState()
     }
@@ -291,11 +388,38 @@ final class DriverSession {
         nextAvailable &+= 1
         movesSinceNotifyCheck += 1
         try check(
-            load16(availableRing + 2) == nextAvailable,
-            "avail.idx \(load16(availableRing + 2)) != \(nextAvailable)"
+            load16(addresses.availableIndex) == nextAvailable,
+            "avail.idx \(load16(addresses.availableIndex)) != \(nextAvailable)"
         )
-        let slot = availableRing + 4 + 2 * Int((nextAvailable &- 1) % UInt16(size))
-        try check(load16(slot) == head, "avail.ring slot holds \(load16(slot)), not the head \(head)")
+        let entry = load16(addresses.availableEntry(slot: Int(nextAvailable &- 1)))
+        try check(entry == head, "avail.ring slot holds \(entry), not the head \(head)")
+        try checkPublished(head: head, model)
+    }
+
+    /// Parses the chain the driver published as the device would, with the reference parser:
+    /// it must be valid, each segment a usable pool slot's bytes, the readable ones holding the
+    /// payloads and the writable ones the capacities asked for.
+    func checkPublished(head: UInt16, _ model: Submitted) throws(InvariantFailure) {
+        guard case .valid(let segments) = reference.parse(head: Int(head)) else {
+            throw InvariantFailure("the chain published at head \(head) is \(reference.parse(head: Int(head)))")
+        }
+        try check(
+            segments.allSatisfy { usableSlots.contains($0.address) && Int($0.length) <= bufferSize },
+            "chain \(head) published segments \(segments) outside the usable pool slots"
+        )
+        let readable = segments.filter { !$0.writable }.map { segment in
+            Array(
+                UnsafeRawBufferPointer(
+                    start: memory.pointer(at: segment.address, count: Int(segment.length)),
+                    count: Int(segment.length)
+                )
+            )
+        }
+        let writable = segments.filter(\.writable).map { Int($0.length) }
+        try check(
+            readable == model.readable && writable == model.writable,
+            "chain \(head) published \(segments), not the chain built (\(model.readable.map(\.count)) readable, \(model.writable) writable)"
+        )
     }
 
     // MARK: Taking back
@@ -304,11 +428,10 @@ final class DriverSession {
     /// - Returns: Whether a chain came back.
     func take(keep: Bool) throws(InvariantFailure) -> Bool {
         let readsIndex = usedShadow == lastUsed
-        let index = readsIndex ? load16(usedRing + 2) : usedShadow
-        let slot = usedRing + 4 + 8 * Int(lastUsed % UInt16(size))
-        let raw = UnsafeRawBufferPointer(region.bytes)
-        let id = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: slot, as: UInt32.self))
-        let length = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: slot + 4, as: UInt32.self))
+        let index = readsIndex ? load16(addresses.usedIndex) : usedShadow
+        let element = addresses.usedElement(slot: Int(lastUsed))
+        let id = memory.load32(element)
+        let length = memory.load32(element + 4)
         var expectedCode: VirtqueueError.Code?
         if broken {
             expectedCode = .queueBroken
@@ -358,7 +481,8 @@ final class DriverSession {
     }
 
     /// Checks a returned chain's segments: the readable ones still hold what the driver wrote,
-    /// the writable ones show at most what the device reported, all inside the data area.
+    /// the writable ones show at most what the device reported, each at the start of a usable
+    /// pool slot (traced back through the harness's table of mappings).
     func checkReturned(_ used: borrowing UsedChain, _ model: Submitted) throws(InvariantFailure) {
         try check(
             used.writtenByteCount <= model.writableByteCount,
@@ -367,16 +491,20 @@ final class DriverSession {
         var readable: [[UInt8]] = []
         var writable: [Int] = []
         var outside = false
+        let memory = self.memory
+        let slots = usableSlots
+        let bufferSize = self.bufferSize
         queue.forEachSegment(of: used) { isWritable, bytes in
-            let start = bytes.baseAddress ?? UnsafeRawPointer(region.base)
-            if !region.contains(start, count: bytes.count, in: dataArea) { outside = true }
+            let start = bytes.baseAddress ?? UnsafeRawPointer(memory.mappings[0].region.base)
+            let address = memory.locate(start, count: bytes.count)?.address
+            if address.map({ !slots.contains($0) }) ?? true || bytes.count > bufferSize { outside = true }
             if isWritable {
                 writable.append(bytes.count)
             } else {
                 readable.append(Array(bytes))
             }
         }
-        try check(!outside, "chain \(used.id) has a segment outside the data area")
+        try check(!outside, "chain \(used.id) has a segment outside the usable pool slots")
         try check(readable == model.readable, "chain \(used.id) readable bytes changed")
         var remaining = used.writtenByteCount
         let expectedWritable = model.writable.map { capacity in
@@ -436,8 +564,8 @@ final class DriverSession {
                 old: old,
                 moves: moves,
                 eventIndex: eventIndex,
-                peerEvent: load16(usedRing + 4 + 8 * size),
-                peerFlags: load16(usedRing)
+                peerEvent: load16(addresses.availableEvent),
+                peerFlags: load16(addresses.usedFlags)
             ),
             old: old,
             new: new
@@ -455,7 +583,7 @@ final class DriverSession {
             try check(thrown?.code == .queueBroken, "waiting on a broken queue reported \(String(describing: thrown))")
             return
         }
-        if inFlight.isEmpty || (load16(usedRing + 2) != lastUsed) {
+        if inFlight.isEmpty || (load16(addresses.usedIndex) != lastUsed) {
             // Returns at once, or after asking for a notification and re-checking; the driver's
             // suppression fields live in the available ring, which checkState does not compare.
             try check(thrown == nil, "waiting with a chain ready failed: \(String(describing: thrown))")
@@ -469,14 +597,15 @@ final class DriverSession {
     // MARK: Accounting
 
     func checkState() throws(InvariantFailure) {
-        try region.checkCanaries()
-        let actual = UnsafeRawBufferPointer(region.bytes)
-        for area in headerAndUsed {
-            let same = shadow.withUnsafeBytes {
-                memcmp($0.baseAddress! + area.lowerBound, region.base + area.lowerBound, area.count) == 0
-            }
-            if !same, let index = area.first(where: { actual[$0] != shadow[$0] }) {
-                throw InvariantFailure("the driver changed byte \(index) (header or used ring) to \(actual[index])")
+        try memory.checkCanaries()
+        for (mapping, ranges) in protected.enumerated() {
+            for range in ranges {
+                if let (offset, actual) = shadow.firstDifference(in: memory, mapping: mapping, offsets: range) {
+                    let address = memory.mappings[mapping].bus + UInt64(offset)
+                    throw InvariantFailure(
+                        "the driver changed the byte at bus 0x\(String(address, radix: 16)), outside its areas and pool slots, to \(actual)"
+                    )
+                }
             }
         }
         try check(queue.isBroken == broken, "queue broken: \(queue.isBroken), model: \(broken)")

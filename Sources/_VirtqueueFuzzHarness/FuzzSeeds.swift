@@ -58,6 +58,53 @@ public enum FuzzSeeds {
         )
         seeds.append(("jump", [config, 1, 9, 0] + take))
         seeds.append(("wait-idle", [config, 6, 0, 6, 1, 5]))
+        seeds += mappedDevice()
+        return seeds
+    }
+
+    /// Seeds for the device's multi-mapping mode (``MappedLayout``): for several arrangements,
+    /// a chain whose buffers cross the boundaries between buffer mappings (adjacent ones, so
+    /// it splits into segments, or ones with a gap, so it is refused), and an indirect table
+    /// written across a boundary; with a fresh cursor and a resumed one near the index wrap.
+    static func mappedDevice() -> [Seed] {
+        var seeds: [Seed] = []
+        let config = UInt8(0 | 4 | 2 << 4 | 2 << 6)
+        func descriptor(_ target: UInt8, _ relative: Int, _ length: UInt16, _ flags: UInt8, _ next: UInt8) -> [UInt8] {
+            let address = UInt16(truncatingIfNeeded: 64 + relative)
+            return [
+                7, target, UInt8(address & 0xFF), UInt8(address >> 8), UInt8(length & 0xFF), UInt8(length >> 8), flags,
+                next,
+            ]
+        }
+        let take: [UInt8] = [2, 1, 3, 3, 4, 0, 0, 5]
+        for selector: UInt8 in [0x00, 0x01, 0x02, 0x07, 0x1B, 0x2D, 0x4E, 0x93, 0xD1] {
+            for cursor: UInt8 in [0x00, 0xF2] {
+                let layout = MappedLayout(size: 4, bufferBytes: 1024, selector: selector)
+                let ranges = layout.bufferRanges
+                let starts = ranges.map { Int($0.lowerBound - ranges[0].lowerBound) }
+                let ends = ranges.map { Int($0.upperBound - ranges[0].lowerBound) }
+                let chain =
+                    descriptor(0, ends[0] - 8, 24, 1, 1) + descriptor(1, ends[1] - 4, 12, 3, 2)
+                    + descriptor(2, starts.last! + 20, 0, 2, 0)
+                let indirect =
+                    descriptor(0x80 | UInt8((ends[0] - 8) / 16 & 0x7F), ends[0] - 16, 40, 2, 0)
+                    + descriptor(3, (ends[0] - 8) / 16 * 16, 16, 4, 0)
+                seeds.append(
+                    (
+                        "mapped-l\(selector)-c\(cursor)",
+                        [DeviceFuzzer.mappedMarker, config, selector, cursor] + chain + take
+                    )
+                )
+                if cursor == 0 {
+                    seeds.append(
+                        (
+                            "mapped-indirect-l\(selector)",
+                            [DeviceFuzzer.mappedMarker, config, selector, cursor] + indirect + [8, 0, 3] + take
+                        )
+                    )
+                }
+            }
+        }
         return seeds
     }
 
@@ -92,13 +139,11 @@ public enum FuzzSeeds {
             return nil
         }
         var program: [UInt8] = [config]
-        let queue = layout.queues[0]
-        let areas = [
-            queue.descriptorTableOffset..<queue.descriptorTableOffset
-                + QueueLayout.descriptorTableByteCount(size: size),
-            queue.availableRingOffset..<queue.availableRingOffset + QueueLayout.availableRingByteCount(size: size),
-            layout.dataAreaOffset..<layout.dataAreaOffset + 256,
-        ]
+        // The driver's areas as bus ranges, which in a region are offsets.
+        guard let placement = try? layout.placement(ofQueue: 0), let data = placement.bufferArea else { return nil }
+        let areas = (placement.areas.prefix(2).map(\.range) + [data.lowerBound..<data.lowerBound + 256]).map {
+            Int($0.lowerBound)..<Int($0.upperBound)
+        }
         var spaceOffset = 0
         for area in areas {
             var start = area.lowerBound
@@ -141,6 +186,18 @@ public enum FuzzSeeds {
         seeds.append(("twice", [config, 12] + submitTwo + [3, 0, 0x00, 5, 0, 4, 2, 0, 5, 0]))
         seeds.append(("wait-dies", [config, 12] + submitTwo + [8, 0, 0, 0x05, 1, 1]))
         seeds.append(("pool-exhausted", [config, 3] + submitTwo + submitTwo + completeBoth + takeAll))
+        // The multi-mapping mode: pools across two or three mappings, some slots straddling a
+        // boundary (left unused), buffer sizes 32 and 256, with and without a buffer area.
+        for selector: UInt8 in [0x00, 0x05, 0x1A, 0x47, 0x8B, 0xE3] {
+            for config: UInt8 in [UInt8(0 | 4 | 1 << 4 | 1 << 6), UInt8(1 | 12 | 3 << 4 | 2 << 6)] {
+                seeds.append(
+                    (
+                        "mapped-l\(selector)-c\(config)",
+                        [DriverFuzzer.mappedMarker, config, 11, selector] + submitTwo + [7] + completeBoth + takeAll
+                    )
+                )
+            }
+        }
         return seeds
     }
 

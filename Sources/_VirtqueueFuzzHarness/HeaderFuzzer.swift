@@ -52,7 +52,7 @@ public enum HeaderFuzzer {
             "features \(layout.features)"
         )
         var areas: [Range<Int>] = [layout.dataAreaOffset..<layout.dataAreaOffset + layout.dataAreaSize]
-        for queue in layout.queues {
+        for (index, queue) in layout.queues.enumerated() {
             try check(
                 queue.size > 0 && queue.size & (queue.size - 1) == 0 && queue.size <= 32768,
                 "queue size \(queue.size)"
@@ -62,9 +62,11 @@ public enum HeaderFuzzer {
                     && queue.usedRingOffset % 4 == 0,
                 "queue offsets misaligned: \(queue)"
             )
-            areas.append(queue.descriptorTableOffset..<queue.descriptorTableOffset + 16 * queue.size)
-            areas.append(queue.availableRingOffset..<queue.availableRingOffset + 6 + 2 * queue.size)
-            areas.append(queue.usedRingOffset..<queue.usedRingOffset + 6 + 8 * queue.size)
+            // The areas' extents from the core's placement (ReferenceHeader states them itself).
+            guard let placement = try? layout.placement(ofQueue: index) else {
+                throw InvariantFailure("queue \(index) of a valid layout has no placement")
+            }
+            areas += placement.areas.map { Int($0.range.lowerBound)..<Int($0.range.upperBound) }
         }
         for area in areas {
             try check(
