@@ -83,6 +83,17 @@ public enum DriverFuzzer {
             pool = placement.bufferArea ?? 0..<0
         }
         defer { memory.deallocate() }
+        if header == nil,
+            try DriverSession.checkRefusedPool(
+                memory: memory,
+                placement: placement,
+                features: features,
+                pool: pool,
+                bufferSize: bufferSize
+            )
+        {
+            return
+        }
         let session = try DriverSession(
             memory: memory,
             placement: placement,
@@ -189,16 +200,7 @@ final class DriverSession {
             bufferArea: placement.bufferArea,
             indirectNegotiated: features.contains(.indirectDescriptors)
         )
-        // A slot is usable when all of its bytes lie in one mapping, inside the buffer area.
-        let windows = reference.windows
-        var slots: Set<UInt64> = []
-        var slot = pool.lowerBound
-        while pool.upperBound - slot >= UInt64(bufferSize) {
-            if windows.contains(where: { $0.lowerBound <= slot && slot + UInt64(bufferSize) <= $0.upperBound }) {
-                slots.insert(slot)
-            }
-            slot += UInt64(bufferSize)
-        }
+        let slots = Self.usableSlots(windows: reference.windows, pool: pool, bufferSize: bufferSize).usable
         var allowed = [placement.areas[0].range, placement.areas[1].range]
         allowed += slots.map { $0..<$0 + UInt64(bufferSize) }
         self.protected = memory.mappings.map { mapping in
@@ -235,6 +237,59 @@ final class DriverSession {
             queue.bufferCount == slots.count,
             "the driver has \(queue.bufferCount) pool buffers, the harness counts \(slots.count) usable slots"
         )
+    }
+
+    /// The pool's slots, and those the driver may use: all of a slot's bytes in one window (a
+    /// mapping cut to the buffer area).
+    static func usableSlots(
+        windows: [Range<UInt64>],
+        pool: Range<UInt64>,
+        bufferSize: Int
+    ) -> (count: Int, usable: Set<UInt64>) {
+        var usable: Set<UInt64> = []
+        var count = 0
+        var slot = pool.lowerBound
+        while pool.upperBound - slot >= UInt64(bufferSize) {
+            count += 1
+            if windows.contains(where: { $0.lowerBound <= slot && slot + UInt64(bufferSize) <= $0.upperBound }) {
+                usable.insert(slot)
+            }
+            slot += UInt64(bufferSize)
+        }
+        return (count, usable)
+    }
+
+    /// Whether a driver must refuse the pool (it has slots, none of them usable) — and if so,
+    /// checks that it does, with `invalidConfiguration`.
+    static func checkRefusedPool(
+        memory: FuzzMemory,
+        placement: QueuePlacement,
+        features: Features,
+        pool: Range<UInt64>,
+        bufferSize: Int
+    ) throws(InvariantFailure) -> Bool {
+        let windows = ReferenceChainParser(
+            memory: memory,
+            addresses: SplitRingAddresses(placement),
+            bufferArea: placement.bufferArea,
+            indirectNegotiated: false
+        ).windows
+        let slots = usableSlots(windows: windows, pool: pool, bufferSize: bufferSize)
+        guard slots.count > 0, slots.usable.isEmpty else { return false }
+        do {
+            _ = try DriverQueue(
+                memory: memory,
+                placement: placement,
+                notifier: FuzzNotifier(),
+                features: features,
+                pool: pool,
+                bufferSize: bufferSize
+            )
+        } catch {
+            try check(error.code == .invalidConfiguration, "a pool with no usable slot was refused with \(error)")
+            return true
+        }
+        throw InvariantFailure("a pool of \(slots.count) slots, none inside one mapping, was accepted")
     }
 
     deinit {
