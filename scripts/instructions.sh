@@ -47,5 +47,5 @@ for scenario in "${scenarios[@]}"; do
         echo "callgrind did not report a count for $scenario" >&2
         exit 1
     fi
-    printf '%-16s %d\n' "$scenario" $(((large - small) / 100000))
+    printf '%-16s %s\n' "$scenario" "$(awk -v a="$small" -v b="$large" 'BEGIN { printf "%.2f", (b - a) / 100000 }')"
 done

@@ -306,38 +306,36 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         let head = buffers[Int(chain.firstBuffer)].descriptor
         let ring = state.pointee.ring
         let bufferSize = UInt64(self.bufferSize)
-        // A direct chain's descriptors go into the ring's table, linked as the private list links
-        // them; an indirect chain's go into its table buffer, linked by position.
-        let table = chain.indirectTable != noBuffer ? buffers[Int(chain.indirectTable)].host : nil
         var buffer = chain.firstBuffer
-        for index in 0..<chain._segmentCount {
-            let record = buffers[Int(buffer)]
-            let last = index == chain._segmentCount - 1
-            let target: UnsafeMutableRawPointer
-            let next: UInt16
-            if let table {
-                target = table + index &* Descriptor.byteCount
-                next = UInt16(truncatingIfNeeded: index &+ 1)
-            } else {
-                target = ring.descriptor(record.descriptor)
-                next = state.pointee.descriptorNext[Int(record.descriptor)]
+        let last = chain._segmentCount &- 1
+        if chain.indirectTable != noBuffer {
+            // The chain's descriptors go into its table buffer, linked by position; the ring's
+            // head descriptor points at the table.
+            let table = buffers[Int(chain.indirectTable)].host.unsafelyUnwrapped
+            for index in 0..<chain._segmentCount {
+                let record = buffers[Int(buffer)]
+                descriptor(buffer, record, next: index == last ? nil : UInt16(truncatingIfNeeded: index &+ 1))
+                    .store(to: table + index &* Descriptor.byteCount)
+                buffer = record.next
             }
-            Descriptor(
-                address: poolStart &+ UInt64(buffer) &* bufferSize,
-                length: record.length,
-                flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
-                    | (last ? 0 : Descriptor.nextFlag),
-                next: last ? 0 : next
-            ).store(to: target)
-            buffer = record.next
-        }
-        if table != nil {
             Descriptor(
                 address: poolStart &+ UInt64(chain.indirectTable) &* bufferSize,
                 length: UInt32(chain._segmentCount * Descriptor.byteCount),
                 flags: Descriptor.indirectFlag,
                 next: 0
             ).store(to: ring.descriptor(head))
+        } else {
+            // The chain's descriptors go into the ring's table, linked as the private list links them.
+            for index in 0..<chain._segmentCount {
+                let record = buffers[Int(buffer)]
+                descriptor(
+                    buffer,
+                    record,
+                    next: index == last ? nil : state.pointee.descriptorNext[Int(record.descriptor)]
+                )
+                .store(to: ring.descriptor(record.descriptor))
+                buffer = record.next
+            }
         }
         ring.availableEntry(state.pointee.side.published).storeBytes(of: head.littleEndian, as: UInt16.self)
         state.pointee.side.publish()
@@ -515,6 +513,19 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     }
 
     // MARK: Internals
+
+    /// The descriptor that offers pool buffer `buffer` (described by `record`), chained to
+    /// `next` unless it is the chain's last.
+    @inlinable @inline(__always)
+    func descriptor(_ buffer: UInt32, _ record: BufferRecord, next: UInt16?) -> Descriptor {
+        Descriptor(
+            address: poolStart &+ UInt64(buffer) &* UInt64(bufferSize),
+            length: record.length,
+            flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
+                | (next == nil ? 0 : Descriptor.nextFlag),
+            next: next ?? 0
+        )
+    }
 
     @inlinable @inline(__always)
     func checkOwned(_ identity: UInt32) throws(VirtqueueError) {
