@@ -64,8 +64,15 @@ public enum DriverFuzzer {
             memory = FuzzMemory(layout.mappings)
             placement = layout.placement
             let ranges = layout.bufferRanges
+            // The pool: from the buffers' first 16-byte boundary to their end; none when no
+            // boundary is left before the end (a clipped buffer area of a few bytes).
             let low = placement.bufferArea?.lowerBound ?? ranges[0].lowerBound
-            pool = (low + 15) & ~15..<(placement.bufferArea?.upperBound ?? ranges[ranges.count - 1].upperBound)
+            let high = placement.bufferArea?.upperBound ?? ranges[ranges.count - 1].upperBound
+            guard (low + 15) & ~15 <= high else {
+                memory.deallocate()
+                return
+            }
+            pool = (low + 15) & ~15..<high
         } else {
             let layout: RegionLayout
             do {
