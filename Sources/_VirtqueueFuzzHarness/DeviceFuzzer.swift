@@ -10,28 +10,34 @@ import Virtqueue
 /// a hostile driver.
 ///
 /// The input's first byte picks a configuration: queue size (4, 8, 16 or 1), INDIRECT_DESC,
-/// EVENT_IDX, the device's segment capacity and the data area's size. The rest is a program
-/// of operations, each one byte followed by its operands, played against one `DeviceQueue`:
+/// EVENT_IDX, the device's segment capacity and the data area's size. If it is `M`
+/// (``mappedMarker``), the next three bytes are that configuration, a ``MappedLayout`` selector
+/// and a cursor, and the queue runs on memory of several mappings — rings in one, the buffer
+/// space (the data area's size) split over two or three, adjacent or with gaps — built with the
+/// general `DeviceQueue(memory:placement:…)`, resumed at `used.idx` 0, 0x1111, …, 0xFFFF with
+/// up to N entries outstanding. The rest is a program of operations, each one byte followed by
+/// its operands, played against one `DeviceQueue`:
 ///
 /// | op % 10 | operation |
 /// |---|---|
-/// | 0 | write up to 255 raw bytes anywhere in the driver's areas (descriptor table, available ring, data area) |
+/// | 0 | write up to 255 raw bytes anywhere in the driver's areas (descriptor table, available ring, buffer space) |
 /// | 1 | set `avail.idx` |
 /// | 2 | advance `avail.idx` by 0…N+1 |
 /// | 3 | call `nextRequest()` up to 4 times |
 /// | 4 | complete a held request with an in-range or out-of-range length |
 /// | 5 | call `notifyIfNeeded()` |
 /// | 6 | call `waitForRequests(spins:)` (a wait ends as if the driver died) |
-/// | 7 | write one descriptor, addressed near the data area, into the table or an indirect table |
+/// | 7 | write one descriptor, addressed near the buffer space's start, into the table or an indirect table |
 /// | 8 | write one available-ring entry |
 /// | 9 | write `avail.flags` and `used_event` |
 ///
 /// At the end every held request is completed and the ring is drained. After each operation
-/// the harness checks that: every request matches an independent parser
-/// (``ReferenceChainParser``) segment for segment, and every segment lies inside the data area;
+/// the harness checks that: every request matches an independent parser and translator
+/// (``ReferenceChainParser``) segment for segment — one segment per mapping a buffer crosses —
+/// each segment's host address traced back to a mapping and bus address inside the buffer area;
 /// every error is typed and a peer violation breaks the queue for good; the used ring holds
 /// exactly what was completed; nothing outside the used ring, the writable segments and the
-/// notification fields changed; and the canaries around the region are intact.
+/// notification fields changed, in any mapping; and the canaries around every mapping are intact.
 public enum DeviceFuzzer {
     /// The first byte of an input in the multi-mapping mode (`M`, 0x4D): no input committed
     /// before the mode existed starts with it, so every one of them keeps its meaning.

@@ -10,8 +10,12 @@ import Virtqueue
 /// a known set of chains in flight.
 ///
 /// The input's first two bytes pick a configuration: queue size (4, 8, 16 or 1), INDIRECT_DESC,
-/// EVENT_IDX, the pool's buffer size, the indirect threshold, and the pool's buffer count. The
-/// rest is a program of operations, each one byte followed by its operands:
+/// EVENT_IDX, the pool's buffer size, the indirect threshold, and the pool's buffer count. If
+/// the first byte is `M` (``mappedMarker``), those two follow it and then a ``MappedLayout``
+/// selector: the driver runs on memory of several mappings, built with the general
+/// `DriverQueue(memory:placement:…:pool:…)`, its pool spanning the buffer mappings (a slot that
+/// straddles a boundary or a gap must be left unused). The rest is a program of operations,
+/// each one byte followed by its operands:
 ///
 /// | op % 10 | operation |
 /// |---|---|
@@ -30,9 +34,11 @@ import Virtqueue
 /// each used chain names a submitted chain in flight, comes back at most once, reports at most
 /// its writable bytes and still holds the bytes the driver wrote; each error is the one an
 /// independent check of the used element predicts, and breaks the queue; the free descriptor
-/// and buffer counts match the chains the harness knows of; the driver wrote nothing into the
-/// header or the used ring; and the canaries around the region are intact. Finally every
-/// buffer and descriptor is free again.
+/// and buffer counts match the chains the harness knows of; the driver wrote nothing outside
+/// its descriptor table, available ring and usable pool slots (not the header, not the used
+/// ring); every chain it publishes parses, by the reference parser, to the segments it was
+/// built from; the pool has exactly the usable slots the harness counts; and the canaries
+/// around every mapping are intact. Finally every buffer and descriptor is free again.
 public enum DriverFuzzer {
     /// The first byte of an input in the multi-mapping mode (`M`, 0x4D), as for ``DeviceFuzzer``:
     /// no input committed before the mode existed starts with it.
