@@ -6,11 +6,13 @@
 /// A chain you decide not to send goes back with ``DriverQueue/discard(_:)``.
 ///
 /// The chain is `~Copyable`: it can be submitted or discarded once, and the compiler says so.
+/// A chain that is dropped instead — because an append threw ``VirtqueueError/Code-swift.struct/poolExhausted``,
+/// or the caller's own code threw between two appends — gives its buffers and descriptors back to
+/// its queue when it goes out of scope: no error leaks a buffer. (A chain that outlives its queue
+/// gives nothing back; there is nothing left to give it to.)
 ///
-/// - Warning: A chain holds pool buffers from its first segment on. One that goes out of scope
-///   without ``DriverQueue/submit(_:)`` or ``DriverQueue/discard(_:)`` — after an append threw
-///   ``VirtqueueError/Code-swift.struct/poolExhausted``, say — keeps them from the pool for the
-///   queue's lifetime.
+/// A chain belongs to the thread that uses its queue; it is not `Sendable`.
+@frozen
 public struct Chain: ~Copyable {
     @usableFromInline var firstBuffer: UInt32 = noBuffer
     @usableFromInline var lastBuffer: UInt32 = noBuffer
@@ -21,10 +23,32 @@ public struct Chain: ~Copyable {
     /// The pool buffer that will hold the indirect table, or ``noBuffer`` while direct.
     @usableFromInline var indirectTable: UInt32 = noBuffer
     @usableFromInline let queueIdentity: UInt32
+    /// The queue's private state, where a dropped chain gives its buffers back. The queue keeps it
+    /// alive while any of its chains is (``DriverState/liveChains``).
+    @usableFromInline let state: UnsafeMutablePointer<DriverState>
 
     @inlinable
-    init(queueIdentity: UInt32) {
+    init(queueIdentity: UInt32, state: UnsafeMutablePointer<DriverState>) {
         self.queueIdentity = queueIdentity
+        self.state = state
+        state.pointee.liveChains &+= 1
+    }
+
+    deinit {
+        DriverState.chainDropped(
+            state,
+            firstBuffer: firstBuffer,
+            lastBuffer: lastBuffer,
+            segmentCount: _segmentCount,
+            indirectTable: indirectTable
+        )
+    }
+
+    /// Ends the chain once the queue has taken (or released) its buffers: no deinit runs.
+    @inlinable @inline(__always)
+    consuming func end() {
+        state.pointee.liveChains &-= 1
+        discard self
     }
 
     /// The number of segments appended so far.

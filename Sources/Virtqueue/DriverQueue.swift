@@ -173,9 +173,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     }
 
     deinit {
-        state.pointee.deallocate()
-        state.deinitialize(count: 1)
-        state.deallocate()
+        DriverState.release(state)
     }
 
     // MARK: Introspection
@@ -208,7 +206,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// Starts a new, empty chain (the seed's "create a new ring entry and get a handle back").
     @inlinable
     public func makeChain() -> Chain {
-        Chain(queueIdentity: queueIdentity)
+        Chain(queueIdentity: queueIdentity, state: state)
     }
 
     /// Appends a device-readable segment of `count` bytes, which `fill` writes in place.
@@ -348,6 +346,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             inFlight: true
         )
         state.pointee.inFlightCount &+= 1
+        chain.end()
         return head
     }
 
@@ -593,16 +592,16 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         }
     }
 
+    /// Gives a chain of this queue that was never submitted back to the free lists, and ends it.
     @inlinable
     func releaseUnsubmitted(_ chain: consuming Chain) {
-        guard chain._segmentCount > 0 else { return }
-        state.pointee.releaseDescriptors(
-            head: state.pointee.buffers[Int(chain.firstBuffer)].descriptor,
+        state.pointee.releaseUnsubmitted(
+            firstBuffer: chain.firstBuffer,
             lastBuffer: chain.lastBuffer,
-            count: chain._segmentCount,
+            segmentCount: chain._segmentCount,
             indirectTable: chain.indirectTable
         )
-        state.pointee.releaseBuffers(first: chain.firstBuffer, last: chain.lastBuffer, count: chain._segmentCount)
+        chain.end()
     }
 }
 

@@ -91,6 +91,12 @@ internal struct DriverState {
     @usableFromInline var freeBufferHead: UInt32
     @usableFromInline var freeBufferCount: Int
 
+    /// Chains made and not yet submitted, discarded or dropped. While any is alive the state
+    /// outlives the queue, so that a chain dropped late does not write into freed memory.
+    @usableFromInline var liveChains = 0
+    /// Whether the queue has gone (its deinit ran while chains were alive).
+    @usableFromInline var queueGone = false
+
     /// - Parameter slots: The host address of each pool slot, `nil` for a slot that cannot be used.
     init(setup: QueueSetup, eventIndex: Bool, cursor: QueueCursor, slots: [UnsafeMutableRawPointer?]) {
         let queueSize = setup.ring.size
@@ -117,6 +123,52 @@ internal struct DriverState {
         bufferCount = usable
         freeBufferHead = next
         freeBufferCount = usable
+    }
+
+    /// Frees `state` — at the queue's deinit, or at the last chain's end if chains outlived it.
+    static func release(_ state: UnsafeMutablePointer<DriverState>) {
+        guard state.pointee.liveChains == 0 else {
+            state.pointee.queueGone = true
+            return
+        }
+        state.pointee.deallocate()
+        state.deinitialize(count: 1)
+        state.deallocate()
+    }
+
+    /// A chain was dropped without being submitted or discarded: its descriptors and buffers go
+    /// back to the free lists (if the queue is still there).
+    static func chainDropped(
+        _ state: UnsafeMutablePointer<DriverState>,
+        firstBuffer: UInt32,
+        lastBuffer: UInt32,
+        segmentCount: Int,
+        indirectTable: UInt32
+    ) {
+        state.pointee.liveChains -= 1
+        if state.pointee.queueGone {
+            if state.pointee.liveChains == 0 { release(state) }
+            return
+        }
+        state.pointee.releaseUnsubmitted(
+            firstBuffer: firstBuffer,
+            lastBuffer: lastBuffer,
+            segmentCount: segmentCount,
+            indirectTable: indirectTable
+        )
+    }
+
+    /// Returns the descriptors and buffers of a chain that was never submitted.
+    @inlinable
+    mutating func releaseUnsubmitted(firstBuffer: UInt32, lastBuffer: UInt32, segmentCount: Int, indirectTable: UInt32) {
+        guard segmentCount > 0 else { return }
+        releaseDescriptors(
+            head: buffers[Int(firstBuffer)].descriptor,
+            lastBuffer: lastBuffer,
+            count: segmentCount,
+            indirectTable: indirectTable
+        )
+        releaseBuffers(first: firstBuffer, last: lastBuffer, count: segmentCount)
     }
 
     func deallocate() {
