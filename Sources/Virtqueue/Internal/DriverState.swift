@@ -160,7 +160,8 @@ internal struct DriverState {
 
     /// Returns the descriptors and buffers of a chain that was never submitted.
     @inlinable
-    mutating func releaseUnsubmitted(firstBuffer: UInt32, lastBuffer: UInt32, segmentCount: Int, indirectTable: UInt32) {
+    mutating func releaseUnsubmitted(firstBuffer: UInt32, lastBuffer: UInt32, segmentCount: Int, indirectTable: UInt32)
+    {
         guard segmentCount > 0 else { return }
         releaseDescriptors(
             head: buffers[Int(firstBuffer)].descriptor,
