@@ -14,6 +14,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+_Static_assert(VQ_SANDBOX_PR_GET_SECCOMP == PR_GET_SECCOMP, "PR_GET_SECCOMP");
+
 static int report_fd_for_handler = -1;
 
 static void sigsys_reporter(int signal, siginfo_t *info, void *context) {
@@ -48,6 +50,8 @@ int vq_sandbox_install_sigsys_reporter(int report_fd) {
 int vq_sandbox_set_no_new_privs(void) {
     return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 }
+
+int vq_sandbox_seccomp_mode(void) { return prctl(VQ_SANDBOX_PR_GET_SECCOMP, 0, 0, 0, 0); }
 
 int vq_sandbox_close_other_fds(const int *keep, int keep_count) {
     // Close everything from 3 upwards that is not kept. The kept descriptors are few and small,

@@ -17,7 +17,10 @@ public enum RestartPolicy: Hashable, Sendable {
 /// its notification objects and do nothing else.
 ///
 /// The device host's `main` must pass ``SandboxConfinement`` to
-/// `DeviceHost/runIfDeviceRole(devices:confinement:arguments:)`.
+/// `DeviceHost/runIfDeviceRole(devices:confinement:arguments:)`. That is not taken on trust: the
+/// launcher waits for the child's confinement report and fails with
+/// ``SandboxError/Code-swift.struct/notConfined`` if the child did not confine itself with the
+/// policy it was sent.
 ///
 /// ```swift
 /// DeviceHost.runIfDeviceRole(devices: [DeviceHost.Entry(Uppercase.self)], confinement: SandboxConfinement())
@@ -36,13 +39,20 @@ public enum SandboxBackend {
     /// lowered and holds only its eventfds, its liveness socket and the descriptors in
     /// `options.configuration`, then loads `policy`.
     ///
+    /// The device is handed out only once the child has proved it is confined: within
+    /// `LaunchOptions/startupTimeout` it must report, on its liveness socket and from under the
+    /// loaded filter, the ``SandboxPolicy/digest`` of `policy` and the seccomp mode 2 (filter),
+    /// and the kernel's `/proc/PID/status` must agree. Otherwise the child is killed and reaped,
+    /// and `launch` throws — a host that skips ``SandboxConfinement`` cannot be launched.
+    ///
     /// - Parameters:
     ///   - device: The device type; the child looks it up by its `DeviceComponent/name`.
     ///   - layout: The region's layout.
     ///   - policy: The system calls the device may make; ``SandboxPolicy/deviceLoop`` by default.
     ///   - restart: How often ``SandboxedDevice/relaunch(configuration:)`` may start it again.
     ///   - options: The executable, configuration and other settings, as on the shared-memory level.
-    /// - Throws: ``SandboxError`` if the child cannot be started.
+    /// - Throws: ``SandboxError``: ``SandboxError/Code-swift.struct/notConfined`` if the child
+    ///   did not prove it is confined by `policy`, or another code if it cannot be started.
     public static func launch<Device: DeviceComponent>(
         _ device: Device.Type,
         layout: RegionLayout,
@@ -105,13 +115,14 @@ public final class SandboxedDevice: Sendable {
     ) throws(SandboxError) -> SandboxedDevice {
         var childOptions = options
         childOptions.environment = [:]
-        childOptions.arguments += [SandboxConfinement.policyArgument, policy.argumentEncoding]
+        childOptions.arguments += [DeviceHost.sandboxPolicyArgument, policy.argumentEncoding]
         let process: DeviceProcess
         do {
             process = try SharedMemoryBackend.launch(Device.self, layout: layout, options: childOptions)
         } catch {
             throw SandboxError(.systemCallFailed, "cannot start \(Device.name): \(error)", deviceName: Device.name)
         }
+        try verifyConfinement(of: process, policy: policy, timeout: options.startupTimeout)
         return SandboxedDevice(
             process: process,
             policy: policy,

@@ -19,15 +19,21 @@ public import VirtqueueSharedMemory
 ///    input included;
 /// 3. lowers `RLIMIT_NOFILE` to just above the highest kept descriptor, and `RLIMIT_NPROC` and
 ///    `RLIMIT_CORE` to 0;
-/// 4. installs the SIGSYS reporter, sets `PR_SET_NO_NEW_PRIVS` and loads the seccomp filter.
+/// 4. installs the SIGSYS reporter, sets `PR_SET_NO_NEW_PRIVS` and loads the seccomp filter;
+/// 5. under the filter, asks the kernel for its seccomp mode (`prctl(PR_GET_SECCOMP)`) and sends
+///    the confinement report — that mode and the loaded policy's ``SandboxPolicy/digest`` — on
+///    the liveness socket, which the launcher checks before it hands out the queue.
 ///
 /// Only then does the device host read the region's header and start serving.
 public struct SandboxConfinement: ChildConfinement {
-    /// The argument that carries the policy to the child.
-    public static let policyArgument = "--virtqueue-sandbox-policy"
+    /// The argument that carries the policy to the child (`DeviceHost/sandboxPolicyArgument`).
+    public static let policyArgument = DeviceHost.sandboxPolicyArgument
 
     /// Creates the confinement step.
     public init() {}
+
+    /// `true`: this step applies the policy the launcher sent.
+    public var appliesSandboxPolicy: Bool { true }
 
     public func confine(_ context: DeviceHost.Context) throws {
         guard let index = context.arguments.firstIndex(of: Self.policyArgument) else { return }
@@ -59,5 +65,9 @@ public struct SandboxConfinement: ChildConfinement {
         } catch {
             throw SandboxError(.invalidPolicy, "cannot load the seccomp filter: \(error)")
         }
+        // Under the filter now: the two calls below are the ones it always allows.
+        let report = ConfinementReport(seccompMode: vq_sandbox_seccomp_mode(), policyDigest: policy.digest).encoded()
+        let written = report.withUnsafeBytes { write(liveness, $0.baseAddress, $0.count) }
+        guard written == report.count else { throw SandboxError.system("sending the confinement report") }
     }
 }

@@ -2,7 +2,8 @@ import Glibc
 public import VirtqueueSharedMemory
 
 /// An error from the sandboxed isolation level: a device the filter killed, a device that
-/// failed otherwise, a policy that cannot be loaded, or a restart the policy forbids.
+/// failed otherwise, a device that did not prove it is confined, a policy that cannot be loaded,
+/// or a restart the policy forbids.
 public struct SandboxError: Error, Hashable, Sendable, CustomStringConvertible {
     /// What went wrong.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
@@ -18,6 +19,11 @@ public struct SandboxError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let restartLimitReached = Code(rawValue: 4)
         /// A system call in the launcher or the confinement step failed.
         public static let systemCallFailed = Code(rawValue: 5)
+        /// The child did not prove it runs under the policy the launcher sent: no confinement
+        /// report in time, a malformed one, another policy's digest, or a seccomp mode other than
+        /// filter. The launcher killed and reaped it; ``SandboxError/confinementFailure`` says
+        /// which.
+        public static let notConfined = Code(rawValue: 6)
 
         public var description: String {
             switch self {
@@ -25,6 +31,7 @@ public struct SandboxError: Error, Hashable, Sendable, CustomStringConvertible {
             case .deviceFailed: "deviceFailed"
             case .invalidPolicy: "invalidPolicy"
             case .restartLimitReached: "restartLimitReached"
+            case .notConfined: "notConfined"
             default: "systemCallFailed"
             }
         }
@@ -40,6 +47,10 @@ public struct SandboxError: Error, Hashable, Sendable, CustomStringConvertible {
     public var exitStatus: ExitStatus?
     /// The device's name.
     public var deviceName: String?
+    /// For ``Code-swift.struct/notConfined``: what was wrong with the child's confinement report.
+    public var confinementFailure: ConfinementFailure?
+    /// The device process's id, when the error is about one.
+    public var processID: Int32?
 
     /// Creates an error.
     public init(
@@ -47,13 +58,17 @@ public struct SandboxError: Error, Hashable, Sendable, CustomStringConvertible {
         _ message: String,
         violation: SandboxViolation? = nil,
         exitStatus: ExitStatus? = nil,
-        deviceName: String? = nil
+        deviceName: String? = nil,
+        confinementFailure: ConfinementFailure? = nil,
+        processID: Int32? = nil
     ) {
         self.code = code
         self.message = message
         self.violation = violation
         self.exitStatus = exitStatus
         self.deviceName = deviceName
+        self.confinementFailure = confinementFailure
+        self.processID = processID
     }
 
     static func system(_ step: String) -> SandboxError {

@@ -15,6 +15,21 @@ extension SandboxPolicy {
         .joined(separator: ";")
     }
 
+    /// A stable 64-bit digest of ``argumentEncoding`` (FNV-1a over its UTF-8 bytes): the same
+    /// policy has the same digest in every process and on every run.
+    ///
+    /// A sandboxed child reports the digest of the policy it loaded, and the launcher compares it
+    /// with the digest of the policy it sent. It names a policy; it is not a cryptographic
+    /// commitment.
+    public var digest: UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in argumentEncoding.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01b3
+        }
+        return hash
+    }
+
     /// Decodes ``argumentEncoding``; `nil` if the text is malformed.
     public init?(argumentEncoding text: String) {
         var rules: [Rule] = []

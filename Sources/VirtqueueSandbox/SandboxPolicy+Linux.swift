@@ -11,6 +11,10 @@ extension SandboxPolicy {
     /// Call this in the device child after it has mapped its region and closed every other file
     /// descriptor, and before it reads ring memory.
     ///
+    /// Besides the policy's rules the filter always allows two calls the confinement report
+    /// needs: `prctl(PR_GET_SECCOMP, …)` (no other `prctl` option) and `write` on the
+    /// ``FileDescriptorRole/report`` descriptor.
+    ///
     /// - Parameters:
     ///   - fileDescriptors: The number each role has in this process.
     /// - Throws: `VirtqueueError` with `VirtqueueError/Code/invalidConfiguration`
@@ -22,6 +26,7 @@ extension SandboxPolicy {
         guard vq_sandbox_set_no_new_privs() == 0 else { throw Self.failure("prctl(PR_SET_NO_NEW_PRIVS)") }
         let filter = try makeFilter(fileDescriptors: fileDescriptors, defaultAction: cseccomp_act_trap())
         defer { seccomp_release(filter) }
+        try Self.addReportRules(filter, report: fileDescriptors[.report])
         let result = seccomp_load(filter)
         guard result == 0 else {
             throw VirtqueueError(.invalidConfiguration, "seccomp_load failed", underlyingErrno: -result)
@@ -77,6 +82,27 @@ extension SandboxPolicy {
             throw error
         }
         return filter
+    }
+
+    /// Adds the rules the confinement report needs whatever the policy: `prctl` with
+    /// `PR_GET_SECCOMP` as its first argument, and `write` on the report descriptor.
+    static func addReportRules(_ filter: scmp_filter_ctx, report: Int32?) throws(VirtqueueError) {
+        let getSeccomp = scmp_arg_cmp(
+            arg: 0,
+            op: SCMP_CMP_EQ,
+            datum_a: scmp_datum_t(VQ_SANDBOX_PR_GET_SECCOMP),
+            datum_b: 0
+        )
+        try add(filter, seccomp_syscall_resolve_name("prctl"), Rule("prctl"), conditions: [getSeccomp])
+        if let report {
+            let onReport = scmp_arg_cmp(
+                arg: 0,
+                op: SCMP_CMP_EQ,
+                datum_a: scmp_datum_t(UInt32(bitPattern: report)),
+                datum_b: 0
+            )
+            try add(filter, seccomp_syscall_resolve_name("write"), Rule("write"), conditions: [onReport])
+        }
     }
 
     static func add(

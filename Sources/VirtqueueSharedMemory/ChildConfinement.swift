@@ -11,6 +11,18 @@ public protocol ChildConfinement {
     /// - Parameter context: The device, its descriptors and its arguments.
     /// - Throws: Any error stops the device before it serves anything.
     func confine(_ context: DeviceHost.Context) throws
+
+    /// Whether ``confine(_:)`` applies the sandbox policy the launcher passes after
+    /// ``DeviceHost/sandboxPolicyArgument``. A device host started in the sandboxed role with a
+    /// confinement that does not refuses to serve (exit code
+    /// ``DeviceHost/ExitCode/confinementFailed``); the parent's check of the confinement report
+    /// fails the launch either way.
+    var appliesSandboxPolicy: Bool { get }
+}
+
+extension ChildConfinement {
+    /// `false`: a confinement step applies no sandbox policy unless it says so.
+    public var appliesSandboxPolicy: Bool { false }
 }
 
 /// No confinement: the shared-memory isolation level.

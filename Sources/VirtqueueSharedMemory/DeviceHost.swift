@@ -17,6 +17,9 @@ public import Virtqueue
 /// 2. adopts descriptors 3 (region), 4 (kick), 5 (call) and 6 (liveness), marks them
 ///    close-on-exec, checks the region file's seals and maps it (exit 71 on failure);
 /// 3. runs the ``ChildConfinement`` (exit 72 if it throws) — nothing has read ring memory yet;
+///    in the sandboxed role (``sandboxPolicyArgument`` present) a confinement that does not
+///    apply the sandbox policy (``ChildConfinement/appliesSandboxPolicy``, false for
+///    ``NoConfinement``) is refused with exit 72 before anything is served;
 /// 4. reads and validates the header, builds the `DeviceQueue` (exit 65 if the
 ///    region is malformed);
 /// 5. creates the device with its `DeviceConfiguration` (exit 70 if that throws)
@@ -35,6 +38,9 @@ public enum DeviceHost {
     public static let configurationArgument = "--virtqueue-argument"
     /// The argument followed by the number of configured descriptors, inherited from 7 on.
     public static let descriptorsArgument = "--virtqueue-descriptors"
+    /// The argument followed by the sandbox policy's encoding: present when `SandboxBackend.launch`
+    /// started the child, which must then confine itself with that policy (the sandboxed role).
+    public static let sandboxPolicyArgument = "--virtqueue-sandbox-policy"
     /// The most descriptors a ``LaunchOptions/configuration`` can pass.
     public static let maximumConfiguredDescriptors = 12
 
@@ -243,6 +249,13 @@ public enum DeviceHost {
             regionByteCount: region.count,
             configuration: role.configuration
         )
+        if arguments.contains(sandboxPolicyArgument) && !confinement.appliesSandboxPolicy {
+            return fail(
+                ExitCode.confinementFailed,
+                "\(name): started in the sandboxed role, but this host's runIfDeviceRole has no sandbox "
+                    + "confinement (\(type(of: confinement))); pass confinement: SandboxConfinement()"
+            )
+        }
         do {
             try confinement.confine(context)
         } catch {

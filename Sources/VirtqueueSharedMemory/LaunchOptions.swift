@@ -22,6 +22,10 @@ public struct LaunchOptions: Sendable {
     /// How long ``DeviceProcess/stop(gracePeriod:)`` waits, by default, for the device to exit
     /// after hanging up before it kills it.
     public var stopGracePeriod: Duration
+    /// How long a launcher that waits for the child to confirm its set-up waits before it kills
+    /// the child and fails: the sandboxed level waits this long for the child's confinement
+    /// report. The shared-memory level does not wait.
+    public var startupTimeout: Duration
     /// A name for the region file (shown in `/proc/PID/fd`); `nil` for `virtqueue-DEVICE`.
     public var regionName: String?
     /// Handed to `DeviceComponent/init(configuration:)` in the child. Its file
@@ -37,6 +41,7 @@ public struct LaunchOptions: Sendable {
         queueIndex = 0
         spins = 256
         stopGracePeriod = .seconds(5)
+        startupTimeout = .seconds(10)
         regionName = nil
         configuration = DeviceConfiguration()
     }

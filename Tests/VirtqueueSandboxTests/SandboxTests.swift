@@ -218,18 +218,22 @@ struct SandboxTests {
         #expect(SandboxPolicy(argumentEncoding: "re ad") == nil)
     }
 
-    @Test func anUnknownSystemCallNameIsRefusedBeforeTheChildStarts() throws {
+    @Test func anUnknownSystemCallNameFailsTheLaunch() throws {
         let policy = SandboxPolicy.deviceLoop.allowing(.init("no_such_call"))
-        let device = try SandboxBackend.launch(
-            ForbiddenCallDevice.self,
-            layout: try Host.layout(),
-            policy: policy,
-            options: Host.options
-        )
-        // The child cannot load the policy: it exits with the confinement-failed code before serving.
-        let failure = try #require(device.failure())
-        #expect(failure.code == .deviceFailed)
-        #expect(failure.exitStatus == .exited(DeviceHost.ExitCode.confinementFailed))
+        // The child cannot load the policy: it exits with the confinement-failed code before
+        // serving or reporting, and the launch fails.
+        #expect {
+            _ = try SandboxBackend.launch(
+                ForbiddenCallDevice.self,
+                layout: try Host.layout(),
+                policy: policy,
+                options: Host.options
+            )
+        } throws: { error in
+            guard let error = error as? SandboxError else { return false }
+            return error.code == .notConfined && error.confinementFailure == .endedBeforeReport
+                && error.exitStatus == .exited(DeviceHost.ExitCode.confinementFailed)
+        }
     }
 }
 

@@ -25,6 +25,14 @@ int vq_sandbox_install_sigsys_reporter(int report_fd);
 /// Sets PR_SET_NO_NEW_PRIVS. Returns 0, or -1 with errno set.
 int vq_sandbox_set_no_new_privs(void);
 
+/// The prctl option whose first argument the sandbox filter allows, so a confined child can
+/// report its own seccomp mode: PR_GET_SECCOMP.
+#define VQ_SANDBOX_PR_GET_SECCOMP 21
+
+/// The calling process's seccomp mode as the kernel reports it, prctl(PR_GET_SECCOMP):
+/// 0 none, 1 strict, 2 filter. Returns -1 with errno set on failure.
+int vq_sandbox_seccomp_mode(void);
+
 /// Closes every file descriptor >= lowest except those listed in keep (close_range where the
 /// kernel has it, a /proc/self/fd-free loop otherwise). Returns 0, or -1 with errno set.
 int vq_sandbox_close_other_fds(const int *keep, int keep_count);
