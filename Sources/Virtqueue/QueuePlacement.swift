@@ -153,6 +153,15 @@ public struct QueuePlacement: Hashable, Sendable {
 public enum SplitRingFields {
     /// Bytes of one descriptor `{le64 addr, le32 len, le16 flags, le16 next}`.
     public static let descriptorByteCount = 16
+    /// `VIRTQ_DESC_F_NEXT`: the chain continues at `next`.
+    public static let nextFlag: UInt16 = 1
+    /// `VIRTQ_DESC_F_WRITE`: the buffer is device-writable.
+    public static let writeFlag: UInt16 = 2
+    /// `VIRTQ_DESC_F_INDIRECT`: the buffer is a table of descriptors.
+    public static let indirectFlag: UInt16 = 4
+    /// `VIRTQ_AVAIL_F_NO_INTERRUPT` and `VIRTQ_USED_F_NO_NOTIFY` (both 1): the side that writes
+    /// it asks not to be notified.
+    public static let suppressNotificationsFlag: UInt16 = 1
     /// `avail.flags`, from the driver area.
     public static let availableFlags = 0
     /// `avail.idx`, from the driver area.

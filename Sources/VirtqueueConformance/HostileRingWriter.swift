@@ -16,11 +16,11 @@ public import Virtqueue
 /// ```
 public struct HostileRingWriter<Region: GuestMemory & ~Copyable>: ~Copyable {
     /// `VIRTQ_DESC_F_NEXT`.
-    public static var next: UInt16 { 1 }
+    public static var next: UInt16 { SplitRingFields.nextFlag }
     /// `VIRTQ_DESC_F_WRITE`: device-writable.
-    public static var write: UInt16 { 2 }
+    public static var write: UInt16 { SplitRingFields.writeFlag }
     /// `VIRTQ_DESC_F_INDIRECT`.
-    public static var indirect: UInt16 { 4 }
+    public static var indirect: UInt16 { SplitRingFields.indirectFlag }
 
     /// The memory the writer writes through.
     public let region: Region

@@ -3,9 +3,9 @@ public import Synchronization
 /// A descriptor as read once from shared memory into a local: `{le64 addr, le32 len, le16 flags, le16 next}`.
 @usableFromInline
 internal struct Descriptor {
-    @usableFromInline static let nextFlag: UInt16 = 1
-    @usableFromInline static let writeFlag: UInt16 = 2
-    @usableFromInline static let indirectFlag: UInt16 = 4
+    @usableFromInline static var nextFlag: UInt16 { SplitRingFields.nextFlag }
+    @usableFromInline static var writeFlag: UInt16 { SplitRingFields.writeFlag }
+    @usableFromInline static var indirectFlag: UInt16 { SplitRingFields.indirectFlag }
     @usableFromInline static var byteCount: Int { SplitRingFields.descriptorByteCount }
 
     @usableFromInline var address: UInt64
@@ -43,7 +43,7 @@ internal struct Descriptor {
 /// The flag value both rings use to suppress the peer's notifications
 /// (`VIRTQ_AVAIL_F_NO_INTERRUPT` and `VIRTQ_USED_F_NO_NOTIFY` are both 1).
 @usableFromInline
-internal let suppressNotificationsFlag: UInt16 = 1
+internal var suppressNotificationsFlag: UInt16 { SplitRingFields.suppressNotificationsFlag }
 
 /// The split ring engine: one split virtqueue's three areas, resolved once, at set-up, from a
 /// placement into this process's addresses. Both sides use this one description of the ring;

@@ -3,67 +3,10 @@ import Virtqueue
 /// ``ConformanceCheck/hostileDevice``: the driver under test; a hostile device plants each
 /// driver-side violation of `docs/trust-model.md` through the backend's device end.
 enum HostileDeviceCheck {
-    static let queueSize = 8
+    static var queueSize: Int { HostileDeviceRule.queueSize }
 
-    /// One driver-side rule, and how a hostile device breaks it. The driver has submitted chain 0
-    /// (one readable segment) and chain 1 (a readable and a 64-byte writable segment, descriptors
-    /// 1 and 2) before the device plants anything.
-    enum Rule: String, CaseIterable {
-        case usedIndexJump
-        case usedIndexMovingBackwards
-        case usedIDOutOfRange
-        case usedIDFarOutOfRange
-        case usedIDNeverSubmitted
-        case usedIDInsideAChain
-        case usedIDReturnedTwice
-        case usedLengthTooLarge
-        case usedLengthOnReadOnlyChain
-
-        var code: VirtqueueError.Code {
-            switch self {
-            case .usedIndexJump, .usedIndexMovingBackwards: .usedIndexJump
-            case .usedIDOutOfRange, .usedIDFarOutOfRange: .usedIDOutOfRange
-            case .usedIDNeverSubmitted, .usedIDInsideAChain, .usedIDReturnedTwice: .usedIDNotInFlight
-            case .usedLengthTooLarge, .usedLengthOnReadOnlyChain: .usedLengthTooLarge
-            }
-        }
-
-        /// Used elements the driver takes, correctly, before the violation.
-        var goodTakesBefore: Int { self == .usedIDReturnedTwice ? 1 : 0 }
-
-        func plant<Region: GuestMemory & ~Copyable>(_ ring: borrowing HostileRingWriter<Region>) {
-            let size = HostileDeviceCheck.queueSize
-            switch self {
-            case .usedIndexJump:
-                ring.usedElement(slot: 0, id: 0, length: 0)
-                ring.usedIndex = UInt16(size + 1)
-            case .usedIndexMovingBackwards:
-                ring.usedIndex = UInt16.max
-            case .usedIDOutOfRange:
-                ring.usedElement(slot: 0, id: UInt32(size), length: 0)
-                ring.usedIndex = 1
-            case .usedIDFarOutOfRange:
-                ring.usedElement(slot: 0, id: UInt32.max, length: 0)
-                ring.usedIndex = 1
-            case .usedIDNeverSubmitted:
-                ring.usedElement(slot: 0, id: 5, length: 0)
-                ring.usedIndex = 1
-            case .usedIDInsideAChain:
-                ring.usedElement(slot: 0, id: 2, length: 0)
-                ring.usedIndex = 1
-            case .usedIDReturnedTwice:
-                ring.usedElement(slot: 0, id: 1, length: 10)
-                ring.usedElement(slot: 1, id: 1, length: 10)
-                ring.usedIndex = 2
-            case .usedLengthTooLarge:
-                ring.usedElement(slot: 0, id: 1, length: 65)
-                ring.usedIndex = 1
-            case .usedLengthOnReadOnlyChain:
-                ring.usedElement(slot: 0, id: 0, length: 1)
-                ring.usedIndex = 1
-            }
-        }
-    }
+    /// The rules, from the one table both this check and the core's own tests use.
+    typealias Rule = HostileDeviceRule
 
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         let layout = try makeLayout(queueSize: queueSize, dataAreaSize: 8 * 256, features: .all)
