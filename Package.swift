@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "VirtqueueSharedMemory", targets: ["VirtqueueSharedMemory"]),
         .library(name: "VirtqueueSandbox", targets: ["VirtqueueSandbox"]),
         .library(name: "VirtqueueConformance", targets: ["VirtqueueConformance"]),
+        .library(name: "VirtqueueVhostUser", targets: ["VirtqueueVhostUser"]),
         .executable(name: "VirtqueueScaffold", targets: ["VirtqueueScaffold"]),
         .plugin(name: "NewComponentPair", targets: ["NewComponentPair"]),
         // Test support, not API: the fuzz targets' invariant checks, shared by FuzzTesting/ (libFuzzer)
@@ -47,6 +48,11 @@ let package = Package(
                 "CVirtqueueSystem",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "VirtqueueVhostUser",
+            dependencies: ["CVirtqueueSystem", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: swiftSettings
         ),
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
@@ -157,6 +163,13 @@ let package = Package(
                 "VirtqueueTestDevices",
                 "CVirtqueueSystem",
                 .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VirtqueueVhostUserTests",
+            dependencies: [
+                "VirtqueueVhostUser", "CVirtqueueSystem", .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: swiftSettings
         ),
