@@ -65,11 +65,9 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .executableTarget(
-            name: "VirtqueueScaffold",
-            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
-            swiftSettings: swiftSettings
-        ),
+        // No dependencies, so that a package depending on this one does not resolve
+        // swift-argument-parser (used only by the examples) for the plugin's sake.
+        .executableTarget(name: "VirtqueueScaffold", swiftSettings: swiftSettings),
         .plugin(
             name: "NewComponentPair",
             capability: .command(

@@ -4,10 +4,19 @@
 /// into its writable segments — so the generated test passes before you change anything; the
 /// comments say where to put your own logic.
 struct Templates {
+    /// Where a package without a direct swift-system dependency gets one, and from which version:
+    /// the requirement swift-virtqueue itself declares.
+    static let systemPackageURL = "https://github.com/apple/swift-system"
+    static let systemPackageVersion = "1.8.1"
+
     let name: String
-    /// Whether the package is swift-virtqueue itself (targets are named directly) or a package
-    /// that depends on it (targets are named as products of "swift-virtqueue").
-    let insideSwiftVirtqueue: Bool
+    /// The identity of the package dependency that provides the `Virtqueue` products (what
+    /// `.product(name:package:)` takes: `swift-virtqueue` for a URL dependency, the folder's name
+    /// for a path dependency), or `nil` inside swift-virtqueue, where targets are named directly.
+    let virtqueuePackage: String?
+    /// The identity of the package dependency that provides `SystemPackage` (the test names the
+    /// device host by its `FilePath`), or `nil` to add a dependency on swift-system.
+    let systemPackage: String?
 
     var lowercaseName: String {
         var result = ""
@@ -34,36 +43,62 @@ struct Templates {
         ]
     }
 
+    /// A dependency on one of swift-virtqueue's library products.
     func dependency(_ module: String) -> String {
-        insideSwiftVirtqueue ? "\"\(module)\"" : ".product(name: \"\(module)\", package: \"swift-virtqueue\")"
+        guard let virtqueuePackage else { return "\"\(module)\"" }
+        return ".product(name: \"\(module)\", package: \"\(virtqueuePackage)\")"
     }
 
+    var systemPackageDependency: String {
+        ".product(name: \"SystemPackage\", package: \"\(systemPackage ?? "swift-system")\")"
+    }
+
+    /// What the pair appends to Package.swift. Every module a generated file imports is a
+    /// dependency of its target (SwiftPM only builds what is declared).
     var manifestAddition: String {
-        """
+        let addedDependency =
+            systemPackage != nil
+            ? ""
+            : """
+            package.dependencies += [
+                .package(url: "\(Self.systemPackageURL)", from: "\(Self.systemPackageVersion)"),
+            ]
 
-        \(manifestMarker)\
-        package.targets += [
-            .target(
-                name: "\(library)",
-                dependencies: [\(dependency("Virtqueue"))],
-                path: "Sources/\(library)"
-            ),
-            .executableTarget(
-                name: "\(host)",
-                dependencies: ["\(library)", \(dependency("VirtqueueSharedMemory")), \(dependency("VirtqueueSandbox"))],
-                path: "Sources/\(host)"
-            ),
-            .testTarget(
-                name: "\(tests)",
-                dependencies: [
-                    "\(library)", "\(host)", \(dependency("Virtqueue")), \(dependency("VirtqueueHeap")),
-                    \(dependency("VirtqueueSharedMemory")), \(dependency("VirtqueueSandbox")),
-                ],
-                path: "Tests/\(tests)"
-            ),
+            """
+        let hostDependencies = [
+            "\"\(library)\"", dependency("Virtqueue"), dependency("VirtqueueSharedMemory"),
+            dependency("VirtqueueSandbox"),
         ]
+        let testDependencies = [
+            "\"\(library)\"", "\"\(host)\"", dependency("Virtqueue"), dependency("VirtqueueHeap"),
+            dependency("VirtqueueSharedMemory"), dependency("VirtqueueSandbox"), systemPackageDependency,
+        ]
+        func list(_ dependencies: [String]) -> String {
+            dependencies.map { "\n            \($0)," }.joined() + "\n        "
+        }
+        return """
 
-        """
+            \(manifestMarker)\
+            \(addedDependency)\
+            package.targets += [
+                .target(
+                    name: "\(library)",
+                    dependencies: [\(dependency("Virtqueue"))],
+                    path: "Sources/\(library)"
+                ),
+                .executableTarget(
+                    name: "\(host)",
+                    dependencies: [\(list(hostDependencies))],
+                    path: "Sources/\(host)"
+                ),
+                .testTarget(
+                    name: "\(tests)",
+                    dependencies: [\(list(testDependencies))],
+                    path: "Tests/\(tests)"
+                ),
+            ]
+
+            """
     }
 
     var device: String {
@@ -140,6 +175,7 @@ struct Templates {
     var hostMain: String {
         """
         import \(library)
+        import Virtqueue
         import VirtqueueSandbox
         import VirtqueueSharedMemory
 
@@ -155,7 +191,6 @@ struct Templates {
 
     var test: String {
         """
-        import Foundation
         import SystemPackage
         import Testing
         import Virtqueue
@@ -166,6 +201,10 @@ struct Templates {
 
         /// Runs the \(name) pair at every isolation level: the device on a thread, in a child
         /// process over shared memory, and in a seccomp-confined child.
+        ///
+        /// When the driver fails, the test stops the device and records how it ended: the
+        /// driver itself sees only `peerDied`, while the device's end names the cause (the error
+        /// its thread threw, its exit status, or the system call its sandbox refused).
         @Suite struct \(tests) {
             enum Isolation: String, CaseIterable, Sendable {
                 case heap, sharedMemory, sandbox
@@ -196,20 +235,44 @@ struct Templates {
                 switch isolation {
                 case .heap:
                     let device = try HeapBackend.launch(\(name)Device.self, layout: layout)
-                    var driver = \(name)Driver(queue: try DriverQueue(region: device.region, notifier: device.notifier))
-                    try exercise(&driver)
+                    do {
+                        var driver = \(name)Driver(queue: try DriverQueue(region: device.region, notifier: device.notifier))
+                        try exercise(&driver)
+                    } catch {
+                        Issue.record(error, "the device thread \\(Self.ending { try device.stop(); return "returned" })")
+                        return
+                    }
                     try device.stop()
                 case .sharedMemory:
                     let device = try SharedMemoryBackend.launch(\(name)Device.self, layout: layout, options: options)
-                    var driver = \(name)Driver(queue: try DriverQueue(region: try device.makeRegion(), notifier: device.notifier))
-                    try exercise(&driver)
+                    do {
+                        var driver = \(name)Driver(queue: try DriverQueue(region: try device.makeRegion(), notifier: device.notifier))
+                        try exercise(&driver)
+                    } catch {
+                        Issue.record(error, "the device process \\(Self.ending { try "\\(device.stop())" })")
+                        return
+                    }
                     #expect(try device.stop().isSuccess)
                 case .sandbox:
                     let device = try SandboxBackend.launch(\(name)Device.self, layout: layout, options: options)
-                    var driver = \(name)Driver(queue: try DriverQueue(region: try device.makeRegion(), notifier: device.notifier))
-                    try exercise(&driver)
-                    #expect(try device.stop().isSuccess)
+                    do {
+                        var driver = \(name)Driver(queue: try DriverQueue(region: try device.makeRegion(), notifier: device.notifier))
+                        try exercise(&driver)
+                    } catch {
+                        // failure() waits for the device to end and names the forbidden system call
+                        // when the filter killed it; stop a device that is still running first.
+                        if (error as? VirtqueueError)?.code != .peerDied { _ = try? device.stop() }
+                        Issue.record(error, "the sandboxed device: \\(device.failure().map { "\\($0)" } ?? "exited cleanly")")
+                        return
+                    }
+                    try device.stop()
+                    #expect(device.failure() == nil)
                 }
+            }
+
+            /// Stops a device and says how it ended, for a failure's comment.
+            static func ending(_ stop: () throws -> String) -> String {
+                do { return try stop() } catch { return "threw \\(error)" }
             }
         }
 
