@@ -108,11 +108,15 @@ extension VhostUserTests {
             #expect(file.fileDescriptor == nil)
         }
 
-        @Test func removeMemoryRegionAcceptsZeroOrOneDescriptorButNotTwo() {
+        @Test func removeMemoryRegionAndLogBaseAcceptZeroOrOneDescriptorButNotTwo() {
             let message = raw(.removeMemoryRegion, le(UInt64(0)) + regionBytes(0, 4096, 0x1000))
             #expect(throws: Never.self) { try accepted(message, fds: 0) }
             #expect(throws: Never.self) { try accepted(message, fds: 1) }
             expectRefused(.fileDescriptorCount, message, fds: 2)
+            let logBase = raw(.setLogBase, le(UInt64(4096), UInt64(0)))
+            #expect(throws: Never.self) { try accepted(logBase, fds: 0) }
+            #expect(throws: Never.self) { try accepted(logBase, fds: 1) }
+            expectRefused(.fileDescriptorCount, logBase, fds: 2)
         }
 
         // MARK: Queue indices
