@@ -309,7 +309,7 @@ public struct RegionLayout: Hashable, Sendable {
         }
         let magic = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x00, as: UInt64.self))
         guard magic == Self.magic else {
-            throw bad("magic 0x\(String(magic, radix: 16)) is not 0x\(String(Self.magic, radix: 16))")
+            throw bad("magic \(Self.describeMagic(magic)) is not \(Self.describeMagic(Self.magic))")
         }
         let version = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x08, as: UInt16.self))
         guard version == Self.version else { throw bad("version \(version) is not \(Self.version)") }
@@ -411,6 +411,17 @@ public struct RegionLayout: Hashable, Sendable {
                 "region start 0x\(String(address, radix: 16)) is not 16-byte aligned"
             )
         }
+    }
+
+    /// A magic number as the eight bytes it is in memory, printable ones as ASCII:
+    /// `"SWIFTVQ\0" (53 57 49 46 54 56 51 00)`.
+    static func describeMagic(_ value: UInt64) -> String {
+        let bytes = withUnsafeBytes(of: value.littleEndian) { Array($0) }
+        let text = bytes.map { (32..<127).contains($0) ? String(UnicodeScalar($0)) : ($0 == 0 ? "\\0" : "·") }.joined()
+        let hexBytes = bytes.map {
+            String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16)
+        }
+        return "\"\(text)\" (\(hexBytes.joined(separator: " ")))"
     }
 
     static func align(_ value: Int) -> Int {

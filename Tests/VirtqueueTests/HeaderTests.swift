@@ -27,6 +27,15 @@ struct HeaderTests {
         #expect(region.count > 0)
     }
 
+    @Test func aWrongMagicIsPrintedAsBytes() throws {
+        let (region, _, ring) = try makeRegion()
+        ring.store(UInt64(0x0021_5150_5551_4956), at: 0)  // "VIQUPQ!\0"
+        let error = try #require(throws: VirtqueueError.self) { _ = try RegionLayout(reading: region) }
+        #expect(error.code == .invalidHeader)
+        #expect(error.message.contains("\"VIQUPQ!\\0\" (56 49 51 55 50 51 21 00)"))
+        #expect(error.message.contains("\"SWIFTVQ\\0\" (53 57 49 46 54 56 51 00)"))
+    }
+
     static let corruptions: [(name: String, offset: Int, value: UInt64, width: Int)] = [
         ("magic", 0x00, 0x1234, 8),
         ("version", 0x08, 2, 2),
