@@ -121,7 +121,9 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     }
 
     /// Attaches the device to queue `queueIndex` of one of this package's regions, reading and
-    /// validating its header (``RegionLayout/init(reading:)``) for the placement and the features.
+    /// validating its header (``RegionLayout/init(reading:)``) for the placement and the features —
+    /// or taking the layout from ``GuestMemory/regionLayout`` when the memory knows it, so the
+    /// header is read once.
     ///
     /// - Parameters:
     ///   - region: Memory holding a region header at bus address 0; the queue owns it from now on.
@@ -138,7 +140,12 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         supportedFeatures: Features = .all,
         segmentCapacity: Int? = nil
     ) throws(VirtqueueError) {
-        let layout = try RegionLayout(reading: region)
+        let layout: RegionLayout
+        if let known = region.regionLayout {
+            layout = known
+        } else {
+            layout = try RegionLayout(reading: region)
+        }
         try self.init(
             memory: region,
             placement: try layout.placement(ofQueue: queueIndex),

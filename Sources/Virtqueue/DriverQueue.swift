@@ -132,7 +132,9 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     }
 
     /// Attaches the driver to queue `queueIndex` of one of this package's regions, whose header
-    /// has been written (``RegionLayout/initialize(_:)``).
+    /// has been written (``RegionLayout/initialize(_:)``). The layout comes from
+    /// ``GuestMemory/regionLayout`` when the memory knows it (what this process wrote, or
+    /// validated once); otherwise the header is read and validated.
     ///
     /// - Parameters:
     ///   - region: Memory holding a region header at bus address 0; the queue owns it from now on.
@@ -152,7 +154,12 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         poolRange: Range<Int>? = nil,
         indirectThreshold: Int = 16
     ) throws(VirtqueueError) {
-        let layout = try RegionLayout(reading: region)
+        let layout: RegionLayout
+        if let known = region.regionLayout {
+            layout = known
+        } else {
+            layout = try RegionLayout(reading: region)
+        }
         let pool = poolRange ?? 0..<layout.dataAreaSize
         guard pool.lowerBound >= 0, pool.upperBound <= layout.dataAreaSize, pool.lowerBound % 16 == 0 else {
             throw VirtqueueError(

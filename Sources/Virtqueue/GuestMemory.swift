@@ -42,6 +42,17 @@ public protocol GuestMemory: ~Copyable {
     /// - Warning: The pointers are valid only inside `body`; only the queue that owns the memory
     ///   keeps them.
     func withMappings<R, E: Error>(_ body: (UnsafeBufferPointer<GuestMapping>) throws(E) -> R) throws(E) -> R
+
+    /// For memory that holds one of this package's regions: the layout this process wrote into
+    /// its header, or read and validated from it once (at a handshake, say). Queues built with
+    /// `init(region:…)` use it rather than read the header from shared memory again, where a
+    /// peer could have rewritten it since. `nil` (the default): they read the header.
+    var regionLayout: RegionLayout? { get }
+}
+
+extension GuestMemory where Self: ~Copyable {
+    /// No layout is known: queues read the header.
+    public var regionLayout: RegionLayout? { nil }
 }
 
 /// One mapping of a ``GuestMemory``: bus addresses `busAddress ..< busAddress + bytes.count`

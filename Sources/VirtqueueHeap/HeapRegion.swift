@@ -7,6 +7,8 @@ public import Virtqueue
 /// the device's.
 public struct HeapRegion: MemoryRegion, Sendable {
     @usableFromInline let allocation: Allocation
+    /// The layout written by ``init(layout:)``; queues use it instead of reading the header again.
+    public let regionLayout: RegionLayout?
 
     /// Allocates a zeroed region of `byteCount` bytes.
     ///
@@ -17,11 +19,16 @@ public struct HeapRegion: MemoryRegion, Sendable {
             throw VirtqueueError(.invalidConfiguration, "region size \(byteCount) is not positive")
         }
         allocation = Allocation(byteCount: byteCount)
+        regionLayout = nil
     }
 
     /// Allocates a region for `layout` and writes the layout's header (`RegionLayout/initialize(_:)`).
     public init(layout: RegionLayout) throws(VirtqueueError) {
-        try self.init(byteCount: layout.regionSize)
+        guard layout.regionSize > 0 else {
+            throw VirtqueueError(.invalidConfiguration, "region size \(layout.regionSize) is not positive")
+        }
+        allocation = Allocation(byteCount: layout.regionSize)
+        regionLayout = layout
         try layout.initialize(self)
     }
 

@@ -165,6 +165,7 @@ public final class SharedMemoryConnection: Sendable {
                 )
             }
             let layout = try file.map().validatedLayout()
+            file.remember(layout)
             guard Int(offer.queueIndex) < layout.queues.count else {
                 throw SharedMemoryError(
                     .invalidArgument,
@@ -236,7 +237,14 @@ public final class SharedMemoryConnection: Sendable {
         let sock = socket.rawValue
         var owned: [CInt] = [sock]
         do throws(SharedMemoryError) {
-            let layout = try file.map().validatedLayout()
+            // What this process wrote, if it created the file; otherwise read and validated once.
+            let layout: RegionLayout
+            if let known = file.layout {
+                layout = known
+            } else {
+                layout = try file.map().validatedLayout()
+            }
+            file.remember(layout)
             guard layout.queues.indices.contains(queueIndex) else {
                 throw SharedMemoryError(
                     .invalidArgument,

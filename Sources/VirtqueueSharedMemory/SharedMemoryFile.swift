@@ -23,6 +23,20 @@ public final class SharedMemoryFile: Sendable {
     public let byteCount: Int
     /// Whether the file is sealed against shrinking (always, except for the `shm_open` fallback).
     public let isSealed: Bool
+    /// The layout this process wrote into the file (``create(layout:name:)``) or validated from it
+    /// once (a handshake); regions mapped from the file carry it, so queues do not read the header
+    /// again. Set once.
+    let knownLayout = Mutex<RegionLayout?>(nil)
+
+    /// The layout this process wrote into the file or validated from it once, if any.
+    public var layout: RegionLayout? { knownLayout.withLock { $0 } }
+
+    /// Records the layout read and validated from the file, once: later regions carry it.
+    func remember(_ layout: RegionLayout) {
+        knownLayout.withLock { known in
+            if known == nil { known = layout }
+        }
+    }
 
     init(owning fileDescriptor: FileDescriptor, byteCount: Int, isSealed: Bool) {
         self.fileDescriptor = fileDescriptor
@@ -118,6 +132,7 @@ public final class SharedMemoryFile: Sendable {
                 virtqueueError: error
             )
         }
+        file.remember(layout)
         return file
     }
 
@@ -165,8 +180,9 @@ public final class SharedMemoryFile: Sendable {
 
     /// Maps the whole file, shared, readable and writable.
     ///
-    /// The mapping does not validate the header; queues read it when they attach (see
-    /// ``SharedMemoryRegion/attach(_:requireSeals:)`` for a validating shortcut).
+    /// The mapping does not validate the header. The region carries the layout this process wrote
+    /// or validated once (``layout``), if any; otherwise queues read the header when they attach
+    /// (see ``SharedMemoryRegion/attach(_:requireSeals:)`` for a validating shortcut).
     ///
     /// - Throws: ``SharedMemoryError`` if `mmap` fails.
     public func map() throws(SharedMemoryError) -> SharedMemoryRegion {
@@ -175,7 +191,7 @@ public final class SharedMemoryFile: Sendable {
         else {
             throw .system("mmap of \(byteCount) bytes")
         }
-        return SharedMemoryRegion(base: base, count: byteCount, file: self)
+        return SharedMemoryRegion(base: base, count: byteCount, file: self, regionLayout: layout)
     }
 
     /// A new descriptor for the same file, close-on-exec, that the caller owns.

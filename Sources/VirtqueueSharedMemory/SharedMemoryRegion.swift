@@ -22,11 +22,15 @@ public struct SharedMemoryRegion: MemoryRegion, ~Copyable, @unchecked Sendable {
     public let count: Int
     /// The file the region maps; map it again, or pass it to a peer.
     public let file: SharedMemoryFile
+    /// The layout this process wrote or validated once (``SharedMemoryFile/layout``); queues use
+    /// it instead of reading the header from shared memory again.
+    public let regionLayout: RegionLayout?
 
-    init(base: UnsafeMutableRawPointer, count: Int, file: SharedMemoryFile) {
+    init(base: UnsafeMutableRawPointer, count: Int, file: SharedMemoryFile, regionLayout: RegionLayout?) {
         self.base = base
         self.count = count
         self.file = file
+        self.regionLayout = regionLayout
     }
 
     deinit {
@@ -61,12 +65,12 @@ public struct SharedMemoryRegion: MemoryRegion, ~Copyable, @unchecked Sendable {
     public static func attach(_ fileDescriptor: FileDescriptor, requireSeals: Bool = true) throws(SharedMemoryError)
         -> SharedMemoryRegion
     {
-        let region = try SharedMemoryFile(adopting: fileDescriptor, requireSeals: requireSeals).map()
-        _ = try region.validatedLayout()
-        return region
+        let file = try SharedMemoryFile(adopting: fileDescriptor, requireSeals: requireSeals)
+        file.remember(try file.map().validatedLayout())
+        return try file.map()
     }
 
-    /// Reads and validates the region's header.
+    /// Reads and validates the region's header (from shared memory, every time).
     ///
     /// - Throws: ``SharedMemoryError/Code-swift.struct/invalidHeader``, with the core's error.
     public func validatedLayout() throws(SharedMemoryError) -> RegionLayout {

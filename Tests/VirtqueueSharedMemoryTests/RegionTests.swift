@@ -29,6 +29,32 @@ extension SharedMemoryTests {
             #expect(vq_add_seals(fd, VQ_SEAL_WRITE) == -1 && errno == EPERM)
         }
 
+        /// The header is read once: the creator builds its queues from what it wrote, and an
+        /// attacher from what it validated when it attached, whatever the peer writes there later
+        /// (issue 18, "the header is read twice").
+        @Test func queuesUseTheLayoutWrittenOrValidatedOnceNotTheHeaderAgain() throws {
+            let created = try SharedMemoryRegion.create(layout: Self.layout)
+            let attached = try SharedMemoryRegion.attach(try created.file.duplicateFileDescriptor())
+            #expect(created.regionLayout == Self.layout)
+            #expect(attached.regionLayout == Self.layout)
+            // The peer rewrites the header: a different queue size, then garbage.
+            created.withUnsafeMutableBytes { raw in
+                raw.storeBytes(
+                    of: UInt16(4).littleEndian,
+                    toByteOffset: RegionLayout.fixedHeaderByteCount,
+                    as: UInt16.self
+                )
+            }
+            #expect((try? created.validatedLayout())?.queues[0].size == 4)
+            created.withUnsafeMutableBytes { raw in _ = raw[0..<16].initializeMemory(as: UInt8.self, repeating: 0xEE) }
+            let notifiers = try EventNotifier.makePair()
+            let driver = try DriverQueue(region: try created.file.map(), notifier: notifiers.driver)
+            let device = try DeviceQueue(region: attached, notifier: notifiers.device)
+            let (driverSize, deviceSize) = (driver.queueSize, device.queueSize)
+            #expect(driverSize == 8)
+            #expect(deviceSize == 8)
+        }
+
         @Test func attachReadsTheHeaderTheCreatorWrote() throws {
             let region = try SharedMemoryRegion.create(layout: Self.layout)
             let attached = try SharedMemoryRegion.attach(try region.file.duplicateFileDescriptor())
