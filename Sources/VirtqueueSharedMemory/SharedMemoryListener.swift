@@ -52,32 +52,61 @@ public final class SharedMemoryListener: Sendable {
     /// Waits for a peer to connect, then offers it queue `queueIndex` of `file` (see
     /// ``SharedMemoryConnection/offer(_:queueIndex:peerRole:over:timeout:)``).
     ///
+    /// Each peer gets `handshakeTimeout` to answer the offer. A peer that stays silent is hung up
+    /// on and the listener goes on to the next connection, so one silent (or hostile) client
+    /// cannot stall the others; a peer that answers — accepting or refusing — ends the call.
+    ///
     /// - Parameters:
     ///   - file: The region file.
     ///   - queueIndex: The queue the peer attaches to.
     ///   - peerRole: The peer's end of the queue.
-    ///   - timeout: How long to wait for a peer to connect and, again, for its answer; `nil` for ever.
+    ///   - timeout: How long to wait, in all, for a peer that completes the handshake; `nil` for ever.
+    ///   - handshakeTimeout: How long each peer has to answer the offer.
     /// - Throws: ``SharedMemoryError``; ``SharedMemoryError/Code-swift.struct/timedOut`` if no
-    ///   peer connected in time.
+    ///   peer completed the handshake in time (the message names the last silent one), or the
+    ///   handshake's error for a peer that answered wrongly.
     public func accept(
         offering file: SharedMemoryFile,
         queueIndex: Int = 0,
         peerRole: SharedMemoryConnection.Role = .device,
-        timeout: Duration? = nil
+        timeout: Duration? = nil,
+        handshakeTimeout: Duration = .seconds(5)
     ) throws(SharedMemoryError) -> SharedMemoryConnection {
         let listening = descriptor.withLock { $0 }
         guard listening >= 0 else { throw SharedMemoryError(.invalidArgument, "the listener at \(path) is closed") }
-        if let timeout, try pollOne(listening, events: CInt(POLLIN), timeout: timeout) == 0 {
-            throw SharedMemoryError(.timedOut, "no peer connected to \(path) within \(timeout)")
+        let clock = ContinuousClock()
+        let deadline = timeout.map { clock.now + $0 }
+        var silent: SharedMemoryError?
+        while true {
+            var remaining: Duration?
+            if let deadline {
+                let left = deadline - clock.now
+                guard left > .zero else {
+                    let last = silent.map { ": the last peer \($0.message)" } ?? ""
+                    throw SharedMemoryError(
+                        .timedOut,
+                        "no peer completed the handshake on \(path) within \(timeout ?? .zero)\(last)"
+                    )
+                }
+                remaining = left
+            }
+            if let remaining, try pollOne(listening, events: CInt(POLLIN), timeout: remaining) == 0 {
+                continue
+            }
+            let client = try retrying("accept") { vq_accept(listening) }
+            do {
+                return try SharedMemoryConnection.offer(
+                    file,
+                    queueIndex: queueIndex,
+                    peerRole: peerRole,
+                    over: FileDescriptor(rawValue: client),
+                    timeout: remaining.map { min($0, handshakeTimeout) } ?? handshakeTimeout
+                )
+            } catch  where error.code == .timedOut {
+                // A silent peer: `offer` closed its socket; serve the next connection.
+                silent = error
+            }
         }
-        let client = try retrying("accept") { vq_accept(listening) }
-        return try SharedMemoryConnection.offer(
-            file,
-            queueIndex: queueIndex,
-            peerRole: peerRole,
-            over: FileDescriptor(rawValue: client),
-            timeout: timeout
-        )
     }
 
     /// Stops listening and removes the socket file. Connections already made stay up.

@@ -343,6 +343,41 @@ extension SharedMemoryTests {
             #expect(Set(openDescriptors().keys) == Set(before.keys))
         }
 
+        /// A client that connects and never answers the offer does not stall the listener: it is
+        /// hung up on after the handshake bound, and the next client is served (issue 18, item 11).
+        @Test func aSilentPeerDoesNotStallTheListener() throws {
+            let file = try SharedMemoryFile.create(layout: Self.layout)
+            let path = temporarySocketPath("silent")
+            let listener = try SharedMemoryListener(path: path)
+            let silent = vq_unix_connect(path.string)
+            try #require(silent >= 0)
+            defer { close(silent) }
+            let pid = try spawnProcess(TestExecutables.cPeer, [path.string])
+            let connection = try listener.accept(
+                offering: file,
+                peerRole: .device,
+                timeout: .seconds(60),
+                handshakeTimeout: .milliseconds(300)
+            )
+            #expect(connection.peerProcessID == pid)
+            // The silent client got the offer, then a hang-up.
+            var message = [UInt8](repeating: 0, count: 256)
+            var sawEnd = false
+            for _ in 0..<4 where !sawEnd {
+                sawEnd = recv(silent, &message, message.count, 0) == 0
+            }
+            #expect(sawEnd)
+            var driver = try DriverQueue(
+                region: try connection.makeRegion(),
+                notifier: connection.notifier,
+                bufferSize: 256
+            )
+            let messages = [Array("after a silent peer".utf8)]
+            #expect(try roundTrip(&driver, messages, replyCapacity: 256) == messages.map { Array($0.reversed()) })
+            connection.close()
+            #expect(exitCode(of: pid) == 0)
+        }
+
         @Test func acceptWithoutAPeerTimesOut() throws {
             let file = try SharedMemoryFile.create(layout: Self.layout)
             let listener = try SharedMemoryListener(path: temporarySocketPath("lonely"))
