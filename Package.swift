@@ -52,7 +52,7 @@ let package = Package(
         ),
         .target(
             name: "VirtqueueVhostUser",
-            dependencies: ["CVirtqueueSystem", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["Virtqueue", "CVirtqueueSystem", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: swiftSettings
         ),
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
@@ -167,7 +167,8 @@ let package = Package(
         .testTarget(
             name: "VirtqueueVhostUserTests",
             dependencies: [
-                "VirtqueueVhostUser", "CVirtqueueSystem", .product(name: "SystemPackage", package: "swift-system"),
+                "Virtqueue", "VirtqueueVhostUser", "CVirtqueueSystem",
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -72,6 +72,33 @@ public struct VhostUserError: Error, Hashable, Sendable, CustomStringConvertible
         /// A system call failed; ``VhostUserError/underlyingError`` says why.
         public static let systemCallFailed = Code(64)
 
+        // MARK: Peer violations: the back-end role's rules
+
+        /// A memory region reaches past the end of its file (`mmap_offset + size` above the size
+        /// `fstat` reports), or its descriptor is not a regular file.
+        public static let regionBeyondFile = Code(70)
+        /// A ring address (SET_VRING_ADDR) is not inside any memory region's user address range.
+        public static let unmappedRingAddress = Code(71)
+        /// SET_FEATURES or SET_PROTOCOL_FEATURES sets a bit the back-end did not offer, or a request
+        /// needs a protocol feature that was not negotiated.
+        public static let featureNotOffered = Code(72)
+        /// The request is not allowed in the session's present state (a SET_MEM_TABLE while a ring
+        /// runs, a ring address before any memory table, a queue size change on a running ring, …).
+        public static let invalidState = Code(73)
+        /// The ring core refused the ring the messages describe (its placement, cursor or features);
+        /// the message carries the core's reason.
+        public static let invalidRing = Code(74)
+        /// A request the back-end does not implement.
+        public static let requestNotSupported = Code(75)
+
+        // MARK: The back-end role, locally
+
+        /// A ring's serving thread did not stop in time (a device stuck in `handle`, or a notify
+        /// blocked by a hostile front-end; see `docs/vhost-user.md`).
+        public static let ringDidNotStop = Code(80)
+        /// The device could not be created, or its thread could not be started.
+        public static let deviceFailed = Code(81)
+
         public var description: String {
             switch self {
             case .invalidArgument: "invalidArgument"
@@ -95,6 +122,14 @@ public struct VhostUserError: Error, Hashable, Sendable, CustomStringConvertible
             case .tooManyFileDescriptors: "tooManyFileDescriptors"
             case .timedOut: "timedOut"
             case .systemCallFailed: "systemCallFailed"
+            case .regionBeyondFile: "regionBeyondFile"
+            case .unmappedRingAddress: "unmappedRingAddress"
+            case .featureNotOffered: "featureNotOffered"
+            case .invalidState: "invalidState"
+            case .invalidRing: "invalidRing"
+            case .requestNotSupported: "requestNotSupported"
+            case .ringDidNotStop: "ringDidNotStop"
+            case .deviceFailed: "deviceFailed"
             default: "code(\(rawValue))"
             }
         }
@@ -102,7 +137,7 @@ public struct VhostUserError: Error, Hashable, Sendable, CustomStringConvertible
         /// Whether this code describes something the peer sent (or did), rather than a caller
         /// mistake or a local system failure.
         public var isPeerViolation: Bool {
-            (20..<64).contains(rawValue)
+            (20..<64).contains(rawValue) || (70..<80).contains(rawValue)
         }
     }
 

@@ -1,0 +1,202 @@
+import CVirtqueueSystem
+import Glibc
+import Synchronization
+import SystemPackage
+import Virtqueue
+
+/// The device queue of a vhost-user back-end.
+typealias VhostUserDeviceQueue = DeviceQueue<VhostUserMemory, VhostUserEventNotifier>
+
+/// One running ring: a thread that serves a ``DeviceQueue`` with a device, until it is asked to
+/// stop, the connection ends or the ring breaks; then it stops the queue and reports the cursor.
+final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
+    /// How the thread ended.
+    struct Outcome {
+        /// Where the ring stands.
+        var cursor: QueueCursor
+        /// The device, handed back for the next start of this ring.
+        var device: Device
+        /// Why the ring ended, if not because it was asked to stop.
+        var failure: (any Error)?
+    }
+
+    let index: Int
+    let notifier: VhostUserEventNotifier
+    /// The SET_VRING_ERR eventfd, signalled when the ring breaks.
+    let errorTarget: Mutex<VhostUserFileDescriptor?>
+    private let stopRequested = Atomic<Bool>(false)
+    /// Written once by the thread before it signals `done`, under `lock`.
+    private var outcome: Outcome?
+    private let lock = Mutex<Void>(())
+    /// Signalled when the thread has ended (an eventfd, so the session can wait with a timeout).
+    private let done: CInt
+
+    private init(index: Int, notifier: VhostUserEventNotifier, error: VhostUserFileDescriptor?, done: CInt) {
+        self.index = index
+        self.notifier = notifier
+        self.errorTarget = Mutex(error)
+        self.done = done
+    }
+
+    deinit {
+        _ = Glibc.close(done)
+    }
+
+    /// Starts a thread serving `queue` with `device`.
+    ///
+    /// - Throws: ``VhostUserError/Code-swift.struct/deviceFailed`` if the thread cannot be started.
+    static func start(
+        index: Int,
+        queue: consuming VhostUserDeviceQueue,
+        device: Device,
+        error: VhostUserFileDescriptor?,
+        spins: Int,
+        log: @escaping VhostUserLogSink
+    ) throws(VhostUserError) -> RingRunner {
+        let done = vq_eventfd()
+        guard done >= 0 else { throw .system("eventfd", Errno(rawValue: errno)) }
+        let runner = RingRunner(index: index, notifier: queue.notifier, error: error, done: done)
+        let handoff = Handoff(queue: queue, device: device)
+        do {
+            try startThread {
+                guard let queue = handoff.takeQueue(), let device = handoff.takeDevice() else { return }
+                runner.run(queue, device, spins: spins, log: log)
+            }
+        } catch {
+            throw VhostUserError(.deviceFailed, "queue \(index): could not start its thread", underlyingError: error)
+        }
+        return runner
+    }
+
+    /// Replaces the SET_VRING_ERR eventfd while the ring runs.
+    func replaceErrorTarget(_ target: VhostUserFileDescriptor?) {
+        errorTarget.withLock { $0 = target }
+    }
+
+    /// Whether the thread has ended.
+    var hasEnded: Bool {
+        var entry = pollfd(fd: done, events: Int16(POLLIN), revents: 0)
+        return poll(&entry, 1, 0) > 0
+    }
+
+    /// Asks the thread to stop (it finishes the request it is serving) and waits up to `timeout`.
+    ///
+    /// - Returns: How the thread ended, or `nil` if it did not end in time.
+    func stop(timeout: Duration) -> Outcome? {
+        stopRequested.store(true, ordering: .relaxed)
+        notifier.close()
+        var entry = pollfd(fd: done, events: Int16(POLLIN), revents: 0)
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        while true {
+            let left = ContinuousClock.now.duration(to: deadline)
+            let milliseconds = max(
+                left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000,
+                0
+            )
+            let ready = poll(&entry, 1, CInt(min(milliseconds, Int64(Int32.max))))
+            if ready > 0 { break }
+            if ready == 0 { return nil }
+            if Errno(rawValue: errno) != .interrupted { return nil }
+        }
+        return lock.withLock { _ in outcome.take() }
+    }
+
+    // MARK: The thread
+
+    private func run(_ queue: consuming VhostUserDeviceQueue, _ device: Device, spins: Int, log: VhostUserLogSink) {
+        var device = device
+        var failure: (any Error)?
+        do {
+            try serve(&queue, &device, spins: spins)
+        } catch {
+            failure = error
+            log(VhostUserLogRecord(level: .error, "the ring stopped: \(error)", queue: index))
+            if let target = errorTarget.withLock({ $0 }), let fd = target.fileDescriptor {
+                _ = vq_eventfd_signal(fd.rawValue)
+            }
+        }
+        let cursor = (try? queue.stop()) ?? queue.cursor
+        let ended = Outcome(cursor: cursor, device: device, failure: failure)
+        lock.withLock { _ in outcome = ended }
+        _ = vq_eventfd_signal(done)
+    }
+
+    /// ``DeviceQueue/serve(_:spins:)``'s loop, plus a check between requests whether the ring
+    /// was asked to stop: `serve` only looks at its notifier when the ring runs dry, so a front-end
+    /// that keeps the ring full would otherwise hold GET_VRING_BASE off for ever. The request
+    /// being served is completed first, so the cursor the thread reports has nothing in flight.
+    private func serve(_ queue: inout VhostUserDeviceQueue, _ device: inout Device, spins: Int) throws {
+        while !stopRequested.load(ordering: .relaxed) {
+            do {
+                try queue.waitForRequests(spins: spins)
+            } catch {
+                if error.code == .peerDied { return }
+                throw error
+            }
+            var completed = 0
+            while !stopRequested.load(ordering: .relaxed) {
+                guard let request = try queue.nextRequest() else { break }
+                var written = 0
+                var failure: (any Error)?
+                do {
+                    written = try device.handle(request, on: queue)
+                } catch {
+                    failure = error
+                }
+                try queue.complete(request, written: failure == nil ? written : 0)
+                if let failure {
+                    _ = try? queue.notifyIfNeeded()
+                    throw failure
+                }
+                completed += 1
+                if completed == 16 {
+                    completed = 0
+                    try queue.notifyIfNeeded()
+                }
+            }
+            try queue.notifyIfNeeded()
+        }
+    }
+
+    /// Carries the (non-copyable) queue and the device into the thread, once.
+    private final class Handoff: @unchecked Sendable {
+        private var queue: VhostUserDeviceQueue?
+        private var device: Device?
+
+        init(queue: consuming VhostUserDeviceQueue, device: Device) {
+            self.queue = consume queue
+            self.device = device
+        }
+
+        func takeQueue() -> VhostUserDeviceQueue? { queue.take() }
+
+        func takeDevice() -> Device? { device.take() }
+    }
+}
+
+/// Starts a detached thread running `body`.
+///
+/// - Throws: `Errno` if `pthread_create` fails.
+func startThread(_ body: @escaping @Sendable () -> Void) throws(Errno) {
+    final class Box {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    let result = pthread_create(
+        &thread,
+        nil,
+        { raw in
+            guard let raw else { return nil }
+            Unmanaged<Box>.fromOpaque(raw).takeRetainedValue().body()
+            return nil
+        },
+        box
+    )
+    guard result == 0 else {
+        Unmanaged<Box>.fromOpaque(box).release()
+        throw Errno(rawValue: result)
+    }
+    _ = pthread_detach(thread)
+}
