@@ -110,7 +110,18 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
             try serve(&queue, &device, spins: spins)
         } catch {
             failure = error
-            log(VhostUserLogRecord(level: .error, "the ring stopped: \(error)", queue: index))
+            // A ring violation is the front-end's doing; anything else (the device threw, the
+            // notifier failed) is ours.
+            let code: VhostUserError.Code =
+                (error as? VirtqueueError)?.isPeerViolation == true ? .invalidRing : .deviceFailed
+            log(
+                VhostUserLogRecord(
+                    level: .error,
+                    "the ring stopped",
+                    error: VhostUserError(code, "queue \(index) broke: \(error)"),
+                    queue: index
+                )
+            )
             if let target = errorTarget.withLock({ $0 }), let fd = target.fileDescriptor {
                 _ = vq_eventfd_signal(fd.rawValue)
             }

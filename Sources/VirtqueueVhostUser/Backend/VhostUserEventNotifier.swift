@@ -91,7 +91,8 @@ public struct VhostUserEventNotifier: Notifier {
     public func wait() throws(VirtqueueError) {
         let stop = channel.stop
         guard let waitFD = channel.wait?.fileDescriptor?.rawValue else {
-            try pollStop(timeout: CInt(Self.pollInterval.components.attoseconds / 1_000_000_000_000_000))
+            let (seconds, attoseconds) = Self.pollInterval.components
+            try pollStop(timeout: CInt(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000))
             return
         }
         var entries = (
