@@ -206,3 +206,25 @@ extension VhostUserTests {
         }
     }
 }
+
+extension VhostUserTests.Memory {
+    @Test func aTableBuiltByHandIsCheckedLikeADecodedOne() throws {
+        let frontEnd = try FrontEndMemory([(guestPhysical: 0x1000, size: 0x1_0000, mmapOffset: 0)])
+        var table = frontEnd.table
+        table.regions[0].size = 0
+        do {
+            _ = try VhostUserMemory(table: table)
+            Issue.record("a region of size 0 was mapped")
+        } catch {
+            #expect(error.code == .invalidRegion)
+        }
+        table.regions[0].size = 0x1_0000
+        table.regions[0].mmapOffset = UInt64.max - 0x100
+        do {
+            _ = try VhostUserMemory(table: table)
+            Issue.record("a region at offset 2^64 - 0x101 was mapped")
+        } catch {
+            #expect(error.code == .invalidRegion)
+        }
+    }
+}

@@ -38,8 +38,8 @@ public final class VhostUserMemory: GuestMemory, Sendable {
     /// is dropped.
     ///
     /// - Throws: ``VhostUserError`` naming the region: ``VhostUserError/Code-swift.struct/regionBeyondFile``,
-    ///   ``VhostUserError/Code-swift.struct/invalidRegion`` (a size that does not fit this
-    ///   process), ``VhostUserError/Code-swift.struct/overlappingRegions``, or
+    ///   ``VhostUserError/Code-swift.struct/invalidRegion`` (a size of 0, a range past 2^64, a
+    ///   size that does not fit this process), ``VhostUserError/Code-swift.struct/overlappingRegions``, or
     ///   ``VhostUserError/Code-swift.struct/systemCallFailed`` if `fstat` or `mmap` fails. Regions
     ///   mapped before the failure are unmapped.
     public convenience init(table: VhostUserMemoryTable) throws(VhostUserError) {
@@ -49,6 +49,8 @@ public final class VhostUserMemory: GuestMemory, Sendable {
                 "SET_MEM_TABLE: \(table.regions.count) regions came with \(table.fileDescriptors.count) descriptors"
             )
         }
+        // The decoder checked these; a table built by hand is checked here too.
+        for (index, region) in table.regions.enumerated() { try region.validate("SET_MEM_TABLE region \(index)") }
         try VhostUserMemoryTable.checkOverlaps(table.regions, "SET_MEM_TABLE")
         var mapped: [MappedRegion] = []
         for (index, region) in table.regions.enumerated() {
@@ -85,6 +87,7 @@ public final class VhostUserMemory: GuestMemory, Sendable {
         _ region: VhostUserMemoryRegion,
         fileDescriptor: VhostUserFileDescriptor
     ) throws(VhostUserError) -> VhostUserMemory {
+        try region.validate("ADD_MEM_REG")
         try VhostUserMemoryTable.checkOverlaps(regions + [region], "ADD_MEM_REG")
         let new = try MappedRegion(region, fileDescriptor, context: "ADD_MEM_REG")
         return VhostUserMemory(mapped: mapped + [new])
@@ -129,7 +132,7 @@ public final class VhostUserMemory: GuestMemory, Sendable {
             guard address >= region.userAddress else { continue }
             let offset = address - region.userAddress
             guard offset < region.size, length <= region.size - offset else { continue }
-            return region.guestPhysicalAddress + offset
+            return region.guestPhysicalAddress &+ offset
         }
         let inside = mapped.first {
             address >= $0.region.userAddress && address - $0.region.userAddress < $0.region.size
