@@ -118,3 +118,37 @@ extension VhostUserTests {
         }
     }
 }
+
+extension VhostUserTests.RingFailures {
+    @Test func sessionsLeaveNoDescriptorOrMappingBehind() throws {
+        let backend = try VhostUserBackend<Shout>()
+        try expectHonestSessionWorks(backend)  // warm-up: the runtime's own lazily opened descriptors
+        usleep(50_000)
+        let descriptors = openDescriptorCount()
+        let mappings = mappingCount()
+        for _ in 0..<3 {
+            try expectHonestSessionWorks(backend)
+            let (frontEnd, thread) = try connect(backend)
+            try frontEnd.negotiate()
+            try frontEnd.startRing(0)
+            #expect(try frontEnd.ack(.setMemoryTable(frontEnd.memory.table)) != 0)
+            try sendRaw(frontEnd.socket, raw(VhostUserRequest.getFeatures, flags: 2))
+            #expect(thread.join() != nil)
+        }
+        usleep(50_000)
+        #expect(openDescriptorCount() == descriptors)
+        #expect(mappingCount() == mappings)
+    }
+}
+
+/// The number of lines of /proc/self/maps.
+func mappingCount() -> Int {
+    guard let file = fopen("/proc/self/maps", "r") else { return -1 }
+    defer { fclose(file) }
+    var count = 0
+    while true {
+        let character = getc(file)
+        if character == EOF { return count }
+        if character == 10 { count += 1 }
+    }
+}
