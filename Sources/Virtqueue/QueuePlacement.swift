@@ -152,35 +152,35 @@ public struct QueuePlacement: Hashable, Sendable {
 /// conformance suite's hostile writer, the fuzz harnesses — through ``SplitRingAddresses``.
 public enum SplitRingFields {
     /// Bytes of one descriptor `{le64 addr, le32 len, le16 flags, le16 next}`.
-    public static let descriptorByteCount = 16
+    @inlinable public static var descriptorByteCount: Int { 16 }
     /// `VIRTQ_DESC_F_NEXT`: the chain continues at `next`.
-    public static let nextFlag: UInt16 = 1
+    @inlinable public static var nextFlag: UInt16 { 1 }
     /// `VIRTQ_DESC_F_WRITE`: the buffer is device-writable.
-    public static let writeFlag: UInt16 = 2
+    @inlinable public static var writeFlag: UInt16 { 2 }
     /// `VIRTQ_DESC_F_INDIRECT`: the buffer is a table of descriptors.
-    public static let indirectFlag: UInt16 = 4
+    @inlinable public static var indirectFlag: UInt16 { 4 }
     /// `VIRTQ_AVAIL_F_NO_INTERRUPT` and `VIRTQ_USED_F_NO_NOTIFY` (both 1): the side that writes
     /// it asks not to be notified.
-    public static let suppressNotificationsFlag: UInt16 = 1
+    @inlinable public static var suppressNotificationsFlag: UInt16 { 1 }
     /// `avail.flags`, from the driver area.
-    public static let availableFlags = 0
+    @inlinable public static var availableFlags: Int { 0 }
     /// `avail.idx`, from the driver area.
-    public static let availableIndex = 2
+    @inlinable public static var availableIndex: Int { 2 }
     /// `avail.ring[slot]`, from the driver area.
-    public static func availableEntry(slot: Int) -> Int { 4 &+ 2 &* slot }
+    @inlinable public static func availableEntry(slot: Int) -> Int { 4 &+ 2 &* slot }
     /// `used_event`, from the driver area, for a queue of `size`.
-    public static func usedEvent(size: Int) -> Int { 4 &+ 2 &* size }
+    @inlinable public static func usedEvent(size: Int) -> Int { 4 &+ 2 &* size }
     /// `used.flags`, from the device area.
-    public static let usedFlags = 0
+    @inlinable public static var usedFlags: Int { 0 }
     /// `used.idx`, from the device area.
-    public static let usedIndex = 2
+    @inlinable public static var usedIndex: Int { 2 }
     /// `used.ring[slot]` (`{le32 id, le32 len}`), from the device area.
-    public static func usedElement(slot: Int) -> Int { 4 &+ 8 &* slot }
+    @inlinable public static func usedElement(slot: Int) -> Int { 4 &+ 8 &* slot }
     /// `avail_event`, from the device area, for a queue of `size`.
-    public static func availableEvent(size: Int) -> Int { 4 &+ 8 &* size }
+    @inlinable public static func availableEvent(size: Int) -> Int { 4 &+ 8 &* size }
 
     /// Bytes of each area for a queue of `size`: 16·N, 6 + 2·N and 6 + 8·N.
-    public static func areaByteCounts(size: Int) -> (descriptor: Int, driver: Int, device: Int) {
+    @inlinable public static func areaByteCounts(size: Int) -> (descriptor: Int, driver: Int, device: Int) {
         (16 &* size, 6 &+ 2 &* size, 6 &+ 8 &* size)
     }
 }
