@@ -89,13 +89,34 @@ extension DeviceQueue where Memory: ~Copyable {
     /// - Throws: A ``VirtqueueError`` for a ring violation, or whatever `device` throws.
     @inlinable
     public mutating func serve<Device: DeviceComponent>(_ device: inout Device, spins: Int = 256) throws {
-        while try waitForRequestsUnlessDriverGone(spins: spins) {
+        try serve(&device, spins: spins, until: { false })
+    }
+
+    /// Runs `device` as ``serve(_:spins:)`` does, and also returns once `shouldStop` says so:
+    /// it is asked before each wait and before each request, so the request in hand is always
+    /// completed first and the queue's ``cursor`` then has nothing in flight. A device that
+    /// serves a ring someone else controls (vhost-user's `GET_VRING_BASE`) stops this way even
+    /// while the driver keeps the ring full.
+    ///
+    /// - Parameters:
+    ///   - device: The device logic.
+    ///   - spins: How long to poll before sleeping; see ``waitForRequests(spins:)``.
+    ///   - shouldStop: Whether to return now. Make the notifier's wait end too (a spurious
+    ///     wake-up is enough) when it turns `true`, so an idle loop sees it.
+    /// - Throws: A ``VirtqueueError`` for a ring violation, or whatever `device` throws.
+    @inlinable
+    public mutating func serve<Device: DeviceComponent>(
+        _ device: inout Device,
+        spins: Int = 256,
+        until shouldStop: () -> Bool
+    ) throws {
+        while !shouldStop(), try waitForRequestsUnlessDriverGone(spins: spins) {
             // Notify at the end of each batch, and every `notifyInterval` completions within a
             // long one, so a driver that went to sleep hears about finished requests while the
             // device is still busy with later ones (a slow `handle` — disk I/O, say — would
             // otherwise hold back every completion of its batch).
             var completed = 0
-            while try serveNext(&device) {
+            while !shouldStop(), try serveNext(&device) {
                 completed += 1
                 if completed == Self.notifyInterval {
                     completed = 0

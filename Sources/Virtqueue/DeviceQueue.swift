@@ -140,12 +140,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         supportedFeatures: Features = .all,
         segmentCapacity: Int? = nil
     ) throws(VirtqueueError) {
-        let layout: RegionLayout
-        if let known = region.regionLayout {
-            layout = known
-        } else {
-            layout = try RegionLayout(reading: region)
-        }
+        let layout = try RegionLayout.of(region)
         try self.init(
             memory: region,
             placement: try layout.placement(ofQueue: queueIndex),

@@ -154,12 +154,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         poolRange: Range<Int>? = nil,
         indirectThreshold: Int = 16
     ) throws(VirtqueueError) {
-        let layout: RegionLayout
-        if let known = region.regionLayout {
-            layout = known
-        } else {
-            layout = try RegionLayout(reading: region)
-        }
+        let layout = try RegionLayout.of(region)
         let pool = poolRange ?? 0..<layout.dataAreaSize
         guard pool.lowerBound >= 0, pool.upperBound <= layout.dataAreaSize, pool.lowerBound % 16 == 0 else {
             throw VirtqueueError(

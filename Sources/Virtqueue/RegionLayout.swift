@@ -229,6 +229,17 @@ public struct RegionLayout: Hashable, Sendable {
         self = layout
     }
 
+    /// The layout `memory` knows (``GuestMemory/regionLayout``: what this process wrote or
+    /// validated once), or else the one its header holds, read and validated now.
+    ///
+    /// - Throws: ``VirtqueueError/Code-swift.struct/invalidHeader`` (see ``init(reading:)``).
+    public static func of<Memory: GuestMemory & ~Copyable>(_ memory: borrowing Memory) throws(VirtqueueError)
+        -> RegionLayout
+    {
+        if let known = memory.regionLayout { return known }
+        return try RegionLayout(reading: memory)
+    }
+
     /// The placement of queue `index`: its areas at their offsets (bus address = offset), a fresh
     /// cursor, and buffers confined to the data area.
     ///

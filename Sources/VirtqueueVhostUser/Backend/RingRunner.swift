@@ -132,41 +132,12 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
         _ = vq_eventfd_signal(done)
     }
 
-    /// ``DeviceQueue/serve(_:spins:)``'s loop, plus a check between requests whether the ring
-    /// was asked to stop: `serve` only looks at its notifier when the ring runs dry, so a front-end
-    /// that keeps the ring full would otherwise hold GET_VRING_BASE off for ever. The request
-    /// being served is completed first, so the cursor the thread reports has nothing in flight.
+    /// ``DeviceQueue/serve(_:spins:until:)``, stopping when the ring was asked to stop: checked
+    /// between requests as well as when the ring runs dry, so a front-end that keeps the ring full
+    /// cannot hold GET_VRING_BASE off for ever. The request being served is completed first, so
+    /// the cursor the thread reports has nothing in flight.
     private func serve(_ queue: inout VhostUserDeviceQueue, _ device: inout Device, spins: Int) throws {
-        while !stopRequested.load(ordering: .relaxed) {
-            do {
-                try queue.waitForRequests(spins: spins)
-            } catch {
-                if error.code == .peerDied { return }
-                throw error
-            }
-            var completed = 0
-            while !stopRequested.load(ordering: .relaxed) {
-                guard let request = try queue.nextRequest() else { break }
-                var written = 0
-                var failure: (any Error)?
-                do {
-                    written = try device.handle(request, on: queue)
-                } catch {
-                    failure = error
-                }
-                try queue.complete(request, written: failure == nil ? written : 0)
-                if let failure {
-                    _ = try? queue.notifyIfNeeded()
-                    throw failure
-                }
-                completed += 1
-                if completed == 16 {
-                    completed = 0
-                    try queue.notifyIfNeeded()
-                }
-            }
-            try queue.notifyIfNeeded()
-        }
+        try queue.serve(&device, spins: spins, until: { stopRequested.load(ordering: .relaxed) })
     }
 
     /// Carries the (non-copyable) queue and the device into the thread, once.
