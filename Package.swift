@@ -33,7 +33,11 @@ let package = Package(
         .target(name: "Virtqueue", swiftSettings: swiftSettings),
         .target(name: "VirtqueueHeap", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
         .target(name: "VirtqueueConformance", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
-        .target(name: "_VirtqueueFuzzHarness", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .target(
+            name: "_VirtqueueFuzzHarness",
+            dependencies: ["Virtqueue", "VirtqueueVhostUser"],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "FileBackend",
             dependencies: ["Virtqueue"],

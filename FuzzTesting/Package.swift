@@ -29,6 +29,7 @@ let package = Package(
         .executableTarget(name: "FuzzDevice", dependencies: fuzzTarget, swiftSettings: swiftSettings),
         .executableTarget(name: "FuzzDriver", dependencies: fuzzTarget, swiftSettings: swiftSettings),
         .executableTarget(name: "FuzzHeader", dependencies: fuzzTarget, swiftSettings: swiftSettings),
+        .executableTarget(name: "FuzzVhostUser", dependencies: fuzzTarget, swiftSettings: swiftSettings),
         .executableTarget(name: "MakeSeeds", dependencies: [harness], swiftSettings: swiftSettings),
     ]
 )

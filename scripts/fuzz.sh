@@ -24,7 +24,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 fuzz_dir="$root/FuzzTesting"
-all_targets=(FuzzDevice FuzzDriver FuzzHeader)
+all_targets=(FuzzDevice FuzzDriver FuzzHeader FuzzVhostUser)
 
 time_limit=60
 runs=""

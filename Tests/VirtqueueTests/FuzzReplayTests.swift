@@ -13,7 +13,7 @@ struct FuzzReplayTests {
         .deletingLastPathComponent()
         .appendingPathComponent("FuzzTesting")
 
-    static let targets = ["FuzzDevice", "FuzzDriver", "FuzzHeader"]
+    static let targets = ["FuzzDevice", "FuzzDriver", "FuzzHeader", "FuzzVhostUser"]
 
     /// Saved inputs in `folder/target`, as paths relative to `FuzzTesting/`.
     static func inputs(in folder: String, of target: String) -> [String] {
@@ -32,6 +32,7 @@ struct FuzzReplayTests {
             case "FuzzDevice": try DeviceFuzzer.run(raw)
             case "FuzzDriver": try DriverFuzzer.run(raw)
             case "FuzzHeader": try HeaderFuzzer.run(raw)
+            case "FuzzVhostUser": try VhostUserFuzzer.run(raw)
             default: Issue.record("\(path) belongs to no fuzz target")
             }
         }
@@ -61,6 +62,7 @@ struct FuzzReplayTests {
             ("FuzzDevice", FuzzSeeds.device()),
             ("FuzzDriver", FuzzSeeds.driver()),
             ("FuzzHeader", FuzzSeeds.header()),
+            ("FuzzVhostUser", FuzzSeeds.vhostUser()),
         ]
         for (target, seeds) in generated {
             for seed in seeds {

@@ -8,6 +8,7 @@ let targets: [(String, [FuzzSeeds.Seed])] = [
     ("FuzzDevice", FuzzSeeds.device()),
     ("FuzzDriver", FuzzSeeds.driver()),
     ("FuzzHeader", FuzzSeeds.header()),
+    ("FuzzVhostUser", FuzzSeeds.vhostUser()),
 ]
 for (target, seeds) in targets {
     let folder = URL(fileURLWithPath: directory).appendingPathComponent(target)
