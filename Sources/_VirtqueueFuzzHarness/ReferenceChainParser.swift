@@ -52,9 +52,11 @@ struct ReferenceChainParser {
         }
     }
 
-    /// Reads the descriptor at bus address `address`, which the caller checked is mapped.
+    /// Reads the descriptor at bus address `address`, which the caller checked is mapped (an
+    /// unmapped one would read as zeros; the harness never traps on what the input wrote).
     func descriptor(at address: UInt64) -> (address: UInt64, length: UInt32, flags: UInt16, next: UInt16) {
-        let raw = UnsafeRawPointer(memory.pointer(at: address, count: 16)!)
+        guard let pointer = memory.pointer(at: address, count: 16) else { return (0, 0, 0, 0) }
+        let raw = UnsafeRawPointer(pointer)
         return (
             UInt64(littleEndian: raw.loadUnaligned(as: UInt64.self)),
             UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self)),
