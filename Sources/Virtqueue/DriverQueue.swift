@@ -99,14 +99,11 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         slots.reserveCapacity(slotCount)
         for slot in 0..<slotCount {
             let address = pool.lowerBound + UInt64(slot) * UInt64(bufferSize)
-            slots.append(
-                setup.buffers.hotHost(address, length: UInt32(bufferSize))
-                    ?? setup.buffers.contiguousHost(address, length: UInt64(bufferSize))
-            )
+            slots.append(setup.buffers.contiguousHost(address, length: UInt64(bufferSize)))
         }
+        // The driver translates nothing after this: each slot's address is in its record.
+        setup.deallocate()
         guard slotCount == 0 || slots.contains(where: { $0 != nil }) else {
-            setup.memory.deallocate()
-            setup.buffers.deallocate()
             throw VirtqueueError(
                 .invalidConfiguration,
                 "no \(bufferSize)-byte slot of pool \(hexRange(pool)) lies inside one mapping of the buffer area"
@@ -122,7 +119,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         self.state = .allocate(capacity: 1)
         self.state.initialize(
             to: DriverState(
-                setup: setup,
+                ring: setup.ring,
                 eventIndex: features.contains(.eventIndex),
                 cursor: placement.cursor,
                 slots: slots

@@ -162,11 +162,7 @@ extension DeviceState {
         -> UnsafeMutableRawPointer
     {
         let map = buffers
-        if let window = map.window(containing: descriptor.address),
-            UInt64(descriptor.length) <= map.windows[window].end &- descriptor.address
-        {
-            return map.windows[window].host + Int(descriptor.address &- map.windows[window].start)
-        }
+        if let host = map.contiguousHost(descriptor.address, length: UInt64(descriptor.length)) { return host }
         let why = map.problem(address: descriptor.address, length: UInt64(descriptor.length)) ?? "it spans two mappings"
         throw side.breakQueue(
             VirtqueueError(

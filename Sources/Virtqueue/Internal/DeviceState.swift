@@ -22,8 +22,6 @@ internal struct DeviceState {
     @usableFromInline let ring: SplitRing
     /// The translation table for buffers and indirect tables.
     @usableFromInline let buffers: AddressMap
-    /// Every mapping (the rings' table), kept to be freed with the state.
-    let memory: AddressMap
     /// The device's side of the ring: `used.idx` published, `avail.idx` consumed.
     @usableFromInline var side: QueueSide
 
@@ -40,7 +38,6 @@ internal struct DeviceState {
         let queueSize = setup.ring.size
         ring = setup.ring
         buffers = setup.buffers
-        memory = setup.memory
         side = QueueSide(driver: false, ring: setup.ring, eventIndex: eventIndex, cursor: cursor)
         headTaken = .allocate(capacity: queueSize)
         headTaken.initialize(repeating: false, count: queueSize)
@@ -58,7 +55,6 @@ internal struct DeviceState {
         headTaken.deallocate()
         segments.deallocate()
         buffers.deallocate()
-        memory.deallocate()
     }
 
     /// Returns `count` segments starting at `first` to the free list.

@@ -69,8 +69,6 @@ internal struct DriverState {
     @usableFromInline let ring: SplitRing
     /// The driver's side of the ring: `avail.idx` published, `used.idx` consumed.
     @usableFromInline var side: QueueSide
-    /// The memory's mappings, kept to be freed with the state.
-    let maps: (AddressMap, AddressMap)
 
     // Descriptors: a free list threaded through `descriptorNext`. The descriptors of a direct
     // chain being built or in flight stay linked there in chain order, head to last, so the
@@ -98,11 +96,10 @@ internal struct DriverState {
     @usableFromInline var queueGone = false
 
     /// - Parameter slots: The host address of each pool slot, `nil` for a slot that cannot be used.
-    init(setup: QueueSetup, eventIndex: Bool, cursor: QueueCursor, slots: [UnsafeMutableRawPointer?]) {
-        let queueSize = setup.ring.size
-        ring = setup.ring
-        maps = (setup.memory, setup.buffers)
-        side = QueueSide(driver: true, ring: setup.ring, eventIndex: eventIndex, cursor: cursor)
+    init(ring: SplitRing, eventIndex: Bool, cursor: QueueCursor, slots: [UnsafeMutableRawPointer?]) {
+        let queueSize = ring.size
+        self.ring = ring
+        side = QueueSide(driver: true, ring: ring, eventIndex: eventIndex, cursor: cursor)
         descriptorNext = .allocate(capacity: queueSize)
         for index in 0..<queueSize {
             descriptorNext[index] = UInt16(truncatingIfNeeded: index + 1)
@@ -176,8 +173,6 @@ internal struct DriverState {
         descriptorNext.deallocate()
         heads.deallocate()
         buffers.deallocate()
-        maps.0.deallocate()
-        maps.1.deallocate()
     }
 
     @inlinable @inline(__always)

@@ -312,12 +312,12 @@ internal func makeQueueIdentity() -> UInt32 {
     queueIdentities.add(1, ordering: .relaxed).newValue
 }
 
-/// What a queue resolves from its memory and placement at set-up, shared by both sides.
+/// What a queue resolves from its memory and placement at set-up, shared by both sides: the ring,
+/// through every mapping (a table freed once the ring is resolved), and the translation table for
+/// buffers, which the queue owns from then on and frees with ``deallocate()``.
 @usableFromInline
 internal struct QueueSetup {
     let ring: SplitRing
-    /// Every mapping: for rings.
-    let memory: AddressMap
     /// The mappings clipped to the placement's buffer area: for buffers and indirect tables.
     let buffers: AddressMap
 
@@ -327,23 +327,18 @@ internal struct QueueSetup {
         features: Features
     ) throws(VirtqueueError) {
         try features.validateForRing()
-        let maps = try memory.withMappings { (mappings) throws(VirtqueueError) -> (AddressMap, AddressMap) in
+        let (ring, buffers) = try memory.withMappings {
+            (mappings) throws(VirtqueueError) -> (SplitRing, AddressMap) in
             let all = try AddressMap(mappings)
-            do throws(VirtqueueError) {
-                return (all, try AddressMap(mappings, clippedTo: placement.bufferArea))
-            } catch {
-                all.deallocate()
-                throw error
-            }
+            defer { all.deallocate() }
+            let ring = try SplitRing(placement, memory: all)
+            return (ring, try AddressMap(mappings, clippedTo: placement.bufferArea))
         }
-        do throws(VirtqueueError) {
-            ring = try SplitRing(placement, memory: maps.0)
-        } catch {
-            maps.0.deallocate()
-            maps.1.deallocate()
-            throw error
-        }
-        self.memory = maps.0
-        self.buffers = maps.1
+        self.ring = ring
+        self.buffers = buffers
+    }
+
+    func deallocate() {
+        buffers.deallocate()
     }
 }
