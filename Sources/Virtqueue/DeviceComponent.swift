@@ -110,13 +110,36 @@ extension DeviceQueue where Memory: ~Copyable {
         spins: Int = 256,
         until shouldStop: () -> Bool
     ) throws {
+        var journal = NoRequestJournal()
+        try serve(&device, spins: spins, journal: &journal, until: shouldStop)
+    }
+
+    /// Runs `device` as ``serve(_:spins:until:)`` does, telling `journal` about each request
+    /// as it is taken and as it is returned, so that a device started after this one died can
+    /// finish what it had taken (vhost-user's inflight tracking).
+    ///
+    /// - Parameters:
+    ///   - device: The device logic.
+    ///   - spins: How long to poll before sleeping; see ``waitForRequests(spins:)``.
+    ///   - journal: Where taken and returned requests are recorded.
+    ///   - shouldStop: Whether to return now; see ``serve(_:spins:until:)``.
+    /// - Throws: A ``VirtqueueError`` for a ring violation, or whatever `device` throws.
+    @inlinable
+    public mutating func serve<Device: DeviceComponent, Journal: RequestJournal>(
+        _ device: inout Device,
+        spins: Int = 256,
+        journal: inout Journal,
+        until shouldStop: () -> Bool
+    ) throws {
         while !shouldStop(), try waitForRequestsUnlessDriverGone(spins: spins) {
             // Notify at the end of each batch, and every `notifyInterval` completions within a
             // long one, so a driver that went to sleep hears about finished requests while the
             // device is still busy with later ones (a slow `handle` — disk I/O, say — would
             // otherwise hold back every completion of its batch).
             var completed = 0
-            while !shouldStop(), try serveNext(&device) {
+            while !shouldStop(), let request = try nextRequest() {
+                journal.taken(head: request.id)
+                try serve(request, with: &device, journal: &journal)
                 completed += 1
                 if completed == Self.notifyInterval {
                     completed = 0
@@ -125,6 +148,29 @@ extension DeviceQueue where Memory: ~Copyable {
             }
             try notifyIfNeeded()
         }
+    }
+
+    /// Serves the chains a previous device took and never completed, in the order given (the
+    /// order it took them), before anything new: each is taken again with
+    /// ``resubmittedRequest(head:)``, handed to `device` and completed; the driver is notified
+    /// at the end.
+    ///
+    /// - Parameters:
+    ///   - heads: The heads of the chains in flight, oldest first.
+    ///   - device: The device logic.
+    ///   - journal: Where returned requests are recorded (they were recorded as taken before).
+    /// - Throws: A ``VirtqueueError`` for a resubmission the ring does not bear out, or whatever
+    ///   `device` throws.
+    public mutating func serveResubmitted<Device: DeviceComponent, Journal: RequestJournal>(
+        _ heads: [UInt16],
+        with device: inout Device,
+        journal: inout Journal
+    ) throws {
+        guard !heads.isEmpty else { return }
+        for head in heads {
+            try serve(try resubmittedRequest(head: head), with: &device, journal: &journal)
+        }
+        try notifyIfNeeded()
     }
 
     /// Completions after which ``serve(_:spins:)`` checks, within a batch, whether the driver
@@ -144,10 +190,14 @@ extension DeviceQueue where Memory: ~Copyable {
         }
     }
 
-    /// Serves one request if there is one; `false` when none is available.
+    /// Hands `request` to `device` and completes it with the bytes written (0 if the device
+    /// threw, so the driver gets its buffers back), telling `journal` before and after.
     @inlinable
-    mutating func serveNext<Device: DeviceComponent>(_ device: inout Device) throws -> Bool {
-        guard let request = try nextRequest() else { return false }
+    mutating func serve<Device: DeviceComponent, Journal: RequestJournal>(
+        _ request: consuming DeviceRequest,
+        with device: inout Device,
+        journal: inout Journal
+    ) throws {
         var written = 0
         var failure: (any Error)?
         do {
@@ -155,11 +205,39 @@ extension DeviceQueue where Memory: ~Copyable {
         } catch {
             failure = error
         }
+        let head = request.id
+        journal.completing(head: head)
         try complete(request, written: failure == nil ? written : 0)
+        journal.completed(head: head, usedIndex: cursor.nextUsed)
         if let failure {
             _ = try? notifyIfNeeded()
             throw failure
         }
-        return true
     }
+}
+
+/// Where a device records the requests it takes and returns, so that a device started after it
+/// died can finish them: ``DeviceQueue/serve(_:spins:journal:until:)`` calls it around every
+/// request. vhost-user's inflight region (`INFLIGHT_SHMFD`) is one.
+///
+/// The calls come in order for each request: ``taken(head:)`` once it is taken, before the
+/// device handles it; ``completing(head:)`` just before its used element and `used.idx` are
+/// written; ``completed(head:usedIndex:)`` once they are published.
+public protocol RequestJournal {
+    /// The chain at `head` was taken and is about to be handled.
+    mutating func taken(head: UInt16)
+    /// The chain at `head` is about to be returned through the used ring.
+    mutating func completing(head: UInt16)
+    /// The chain at `head` was returned; `used.idx` is now `usedIndex`.
+    mutating func completed(head: UInt16, usedIndex: UInt16)
+}
+
+/// The journal of a device that records nothing: what ``DeviceQueue/serve(_:spins:until:)``
+/// uses; it compiles to nothing.
+public struct NoRequestJournal: RequestJournal {
+    /// Creates the empty journal.
+    @inlinable public init() {}
+    @inlinable public mutating func taken(head: UInt16) {}
+    @inlinable public mutating func completing(head: UInt16) {}
+    @inlinable public mutating func completed(head: UInt16, usedIndex: UInt16) {}
 }

@@ -209,6 +209,41 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         return DeviceRequest(id: head, chain: chain, queueIdentity: queueIdentity)
     }
 
+    /// Takes the chain that starts at `head` again, without reading the available ring: for a
+    /// device that resumes a ring whose previous device took requests and died before it
+    /// completed them (vhost-user's inflight tracking, `docs/vhost-user.md`).
+    ///
+    /// The queue must have been built with a cursor that counts those requests as taken — its
+    /// `nextAvailable` past its `nextUsed` by at least as many chains as are resubmitted — and
+    /// the chain is parsed and validated exactly as ``nextRequest()`` does. Complete it as any
+    /// other request.
+    ///
+    /// - Throws: ``VirtqueueError`` naming the violation, which breaks the queue: `head` not
+    ///   below the queue size (``VirtqueueError/Code-swift.struct/headOutOfRange``), already
+    ///   held (``VirtqueueError/Code-swift.struct/headAlreadyInFlight``), more chains than the
+    ///   cursor has in flight (``VirtqueueError/Code-swift.struct/tooManyResubmitted``), or a
+    ///   malformed chain.
+    public mutating func resubmittedRequest(head: UInt16) throws(VirtqueueError) -> DeviceRequest {
+        let state = self.state
+        try state.pointee.side.checkUsable()
+        let size = state.pointee.ring.size
+        guard Int(head) < size else {
+            throw state.pointee.side.breakQueue(.resubmittedHeadOutOfRange(head, size: size))
+        }
+        guard !state.pointee.headTaken[Int(head)] else {
+            throw state.pointee.side.breakQueue(.headAlreadyInFlight(head))
+        }
+        let inFlight = Int(state.pointee.side.consumed &- state.pointee.side.published)
+        guard state.pointee.takenCount < inFlight else {
+            throw state.pointee.side.breakQueue(.tooManyResubmitted(head, inFlight: inFlight))
+        }
+        let chain = try state.pointee.parseChain(head: head, indirectAllowed: indirect)
+        state.pointee.commit(chain)
+        state.pointee.headTaken[Int(head)] = true
+        state.pointee.takenCount &+= 1
+        return DeviceRequest(id: head, chain: chain, queueIdentity: queueIdentity)
+    }
+
     /// Calls `body` with each device-readable segment of `request`, in order, as a view into the
     /// region (zero-copy): the seed's `virtqueue_gather_available`.
     ///

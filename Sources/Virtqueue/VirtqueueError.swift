@@ -101,6 +101,9 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
         public static let indirectNotNegotiated = Code(61)
         /// The driver made a head available again while the device still held it.
         public static let headAlreadyInFlight = Code(62)
+        /// A resuming device was asked to take again more chains than its cursor has in flight
+        /// (``DeviceQueue/resubmittedRequest(head:)``).
+        public static let tooManyResubmitted = Code(63)
 
         // MARK: Peer violations: driver side (the device wrote something wrong)
 
@@ -156,6 +159,7 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
             case .indirectWithNext: "indirectWithNext"
             case .indirectNotNegotiated: "indirectNotNegotiated"
             case .headAlreadyInFlight: "headAlreadyInFlight"
+            case .tooManyResubmitted: "tooManyResubmitted"
             case .usedIndexJump: "usedIndexJump"
             case .usedIDOutOfRange: "usedIDOutOfRange"
             case .usedIDNotInFlight: "usedIDNotInFlight"

@@ -90,6 +90,9 @@ public struct VhostUserError: Error, Hashable, Sendable, CustomStringConvertible
         public static let invalidRing = Code(74)
         /// A request the back-end does not implement.
         public static let requestNotSupported = Code(75)
+        /// The inflight area (SET_INFLIGHT_FD) is malformed: too small for its queues, or a
+        /// queue's record names a head, size or version that does not fit the ring.
+        public static let invalidInflightArea = Code(76)
 
         // MARK: The back-end role, locally
 
@@ -128,6 +131,7 @@ public struct VhostUserError: Error, Hashable, Sendable, CustomStringConvertible
             case .invalidState: "invalidState"
             case .invalidRing: "invalidRing"
             case .requestNotSupported: "requestNotSupported"
+            case .invalidInflightArea: "invalidInflightArea"
             case .ringDidNotStop: "ringDidNotStop"
             case .deviceFailed: "deviceFailed"
             default: "code(\(rawValue))"

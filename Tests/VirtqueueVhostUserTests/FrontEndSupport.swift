@@ -191,8 +191,20 @@ final class TestFrontEnd {
         calls = try (0..<Shout.queueCount).map { _ in try makeEventfd() }
     }
 
+    /// A second connection of the same front-end: the same guest memory and eventfds (a front-end
+    /// that reconnects to a restarted back-end). The eventfds stay `other`'s to close.
+    init(socket: VhostUserSocket, reusing other: TestFrontEnd) {
+        self.socket = socket
+        memory = other.memory
+        kicks = other.kicks
+        calls = other.calls
+        ownsEventfds = false
+    }
+
+    private var ownsEventfds = true
+
     deinit {
-        for fd in kicks + calls { try? fd.close() }
+        if ownsEventfds { for fd in kicks + calls { try? fd.close() } }
     }
 
     /// Closes the connection (both directions): the back-end reads end of stream.
@@ -235,15 +247,15 @@ final class TestFrontEnd {
 
     /// QEMU's opening sequence: features, owner, protocol features, queue count, features acked,
     /// memory table.
-    func negotiate(sendMemoryTable: Bool = true) throws {
+    func negotiate(sendMemoryTable: Bool = true, inflight: Bool = false) throws {
         let offered = try getU64(.getFeatures)
         #expect(offered & VhostUserProtocolFeatures.virtioFeatureBit != 0)
         #expect(offered & Features.version1.rawValue != 0)
         try socket.send(try VhostUserMessage.setOwner.encode())
         let protocolOffered = VhostUserProtocolFeatures(rawValue: try getU64(.getProtocolFeatures))
-        let wanted: VhostUserProtocolFeatures = [.multipleQueues, .replyAck, .config, .configureMemorySlots]
-        #expect(protocolOffered.isSuperset(of: wanted))
-        #expect(!protocolOffered.contains(.inflightSharedMemory))
+        var wanted: VhostUserProtocolFeatures = [.multipleQueues, .replyAck, .config, .configureMemorySlots]
+        if inflight { wanted.insert(.inflightSharedMemory) }
+        #expect(protocolOffered.isSuperset(of: wanted.union(.inflightSharedMemory)))
         try socket.send(try VhostUserMessage.setProtocolFeatures(wanted).encode())
         #expect(try getU64(.getQueueNum) == UInt64(Shout.queueCount))
         acked = offered

@@ -148,7 +148,7 @@ extension VhostUserTests {
             let record = try #require(log.first(.featureNotOffered))
             #expect(record.error?.message.contains("RING_PACKED") == true, "\(record)")
             #expect(try frontEnd.ack(.setFeatures(frontEnd.acked | 1 << 5)) != 0)
-            #expect(try frontEnd.ack(.setProtocolFeatures([.replyAck, .inflightSharedMemory])) != 0)
+            #expect(try frontEnd.ack(.setProtocolFeatures([.replyAck, .status])) != 0)
             #expect(log.errorCodes.filter { $0 == .featureNotOffered }.count == 3)
             // Without VERSION_1 the ring core refuses to start the ring: the kick is refused.
             try frontEnd.expectSuccess(.setFeatures(VhostUserProtocolFeatures.virtioFeatureBit))

@@ -31,6 +31,17 @@ extension VirtqueueError {
         )
     }
 
+    static func resubmittedHeadOutOfRange(_ head: UInt16, size: Int) -> VirtqueueError {
+        VirtqueueError(.headOutOfRange, "resubmitted head \(head) is not below the queue size \(size)")
+    }
+
+    static func tooManyResubmitted(_ head: UInt16, inFlight: Int) -> VirtqueueError {
+        VirtqueueError(
+            .tooManyResubmitted,
+            "resubmitting head \(head) would hold more than the \(inFlight) chains the cursor has in flight"
+        )
+    }
+
     @usableFromInline @inline(never)
     static func descriptorLoop(head: UInt16, size: Int) -> VirtqueueError {
         VirtqueueError(

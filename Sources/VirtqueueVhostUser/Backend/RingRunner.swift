@@ -50,6 +50,8 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
         queue: consuming VhostUserDeviceQueue,
         device: Device,
         error: VhostUserFileDescriptor?,
+        journal: InflightQueue? = nil,
+        resubmit: [UInt16] = [],
         spins: Int,
         log: @escaping VhostUserLogSink
     ) throws(VhostUserError) -> RingRunner {
@@ -60,7 +62,7 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
         do {
             try startThread {
                 guard let queue = handoff.takeQueue(), let device = handoff.takeDevice() else { return }
-                runner.run(queue, device, spins: spins, log: log)
+                runner.run(queue, device, journal: journal, resubmit: resubmit, spins: spins, log: log)
             }
         } catch {
             throw VhostUserError(.deviceFailed, "queue \(index): could not start its thread", underlyingError: error)
@@ -103,11 +105,18 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
 
     // MARK: The thread
 
-    private func run(_ queue: consuming VhostUserDeviceQueue, _ device: Device, spins: Int, log: VhostUserLogSink) {
+    private func run(
+        _ queue: consuming VhostUserDeviceQueue,
+        _ device: Device,
+        journal: InflightQueue?,
+        resubmit: [UInt16],
+        spins: Int,
+        log: VhostUserLogSink
+    ) {
         var device = device
         var failure: (any Error)?
         do {
-            try serve(&queue, &device, spins: spins)
+            try serve(&queue, &device, journal: journal, resubmit: resubmit, spins: spins)
         } catch {
             failure = error
             // A ring violation is the front-end's doing; anything else (the device threw, the
@@ -136,8 +145,23 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
     /// between requests as well as when the ring runs dry, so a front-end that keeps the ring full
     /// cannot hold GET_VRING_BASE off for ever. The request being served is completed first, so
     /// the cursor the thread reports has nothing in flight.
-    private func serve(_ queue: inout VhostUserDeviceQueue, _ device: inout Device, spins: Int) throws {
-        try queue.serve(&device, spins: spins, until: { stopRequested.load(ordering: .relaxed) })
+    ///
+    /// With an inflight journal, the requests a previous back-end left in flight are served
+    /// first, and every request is recorded as it is taken and returned.
+    private func serve(
+        _ queue: inout VhostUserDeviceQueue,
+        _ device: inout Device,
+        journal: InflightQueue?,
+        resubmit: [UInt16],
+        spins: Int
+    ) throws {
+        let stop = { self.stopRequested.load(ordering: .relaxed) }
+        guard var journal else {
+            try queue.serve(&device, spins: spins, until: stop)
+            return
+        }
+        try queue.serveResubmitted(resubmit, with: &device, journal: &journal)
+        try queue.serve(&device, spins: spins, journal: &journal, until: stop)
     }
 
     /// Carries the (non-copyable) queue and the device into the thread, once.

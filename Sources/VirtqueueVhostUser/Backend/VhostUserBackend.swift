@@ -76,10 +76,10 @@ public final class VhostUserBackend<Device: VhostUserDevice>: Sendable {
         return device.union(.version1).rawValue | VhostUserProtocolFeatures.virtioFeatureBit
     }
 
-    /// The protocol features offered (GET_PROTOCOL_FEATURES): MQ, REPLY_ACK, CONFIG and
-    /// CONFIGURE_MEM_SLOTS.
+    /// The protocol features offered (GET_PROTOCOL_FEATURES): MQ, REPLY_ACK, CONFIG,
+    /// INFLIGHT_SHMFD and CONFIGURE_MEM_SLOTS.
     public var offeredProtocolFeatures: VhostUserProtocolFeatures {
-        [.multipleQueues, .replyAck, .config, .configureMemorySlots]
+        [.multipleQueues, .replyAck, .config, .inflightSharedMemory, .configureMemorySlots]
     }
 
     /// The bounds the message layer checks this device's messages against.

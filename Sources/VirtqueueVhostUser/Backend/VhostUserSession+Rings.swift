@@ -45,6 +45,8 @@ extension VhostUserSession {
         )
         let queue: VhostUserDeviceQueue
         let placement: QueuePlacement
+        var journal: InflightQueue?
+        var resubmit: [UInt16] = []
         do {
             // used.idx is the front-end's (the guest's) memory: read once, then checked with the
             // placement (at most N entries between the cursor's indices).
@@ -52,13 +54,31 @@ extension VhostUserSession {
                 at: deviceArea &+ UInt64(SplitRingFields.usedIndex),
                 count: 2
             ) { bytes in UInt16(littleEndian: bytes.loadUnaligned(as: UInt16.self)) }
+            var cursor = QueueCursor(nextAvailable: base, nextUsed: usedIndex)
+            if let inflight {
+                // The inflight record knows better than SET_VRING_BASE what a previous back-end
+                // took: resume from it.
+                var record = try inflight.queue(index, size: size)
+                let resumption = try record.resume(usedIndex: usedIndex, queue: index)
+                cursor = resumption.cursor
+                resubmit = resumption.heads
+                journal = record
+                if !resubmit.isEmpty {
+                    log(
+                        .notice,
+                        "resuming \(resubmit.count) requests a previous back-end left in flight "
+                            + "(heads \(resubmit.map(String.init).joined(separator: ", ")))",
+                        queue: index
+                    )
+                }
+            }
             placement = QueuePlacement(
                 format: .split,
                 size: size,
                 descriptorArea: descriptorArea,
                 driverArea: driverArea,
                 deviceArea: deviceArea,
-                cursor: QueueCursor(nextAvailable: base, nextUsed: usedIndex),
+                cursor: cursor,
                 bufferArea: nil
             )
             try placement.validate()
@@ -93,6 +113,8 @@ extension VhostUserSession {
             queue: queue,
             device: device,
             error: ring.error,
+            journal: journal,
+            resubmit: resubmit,
             spins: backend.options.spins,
             log: backend.log
         )

@@ -21,6 +21,8 @@ struct VhostUserSession<Device: VhostUserDevice> {
     /// The protocol features the front-end acked (SET_PROTOCOL_FEATURES).
     var protocolFeatures: VhostUserProtocolFeatures = []
     var memory: VhostUserMemory?
+    /// The inflight area (GET_INFLIGHT_FD / SET_INFLIGHT_FD), when the front-end uses one.
+    var inflight: VhostUserInflightArea?
     var config: [UInt8]
     var rings: [Ring]
 
@@ -250,6 +252,23 @@ struct VhostUserSession<Device: VhostUserDevice> {
             } else {
                 try startIfReady(index)
             }
+        case .getInflightFileDescriptor(let request):
+            try requireProtocolFeature(.inflightSharedMemory, "GET_INFLIGHT_FD")
+            let area = try VhostUserInflightArea.create(for: request)
+            inflight = area
+            log(
+                .info,
+                "inflight area created: \(area.description.mmapSize) bytes for \(request.queueCount) queues of \(request.queueSize)"
+            )
+            return .reply(.inflight(area.description, area.fileDescriptor))
+        case .setInflightFileDescriptor(let description, let descriptor):
+            try requireProtocolFeature(.inflightSharedMemory, "SET_INFLIGHT_FD")
+            try requireNoRunningRing("SET_INFLIGHT_FD")
+            inflight = try VhostUserInflightArea.adopt(description, descriptor)
+            log(
+                .info,
+                "inflight area adopted: \(description.mmapSize) bytes for \(description.queueCount) queues of \(description.queueSize)"
+            )
         case .getConfig(let access):
             // The message layer checked that offset + size lies inside the config space.
             let start = Int(access.offset)
@@ -281,7 +300,6 @@ struct VhostUserSession<Device: VhostUserDevice> {
             case .setBackendRequestFileDescriptor: "the back-end request channel (BACKEND_REQ) is not offered"
             case .sendRARP, .netSetMTU: "a net device's request; RARP and MTU are not offered"
             case .setVringEndian: "legacy (non-VERSION_1) rings are not supported"
-            case .getInflightFileDescriptor, .setInflightFileDescriptor: "INFLIGHT_SHMFD is not offered (yet)"
             case .resetDevice: "RESET_DEVICE is not offered"
             case .vringKick: "in-band notifications are not offered"
             case .setStatus, .getStatus: "STATUS is not offered"
