@@ -56,7 +56,10 @@ let package = Package(
         ),
         .target(
             name: "VirtqueueVhostUser",
-            dependencies: ["Virtqueue", "CVirtqueueSystem", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: [
+                "Virtqueue", "CVirtqueueSystem", "VirtqueueSandbox",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: swiftSettings
         ),
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
@@ -92,6 +95,17 @@ let package = Package(
             name: "VirtioBlock",
             dependencies: ["Virtqueue"],
             path: "Examples/VirtioBlock",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "VhostUserBlock",
+            dependencies: [
+                "Virtqueue", "VirtqueueSandbox", "VirtqueueVhostUser", "VirtioBlock",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "Examples/VhostUserBlock",
             swiftSettings: swiftSettings
         ),
         .executableTarget(

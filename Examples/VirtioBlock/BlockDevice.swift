@@ -166,5 +166,5 @@ public struct BlockDevice: DeviceComponent {
 /// A block device set-up error.
 public struct BlockDeviceError: Error, CustomStringConvertible {
     public var description: String
-    init(_ description: String) { self.description = description }
+    public init(_ description: String) { self.description = description }
 }

@@ -93,6 +93,13 @@ int vq_sandbox_lower_limits(unsigned long open_files) {
     return setrlimit(RLIMIT_CORE, &none);
 }
 
+int vq_sandbox_lower_limits_keeping_threads(unsigned long open_files) {
+    struct rlimit files = {open_files, open_files};
+    struct rlimit none = {0, 0};
+    if (setrlimit(RLIMIT_NOFILE, &files) != 0) return -1;
+    return setrlimit(RLIMIT_CORE, &none);
+}
+
 long vq_sandbox_attempt(const char *name) {
     if (strcmp(name, "openat") == 0) return syscall(SYS_openat, AT_FDCWD, "/etc/passwd", O_RDONLY);
     if (strcmp(name, "socket") == 0) return syscall(SYS_socket, AF_INET, SOCK_STREAM, 0);

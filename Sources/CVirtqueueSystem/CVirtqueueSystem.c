@@ -144,6 +144,20 @@ int vq_unix_connect(const char *path) {
     return -1;
 }
 
+int vq_unix_listen_stream(const char *path, int backlog) {
+    struct sockaddr_un address;
+    if (make_address(path, &address) != 0) return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (bind(fd, (struct sockaddr *)&address, sizeof address) != 0 || listen(fd, backlog) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
 int vq_accept(int fd) {
     for (;;) {
         int client = accept4(fd, NULL, NULL, SOCK_CLOEXEC);

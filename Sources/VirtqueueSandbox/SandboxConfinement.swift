@@ -42,32 +42,15 @@ public struct SandboxConfinement: ChildConfinement {
         else {
             throw SandboxError(.invalidPolicy, "\(Self.policyArgument) needs a policy encoding")
         }
-        guard chdir("/") == 0 else { throw SandboxError.system("chdir(\"/\")") }
         let kick = context.kickFileDescriptor.rawValue
         let call = context.callFileDescriptor.rawValue
         let liveness = context.livenessFileDescriptor.rawValue
         let configured = context.configuration.fileDescriptors
         let region = context.regionFileDescriptor.rawValue
-        let keep: [CInt] = [1, 2, region, kick, call, liveness] + configured
-        guard keep.withUnsafeBufferPointer({ vq_sandbox_close_other_fds($0.baseAddress, CInt($0.count)) }) == 0 else {
-            throw SandboxError.system("closing inherited descriptors")
-        }
-        if close(0) != 0 && errno != EBADF { throw SandboxError.system("close(0)") }
-        guard vq_sandbox_lower_limits(UInt(keep.max() ?? 2) + 1) == 0 else {
-            throw SandboxError.system("setrlimit")
-        }
         var roles: [SandboxPolicy.FileDescriptorRole: Int32] = [
             .kick: kick, .call: call, .liveness: liveness, .report: liveness, .standardOutput: 1, .standardError: 2,
         ]
         for (index, descriptor) in configured.enumerated() { roles[.device(index)] = descriptor }
-        do {
-            try policy.install(fileDescriptors: roles)
-        } catch {
-            throw SandboxError(.invalidPolicy, "cannot load the seccomp filter: \(error)")
-        }
-        // Under the filter now: the two calls below are the ones it always allows.
-        let report = ConfinementReport(seccompMode: vq_sandbox_seccomp_mode(), policyDigest: policy.digest).encoded()
-        let written = report.withUnsafeBytes { write(liveness, $0.baseAddress, $0.count) }
-        guard written == report.count else { throw SandboxError.system("sending the confinement report") }
+        try policy.confineThisProcess(keeping: [1, 2, region, kick, call, liveness] + configured, roles: roles)
     }
 }

@@ -1,6 +1,7 @@
 extension SandboxPolicy {
     /// The policy as one command-line argument, so a launcher can hand it to the device child:
-    /// rules separated by `;`, each `name`, `name@fd=role,role` or `name@noexec=N`.
+    /// rules separated by `;`, each `name`, `name@fd=role,role`, `name@noexec=N`,
+    /// `name@flags=N:HEXMASK` or `name@errno=E`.
     public var argumentEncoding: String {
         rules.map { rule in
             switch rule.condition {
@@ -10,6 +11,10 @@ extension SandboxPolicy {
                 rule.systemCall + "@fd=" + roles.map(\.description).sorted().joined(separator: ",")
             case .withoutExecute(let argument):
                 rule.systemCall + "@noexec=\(argument)"
+            case .withFlags(let argument, let mask):
+                rule.systemCall + "@flags=\(argument):\(String(mask, radix: 16))"
+            case .failsWith(let error):
+                rule.systemCall + "@errno=\(error)"
             }
         }
         .joined(separator: ";")
@@ -54,6 +59,16 @@ extension SandboxPolicy {
                 (0...5).contains(argument)
             {
                 rules.append(Rule(name, .withoutExecute(argument: argument)))
+            } else if condition.hasPrefix("flags=") {
+                let fields = condition.dropFirst(6).split(separator: ":")
+                guard fields.count == 2, let argument = Int(fields[0]), (0...5).contains(argument),
+                    let mask = UInt64(fields[1], radix: 16), mask != 0
+                else { return nil }
+                rules.append(Rule(name, .withFlags(argument: argument, mask: mask)))
+            } else if condition.hasPrefix("errno="), let error = Int32(condition.dropFirst(6)),
+                (1...4095).contains(error)
+            {
+                rules.append(Rule(name, .failsWith(errno: error)))
             } else {
                 return nil
             }

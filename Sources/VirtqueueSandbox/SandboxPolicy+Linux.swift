@@ -75,6 +75,22 @@ extension SandboxPolicy {
                         datum_b: 0
                     )
                     try Self.add(filter, number, rule, conditions: [condition])
+                case .withFlags(let argument, let mask):
+                    let condition = scmp_arg_cmp(
+                        arg: UInt32(argument),
+                        op: SCMP_CMP_MASKED_EQ,
+                        datum_a: scmp_datum_t(mask),
+                        datum_b: scmp_datum_t(mask)
+                    )
+                    try Self.add(filter, number, rule, conditions: [condition])
+                case .failsWith(let error):
+                    try Self.add(
+                        filter,
+                        number,
+                        rule,
+                        conditions: [],
+                        action: cseccomp_act_errno(UInt16(truncatingIfNeeded: error))
+                    )
                 }
             }
         } catch {
@@ -109,10 +125,11 @@ extension SandboxPolicy {
         _ filter: scmp_filter_ctx,
         _ number: Int32,
         _ rule: Rule,
-        conditions: [scmp_arg_cmp]
+        conditions: [scmp_arg_cmp],
+        action: UInt32 = cseccomp_act_allow()
     ) throws(VirtqueueError) {
         let result = conditions.withUnsafeBufferPointer { buffer in
-            seccomp_rule_add_array(filter, cseccomp_act_allow(), number, UInt32(buffer.count), buffer.baseAddress)
+            seccomp_rule_add_array(filter, action, number, UInt32(buffer.count), buffer.baseAddress)
         }
         guard result == 0 else {
             throw VirtqueueError(

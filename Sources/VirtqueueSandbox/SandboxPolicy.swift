@@ -47,6 +47,13 @@ public struct SandboxPolicy: Hashable, Sendable, CustomStringConvertible {
         case onFileDescriptors(Set<FileDescriptorRole>)
         /// Only when the protection argument (argument index `argument`) lacks `PROT_EXEC`.
         case withoutExecute(argument: Int)
+        /// Only when argument `argument` has every bit of `mask` set — `clone` with
+        /// `CLONE_THREAD`: a new thread, never a new process.
+        case withFlags(argument: Int, mask: UInt64)
+        /// Never carried out, but refused with `errno` instead of killing the process: `clone3`
+        /// (whose flags live in memory a filter cannot read) fails with `ENOSYS`, and the C
+        /// library falls back to `clone`, whose flags the filter checks.
+        case failsWith(errno: Int32)
     }
 
     /// One allowed system call, by its name in the kernel's table (`"read"`, `"mmap"`…).
@@ -65,6 +72,9 @@ public struct SandboxPolicy: Hashable, Sendable, CustomStringConvertible {
             case .onFileDescriptors(let roles):
                 "\(systemCall)(fd ∈ {\(roles.map(\.description).sorted().joined(separator: ", "))})"
             case .withoutExecute(let argument): "\(systemCall)(arg\(argument) & PROT_EXEC == 0)"
+            case .withFlags(let argument, let mask):
+                "\(systemCall)(arg\(argument) & 0x\(String(mask, radix: 16)) == 0x\(String(mask, radix: 16)))"
+            case .failsWith(let error): "\(systemCall) → errno \(error)"
             }
         }
     }

@@ -47,24 +47,8 @@ extension SandboxedDevice {
         case .message(let message):
             bytes = message
         }
-        guard let report = ConfinementReport(parsing: bytes) else {
-            if let violation = SandboxViolation(report: bytes) {
-                return (.endedBeforeReport, "its filter killed it before it reported its confinement: \(violation)")
-            }
-            return (.malformedReport, "it sent \(bytes.count) bytes that are not a confinement report")
-        }
-        guard report.policyDigest == policy.digest else {
-            return (
-                .policyMismatch,
-                "it loaded a policy with digest \(hex(report.policyDigest)), not the one the launcher sent "
-                    + "(digest \(hex(policy.digest)))"
-            )
-        }
-        guard report.seccompMode == ConfinementReport.filterMode else {
-            return (.notFiltered, "it reports seccomp mode \(report.seccompMode), not 2 (filter)")
-        }
-        if let kernelMode = seccompMode(ofProcess: process.processID), kernelMode != ConfinementReport.filterMode {
-            return (.notFiltered, "the kernel reports Seccomp: \(kernelMode) for it, not 2 (filter)")
+        if let (failure, account) = policy.confinementProblem(report: bytes, processID: process.processID) {
+            return (failure, account)
         }
         return (nil, "")
     }

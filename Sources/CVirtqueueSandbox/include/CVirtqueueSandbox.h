@@ -40,6 +40,9 @@ int vq_sandbox_close_other_fds(const int *keep, int keep_count);
 /// Lowers RLIMIT_NOFILE to `open_files`, and RLIMIT_NPROC and RLIMIT_CORE to 0.
 /// Returns 0, or -1 with errno set.
 int vq_sandbox_lower_limits(unsigned long open_files);
+/// setrlimit: RLIMIT_NOFILE to `open_files` and RLIMIT_CORE to 0, leaving RLIMIT_NPROC (a
+/// confined process that serves rings on threads needs it; its filter forbids new processes).
+int vq_sandbox_lower_limits_keeping_threads(unsigned long open_files);
 
 /// Attempts the named forbidden operation, for policy tests and the demo's --misbehave path:
 /// "openat", "socket", "connect", "execve", "fork", "kill", "ptrace", "mmap-exec",

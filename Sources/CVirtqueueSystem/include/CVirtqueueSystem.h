@@ -56,6 +56,8 @@ int vq_socketpair(int fds[2]);
 /// A SOCK_SEQPACKET | SOCK_CLOEXEC UNIX socket bound to `path` and listening. ENAMETOOLONG if
 /// the path does not fit sockaddr_un.
 int vq_unix_listen(const char *path, int backlog);
+/// socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC) bound to `path` and listening (vhost-user's socket).
+int vq_unix_listen_stream(const char *path, int backlog);
 /// A SOCK_SEQPACKET | SOCK_CLOEXEC UNIX socket connected to `path`.
 int vq_unix_connect(const char *path);
 /// accept4(fd, NULL, NULL, SOCK_CLOEXEC).

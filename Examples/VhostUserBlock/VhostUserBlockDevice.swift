@@ -1,0 +1,55 @@
+import Glibc
+import VirtioBlock
+import Virtqueue
+import VirtqueueVhostUser
+
+/// The virtio-blk device of this package (`BlockDevice`), served over vhost-user: the same
+/// request code as at every other isolation level, plus what a vhost-user front-end asks of the
+/// device as a whole — its features and its config space.
+struct VhostUserBlockDevice: VhostUserDevice {
+    static let name = "vhost-user-blk"
+
+    /// `VIRTIO_BLK_F_SEG_MAX` (2), `VIRTIO_BLK_F_BLK_SIZE` (6), `VIRTIO_BLK_F_FLUSH` (9).
+    static let blockFeatures = Features(rawValue: 1 << 2 | 1 << 6 | 1 << 9)
+
+    /// The ring core's transport features (INDIRECT_DESC, EVENT_IDX, VERSION_1) and the block ones.
+    static var supportedFeatures: Features { Features.all.union(blockFeatures) }
+
+    /// At most this many data segments per request (`seg_max`).
+    static let segmentLimit: UInt32 = 126
+
+    var device: BlockDevice
+
+    init() {
+        device = BlockDevice()
+    }
+
+    init(configuration: DeviceConfiguration) throws {
+        device = try BlockDevice(configuration: configuration)
+    }
+
+    /// `struct virtio_blk_config`, 60 bytes: capacity (sectors), size_max, seg_max, geometry,
+    /// blk_size, topology, writeback, num_queues, and the discard / write-zeroes fields (zero:
+    /// not offered).
+    static func configSpace(for configuration: DeviceConfiguration) throws -> [UInt8] {
+        let sectors = configuration.arguments.lazy.compactMap { argument -> UInt64? in
+            argument.hasPrefix("sectors=") ? UInt64(argument.dropFirst(8)) : nil
+        }.first
+        guard let sectors else { throw BlockDeviceError("the block device needs sectors=N") }
+        var bytes = [UInt8](repeating: 0, count: 60)
+        bytes.withUnsafeMutableBytes { raw in
+            raw.storeBytes(of: sectors.littleEndian, toByteOffset: 0, as: UInt64.self)
+            raw.storeBytes(of: segmentLimit.littleEndian, toByteOffset: 12, as: UInt32.self)
+            raw.storeBytes(of: UInt32(BlockRequest.sectorSize).littleEndian, toByteOffset: 20, as: UInt32.self)
+            raw.storeBytes(of: UInt16(1).littleEndian, toByteOffset: 34, as: UInt16.self)
+        }
+        return bytes
+    }
+
+    mutating func handle<M: GuestMemory & ~Copyable, N: Notifier>(
+        _ request: borrowing DeviceRequest,
+        on queue: borrowing DeviceQueue<M, N>
+    ) throws -> Int {
+        try device.handle(request, on: queue)
+    }
+}
