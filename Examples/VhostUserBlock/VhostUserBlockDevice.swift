@@ -19,13 +19,25 @@ struct VhostUserBlockDevice: VhostUserDevice {
     static let segmentLimit: UInt32 = 126
 
     var device: BlockDevice
+    /// The test aid `--stall-after-writes N`: on the first connection, the N-th write request is
+    /// taken and never completed (the worker hangs in it), so a test can kill the worker with
+    /// that request in flight and watch the next worker resume it.
+    let stallAfterWrites: Int?
+    var writes = 0
 
     init() {
         device = BlockDevice()
+        stallAfterWrites = nil
     }
 
     init(configuration: DeviceConfiguration) throws {
         device = try BlockDevice(configuration: configuration)
+        let value = { (name: String) in
+            configuration.arguments.lazy.compactMap { argument -> Int? in
+                argument.hasPrefix(name + "=") ? Int(argument.dropFirst(name.count + 1)) : nil
+            }.first
+        }
+        stallAfterWrites = value("connection") == 1 ? value("stall-after-writes") : nil
     }
 
     /// `struct virtio_blk_config`, 60 bytes: capacity (sectors), size_max, seg_max, geometry,
@@ -50,6 +62,21 @@ struct VhostUserBlockDevice: VhostUserDevice {
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<M, N>
     ) throws -> Int {
-        try device.handle(request, on: queue)
+        if let stallAfterWrites {
+            var kind: UInt32 = .max
+            _ = withUnsafeMutableBytes(of: &kind) { queue.gather(request, into: $0) }
+            if UInt32(littleEndian: kind) == BlockRequest.Kind.write.rawValue {
+                writes += 1
+                if writes == stallAfterWrites { stall() }
+            }
+        }
+        return try device.handle(request, on: queue)
+    }
+
+    /// Hangs for good, saying so once on standard error.
+    func stall() -> Never {
+        var line = "worker \(getpid()): stalling in write request \(writes) (--stall-after-writes)\n"
+        line.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
+        while true { sleep(3600) }
     }
 }

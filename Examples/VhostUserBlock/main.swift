@@ -31,6 +31,9 @@ struct VhostUserBlock: ParsableCommand {
     @Option(help: "Stop after this many connections (default: serve until SIGINT or SIGTERM).")
     var connections: Int?
 
+    @Option(help: "A test aid: the first worker hangs in its N-th write request (kill it to test resuming).")
+    var stallAfterWrites: Int?
+
     @Flag(help: "Log every vhost-user message.")
     var verbose = false
 
@@ -62,7 +65,7 @@ struct VhostUserBlock: ParsableCommand {
         let supervisor = VhostUserSupervisor(
             isolation: mode,
             deviceDescriptors: [FileDescriptor(rawValue: disk)],
-            deviceArguments: ["sectors=\(sectors)"],
+            deviceArguments: ["sectors=\(sectors)"] + (stallAfterWrites.map { ["stall-after-writes=\($0)"] } ?? []),
             log: { record in supervisorLogger.log(record) }
         )
         let listener = try VhostUserListener(path: FilePath(socket))

@@ -64,7 +64,8 @@ public final class VhostUserSupervisor: Sendable {
     public let isolation: Isolation
     /// Descriptors handed to every worker (the device's: `DeviceConfiguration.fileDescriptors`).
     public let deviceDescriptors: [FileDescriptor]
-    /// Arguments handed to the device (`DeviceConfiguration.arguments`).
+    /// Arguments handed to the device (`DeviceConfiguration.arguments`); the supervisor adds
+    /// `connection=N`, the connection's ordinal (1 for the first).
     public let deviceArguments: [String]
     /// How long a sandboxed worker has to report its confinement.
     public let startupTimeout: Duration
@@ -140,8 +141,10 @@ public final class VhostUserSupervisor: Sendable {
         case .process: policyArgument = "-"
         case .sandboxed(let policy): policyArgument = policy.argumentEncoding
         }
+        let ordinal = outcomes.withLock { $0.count } + 1
         let arguments =
             [executable, VhostUserWorker.argument, String(deviceDescriptors.count), policyArgument] + deviceArguments
+            + ["connection=\(ordinal)"]
         let inherited = [connection.fileDescriptor.rawValue, pair[1]] + deviceDescriptors.map(\.rawValue)
         var pid: pid_t = 0
         let spawned = withCStrings(arguments) { argv in
