@@ -185,7 +185,7 @@ let package = Package(
         .testTarget(
             name: "VirtqueueVhostUserTests",
             dependencies: [
-                "Virtqueue", "VirtqueueVhostUser", "CVirtqueueSystem",
+                "Virtqueue", "VirtqueueVhostUser", "VirtqueueSandbox", "CVirtqueueSystem",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: swiftSettings

@@ -30,14 +30,19 @@ struct VhostUserBlockDevice: VhostUserDevice {
         stallAfterWrites = nil
     }
 
+    /// The test aids (`stall-after-writes=N`, and `BlockDevice`'s `misbehave-after=N`) act on
+    /// the first connection only, so the worker that replaces the one they killed serves normally.
     init(configuration: DeviceConfiguration) throws {
-        device = try BlockDevice(configuration: configuration)
         let value = { (name: String) in
             configuration.arguments.lazy.compactMap { argument -> Int? in
                 argument.hasPrefix(name + "=") ? Int(argument.dropFirst(name.count + 1)) : nil
             }.first
         }
-        stallAfterWrites = value("connection") == 1 ? value("stall-after-writes") : nil
+        let first = value("connection") == 1
+        var configuration = configuration
+        if !first { configuration.arguments.removeAll { $0.hasPrefix("misbehave-after=") } }
+        device = try BlockDevice(configuration: configuration)
+        stallAfterWrites = first ? value("stall-after-writes") : nil
     }
 
     /// `struct virtio_blk_config`, 60 bytes: capacity (sectors), size_max, seg_max, geometry,

@@ -34,6 +34,9 @@ struct VhostUserBlock: ParsableCommand {
     @Option(help: "A test aid: the first worker hangs in its N-th write request (kill it to test resuming).")
     var stallAfterWrites: Int?
 
+    @Option(help: "A test aid: the first worker attempts a forbidden system call (open) in its N-th request.")
+    var misbehaveAfter: Int?
+
     @Flag(help: "Log every vhost-user message.")
     var verbose = false
 
@@ -65,7 +68,8 @@ struct VhostUserBlock: ParsableCommand {
         let supervisor = VhostUserSupervisor(
             isolation: mode,
             deviceDescriptors: [FileDescriptor(rawValue: disk)],
-            deviceArguments: ["sectors=\(sectors)"] + (stallAfterWrites.map { ["stall-after-writes=\($0)"] } ?? []),
+            deviceArguments: ["sectors=\(sectors)"] + (stallAfterWrites.map { ["stall-after-writes=\($0)"] } ?? [])
+                + (misbehaveAfter.map { ["misbehave-after=\($0)"] } ?? []),
             log: { record in supervisorLogger.log(record) }
         )
         let listener = try VhostUserListener(path: FilePath(socket))

@@ -144,6 +144,21 @@ int vq_unix_connect(const char *path) {
     return -1;
 }
 
+int vq_unix_connect_stream(const char *path) {
+    struct sockaddr_un address;
+    if (make_address(path, &address) != 0) return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    for (;;) {
+        if (connect(fd, (struct sockaddr *)&address, sizeof address) == 0) return fd;
+        if (errno != EINTR) break;
+    }
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
 int vq_unix_listen_stream(const char *path, int backlog) {
     struct sockaddr_un address;
     if (make_address(path, &address) != 0) return -1;

@@ -33,6 +33,16 @@ public final class VhostUserSocket: Sendable {
         _ = Glibc.close(fileDescriptor.rawValue)
     }
 
+    /// Connects to the vhost-user socket at `path` (the front-end's end; a back-end listens with
+    /// ``VhostUserListener``).
+    ///
+    /// - Throws: ``VhostUserError/Code-swift.struct/systemCallFailed`` if the connection fails.
+    public static func connect(to path: FilePath) throws(VhostUserError) -> VhostUserSocket {
+        let fd = vq_unix_connect_stream(path.string)
+        guard fd >= 0 else { throw .system("connecting to \(path)", Errno(rawValue: errno)) }
+        return try VhostUserSocket(adopting: FileDescriptor(rawValue: fd))
+    }
+
     /// Two connected sockets (`socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)`): for a
     /// supervisor and a worker, or for tests.
     public static func makePair() throws(VhostUserError) -> (VhostUserSocket, VhostUserSocket) {

@@ -209,10 +209,15 @@ struct SandboxTests {
     @Test func policyRoundTripsThroughItsArgumentEncoding() throws {
         let policy = SandboxPolicy.deviceLoop.allowing(
             .init("pread64", .onFileDescriptors([.device(0), .device(2)])),
-            .init("fdatasync")
+            .init("fdatasync"),
+            .init("clone", .withFlags(argument: 0, mask: 0x1_0000)),
+            .init("clone3", .failsWith(errno: ENOSYS))
         )
         let decoded = try #require(SandboxPolicy(argumentEncoding: policy.argumentEncoding))
         #expect(Set(decoded.rules) == Set(policy.rules))
+        #expect(SandboxPolicy(argumentEncoding: "clone@flags=0:0") == nil)
+        #expect(SandboxPolicy(argumentEncoding: "clone@flags=9:10000") == nil)
+        #expect(SandboxPolicy(argumentEncoding: "clone3@errno=0") == nil)
         #expect(SandboxPolicy(argumentEncoding: "read@fd=nonsense") == nil)
         #expect(SandboxPolicy(argumentEncoding: "read@what") == nil)
         #expect(SandboxPolicy(argumentEncoding: "re ad") == nil)

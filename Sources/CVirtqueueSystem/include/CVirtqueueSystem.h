@@ -58,6 +58,8 @@ int vq_socketpair(int fds[2]);
 int vq_unix_listen(const char *path, int backlog);
 /// socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC) bound to `path` and listening (vhost-user's socket).
 int vq_unix_listen_stream(const char *path, int backlog);
+/// socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC) connected to `path` (a vhost-user front-end's end).
+int vq_unix_connect_stream(const char *path);
 /// A SOCK_SEQPACKET | SOCK_CLOEXEC UNIX socket connected to `path`.
 int vq_unix_connect(const char *path);
 /// accept4(fd, NULL, NULL, SOCK_CLOEXEC).
