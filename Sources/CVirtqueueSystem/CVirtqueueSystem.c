@@ -115,10 +115,10 @@ static int make_address(const char *path, struct sockaddr_un *address) {
     return 0;
 }
 
-int vq_unix_listen(const char *path, int backlog) {
+static int unix_listen(const char *path, int backlog, int type) {
     struct sockaddr_un address;
     if (make_address(path, &address) != 0) return -1;
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     if (bind(fd, (struct sockaddr *)&address, sizeof address) != 0 || listen(fd, backlog) != 0) {
         int saved = errno;
@@ -129,10 +129,10 @@ int vq_unix_listen(const char *path, int backlog) {
     return fd;
 }
 
-int vq_unix_connect(const char *path) {
+static int unix_connect(const char *path, int type) {
     struct sockaddr_un address;
     if (make_address(path, &address) != 0) return -1;
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     for (;;) {
         if (connect(fd, (struct sockaddr *)&address, sizeof address) == 0) return fd;
@@ -144,34 +144,13 @@ int vq_unix_connect(const char *path) {
     return -1;
 }
 
-int vq_unix_connect_stream(const char *path) {
-    struct sockaddr_un address;
-    if (make_address(path, &address) != 0) return -1;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    for (;;) {
-        if (connect(fd, (struct sockaddr *)&address, sizeof address) == 0) return fd;
-        if (errno != EINTR) break;
-    }
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return -1;
-}
+int vq_unix_listen(const char *path, int backlog) { return unix_listen(path, backlog, SOCK_SEQPACKET); }
 
-int vq_unix_listen_stream(const char *path, int backlog) {
-    struct sockaddr_un address;
-    if (make_address(path, &address) != 0) return -1;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    if (bind(fd, (struct sockaddr *)&address, sizeof address) != 0 || listen(fd, backlog) != 0) {
-        int saved = errno;
-        close(fd);
-        errno = saved;
-        return -1;
-    }
-    return fd;
-}
+int vq_unix_connect(const char *path) { return unix_connect(path, SOCK_SEQPACKET); }
+
+int vq_unix_listen_stream(const char *path, int backlog) { return unix_listen(path, backlog, SOCK_STREAM); }
+
+int vq_unix_connect_stream(const char *path) { return unix_connect(path, SOCK_STREAM); }
 
 int vq_accept(int fd) {
     for (;;) {

@@ -79,18 +79,9 @@ extension VhostUserTests {
             try frontEnd.expectSuccess(.setInflightFileDescriptor(area.description, area.owner))
             // The front-end cannot know the dead back-end's base; it sends used.idx (5), as QEMU does.
             try frontEnd.startRing(0, base: 5)
-            var order: [UInt16] = []
-            var replies: [UInt16: String] = [:]
-            while order.count < 3 {
-                try driver.waitForUsed()
-                while let used = try driver.takeUsed() {
-                    var bytes = [UInt8](repeating: 0, count: used.writtenByteCount)
-                    _ = bytes.withUnsafeMutableBytes { driver.copyWrittenBytes(of: used, into: $0) }
-                    order.append(used.id)
-                    replies[used.id] = String(decoding: bytes, as: UTF8.self)
-                    try driver.free(used)
-                }
-            }
+            let used = try takeUsedInOrder(&driver, count: 3)
+            let order = used.map(\.id)
+            let replies = Dictionary(uniqueKeysWithValues: used.map { ($0.id, $0.reply) })
             #expect(order == [heads[1], heads[0], heads[2]])
             #expect(replies[heads[0]] == "FIRST IN FLIGHT")
             #expect(replies[heads[1]] == "SECOND IN FLIGHT")
@@ -119,14 +110,7 @@ extension VhostUserTests {
             try frontEnd.negotiate(inflight: true)
             try frontEnd.expectSuccess(.setInflightFileDescriptor(area.description, area.owner))
             try frontEnd.startRing(0, base: 5)
-            var order: [UInt16] = []
-            while order.count < 3 {
-                try driver.waitForUsed()
-                while let used = try driver.takeUsed() {
-                    order.append(used.id)
-                    try driver.free(used)
-                }
-            }
+            let order = try takeUsedInOrder(&driver, count: 3).map(\.id)
             #expect(order == [heads[1], heads[0], heads[2]])
             #expect(area.flag(queue: 0, head: 63) == 0)
             #expect(try frontEnd.stopRing(0) == 8)
@@ -171,14 +155,7 @@ extension VhostUserTests {
             area.setU16(queue: 0, at: planted.offset, saved)
             if planted.offset == 12 { area.setU16(queue: 0, at: 14, 5) }
             try frontEnd.expectSuccess(.setVringEnable(VhostUserVringState(index: 0, num: 1)))
-            var served = Set<UInt16>()
-            while served.count < 3 {
-                try driver.waitForUsed()
-                while let used = try driver.takeUsed() {
-                    served.insert(used.id)
-                    try driver.free(used)
-                }
-            }
+            let served = Set(try takeUsedInOrder(&driver, count: 3).map(\.id))
             #expect(served == Set(heads))
             frontEnd.hangUp()
             #expect(thread.join().flatMap { $0 } == nil)
@@ -227,6 +204,22 @@ func startRingExpectingRefusal(_ frontEnd: TestFrontEnd) throws {
         .setVringKick(VhostUserVringFile(index: 0, fileDescriptor: .init(borrowing: frontEnd.kicks[0])))
     )
     #expect(try frontEnd.ack(.setVringEnable(VhostUserVringState(index: 0, num: 1))) != 0)
+}
+
+/// Waits for `count` used chains and returns each one's id and reply, in the order the used ring
+/// returned them; the chains are freed.
+func takeUsedInOrder(_ driver: inout FrontEndDriver, count: Int) throws -> [(id: UInt16, reply: String)] {
+    var used: [(id: UInt16, reply: String)] = []
+    while used.count < count {
+        try driver.waitForUsed()
+        while let chain = try driver.takeUsed() {
+            var bytes = [UInt8](repeating: 0, count: chain.writtenByteCount)
+            _ = bytes.withUnsafeMutableBytes { driver.copyWrittenBytes(of: chain, into: $0) }
+            used.append((chain.id, String(decoding: bytes, as: UTF8.self)))
+            try driver.free(chain)
+        }
+    }
+    return used
 }
 
 /// A new connection of the same front-end (its memory and eventfds) to `backend`.
