@@ -185,7 +185,7 @@ let package = Package(
         .testTarget(
             name: "VirtqueueVhostUserTests",
             dependencies: [
-                "Virtqueue", "VirtqueueVhostUser", "VirtqueueSandbox", "CVirtqueueSystem",
+                "Virtqueue", "VirtqueueVhostUser", "VirtqueueSandbox", "VirtioBlock", "CVirtqueueSystem",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: swiftSettings

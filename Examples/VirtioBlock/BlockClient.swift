@@ -106,6 +106,23 @@ public struct BlockClient<Region: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         record(BlockOperation(kind: .flush, sector: 0, byteCount: 0), id: id)
     }
 
+    /// Issues a GET_ID: the device writes its identifier (up to 20 bytes, NUL-padded).
+    public mutating func identify() throws(VirtqueueError) {
+        var chain = queue.makeChain()
+        do throws(VirtqueueError) {
+            try queue.appendReadable(to: &chain, count: BlockRequest.headerSize) { header in
+                BlockRequest.encodeHeader(kind: .identify, sector: 0, into: header)
+            }
+            try queue.appendWritable(to: &chain, capacity: BlockRequest.identifierSize)
+            try queue.appendWritable(to: &chain, capacity: 1)
+        } catch {
+            try queue.discard(chain)
+            throw error
+        }
+        let id = try queue.submit(chain)
+        record(BlockOperation(kind: .identify, sector: 0, byteCount: BlockRequest.identifierSize), id: id)
+    }
+
     /// Takes every completed request, calling `body` with the operation, the device's status
     /// and, for a read, the data it returned.
     ///
@@ -121,7 +138,8 @@ public struct BlockClient<Region: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             var writableIndex = 0
             queue.forEachSegment(of: used) { isWritable, bytes in
                 guard isWritable else { return }
-                let isStatus = operation?.kind == .read ? writableIndex == 1 : writableIndex == 0
+                let carriesData = operation?.kind == .read || operation?.kind == .identify
+                let isStatus = carriesData ? writableIndex == 1 : writableIndex == 0
                 if isStatus {
                     status = bytes.first.flatMap(BlockRequest.Status.init(rawValue:))
                 } else {

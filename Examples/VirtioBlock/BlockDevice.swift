@@ -83,7 +83,9 @@ public struct BlockDevice: DeviceComponent {
         case .flush?:
             status = fdatasync(disk) == 0 ? .ok : .ioError
         case .identify?:
-            let identifier = Array("swift-virtqueue-blk".utf8)
+            // VIRTIO_BLK_ID_BYTES (20), NUL-padded: a driver reads up to the first NUL.
+            var identifier = Array("swift-virtqueue-blk".utf8)
+            identifier += [UInt8](repeating: 0, count: BlockRequest.identifierSize - identifier.count)
             _ = identifier.withUnsafeBytes { source in
                 queue.scatter(UnsafeRawBufferPointer(rebasing: source[0..<min(room, source.count)]), into: request)
             }

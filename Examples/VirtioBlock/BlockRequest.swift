@@ -8,6 +8,8 @@ public enum BlockRequest {
     public static let sectorSize = 512
     /// Bytes in the request header.
     public static let headerSize = 16
+    /// The bytes of a GET_ID reply (`VIRTIO_BLK_ID_BYTES`).
+    public static let identifierSize = 20
 
     /// `VIRTIO_BLK_T_*`.
     public enum Kind: UInt32, Sendable {

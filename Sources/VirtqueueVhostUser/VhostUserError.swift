@@ -93,6 +93,8 @@ public struct VhostUserError: Error, Hashable, Sendable, CustomStringConvertible
         /// The inflight area (SET_INFLIGHT_FD) is malformed: too small for its queues, or a
         /// queue's record names a head, size or version that does not fit the ring.
         public static let invalidInflightArea = Code(76)
+        /// The back-end answered a request with a failed REPLY_ACK (the front-end role).
+        public static let refusedByPeer = Code(77)
 
         // MARK: The back-end role, locally
 
@@ -132,6 +134,7 @@ public struct VhostUserError: Error, Hashable, Sendable, CustomStringConvertible
             case .invalidRing: "invalidRing"
             case .requestNotSupported: "requestNotSupported"
             case .invalidInflightArea: "invalidInflightArea"
+            case .refusedByPeer: "refusedByPeer"
             case .ringDidNotStop: "ringDidNotStop"
             case .deviceFailed: "deviceFailed"
             default: "code(\(rawValue))"

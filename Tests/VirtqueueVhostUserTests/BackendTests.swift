@@ -140,7 +140,7 @@ extension VhostUserTests {
                 try frontEnd.expectSuccess(
                     .addMemoryRegion(
                         frontEnd.memory.description(index),
-                        VhostUserFileDescriptor(borrowing: frontEnd.memory.regions[index].fd)
+                        VhostUserFileDescriptor(borrowing: frontEnd.memory.regions[index].fileDescriptor)
                     )
                 )
             }
@@ -185,13 +185,16 @@ extension VhostUserTests {
             overlapping.userAddress &+= 0x100_0000
             overlapping.guestPhysicalAddress = 0x8000
             do {
-                _ = try memory.adding(overlapping, fileDescriptor: .init(borrowing: frontEnd.regions[0].fd))
+                _ = try memory.adding(overlapping, fileDescriptor: .init(borrowing: frontEnd.regions[0].fileDescriptor))
                 Issue.record("an overlapping region was added")
             } catch {
                 #expect(error.code == .overlappingRegions)
             }
             overlapping.guestPhysicalAddress = 0x2_0000
-            let bigger = try memory.adding(overlapping, fileDescriptor: .init(borrowing: frontEnd.regions[0].fd))
+            let bigger = try memory.adding(
+                overlapping,
+                fileDescriptor: .init(borrowing: frontEnd.regions[0].fileDescriptor)
+            )
             #expect(bigger.regions.count == 2 && memory.regions.count == 1)
             // Both views see the same file.
             frontEnd.regions[0].bytes.storeBytes(of: 0x77, toByteOffset: 5, as: UInt8.self)

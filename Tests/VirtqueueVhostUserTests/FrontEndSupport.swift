@@ -52,89 +52,23 @@ final class LogCollector: Sendable {
 
 // MARK: Guest memory, the front-end's view
 
-/// The front-end's guest memory: memfds it created, mapped in this process at addresses of the
-/// kernel's choosing, each at a guest-physical address. The user address of a region (what
-/// SET_MEM_TABLE and SET_VRING_ADDR carry) is where the front-end mapped it.
-final class FrontEndMemory: GuestMemory, @unchecked Sendable {
-    struct Region {
-        var guestPhysical: UInt64
-        var size: Int
-        var mmapOffset: UInt64
-        var fd: FileDescriptor
-        var base: UnsafeMutableRawPointer
-        var mappedLength: Int
-        var bytes: UnsafeMutableRawBufferPointer
-    }
+/// The front-end's guest memory: the library's (`VhostUserFrontEndMemory`), built from a compact
+/// layout, with the user-address lookup the tests use on areas they know are inside it.
+typealias FrontEndMemory = VhostUserFrontEndMemory
 
-    let regions: [Region]
-    let mappings: [GuestMapping]
-
-    /// Makes one sealed memfd per region, of `mmapOffset + size` bytes, and maps the region from
-    /// it (from the page below its offset, like the back-end).
-    init(_ layout: [(guestPhysical: UInt64, size: Int, mmapOffset: UInt64)]) throws {
-        var made: [Region] = []
-        for entry in layout {
-            let fd = vq_memfd_create("vhost-user-guest", VQ_MFD_CLOEXEC | VQ_MFD_ALLOW_SEALING)
-            guard fd >= 0 else { throw Errno(rawValue: errno) }
-            guard ftruncate(fd, off_t(entry.mmapOffset) + off_t(entry.size)) == 0 else { throw Errno(rawValue: errno) }
-            _ = vq_add_seals(fd, VQ_SEAL_SHRINK | VQ_SEAL_GROW)
-            let slack = entry.mmapOffset % 4096
-            let length = entry.size + Int(slack)
-            let pointer = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(entry.mmapOffset - slack))
-            guard let pointer, Int(bitPattern: pointer) != -1 else { throw Errno(rawValue: errno) }
-            made.append(
-                Region(
-                    guestPhysical: entry.guestPhysical,
-                    size: entry.size,
-                    mmapOffset: entry.mmapOffset,
-                    fd: FileDescriptor(rawValue: fd),
-                    base: pointer,
-                    mappedLength: length,
-                    bytes: UnsafeMutableRawBufferPointer(start: pointer + Int(slack), count: entry.size)
-                )
-            )
-        }
-        regions = made
-        mappings = made.map { GuestMapping(busAddress: $0.guestPhysical, bytes: $0.bytes) }
-    }
-
-    deinit {
-        for region in regions {
-            munmap(region.base, region.mappedLength)
-            try? region.fd.close()
-        }
-    }
-
-    func withMappings<R, E: Error>(_ body: (UnsafeBufferPointer<GuestMapping>) throws(E) -> R) throws(E) -> R {
-        try mappings.withUnsafeBufferPointer { (buffer) throws(E) -> R in try body(buffer) }
-    }
-
-    /// The region's description as SET_MEM_TABLE sends it: the user address is this process's.
-    func description(_ index: Int) -> VhostUserMemoryRegion {
-        let region = regions[index]
-        return VhostUserMemoryRegion(
-            guestPhysicalAddress: region.guestPhysical,
-            size: UInt64(region.size),
-            userAddress: UInt64(UInt(bitPattern: region.bytes.baseAddress)),
-            mmapOffset: region.mmapOffset
+extension VhostUserFrontEndMemory {
+    convenience init(_ layout: [(guestPhysical: UInt64, size: Int, mmapOffset: UInt64)]) throws {
+        try self.init(
+            regions: layout.map {
+                .init(guestPhysicalAddress: $0.guestPhysical, size: $0.size, mmapOffset: $0.mmapOffset)
+            }
         )
     }
 
-    /// The SET_MEM_TABLE message of every region (the descriptors borrowed: the memory keeps them).
-    var table: VhostUserMemoryTable {
-        VhostUserMemoryTable(
-            regions: regions.indices.map(description),
-            fileDescriptors: regions.map { VhostUserFileDescriptor(borrowing: $0.fd) }
-        )
-    }
-
-    /// The front-end (user) address of guest-physical `address`.
+    /// The user address of `address`, or a poison value a back-end refuses when it is outside.
     func userAddress(of address: UInt64) -> UInt64 {
-        for region in regions
-        where address >= region.guestPhysical && address < region.guestPhysical + UInt64(region.size) {
-            return UInt64(UInt(bitPattern: region.bytes.baseAddress)) + (address - region.guestPhysical)
-        }
-        return 0xdead_0000
+        let found: UInt64? = userAddress(of: address)
+        return found ?? 0xdead_0000
     }
 }
 
@@ -334,7 +268,7 @@ extension VhostUserLimits {
 
 /// Submits each text as one request (readable text, 64 writable bytes), kicks, and collects the
 /// replies in submission order.
-func exchange(_ driver: inout FrontEndDriver, _ texts: [String]) throws -> [String] {
+func exchange<N: Notifier>(_ driver: inout DriverQueue<FrontEndMemory, N>, _ texts: [String]) throws -> [String] {
     var order: [UInt16: Int] = [:]
     for (index, text) in texts.enumerated() {
         var chain = driver.makeChain()
@@ -355,7 +289,7 @@ func expectNothingUsed(_ driver: inout FrontEndDriver, _ comment: Comment) throw
 }
 
 /// Waits for the chains in `order` (id → position) and returns their replies by position.
-func collect(_ driver: inout FrontEndDriver, order: [UInt16: Int]) throws -> [String] {
+func collect<N: Notifier>(_ driver: inout DriverQueue<FrontEndMemory, N>, order: [UInt16: Int]) throws -> [String] {
     var replies = [String?](repeating: nil, count: order.count)
     var left = order.count
     while left > 0 {

@@ -37,11 +37,17 @@ extension VhostUserTests {
             #expect(record.level == .warning && record.error?.message.contains("0xf000") == true)
             // One at a time, the same overlap is refused too.
             try frontEnd.expectSuccess(
-                .addMemoryRegion(frontEnd.memory.description(0), .init(borrowing: frontEnd.memory.regions[0].fd))
+                .addMemoryRegion(
+                    frontEnd.memory.description(0),
+                    .init(borrowing: frontEnd.memory.regions[0].fileDescriptor)
+                )
             )
             var second = frontEnd.memory.description(1)
             second.guestPhysicalAddress = 0xF000
-            #expect(try frontEnd.ack(.addMemoryRegion(second, .init(borrowing: frontEnd.memory.regions[1].fd))) != 0)
+            #expect(
+                try frontEnd.ack(.addMemoryRegion(second, .init(borrowing: frontEnd.memory.regions[1].fileDescriptor)))
+                    != 0
+            )
             #expect(log.errorCodes.filter { $0 == .overlappingRegions }.count == 2)
             try expectSurvives(frontEnd, thread, backend)
         }

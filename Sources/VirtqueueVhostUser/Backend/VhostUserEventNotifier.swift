@@ -1,7 +1,7 @@
 import CVirtqueueSystem
 import Glibc
 import Synchronization
-import SystemPackage
+public import SystemPackage
 public import Virtqueue
 
 /// A ``Notifier`` over the eventfds a vhost-user front-end passes (SET_VRING_KICK and
@@ -32,6 +32,9 @@ public import Virtqueue
 /// The notify eventfd can be replaced while the ring runs (``replaceNotifyTarget(_:)``, QEMU
 /// re-sends SET_VRING_CALL when the guest masks an interrupt).
 public struct VhostUserEventNotifier: Notifier {
+    /// `POLLRDHUP` (0x2000, Linux): the peer shut its end of a stream socket down or closed it.
+    static let peerHangUp: Int16 = 0x2000
+
     /// How long a wait without a wait eventfd sleeps before it returns: 1 ms.
     public static let pollInterval: Duration = .milliseconds(1)
 
@@ -45,10 +48,17 @@ public struct VhostUserEventNotifier: Notifier {
     ///   - waitingOn: The eventfd the peer signals, or `nil` to poll.
     ///   - notifying: The eventfd to signal the peer through, or `nil` for none.
     /// - Throws: ``VhostUserError/Code-swift.struct/systemCallFailed`` if the stop eventfd cannot be made.
-    public init(waitingOn: VhostUserFileDescriptor?, notifying: VhostUserFileDescriptor?) throws(VhostUserError) {
+    ///   - watching: A descriptor whose hang-up means the peer is gone — the front-end role
+    ///     passes the connection, so a back-end that dies ends every wait with `peerDied`. It is
+    ///     polled for `POLLRDHUP` only (never read), and must outlive the notifier.
+    public init(
+        waitingOn: VhostUserFileDescriptor?,
+        notifying: VhostUserFileDescriptor?,
+        watching liveness: FileDescriptor? = nil
+    ) throws(VhostUserError) {
         let stop = vq_eventfd()
         guard stop >= 0 else { throw .system("eventfd", Errno(rawValue: errno)) }
-        channel = Channel(wait: waitingOn, notify: notifying, stop: stop)
+        channel = Channel(wait: waitingOn, notify: notifying, stop: stop, liveness: liveness?.rawValue ?? -1)
     }
 
     /// Adds 1 to the notify eventfd unless its counter is full (a wake-up is then pending anyway).
@@ -95,15 +105,19 @@ public struct VhostUserEventNotifier: Notifier {
             try pollStop(timeout: CInt(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000))
             return
         }
+        let liveness = channel.liveness
         var entries = (
             pollfd(fd: waitFD, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: stop, events: Int16(POLLIN), revents: 0)
+            pollfd(fd: stop, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: liveness, events: Self.peerHangUp, revents: 0)
         )
+        let count: nfds_t = liveness >= 0 ? 3 : 2
         while true {
             entries.0.revents = 0
             entries.1.revents = 0
-            let ready = withUnsafeMutablePointer(to: &entries) { pair in
-                pair.withMemoryRebound(to: pollfd.self, capacity: 2) { poll($0, 2, -1) }
+            entries.2.revents = 0
+            let ready = withUnsafeMutablePointer(to: &entries) { triple in
+                triple.withMemoryRebound(to: pollfd.self, capacity: 3) { poll($0, count, -1) }
             }
             if ready < 0 {
                 let error = Errno(rawValue: errno)
@@ -112,6 +126,9 @@ public struct VhostUserEventNotifier: Notifier {
             }
             if entries.1.revents != 0 {
                 throw VirtqueueError(.peerDied, "the ring was stopped or the connection closed")
+            }
+            if entries.2.revents != 0 {
+                throw VirtqueueError(.peerDied, "the peer closed the connection (it ended or died)")
             }
             if entries.0.revents & Int16(POLLIN) != 0 {
                 let drained = vq_eventfd_drain(waitFD)
@@ -163,11 +180,14 @@ public struct VhostUserEventNotifier: Notifier {
         let wait: VhostUserFileDescriptor?
         let notifyTarget: Mutex<VhostUserFileDescriptor?>
         let stop: CInt
+        /// The descriptor whose hang-up means the peer is gone, or -1.
+        let liveness: CInt
 
-        init(wait: VhostUserFileDescriptor?, notify: VhostUserFileDescriptor?, stop: CInt) {
+        init(wait: VhostUserFileDescriptor?, notify: VhostUserFileDescriptor?, stop: CInt, liveness: CInt) {
             self.wait = wait
             self.notifyTarget = Mutex(notify)
             self.stop = stop
+            self.liveness = liveness
         }
 
         deinit {
