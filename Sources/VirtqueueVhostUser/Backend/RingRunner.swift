@@ -157,11 +157,12 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
     ) throws {
         let stop = { self.stopRequested.load(ordering: .relaxed) }
         guard var journal else {
-            try queue.serve(&device, spins: spins, until: stop)
+            var none = NoRequestJournal()
+            try device.serve(&queue, spins: spins, journal: &none, until: stop)
             return
         }
         try queue.serveResubmitted(resubmit, with: &device, journal: &journal)
-        try queue.serve(&device, spins: spins, journal: &journal, until: stop)
+        try device.serve(&queue, spins: spins, journal: &journal, until: stop)
     }
 
     /// Carries the (non-copyable) queue and the device into the thread, once.

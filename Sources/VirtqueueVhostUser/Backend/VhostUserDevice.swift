@@ -27,6 +27,34 @@ public protocol VhostUserDevice: DeviceComponent {
     /// The bytes of the config space the front-end may write with SET_CONFIG (the default is
     /// none). A write is kept in the connection's copy of the config space, which later reads return.
     static var writableConfigBytes: Range<Int> { get }
+
+    /// What the device values of one connection share — one per queue, each on its own thread:
+    /// a network device's loopback between its transmit and receive queues, a block device's
+    /// statistics. `Void` (the default) for nothing.
+    associatedtype SharedState: Sendable = Void
+
+    /// Creates the state the queues of a new connection share, once, before its first ring starts.
+    ///
+    /// - Throws: Anything: the ring is not started, and the request that asked for it is refused.
+    static func makeSharedState(configuration: DeviceConfiguration) throws -> SharedState
+
+    /// Creates the device value that serves queue `queue` of a connection. The default calls
+    /// ``Virtqueue/DeviceComponent/init(configuration:)``.
+    init(configuration: DeviceConfiguration, queue: Int, shared: SharedState) throws
+
+    /// Serves `queue` until `shouldStop` says so or the driver goes away. The default is the
+    /// core's loop, ``Virtqueue/DeviceQueue/serve(_:spins:journal:until:)``: take each request,
+    /// ``Virtqueue/DeviceComponent/handle(_:on:)`` it, complete it at once. A queue whose
+    /// requests wait for something else — a network device's receive buffers, which wait for
+    /// frames — implements its own loop on the same calls (`nextRequest`, `complete`,
+    /// `notifyIfNeeded`, `waitForRequests`), recording each request in `journal` as the core's
+    /// loop does.
+    mutating func serve<M: GuestMemory & ~Copyable, N: Notifier, J: RequestJournal>(
+        _ queue: inout DeviceQueue<M, N>,
+        spins: Int,
+        journal: inout J,
+        until shouldStop: () -> Bool
+    ) throws
 }
 
 extension VhostUserDevice {
@@ -35,4 +63,21 @@ extension VhostUserDevice {
     public static func configSpace(for configuration: DeviceConfiguration) throws -> [UInt8] { [] }
 
     public static var writableConfigBytes: Range<Int> { 0..<0 }
+
+    public init(configuration: DeviceConfiguration, queue: Int, shared: SharedState) throws {
+        try self.init(configuration: configuration)
+    }
+
+    public mutating func serve<M: GuestMemory & ~Copyable, N: Notifier, J: RequestJournal>(
+        _ queue: inout DeviceQueue<M, N>,
+        spins: Int,
+        journal: inout J,
+        until shouldStop: () -> Bool
+    ) throws {
+        try queue.serve(&self, spins: spins, journal: &journal, until: shouldStop)
+    }
+}
+
+extension VhostUserDevice where SharedState == Void {
+    public static func makeSharedState(configuration: DeviceConfiguration) throws {}
 }

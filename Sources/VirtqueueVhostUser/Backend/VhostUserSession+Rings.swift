@@ -102,7 +102,9 @@ extension VhostUserSession {
             device = kept
         } else {
             do {
-                device = try Device(configuration: backend.configuration)
+                let state = try shared ?? Device.makeSharedState(configuration: backend.configuration)
+                shared = state
+                device = try Device(configuration: backend.configuration, queue: index, shared: state)
             } catch {
                 throw VhostUserError(.deviceFailed, "queue \(index): \(Device.name) could not be created: \(error)")
             }

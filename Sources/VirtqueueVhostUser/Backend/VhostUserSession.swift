@@ -21,6 +21,8 @@ struct VhostUserSession<Device: VhostUserDevice> {
     /// The protocol features the front-end acked (SET_PROTOCOL_FEATURES).
     var protocolFeatures: VhostUserProtocolFeatures = []
     var memory: VhostUserMemory?
+    /// What the connection's device values share, made when its first ring starts.
+    var shared: Device.SharedState?
     /// The inflight area (GET_INFLIGHT_FD / SET_INFLIGHT_FD), when the front-end uses one.
     var inflight: VhostUserInflightArea?
     var config: [UInt8]

@@ -7,7 +7,7 @@ public import SystemPackage
 ///
 /// The socket file is created on ``init(path:)`` (a stale one from an earlier run is replaced)
 /// and removed when the listener goes away.
-public final class VhostUserListener {
+public final class VhostUserListener: Sendable {
     /// The socket's path.
     public let path: FilePath
     let descriptor: CInt
