@@ -97,6 +97,24 @@ let package = Package(
             path: "Examples/VirtioBlock",
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "VirtioNet",
+            dependencies: [
+                "Virtqueue", "VirtqueueVhostUser", .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "Examples/VirtioNet",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "VhostUserNet",
+            dependencies: [
+                "VirtioNet", "VirtqueueVhostUser",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "Examples/VhostUserNet",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "VhostUserBlock",
             dependencies: [
@@ -185,7 +203,7 @@ let package = Package(
         .testTarget(
             name: "VirtqueueVhostUserTests",
             dependencies: [
-                "Virtqueue", "VirtqueueVhostUser", "VirtqueueSandbox", "VirtioBlock", "CVirtqueueSystem",
+                "Virtqueue", "VirtqueueVhostUser", "VirtqueueSandbox", "VirtioBlock", "VirtioNet", "CVirtqueueSystem",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: swiftSettings

@@ -1,0 +1,123 @@
+public import Synchronization
+public import SystemPackage
+public import Virtqueue
+public import VirtqueueVhostUser
+
+/// virtio-net over vhost-user, as small as a test needs and a benchmark can measure: the
+/// `virtio_net_hdr_v1` header, a loopback device for our back-end (``NetLoopbackDevice``) and a
+/// front-end that sends numbered frames through a forwarding peer and checks what comes back
+/// (``VirtioNet/ping(socket:frames:window:)``).
+public enum VirtioNet {
+    /// `virtio_net_hdr_v1`: 12 bytes (VERSION_1 always carries `num_buffers`).
+    public static let headerSize = 12
+    /// The frames ``ping(socket:frames:window:)`` sends.
+    public static let frameSize = 64
+
+    /// Frame `number`: destination and source MACs, an experimental EtherType (0x88B5), the
+    /// number, and bytes derived from it.
+    public static func frame(_ number: UInt32) -> [UInt8] {
+        var bytes: [UInt8] = [0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x88, 0xB5]
+        withUnsafeBytes(of: number.littleEndian) { bytes += $0 }
+        while bytes.count < frameSize { bytes.append(UInt8(truncatingIfNeeded: number &+ UInt32(bytes.count))) }
+        return bytes
+    }
+
+    /// What a ping run saw.
+    public struct PingResult: Sendable {
+        /// Frames sent, frames received, and received frames that were wrong (not a frame sent,
+        /// a second copy, or other bytes than sent with the MACs exchanged).
+        public var sent: Int
+        public var received: Int
+        public var mismatches: Int
+        /// From the first frame sent to the last received.
+        public var duration: Duration
+    }
+
+    /// Connects to a vhost-user-net back-end at `socket` that sends every frame back with its MAC
+    /// addresses exchanged (testpmd's `macswap`), sends `frames` numbered frames on the transmit
+    /// queue (1) with at most `window` between sending and receiving, and takes them back on the
+    /// receive queue (0), checking each.
+    ///
+    /// - Throws: ``VhostUserError`` from the set-up, `VirtqueueError` from the queues.
+    public static func ping(socket: FilePath, frames: Int, window: Int = 128) throws -> PingResult {
+        let frontEnd = try VhostUserFrontEnd.connect(to: socket)
+        defer { frontEnd.close() }
+        let features = try frontEnd.negotiate(wanted: .version1)
+        let memory = try VhostUserFrontEndMemory(regions: [
+            .init(guestPhysicalAddress: 0, size: 0x1_0000),
+            .init(guestPhysicalAddress: 0x10_0000, size: 4 << 20),
+        ])
+        try frontEnd.setMemoryTable(memory)
+        let receivePlacement = QueuePlacement(size: 256, descriptorArea: 0, driverArea: 0x1000, deviceArea: 0x2000)
+        let sendPlacement = QueuePlacement(size: 256, descriptorArea: 0x4000, driverArea: 0x5000, deviceArea: 0x6000)
+        var receive = try DriverQueue(
+            memory: memory,
+            placement: receivePlacement,
+            notifier: try frontEnd.startRing(0, placement: receivePlacement, memory: memory),
+            features: features,
+            pool: 0x10_0000..<0x30_0000,
+            bufferSize: 2048
+        )
+        var send = try DriverQueue(
+            memory: memory,
+            placement: sendPlacement,
+            notifier: try frontEnd.startRing(1, placement: sendPlacement, memory: memory),
+            features: features,
+            pool: 0x30_0000..<0x50_0000,
+            bufferSize: 2048
+        )
+        func postReceiveBuffers() throws {
+            while receive.freeDescriptorCount > 0, receive.freeBufferCount > 0 {
+                var chain = receive.makeChain()
+                try receive.appendWritable(to: &chain, capacity: 2048)
+                _ = try receive.submit(chain)
+            }
+            try receive.notifyIfNeeded()
+        }
+        try postReceiveBuffers()
+        var result = PingResult(sent: 0, received: 0, mismatches: 0, duration: .zero)
+        var seen = [Bool](repeating: false, count: frames)
+        var packet = [UInt8](repeating: 0, count: headerSize + frameSize)
+        var bytes = [UInt8](repeating: 0, count: 2048)
+        let start = ContinuousClock.now
+        let deadline = start + .seconds(120)
+        while result.received < frames, ContinuousClock.now < deadline {
+            while result.sent < frames, result.sent - result.received < window, send.freeDescriptorCount > 0,
+                send.freeBufferCount > 0
+            {
+                packet.replaceSubrange(headerSize..., with: frame(UInt32(result.sent)))
+                var chain = send.makeChain()
+                try send.appendReadable(to: &chain, copying: packet)
+                _ = try send.submit(chain)
+                result.sent += 1
+            }
+            try send.notifyIfNeeded()
+            while let used = try send.takeUsed() { try send.free(used) }
+            var took = 0
+            while let used = try receive.takeUsed() {
+                let count = bytes.withUnsafeMutableBytes { receive.copyWrittenBytes(of: used, into: $0) }
+                try receive.free(used)
+                took += 1
+                result.received += 1
+                guard count == headerSize + frameSize else {
+                    result.mismatches += 1
+                    continue
+                }
+                let payload = Array(bytes[headerSize..<count])
+                let number = payload[14..<18].withUnsafeBytes {
+                    UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))
+                }
+                var expected = frame(number)
+                expected.replaceSubrange(0..<12, with: Array(expected[6..<12] + expected[0..<6]))
+                if Int(number) >= frames || seen[Int(number)] || payload != expected {
+                    result.mismatches += 1
+                } else {
+                    seen[Int(number)] = true
+                }
+            }
+            if took > 0 { try postReceiveBuffers() }
+        }
+        result.duration = ContinuousClock.now - start
+        return result
+    }
+}
