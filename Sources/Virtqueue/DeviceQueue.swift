@@ -321,9 +321,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///   ``VirtqueueError/Code-swift.struct/queueBroken`` if the queue broke meanwhile.
     @inlinable @inline(__always)
     public mutating func complete(_ request: consuming DeviceRequest, written: Int) throws(VirtqueueError) {
-        guard request.queueIdentity == queueIdentity else {
-            throw .requestNotOwned(request.queueIdentity, queue: queueIdentity)
-        }
+        try checkOwned("request", of: request.queueIdentity, passedTo: "complete", on: queueIdentity)
         state.pointee.releaseSegments(
             first: request.firstSegment,
             last: request.lastSegment,

@@ -226,6 +226,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         count: Int,
         _ fill: (UnsafeMutableRawBufferPointer) -> Void
     ) throws(VirtqueueError) {
+        try checkOwned("chain", of: chain.queueIdentity, passedTo: "appendReadable", on: queueIdentity)
         guard !chain.hasWritable else { throw .readableAfterWritable(count: count) }
         let buffer = try appendSegment(to: &chain, length: count, writable: false)
         fill(UnsafeMutableRawBufferPointer(start: state.pointee.buffers[Int(buffer)].host, count: count))
@@ -266,6 +267,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// - Throws: As ``appendReadable(to:count:_:)``, except for the ordering rule.
     @inlinable
     public mutating func appendWritable(to chain: inout Chain, capacity: Int? = nil) throws(VirtqueueError) {
+        try checkOwned("chain", of: chain.queueIdentity, passedTo: "appendWritable", on: queueIdentity)
         let length = capacity ?? bufferSize
         _ = try appendSegment(to: &chain, length: length, writable: true)
         chain._writableByteCount &+= length
@@ -277,7 +279,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if the chain belongs to another queue.
     @inlinable
     public mutating func discard(_ chain: consuming Chain) throws(VirtqueueError) {
-        try checkOwned(chain.queueIdentity)
+        try checkOwned("chain", of: chain.queueIdentity, passedTo: "discard", on: queueIdentity)
         releaseUnsubmitted(chain)
     }
 
@@ -293,7 +295,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     @inlinable @inline(__always)
     @discardableResult
     public mutating func submit(_ chain: consuming Chain) throws(VirtqueueError) -> UInt16 {
-        try checkOwned(chain.queueIdentity)
+        try checkOwned("chain", of: chain.queueIdentity, passedTo: "submit", on: queueIdentity)
         guard chain._segmentCount > 0 else { throw .emptyChain() }
         if let broken = state.pointee.side.broken {
             releaseUnsubmitted(chain)
@@ -483,7 +485,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if the chain came from another queue.
     @inlinable @inline(__always)
     public mutating func free(_ used: consuming UsedChain) throws(VirtqueueError) {
-        try checkOwned(used.queueIdentity)
+        try checkOwned("used chain", of: used.queueIdentity, passedTo: "free", on: queueIdentity)
         state.pointee.releaseBuffers(first: used.firstBuffer, last: used.lastBuffer, count: used.segmentCount)
     }
 
@@ -525,15 +527,10 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         )
     }
 
-    @inlinable @inline(__always)
-    func checkOwned(_ identity: UInt32) throws(VirtqueueError) {
-        guard identity == queueIdentity else { throw .tokenNotOwned(identity, queue: queueIdentity) }
-    }
-
-    /// Takes a buffer (and, for a direct chain, a descriptor) and links it to the chain.
+    /// Takes a buffer (and, for a direct chain, a descriptor) and links it to the chain. The caller
+    /// has checked that `chain` is this queue's (``checkOwned(_:of:passedTo:on:)``).
     @inlinable @inline(__always)
     mutating func appendSegment(to chain: inout Chain, length: Int, writable: Bool) throws(VirtqueueError) -> UInt32 {
-        try checkOwned(chain.queueIdentity)
         try state.pointee.side.checkUsable()
         guard length >= 0, length <= bufferSize else { throw .payloadTooLarge(length, bufferSize: bufferSize) }
         guard chain._segmentCount < maximumChainLength else {

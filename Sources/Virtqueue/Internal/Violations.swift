@@ -5,6 +5,21 @@
 /// path that never throws. Each error here is made by a small function that is never inlined,
 /// so the hot path keeps only a compare and a call on its cold branch.
 extension VirtqueueError {
+    // MARK: Both sides: a token of another queue
+
+    @usableFromInline @inline(never)
+    static func notOwned(
+        _ token: StaticString,
+        of identity: UInt32,
+        passedTo call: StaticString,
+        on queue: UInt32
+    ) -> VirtqueueError {
+        VirtqueueError(
+            .notOwned,
+            "\(token) of queue #\(identity) passed to \(call) on queue #\(queue); a queue takes only its own chains, requests and used chains"
+        )
+    }
+
     // MARK: Device side: the available ring and descriptor chains
 
     @usableFromInline @inline(never)
@@ -93,11 +108,6 @@ extension VirtqueueError {
     }
 
     @usableFromInline @inline(never)
-    static func requestNotOwned(_ identity: UInt32, queue: UInt32) -> VirtqueueError {
-        VirtqueueError(.notOwned, "request of queue #\(identity) completed on queue #\(queue)")
-    }
-
-    @usableFromInline @inline(never)
     static func writtenLengthTooLarge(_ written: Int, writable: Int, request id: UInt16) -> VirtqueueError {
         VirtqueueError(
             .writtenLengthTooLarge,
@@ -134,11 +144,6 @@ extension VirtqueueError {
     }
 
     // MARK: Driver side: caller mistakes while building chains
-
-    @usableFromInline @inline(never)
-    static func tokenNotOwned(_ identity: UInt32, queue: UInt32) -> VirtqueueError {
-        VirtqueueError(.notOwned, "token of queue #\(identity) used on queue #\(queue)")
-    }
 
     @usableFromInline @inline(never)
     static func readableAfterWritable(count: Int) -> VirtqueueError {
@@ -180,4 +185,23 @@ extension VirtqueueError {
     static func poolExhausted(bufferCount: Int) -> VirtqueueError {
         VirtqueueError(.poolExhausted, "all \(bufferCount) pool buffers are in use")
     }
+}
+
+/// The token rule, applied by every call that takes a chain, a request or a used chain: a token
+/// made by another queue is refused with ``VirtqueueError/Code-swift.struct/notOwned``, naming
+/// both queues, before the call touches anything (a caller error: the queue stays usable).
+///
+/// - Parameters:
+///   - token: What the token is, for the message: "chain", "request" or "used chain".
+///   - identity: The identity of the queue that made the token.
+///   - call: The call it was passed to.
+///   - queue: The identity of the queue that was called.
+@inlinable @inline(__always)
+func checkOwned(
+    _ token: StaticString,
+    of identity: UInt32,
+    passedTo call: StaticString,
+    on queue: UInt32
+) throws(VirtqueueError) {
+    guard identity == queue else { throw .notOwned(token, of: identity, passedTo: call, on: queue) }
 }
