@@ -17,9 +17,9 @@ struct SerialDevice: DeviceComponent {
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
         var text: [UInt8] = []
-        queue.forEachReadable(in: request) { text += $0 }
+        try queue.forEachReadable(in: request) { text += $0 }
         let reply = Array("serial (pid \(getpid())) wrote \(text.count) bytes: ".utf8) + text
-        return reply.withUnsafeBytes { queue.scatter($0, into: request) }
+        return try reply.withUnsafeBytes { try queue.scatter($0, into: request) }
     }
 }
 
@@ -39,7 +39,7 @@ func runSeed<R: GuestMemory & ~Copyable, N: Notifier>(_ driver: inout DriverQueu
     try driver.waitForUsed()
     guard let used = try driver.takeUsed() else { return "no reply" }
     var reply = [UInt8](repeating: 0, count: used.writtenByteCount)
-    _ = reply.withUnsafeMutableBytes { driver.copyWrittenBytes(of: used, into: $0) }
+    _ = try reply.withUnsafeMutableBytes { try driver.copyWrittenBytes(of: used, into: $0) }
     try driver.free(used)
     return String(decoding: reply, as: UTF8.self)
 }

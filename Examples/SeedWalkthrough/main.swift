@@ -17,12 +17,12 @@ struct SerialDevice: DeviceComponent {
             "  4. device: got available entry \(request.id) (\(request.segmentCount) buffers, scattered size \(request.totalByteCount) bytes)"
         )
         var text = ""
-        queue.forEachReadable(in: request) { bytes in
+        try queue.forEachReadable(in: request) { bytes in
             text += String(decoding: bytes, as: UTF8.self)
             print("  5. device: gathered a \(bytes.count)-byte buffer")
         }
         let reply = Array("serial wrote \(text.utf8.count) bytes: \(text)".utf8)
-        let written = reply.withUnsafeBytes { queue.scatter($0, into: request) }
+        let written = try reply.withUnsafeBytes { try queue.scatter($0, into: request) }
         print("  6. device: moves entry \(request.id) to the used ring with \(written) bytes written")
         print("  7. device: notifies the driver (when it asked to be notified)")
         return written
@@ -53,7 +53,7 @@ do {
         exit(1)
     }
     print("  8. driver: takes used entry \(used.id) (\(used.writtenByteCount) bytes written) and frees its buffers:")
-    driver.forEachSegment(of: used) { isWritable, bytes in
+    try driver.forEachSegment(of: used) { isWritable, bytes in
         let text = String(decoding: bytes, as: UTF8.self)
         print("     - \(isWritable ? "writable" : "readable") buffer: \"\(text)\"")
     }

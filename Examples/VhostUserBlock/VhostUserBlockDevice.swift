@@ -69,7 +69,7 @@ struct VhostUserBlockDevice: VhostUserDevice {
     ) throws -> Int {
         if let stallAfterWrites {
             var kind: UInt32 = .max
-            _ = withUnsafeMutableBytes(of: &kind) { queue.gather(request, into: $0) }
+            _ = try withUnsafeMutableBytes(of: &kind) { try queue.gather(request, into: $0) }
             if UInt32(littleEndian: kind) == BlockRequest.Kind.write.rawValue {
                 writes += 1
                 if writes == stallAfterWrites { stall() }

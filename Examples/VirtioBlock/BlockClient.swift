@@ -136,7 +136,7 @@ public struct BlockClient<Region: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             var data = UnsafeRawBufferPointer(start: nil, count: 0)
             var status: BlockRequest.Status?
             var writableIndex = 0
-            queue.forEachSegment(of: used) { isWritable, bytes in
+            try queue.forEachSegment(of: used) { isWritable, bytes in
                 guard isWritable else { return }
                 let carriesData = operation?.kind == .read || operation?.kind == .identify
                 let isStatus = carriesData ? writableIndex == 1 : writableIndex == 0

@@ -61,9 +61,9 @@ public struct BlockDevice: DeviceComponent {
         // The status byte is the last writable byte; without one there is no way to answer.
         guard request.writableByteCount >= 1 else { return 0 }
         let room = request.writableByteCount - 1
-        let header = withUnsafeTemporaryAllocation(byteCount: BlockRequest.headerSize, alignment: 8) {
+        let header = try withUnsafeTemporaryAllocation(byteCount: BlockRequest.headerSize, alignment: 8) {
             buffer -> (kind: UInt32, sector: UInt64)? in
-            guard queue.gather(request, into: buffer) == BlockRequest.headerSize else { return nil }
+            guard try queue.gather(request, into: buffer) == BlockRequest.headerSize else { return nil }
             return (
                 UInt32(littleEndian: buffer.loadUnaligned(as: UInt32.self)),
                 UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
@@ -74,11 +74,11 @@ public struct BlockDevice: DeviceComponent {
         case .write?:
             let count = request.readableByteCount - BlockRequest.headerSize
             if let position = position(sector: header?.sector ?? 0, count: count) {
-                status = writeData(of: request, on: queue, at: position) ? .ok : .ioError
+                status = try writeData(of: request, on: queue, at: position) ? .ok : .ioError
             }
         case .read?:
             if let position = position(sector: header?.sector ?? 0, count: room) {
-                status = readData(into: request, on: queue, count: room, at: position) ? .ok : .ioError
+                status = try readData(into: request, on: queue, count: room, at: position) ? .ok : .ioError
             }
         case .flush?:
             status = fdatasync(disk) == 0 ? .ok : .ioError
@@ -86,8 +86,8 @@ public struct BlockDevice: DeviceComponent {
             // VIRTIO_BLK_ID_BYTES (20), NUL-padded: a driver reads up to the first NUL.
             var identifier = Array("swift-virtqueue-blk".utf8)
             identifier += [UInt8](repeating: 0, count: BlockRequest.identifierSize - identifier.count)
-            _ = identifier.withUnsafeBytes { source in
-                queue.scatter(UnsafeRawBufferPointer(rebasing: source[0..<min(room, source.count)]), into: request)
+            _ = try identifier.withUnsafeBytes { source in
+                try queue.scatter(UnsafeRawBufferPointer(rebasing: source[0..<min(room, source.count)]), into: request)
             }
             status = .ok
         case nil:
@@ -95,7 +95,7 @@ public struct BlockDevice: DeviceComponent {
         }
         // The status is the chain's last byte; the used length covers the whole writable part
         // (a failed read's data bytes are unspecified, as in virtio-blk).
-        writeStatus(status, after: room, into: request, on: queue)
+        try writeStatus(status, after: room, into: request, on: queue)
         return room + 1
     }
 
@@ -113,11 +113,11 @@ public struct BlockDevice: DeviceComponent {
         of request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>,
         at start: off_t
-    ) -> Bool {
+    ) throws -> Bool {
         var skipped = 0
         var position = start
         var ok = true
-        queue.forEachReadable(in: request) { bytes in
+        try queue.forEachReadable(in: request) { bytes in
             let skip = min(bytes.count, BlockRequest.headerSize - skipped)
             skipped += skip
             let payload = UnsafeRawBufferPointer(rebasing: bytes[skip...])
@@ -134,11 +134,11 @@ public struct BlockDevice: DeviceComponent {
         on queue: borrowing DeviceQueue<R, N>,
         count: Int,
         at start: off_t
-    ) -> Bool {
+    ) throws -> Bool {
         var remaining = count
         var position = start
         var ok = true
-        queue.forEachWritable(in: request) { bytes in
+        try queue.forEachWritable(in: request) { bytes in
             let length = min(bytes.count, remaining)
             guard ok, length > 0 else { return }
             ok = pread(disk, bytes.baseAddress, length, position) == length
@@ -154,9 +154,9 @@ public struct BlockDevice: DeviceComponent {
         after written: Int,
         into request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
-    ) {
+    ) throws {
         var position = 0
-        queue.forEachWritable(in: request) { bytes in
+        try queue.forEachWritable(in: request) { bytes in
             if written >= position, written < position + bytes.count {
                 bytes[written - position] = status.rawValue
             }

@@ -62,7 +62,7 @@ public struct NetLoopbackDevice: VhostUserDevice {
     ) throws -> Int {
         guard let loop, self.queue == 1 else { return 0 }
         var bytes = [UInt8](repeating: 0, count: request.readableByteCount)
-        _ = bytes.withUnsafeMutableBytes { queue.gather(request, into: $0) }
+        _ = try bytes.withUnsafeMutableBytes { try queue.gather(request, into: $0) }
         guard bytes.count > Self.headerSize, Self.isTestpmdFrame(bytes[Self.headerSize...]) else {
             loop.malformed.add(1, ordering: .relaxed)
             return 0
@@ -120,7 +120,7 @@ public struct NetLoopbackDevice: VhostUserDevice {
             }
             journal.taken(head: request.id)
             let packet = header + frame
-            let written = packet.withUnsafeBytes { queue.scatter($0, into: request) }
+            let written = try packet.withUnsafeBytes { try queue.scatter($0, into: request) }
             loop.frames.withLock { _ = $0.removeFirst() }
             let head = request.id
             journal.completing(head: head)

@@ -95,7 +95,7 @@ public enum VirtioNet {
             while let used = try send.takeUsed() { try send.free(used) }
             var took = 0
             while let used = try receive.takeUsed() {
-                let count = bytes.withUnsafeMutableBytes { receive.copyWrittenBytes(of: used, into: $0) }
+                let count = try bytes.withUnsafeMutableBytes { try receive.copyWrittenBytes(of: used, into: $0) }
                 try receive.free(used)
                 took += 1
                 result.received += 1

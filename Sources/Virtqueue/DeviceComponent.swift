@@ -14,9 +14,9 @@
 ///         on queue: borrowing DeviceQueue<M, N>
 ///     ) throws -> Int {
 ///         var text = [UInt8](repeating: 0, count: request.readableByteCount)
-///         _ = text.withUnsafeMutableBytes { queue.gather(request, into: $0) }
+///         _ = try text.withUnsafeMutableBytes { try queue.gather(request, into: $0) }
 ///         let reply = text.map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 }
-///         return reply.withUnsafeBytes { queue.scatter($0, into: request) }
+///         return try reply.withUnsafeBytes { try queue.scatter($0, into: request) }
 ///     }
 /// }
 /// ```

@@ -3,7 +3,8 @@
 /// The request is `~Copyable`: the device completes it exactly once, with
 /// ``DeviceQueue/complete(_:written:)``, and the compiler enforces that. Its segments are
 /// zero-copy views into the region, reached through ``DeviceQueue/forEachReadable(in:_:)`` and
-/// ``DeviceQueue/forEachWritable(in:_:)``.
+/// ``DeviceQueue/forEachWritable(in:_:)``. It belongs to the queue that took it: every other
+/// queue refuses it (<doc:TrustModel#A-token-belongs-to-its-queue>).
 public struct DeviceRequest: ~Copyable {
     /// The chain's id: its head descriptor index. The device echoes it in the used ring.
     public let id: UInt16
@@ -42,11 +43,11 @@ public struct DeviceRequest: ~Copyable {
 /// ```swift
 /// try device.waitForRequests()
 /// while let request = try device.nextRequest() {          // 4. get the available entry
-///     device.forEachReadable(in: request) { bytes in … }   // 5. gather its buffers
-///     let written = device.scatter(reply, into: request)
-///     try device.complete(request, written: written)       // 6. move it to the used ring
+///     try device.forEachReadable(in: request) { bytes in … }   // 5. gather its buffers
+///     let written = try device.scatter(reply, into: request)
+///     try device.complete(request, written: written)           // 6. move it to the used ring
 /// }
-/// try device.notifyIfNeeded()                              // 7. notify the driver
+/// try device.notifyIfNeeded()                                  // 7. notify the driver
 /// ```
 public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
     /// The memory the rings and buffers live in; the queue owns it (it is released with the queue).
@@ -247,13 +248,17 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// Calls `body` with each device-readable segment of `request`, in order, as a view into the
     /// region (zero-copy): the seed's `virtqueue_gather_available`.
     ///
+    /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if `request` is another queue's,
+    ///   before `body` is called (<doc:TrustModel#A-token-belongs-to-its-queue>); otherwise
+    ///   whatever `body` throws, unchanged.
     /// - Warning: The pointer is valid only inside `body`. The driver may be hostile and change
     ///   the bytes while you read them: copy or validate what you rely on.
     @inlinable @inline(__always)
     public func forEachReadable<E: Error>(
         in request: borrowing DeviceRequest,
         _ body: (UnsafeRawBufferPointer) throws(E) -> Void
-    ) throws(E) {
+    ) throws {
+        try checkOwned("request", of: request.queueIdentity, passedTo: "forEachReadable", on: queueIdentity)
         try forEachSegment(of: request, writable: false) { (bytes) throws(E) in
             try body(UnsafeRawBufferPointer(bytes))
         }
@@ -262,22 +267,32 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// Calls `body` with each device-writable segment of `request`, in order, as a view into
     /// the region (zero-copy).
     ///
+    /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if `request` is another queue's,
+    ///   before `body` is called (<doc:TrustModel#A-token-belongs-to-its-queue>); otherwise
+    ///   whatever `body` throws, unchanged.
     /// - Warning: The pointer is valid only inside `body`.
     @inlinable @inline(__always)
     public func forEachWritable<E: Error>(
         in request: borrowing DeviceRequest,
         _ body: (UnsafeMutableRawBufferPointer) throws(E) -> Void
-    ) throws(E) {
+    ) throws {
+        try checkOwned("request", of: request.queueIdentity, passedTo: "forEachWritable", on: queueIdentity)
         try forEachSegment(of: request, writable: true, body)
     }
 
     /// Copies the request's device-readable bytes into `destination`, in order.
     ///
     /// - Returns: The number of bytes copied: the smaller of the readable bytes and `destination.count`.
+    /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if `request` is another queue's
+    ///   (<doc:TrustModel#A-token-belongs-to-its-queue>); nothing is copied.
     @inlinable
-    public func gather(_ request: borrowing DeviceRequest, into destination: UnsafeMutableRawBufferPointer) -> Int {
+    public func gather(
+        _ request: borrowing DeviceRequest,
+        into destination: UnsafeMutableRawBufferPointer
+    ) throws(VirtqueueError) -> Int {
+        try checkOwned("request", of: request.queueIdentity, passedTo: "gather", on: queueIdentity)
         var copied = 0
-        forEachReadable(in: request) { bytes in
+        forEachSegment(of: request, writable: false) { bytes in
             let count = min(bytes.count, destination.count - copied)
             guard count > 0 else { return }
             UnsafeMutableRawBufferPointer(rebasing: destination[copied..<copied + count])
@@ -291,10 +306,16 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///
     /// - Returns: The number of bytes written: the smaller of `bytes.count` and the writable room.
     ///   Pass it to ``complete(_:written:)``.
+    /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if `request` is another queue's
+    ///   (<doc:TrustModel#A-token-belongs-to-its-queue>); nothing is written.
     @inlinable
-    public func scatter(_ bytes: UnsafeRawBufferPointer, into request: borrowing DeviceRequest) -> Int {
+    public func scatter(
+        _ bytes: UnsafeRawBufferPointer,
+        into request: borrowing DeviceRequest
+    ) throws(VirtqueueError) -> Int {
+        try checkOwned("request", of: request.queueIdentity, passedTo: "scatter", on: queueIdentity)
         var written = 0
-        forEachWritable(in: request) { destination in
+        forEachSegment(of: request, writable: true) { destination in
             let count = min(destination.count, bytes.count - written)
             guard count > 0 else { return }
             UnsafeMutableRawBufferPointer(rebasing: destination[0..<count])
@@ -317,7 +338,8 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///     ``DeviceRequest/writableByteCount``.
     /// - Throws: ``VirtqueueError/Code-swift.struct/writtenLengthTooLarge`` if `written` is out of
     ///   range — the request is still returned, with 0 bytes written, so the driver never loses
-    ///   its buffers; ``VirtqueueError/Code-swift.struct/notOwned`` for another queue's request;
+    ///   its buffers; ``VirtqueueError/Code-swift.struct/notOwned`` for another queue's request,
+    ///   which is not returned (<doc:TrustModel#A-token-belongs-to-its-queue>);
     ///   ``VirtqueueError/Code-swift.struct/queueBroken`` if the queue broke meanwhile.
     @inlinable @inline(__always)
     public mutating func complete(_ request: consuming DeviceRequest, written: Int) throws(VirtqueueError) {
@@ -394,13 +416,14 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         return cursor
     }
 
+    /// Calls `body` with each of `request`'s segments that is `writable` (or not). The caller has
+    /// checked that `request` is this queue's (``checkOwned(_:of:passedTo:on:)``).
     @inlinable @inline(__always)
     func forEachSegment<E: Error>(
         of request: borrowing DeviceRequest,
         writable: Bool,
         _ body: (UnsafeMutableRawBufferPointer) throws(E) -> Void
     ) throws(E) {
-        guard request.queueIdentity == queueIdentity else { return }
         let segments = state.pointee.segments
         var segment = request.firstSegment
         for _ in 0..<request.segmentCount {

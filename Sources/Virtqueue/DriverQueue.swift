@@ -11,16 +11,16 @@
 /// eight steps, on the driver side:
 ///
 /// ```swift
-/// var chain = driver.makeChain()                                   // 1. new available entry
-/// try driver.appendReadable(to: &chain, copying: request)          // 2. chain buffers
+/// var chain = driver.makeChain()                                       // 1. new available entry
+/// try driver.appendReadable(to: &chain, copying: request)              // 2. chain buffers
 /// try driver.appendWritable(to: &chain, capacity: 512)
 /// try driver.submit(chain)
-/// try driver.notifyIfNeeded()                                      // 3. kick the device
+/// try driver.notifyIfNeeded()                                          // 3. kick the device
 /// // … the device does steps 4–7 …
 /// try driver.waitForUsed()
-/// if let used = try driver.takeUsed() {                            // 8. take the used entry
-///     driver.forEachSegment(of: used) { isWritable, bytes in … }   //    and iterate its buffers
-///     try driver.free(used)                                        //    to free them
+/// if let used = try driver.takeUsed() {                                // 8. take the used entry
+///     try driver.forEachSegment(of: used) { isWritable, bytes in … }   //    and iterate its buffers
+///     try driver.free(used)                                            //    to free them
 /// }
 /// ```
 ///
@@ -219,7 +219,8 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// - Throws: ``VirtqueueError`` with ``VirtqueueError/Code-swift.struct/payloadTooLarge``,
     ///   ``VirtqueueError/Code-swift.struct/readableAfterWritable``, ``VirtqueueError/Code-swift.struct/chainTooLong``,
     ///   ``VirtqueueError/Code-swift.struct/poolExhausted`` or ``VirtqueueError/Code-swift.struct/ringFull``;
-    ///   the chain is unchanged.
+    ///   ``VirtqueueError/Code-swift.struct/notOwned`` for another queue's chain
+    ///   (<doc:TrustModel#A-token-belongs-to-its-queue>). The chain is unchanged.
     @inlinable @inline(__always)
     public mutating func appendReadable(
         to chain: inout Chain,
@@ -276,7 +277,8 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
 
     /// Gives a chain that was never submitted back to the pool.
     ///
-    /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if the chain belongs to another queue.
+    /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if the chain belongs to another queue
+    ///   (<doc:TrustModel#A-token-belongs-to-its-queue>); it goes back to its own queue's pool.
     @inlinable
     public mutating func discard(_ chain: consuming Chain) throws(VirtqueueError) {
         try checkOwned("chain", of: chain.queueIdentity, passedTo: "discard", on: queueIdentity)
@@ -290,8 +292,9 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// Submitting does not notify the device: submit a batch, then call ``notifyIfNeeded()`` once.
     ///
     /// - Returns: The chain's id (its head descriptor), which the device reports back.
-    /// - Throws: ``VirtqueueError/Code-swift.struct/emptyChain``, ``VirtqueueError/Code-swift.struct/notOwned``, or
-    ///   ``VirtqueueError/Code-swift.struct/queueBroken``. The chain's buffers go back to the pool on error.
+    /// - Throws: ``VirtqueueError/Code-swift.struct/emptyChain``, ``VirtqueueError/Code-swift.struct/notOwned``
+    ///   (<doc:TrustModel#A-token-belongs-to-its-queue>), or ``VirtqueueError/Code-swift.struct/queueBroken``.
+    ///   The chain's buffers go back to its own queue's pool on error.
     @inlinable @inline(__always)
     @discardableResult
     public mutating func submit(_ chain: consuming Chain) throws(VirtqueueError) -> UInt16 {
@@ -440,12 +443,49 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// (by the chain's ``UsedChain/writtenByteCount``).
     ///
     /// The seed's `virtqueue_gather_used`, without the copy.
+    ///
+    /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if `used` is another queue's,
+    ///   before `body` is called (<doc:TrustModel#A-token-belongs-to-its-queue>); otherwise
+    ///   whatever `body` throws, unchanged.
     @inlinable @inline(__always)
     public func forEachSegment<E: Error>(
         of used: borrowing UsedChain,
         _ body: (_ isDeviceWritable: Bool, _ bytes: UnsafeRawBufferPointer) throws(E) -> Void
+    ) throws {
+        try checkOwned("used chain", of: used.queueIdentity, passedTo: "forEachSegment", on: queueIdentity)
+        try forEachOwnedSegment(of: used, body)
+    }
+
+    /// Copies the bytes the device wrote into `destination`, in segment order.
+    ///
+    /// - Returns: The number of bytes copied: the smaller of ``UsedChain/writtenByteCount`` and
+    ///   `destination.count`.
+    /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if `used` is another queue's
+    ///   (<doc:TrustModel#A-token-belongs-to-its-queue>); nothing is copied.
+    @inlinable
+    public func copyWrittenBytes(
+        of used: borrowing UsedChain,
+        into destination: UnsafeMutableRawBufferPointer
+    ) throws(VirtqueueError) -> Int {
+        try checkOwned("used chain", of: used.queueIdentity, passedTo: "copyWrittenBytes", on: queueIdentity)
+        var copied = 0
+        forEachOwnedSegment(of: used) { isWritable, bytes in
+            guard isWritable, copied < destination.count else { return }
+            let count = min(bytes.count, destination.count - copied)
+            UnsafeMutableRawBufferPointer(rebasing: destination[copied..<copied + count])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<count]))
+            copied += count
+        }
+        return copied
+    }
+
+    /// Calls `body` with each segment of `used`, as ``forEachSegment(of:_:)`` describes. The
+    /// caller has checked that `used` is this queue's (``checkOwned(_:of:passedTo:on:)``).
+    @inlinable @inline(__always)
+    func forEachOwnedSegment<E: Error>(
+        of used: borrowing UsedChain,
+        _ body: (_ isDeviceWritable: Bool, _ bytes: UnsafeRawBufferPointer) throws(E) -> Void
     ) throws(E) {
-        guard used.queueIdentity == queueIdentity else { return }
         var remaining = used.writtenByteCount
         var buffer = used.firstBuffer
         let buffers = state.pointee.buffers
@@ -463,26 +503,10 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         }
     }
 
-    /// Copies the bytes the device wrote into `destination`, in segment order.
-    ///
-    /// - Returns: The number of bytes copied: the smaller of ``UsedChain/writtenByteCount`` and
-    ///   `destination.count`.
-    @inlinable
-    public func copyWrittenBytes(of used: borrowing UsedChain, into destination: UnsafeMutableRawBufferPointer) -> Int {
-        var copied = 0
-        forEachSegment(of: used) { isWritable, bytes in
-            guard isWritable, copied < destination.count else { return }
-            let count = min(bytes.count, destination.count - copied)
-            UnsafeMutableRawBufferPointer(rebasing: destination[copied..<copied + count])
-                .copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<count]))
-            copied += count
-        }
-        return copied
-    }
-
     /// Returns a chain's buffers to the pool (the seed's "iterate through the buffers to free them").
     ///
-    /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if the chain came from another queue.
+    /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if the chain came from another queue
+    ///   (<doc:TrustModel#A-token-belongs-to-its-queue>); its buffers are not freed.
     @inlinable @inline(__always)
     public mutating func free(_ used: consuming UsedChain) throws(VirtqueueError) {
         try checkOwned("used chain", of: used.queueIdentity, passedTo: "free", on: queueIdentity)

@@ -35,13 +35,13 @@ public struct ConformanceDevice: DeviceComponent {
     ) throws -> Int {
         var readable: [UInt8] = []
         readable.reserveCapacity(request.readableByteCount)
-        queue.forEachReadable(in: request) { readable.append(contentsOf: $0) }
+        try queue.forEachReadable(in: request) { readable.append(contentsOf: $0) }
         if readable.starts(with: Self.stallMarker) {
             Self.stall(on: queue.notifier)
             return 0
         }
         let reply = Self.reply(to: readable, room: request.writableByteCount)
-        return reply.withUnsafeBytes { queue.scatter($0, into: request) }
+        return try reply.withUnsafeBytes { try queue.scatter($0, into: request) }
     }
 
     /// FNV-1a, 64-bit, of `bytes`.

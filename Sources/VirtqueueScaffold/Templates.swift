@@ -125,8 +125,8 @@ struct Templates {
                 // The driver may change its bytes while you read them: copy what you validate.
                 var received: [UInt8] = []
                 received.reserveCapacity(request.readableByteCount)
-                queue.forEachReadable(in: request) { received += $0 }
-                return received.withUnsafeBytes { queue.scatter($0, into: request) }
+                try queue.forEachReadable(in: request) { received += $0 }
+                return try received.withUnsafeBytes { try queue.scatter($0, into: request) }
             }
         }
 
@@ -159,7 +159,7 @@ struct Templates {
                     try queue.waitForUsed()
                     if let used = try queue.takeUsed() {
                         var reply: [UInt8] = []
-                        queue.forEachSegment(of: used) { isWritable, bytes in
+                        try queue.forEachSegment(of: used) { isWritable, bytes in
                             if isWritable { reply += bytes }
                         }
                         try queue.free(used)

@@ -430,17 +430,21 @@ final class DeviceSession {
             seen.append(.init(address: address, length: UInt32(count), writable: writable))
             return (mapping, Int(address - memory.mappings[mapping].bus))
         }
-        queue.forEachReadable(in: request) { bytes in
-            let start = bytes.baseAddress ?? UnsafeRawPointer(memory.mappings[0].region.base)
-            _ = trace(start, bytes.count, writable: false)
-            for byte in bytes { checksum &+= byte }
-        }
         let fill = 0xE0 | UInt8(request.id & 0x0F)
-        queue.forEachWritable(in: request) { bytes in
-            let start = UnsafeRawPointer(bytes.baseAddress ?? memory.mappings[0].region.base)
-            guard let (mapping, offset) = trace(start, bytes.count, writable: true) else { return }
-            bytes.initializeMemory(as: UInt8.self, repeating: fill)
-            shadow.fill(mapping: mapping, offset: offset, count: bytes.count, with: fill)
+        do {
+            try queue.forEachReadable(in: request) { bytes in
+                let start = bytes.baseAddress ?? UnsafeRawPointer(memory.mappings[0].region.base)
+                _ = trace(start, bytes.count, writable: false)
+                for byte in bytes { checksum &+= byte }
+            }
+            try queue.forEachWritable(in: request) { bytes in
+                let start = UnsafeRawPointer(bytes.baseAddress ?? memory.mappings[0].region.base)
+                guard let (mapping, offset) = trace(start, bytes.count, writable: true) else { return }
+                bytes.initializeMemory(as: UInt8.self, repeating: fill)
+                shadow.fill(mapping: mapping, offset: offset, count: bytes.count, with: fill)
+            }
+        } catch {
+            throw InvariantFailure("viewing the segments of own request \(request.id) failed: \(error)")
         }
         _ = checksum
         if let outside {

@@ -562,15 +562,19 @@ final class DriverSession {
         let memory = self.memory
         let slots = usableSlots
         let bufferSize = self.bufferSize
-        queue.forEachSegment(of: used) { isWritable, bytes in
-            let start = bytes.baseAddress ?? UnsafeRawPointer(memory.mappings[0].region.base)
-            let address = memory.locate(start, count: bytes.count)?.address
-            if address.map({ !slots.contains($0) }) ?? true || bytes.count > bufferSize { outside = true }
-            if isWritable {
-                writable.append(bytes.count)
-            } else {
-                readable.append(Array(bytes))
+        do {
+            try queue.forEachSegment(of: used) { isWritable, bytes in
+                let start = bytes.baseAddress ?? UnsafeRawPointer(memory.mappings[0].region.base)
+                let address = memory.locate(start, count: bytes.count)?.address
+                if address.map({ !slots.contains($0) }) ?? true || bytes.count > bufferSize { outside = true }
+                if isWritable {
+                    writable.append(bytes.count)
+                } else {
+                    readable.append(Array(bytes))
+                }
             }
+        } catch {
+            throw InvariantFailure("viewing the segments of own chain \(used.id) failed: \(error)")
         }
         try check(!outside, "chain \(used.id) has a segment outside the usable pool slots")
         try check(readable == model.readable, "chain \(used.id) readable bytes changed")

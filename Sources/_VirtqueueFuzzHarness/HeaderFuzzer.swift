@@ -106,15 +106,19 @@ public enum HeaderFuzzer {
             do {
                 guard let request = try device.nextRequest() else { break }
                 var written = 0
-                device.forEachReadable(in: request) { bytes in written &+= bytes.reduce(0) { $0 &+ Int($1) } }
-                device.forEachWritable(in: request) { bytes in bytes.initializeMemory(as: UInt8.self, repeating: 0x5A) }
+                try device.forEachReadable(in: request) { bytes in written &+= bytes.reduce(0) { $0 &+ Int($1) } }
+                try device.forEachWritable(in: request) { bytes in
+                    bytes.initializeMemory(as: UInt8.self, repeating: 0x5A)
+                }
                 let length = written % (request.writableByteCount + 1)
                 try device.complete(request, written: length)
                 _ = try device.notifyIfNeeded()
-            } catch {
+            } catch let error as VirtqueueError {
                 try check(error.isPeerViolation || error.code == .segmentStoreExhausted, "device reported \(error)")
                 if error.isPeerViolation { try check(device.isBroken, "device not broken after \(error)") }
                 break
+            } catch {
+                throw InvariantFailure("device reported \(error)")
             }
         }
         try region.checkCanaries()

@@ -13,11 +13,11 @@ private struct ChecksumDevice: DeviceComponent {
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
         var hash = HeapStressTests.fnvOffset
-        queue.forEachReadable(in: request) { bytes in
+        try queue.forEachReadable(in: request) { bytes in
             for byte in bytes { hash = (hash ^ UInt64(byte)) &* HeapStressTests.fnvPrime }
         }
         let reply = (hash.littleEndian, UInt64(request.readableByteCount).littleEndian)
-        return withUnsafeBytes(of: reply) { queue.scatter($0, into: request) }
+        return try withUnsafeBytes(of: reply) { try queue.scatter($0, into: request) }
     }
 }
 
@@ -121,7 +121,7 @@ struct HeapStressTests {
             var took = 0
             while let used = try driver.takeUsed() {
                 var reply = (UInt64(0), UInt64(0))
-                let copied = withUnsafeMutableBytes(of: &reply) { driver.copyWrittenBytes(of: used, into: $0) }
+                let copied = try withUnsafeMutableBytes(of: &reply) { try driver.copyWrittenBytes(of: used, into: $0) }
                 let want = expected.removeValue(forKey: used.id)
                 #expect(copied == 16 && used.writtenByteCount == 16)
                 #expect(UInt64(littleEndian: reply.0) == want?.hash, "chain \(used.id): checksum mismatch")

@@ -12,9 +12,9 @@ struct ReversingSerialDevice: DeviceComponent {
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
         var received: [UInt8] = []
-        queue.forEachReadable(in: request) { received += $0 }
+        try queue.forEachReadable(in: request) { received += $0 }
         let reply = Array("\(received.count):".utf8) + received.reversed()
-        return reply.withUnsafeBytes { queue.scatter($0, into: request) }
+        return try reply.withUnsafeBytes { try queue.scatter($0, into: request) }
     }
 }
 
@@ -42,7 +42,7 @@ struct SeedUseCaseTests {
                 return
             }
             var reply: [UInt8] = []
-            driver.forEachSegment(of: used) { isWritable, bytes in
+            try driver.forEachSegment(of: used) { isWritable, bytes in
                 if isWritable { reply += bytes }
             }
             let text = words.joined()

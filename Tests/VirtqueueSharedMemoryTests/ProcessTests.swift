@@ -36,7 +36,7 @@ func roundTrip<R: GuestMemory & ~Copyable, N: Notifier>(
             return replies
         }
         var reply = [UInt8](repeating: 0, count: used.writtenByteCount)
-        _ = reply.withUnsafeMutableBytes { driver.copyWrittenBytes(of: used, into: $0) }
+        _ = try reply.withUnsafeMutableBytes { try driver.copyWrittenBytes(of: used, into: $0) }
         try driver.free(used)
         replies.append(reply)
     }
@@ -73,7 +73,7 @@ extension SharedMemoryTests {
             #expect(used.id == id)
             #expect(used.status == .completed)
             var segments: [(Bool, String)] = []
-            driver.forEachSegment(of: used) { isWritable, bytes in
+            try driver.forEachSegment(of: used) { isWritable, bytes in
                 segments.append((isWritable, String(decoding: bytes, as: UTF8.self)))
             }
             #expect(segments.map(\.1) == ["hello, ", "seL4 ", "world", "serial wrote 17 bytes: hello, seL4 world"])
@@ -155,7 +155,9 @@ extension SharedMemoryTests {
                 try driver.waitForUsed()
                 while let used = try driver.takeUsed() {
                     var reply: UInt64 = 0
-                    let copied = withUnsafeMutableBytes(of: &reply) { driver.copyWrittenBytes(of: used, into: $0) }
+                    let copied = try withUnsafeMutableBytes(of: &reply) {
+                        try driver.copyWrittenBytes(of: used, into: $0)
+                    }
                     if copied != 8 || UInt64(littleEndian: reply) != expected[Int(used.id)] { mismatches += 1 }
                     try driver.free(used)
                     completed += 1

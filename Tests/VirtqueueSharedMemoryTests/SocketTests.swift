@@ -137,7 +137,7 @@ extension SharedMemoryTests {
                     try driver.waitForUsed()
                     while let used = try driver.takeUsed() {
                         var reply = [UInt8](repeating: 0, count: used.writtenByteCount)
-                        _ = reply.withUnsafeMutableBytes { driver.copyWrittenBytes(of: used, into: $0) }
+                        _ = try reply.withUnsafeMutableBytes { try driver.copyWrittenBytes(of: used, into: $0) }
                         if reply != expected[Int(used.id)] { wrong += 1 }
                         try driver.free(used)
                         checked += 1

@@ -15,11 +15,11 @@ public struct ForbiddenCallDevice: DeviceComponent {
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
         var name = [CChar](repeating: 0, count: 64)
-        let count = name.withUnsafeMutableBytes {
-            queue.gather(request, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<63]))
+        let count = try name.withUnsafeMutableBytes {
+            try queue.gather(request, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<63]))
         }
         name[count] = 0
         let result = Int64(vq_sandbox_attempt(name))
-        return withUnsafeBytes(of: result.littleEndian) { queue.scatter($0, into: request) }
+        return try withUnsafeBytes(of: result.littleEndian) { try queue.scatter($0, into: request) }
     }
 }

@@ -23,9 +23,9 @@ public struct SerialDevice: DeviceComponent {
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
         var text: [UInt8] = []
-        queue.forEachReadable(in: request) { bytes in text += bytes }
+        try queue.forEachReadable(in: request) { bytes in text += bytes }
         let reply = Array("serial wrote \(text.count) bytes: ".utf8) + text
-        return reply.withUnsafeBytes { queue.scatter($0, into: request) }
+        return try reply.withUnsafeBytes { try queue.scatter($0, into: request) }
     }
 }
 
@@ -40,8 +40,8 @@ public struct EchoDevice: DeviceComponent {
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
         var bytes = [UInt8](repeating: 0, count: request.readableByteCount)
-        _ = bytes.withUnsafeMutableBytes { queue.gather(request, into: $0) }
-        return bytes.withUnsafeBytes { queue.scatter($0, into: request) }
+        _ = try bytes.withUnsafeMutableBytes { try queue.gather(request, into: $0) }
+        return try bytes.withUnsafeBytes { try queue.scatter($0, into: request) }
     }
 }
 
@@ -56,8 +56,8 @@ public struct ChecksumDevice: DeviceComponent {
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
         var hash = FNV1a()
-        queue.forEachReadable(in: request) { hash.combine($0) }
-        return withUnsafeBytes(of: hash.value.littleEndian) { queue.scatter($0, into: request) }
+        try queue.forEachReadable(in: request) { hash.combine($0) }
+        return try withUnsafeBytes(of: hash.value.littleEndian) { try queue.scatter($0, into: request) }
     }
 }
 
@@ -93,7 +93,7 @@ public struct TruncatingDevice: DeviceComponent {
         let shrink = ftruncate(3, 0) == 0 ? 0 : errno
         let grow = ftruncate(3, 1 << 30) == 0 ? 0 : errno
         let reply = [shrink.littleEndian, grow.littleEndian]
-        return reply.withUnsafeBytes { queue.scatter($0, into: request) }
+        return try reply.withUnsafeBytes { try queue.scatter($0, into: request) }
     }
 }
 
@@ -136,7 +136,7 @@ public struct DescriptorListingDevice: DeviceComponent {
             closedir(directory)
         }
         let reply = Array(numbers.sorted().map(String.init).joined(separator: ",").utf8)
-        return reply.withUnsafeBytes { queue.scatter($0, into: request) }
+        return try reply.withUnsafeBytes { try queue.scatter($0, into: request) }
     }
 }
 
@@ -163,6 +163,6 @@ public struct ConfiguredDevice: DeviceComponent {
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
-        summary.withUnsafeBytes { queue.scatter($0, into: request) }
+        try summary.withUnsafeBytes { try queue.scatter($0, into: request) }
     }
 }

@@ -94,9 +94,9 @@ struct DeviceTrustTests {
         #expect(request.writableByteCount == 32)
         #expect(request.totalByteCount == 38)
         var text: [UInt8] = []
-        device.forEachReadable(in: request) { text += $0 }
+        try device.forEachReadable(in: request) { text += $0 }
         #expect(String(decoding: text, as: UTF8.self) == "virtio")
-        let written = Array("VIRTIO".utf8).withUnsafeBytes { device.scatter($0, into: request) }
+        let written = try Array("VIRTIO".utf8).withUnsafeBytes { try device.scatter($0, into: request) }
         #expect(written == 6)
         try device.complete(request, written: written)
         #expect(ring.usedIndex == 1)

@@ -121,13 +121,13 @@ struct GuestMemoryTests {
             try driver.submit(chain)
             let request = try device.requireRequest()
             var text = [UInt8](repeating: 0, count: request.readableByteCount)
-            _ = text.withUnsafeMutableBytes { device.gather(request, into: $0) }
+            _ = try text.withUnsafeMutableBytes { try device.gather(request, into: $0) }
             let reply = Array("reply to \(String(decoding: text, as: UTF8.self))".utf8)
-            let written = reply.withUnsafeBytes { device.scatter($0, into: request) }
+            let written = try reply.withUnsafeBytes { try device.scatter($0, into: request) }
             try device.complete(request, written: written)
             let used = try driver.requireUsed()
             var received = [UInt8](repeating: 0, count: used.writtenByteCount)
-            _ = received.withUnsafeMutableBytes { driver.copyWrittenBytes(of: used, into: $0) }
+            _ = try received.withUnsafeMutableBytes { try driver.copyWrittenBytes(of: used, into: $0) }
             #expect(String(decoding: received, as: UTF8.self) == "reply to message \(round)")
             try driver.free(used)
         }
@@ -170,13 +170,13 @@ struct GuestMemoryTests {
         #expect(request.readableByteCount == 0x200)
         #expect(request.writableByteCount == 0x20)
         var pieces: [Int] = []
-        device.forEachReadable(in: request) { pieces.append($0.count) }
+        try device.forEachReadable(in: request) { pieces.append($0.count) }
         #expect(pieces == [0x100, 0x100])
         var gathered = [UInt8](repeating: 0, count: 0x200)
-        _ = gathered.withUnsafeMutableBytes { device.gather(request, into: $0) }
+        _ = try gathered.withUnsafeMutableBytes { try device.gather(request, into: $0) }
         #expect(gathered == readable)
         let reply = (0..<0x20).map { UInt8(0xC0 + $0) }
-        #expect(reply.withUnsafeBytes { device.scatter($0, into: request) } == 0x20)
+        #expect(try reply.withUnsafeBytes { try device.scatter($0, into: request) } == 0x20)
         try device.complete(request, written: 0x20)
         let first = try memory.withBytes(at: 0x3_0FF0, count: 0x10) { Array($0) }
         let second = try memory.withBytes(at: 0x3_1000, count: 0x10) { Array($0) }

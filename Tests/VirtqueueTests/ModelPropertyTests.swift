@@ -132,7 +132,7 @@ struct ModelPropertyTests {
                 guard held.count < queueSize, let request = try device.nextRequest() else { continue }
                 let expected = try #require(model[request.id])
                 var seen: [UInt8] = []
-                device.forEachReadable(in: request) { seen += $0 }
+                try device.forEachReadable(in: request) { seen += $0 }
                 #expect(seen == expected.readable, "payload of chain \(request.id) arrived damaged")
                 #expect(request.writableByteCount == expected.writableCapacity)
                 held.push(request)
@@ -142,7 +142,7 @@ struct ModelPropertyTests {
                 let request = held.remove(at: Int(random.next() % UInt64(held.count)))
                 let length = Int(random.next() % UInt64(request.writableByteCount + 1))
                 let reply = (0..<length).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-                let written = reply.withUnsafeBytes { device.scatter($0, into: request) }
+                let written = try reply.withUnsafeBytes { try device.scatter($0, into: request) }
                 #expect(written == length)
                 model[request.id]?.written = reply
                 try device.complete(request, written: written)
@@ -156,7 +156,7 @@ struct ModelPropertyTests {
                 #expect(used.writtenByteCount == reply.count)
                 var received: [UInt8] = []
                 var readable: [UInt8] = []
-                driver.forEachSegment(of: used) { isWritable, bytes in
+                try driver.forEachSegment(of: used) { isWritable, bytes in
                     if isWritable { received += bytes } else { readable += bytes }
                 }
                 #expect(received == reply, "reply of chain \(used.id) arrived damaged")

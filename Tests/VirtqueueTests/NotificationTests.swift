@@ -170,7 +170,7 @@ struct NotificationTests {
         #expect(request.segmentCount == 6)
         #expect(request.readableByteCount == 50)
         var bytes: [UInt8] = []
-        device.forEachReadable(in: request) { bytes += $0 }
+        try device.forEachReadable(in: request) { bytes += $0 }
         #expect(bytes == (0..<5).flatMap { [UInt8](repeating: UInt8($0), count: 10) })
         try device.complete(request, written: 64)
         let used = try driver.requireUsed()

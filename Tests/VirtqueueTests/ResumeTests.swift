@@ -29,7 +29,7 @@ struct ResumeTests {
         func reap(_ driver: inout DriverQueue<HeapRegion, HeapNotifier>) throws {
             while let used = try driver.takeUsed() {
                 var reply = 0
-                _ = withUnsafeMutableBytes(of: &reply) { driver.copyWrittenBytes(of: used, into: $0) }
+                _ = try withUnsafeMutableBytes(of: &reply) { try driver.copyWrittenBytes(of: used, into: $0) }
                 #expect(sent[used.id] == reply)
                 replies.append(reply)
                 try driver.free(used)
@@ -39,9 +39,9 @@ struct ResumeTests {
             var count = 0
             while count < limit, let request = try device.nextRequest() {
                 var message = 0
-                _ = withUnsafeMutableBytes(of: &message) { device.gather(request, into: $0) }
+                _ = try withUnsafeMutableBytes(of: &message) { try device.gather(request, into: $0) }
                 served.append(message)
-                let written = withUnsafeBytes(of: message) { device.scatter($0, into: request) }
+                let written = try withUnsafeBytes(of: message) { try device.scatter($0, into: request) }
                 try device.complete(request, written: written)
                 count += 1
             }

@@ -26,10 +26,10 @@ struct Shout: VhostUserDevice {
         on queue: borrowing DeviceQueue<M, N>
     ) throws -> Int {
         var text = [UInt8](repeating: 0, count: request.readableByteCount)
-        _ = text.withUnsafeMutableBytes { queue.gather(request, into: $0) }
+        _ = try text.withUnsafeMutableBytes { try queue.gather(request, into: $0) }
         served += 1
         let reply = text.map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 }
-        return reply.withUnsafeBytes { queue.scatter($0, into: request) }
+        return try reply.withUnsafeBytes { try queue.scatter($0, into: request) }
     }
 }
 
@@ -296,7 +296,7 @@ func collect<N: Notifier>(_ driver: inout DriverQueue<FrontEndMemory, N>, order:
         try driver.waitForUsed()
         while let used = try driver.takeUsed() {
             var bytes = [UInt8](repeating: 0, count: used.writtenByteCount)
-            _ = bytes.withUnsafeMutableBytes { driver.copyWrittenBytes(of: used, into: $0) }
+            _ = try bytes.withUnsafeMutableBytes { try driver.copyWrittenBytes(of: used, into: $0) }
             if let position = order[used.id] {
                 #expect(replies[position] == nil, "chain \(used.id) completed twice")
                 replies[position] = String(decoding: bytes, as: UTF8.self)

@@ -214,7 +214,7 @@ func takeUsedInOrder(_ driver: inout FrontEndDriver, count: Int) throws -> [(id:
         try driver.waitForUsed()
         while let chain = try driver.takeUsed() {
             var bytes = [UInt8](repeating: 0, count: chain.writtenByteCount)
-            _ = bytes.withUnsafeMutableBytes { driver.copyWrittenBytes(of: chain, into: $0) }
+            _ = try bytes.withUnsafeMutableBytes { try driver.copyWrittenBytes(of: chain, into: $0) }
             used.append((chain.id, String(decoding: bytes, as: UTF8.self)))
             try driver.free(chain)
         }

@@ -90,10 +90,14 @@ public enum DriverWorkloads {
             while true {
                 if let used = try driver.takeUsed() {
                     var reply: UInt64 = .max
-                    driver.forEachSegment(of: used) { isWritable, bytes in
-                        if isWritable, bytes.count >= 8 {
-                            reply = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
+                    do {
+                        try driver.forEachSegment(of: used) { isWritable, bytes in
+                            if isWritable, bytes.count >= 8 {
+                                reply = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
+                            }
                         }
+                    } catch {
+                        throw .fromView(error)
                     }
                     try driver.free(used)
                     guard reply == sequence else { throw wrongReply }

@@ -54,7 +54,11 @@ public struct HeapCycle: ~Copyable {
 
             guard let request = try device.nextRequest() else { throw Self.lost }
             var seen: UInt64? = nil
-            device.forEachReadable(in: request) { bytes in seen = Message.touch(bytes) }
+            do {
+                try device.forEachReadable(in: request) { bytes in seen = Message.touch(bytes) }
+            } catch {
+                throw .fromView(error)
+            }
             guard let seen else { throw Self.damaged }
             checksum &+= seen
             try device.complete(request, written: 0)
@@ -89,20 +93,28 @@ public struct HeapCycle: ~Copyable {
             guard let request = try device.nextRequest() else { throw Self.lost }
             var sum: UInt64 = 0
             var intact = true
-            device.forEachReadable(in: request) { bytes in
-                if let seen = Message.touch(bytes) { sum &+= seen } else { intact = false }
-            }
-            guard intact else { throw Self.damaged }
-            device.forEachWritable(in: request) { bytes in
-                bytes.storeBytes(of: sum.littleEndian, as: UInt64.self)
+            do {
+                try device.forEachReadable(in: request) { bytes in
+                    if let seen = Message.touch(bytes) { sum &+= seen } else { intact = false }
+                }
+                guard intact else { throw Self.damaged }
+                try device.forEachWritable(in: request) { bytes in
+                    bytes.storeBytes(of: sum.littleEndian, as: UInt64.self)
+                }
+            } catch {
+                throw .fromView(error)
             }
             try device.complete(request, written: 8)
 
             guard let used = try driver.takeUsed() else { throw Self.lost }
-            driver.forEachSegment(of: used) { isWritable, bytes in
-                if isWritable, bytes.count >= 8 {
-                    checksum &+= UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
+            do {
+                try driver.forEachSegment(of: used) { isWritable, bytes in
+                    if isWritable, bytes.count >= 8 {
+                        checksum &+= UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
+                    }
                 }
+            } catch {
+                throw .fromView(error)
             }
             try driver.free(used)
         }
@@ -111,4 +123,15 @@ public struct HeapCycle: ~Copyable {
 
     @usableFromInline static let lost = VirtqueueError(.invalidConfiguration, "benchmark: a chain did not come through")
     @usableFromInline static let damaged = VirtqueueError(.invalidConfiguration, "benchmark: a payload arrived damaged")
+}
+
+extension VirtqueueError {
+    /// The error a zero-copy view threw, as the benchmarks' typed `throws(VirtqueueError)`
+    /// reports it. A view whose body does not throw throws only the token rule's
+    /// ``VirtqueueError/Code-swift.struct/notOwned``; the views' `throws` is untyped because a
+    /// body may throw its own errors.
+    @usableFromInline @inline(never)
+    static func fromView(_ error: any Error) -> VirtqueueError {
+        error as? VirtqueueError ?? VirtqueueError(.invalidConfiguration, "benchmark: a view failed: \(error)")
+    }
 }

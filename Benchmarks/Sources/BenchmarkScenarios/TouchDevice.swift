@@ -38,13 +38,13 @@ public struct TouchDevice: DeviceComponent {
     ) throws -> Int {
         var sequence: UInt64?
         var intact = true
-        queue.forEachReadable(in: request) { bytes in
+        try queue.forEachReadable(in: request) { bytes in
             if let seen = Message.touch(bytes) { sequence = seen } else { intact = false }
         }
         guard intact, let sequence else { throw TouchDeviceError("a payload arrived damaged") }
         let length = UInt64(request.readableByteCount)
         var written = 0
-        queue.forEachWritable(in: request) { bytes in
+        try queue.forEachWritable(in: request) { bytes in
             guard written == 0, bytes.count >= 16 else { return }
             bytes.storeBytes(of: sequence.littleEndian, as: UInt64.self)
             bytes.storeBytes(of: length.littleEndian, toByteOffset: 8, as: UInt64.self)

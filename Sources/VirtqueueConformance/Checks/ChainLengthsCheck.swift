@@ -75,7 +75,7 @@ enum ChainLengthsCheck {
                 let expected = ConformanceDevice.reply(to: segments.flatMap { $0 }, room: 16 * writableCount)
                 var readable: [[UInt8]] = []
                 var reply: [UInt8] = []
-                driver.forEachSegment(of: used) { isWritable, bytes in
+                try driver.forEachSegment(of: used) { isWritable, bytes in
                     if isWritable { reply += bytes } else { readable.append(Array(bytes)) }
                 }
                 try expect(

@@ -61,7 +61,7 @@ enum IndexWrapCheck {
                     try driver.waitForUsed(spins: 0)
                     while let used = try driver.takeUsed() {
                         var checksum: UInt64 = 0
-                        driver.forEachSegment(of: used) { isWritable, bytes in
+                        try driver.forEachSegment(of: used) { isWritable, bytes in
                             if isWritable, bytes.count >= 8 {
                                 checksum = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
                             }

@@ -82,7 +82,7 @@ enum PoolExhaustionCheck {
                 }
                 let expected = ConformanceDevice.reply(to: payloads[used.id] ?? [], room: 16)
                 var reply: [UInt8] = []
-                driver.forEachSegment(of: used) { isWritable, bytes in if isWritable { reply += bytes } }
+                try driver.forEachSegment(of: used) { isWritable, bytes in if isWritable { reply += bytes } }
                 try expect(
                     reply == expected,
                     "chain \(used.id): the reply reads back as \(reply), expected \(expected)"

@@ -101,7 +101,7 @@ enum RingEdgesCheck {
                     "round \(round): the device found only \(RingEdgesCheck.queueSize - remaining) of \(RingEdgesCheck.queueSize) chains"
                 )
             }
-            device.forEachReadable(in: request) { seen += $0 }
+            try device.forEachReadable(in: request) { seen += $0 }
             try takeAllThenCompleteInReverse(&device, seen: &seen, remaining: remaining - 1, round: round)
             try device.complete(request, written: 0)
         }

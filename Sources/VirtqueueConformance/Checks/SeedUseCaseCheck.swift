@@ -58,7 +58,7 @@ enum SeedUseCaseCheck {
                     )
                     // 5. It gathers the buffers.
                     var gathered: [[UInt8]] = []
-                    device.forEachReadable(in: request) { gathered.append(Array($0)) }
+                    try device.forEachReadable(in: request) { gathered.append(Array($0)) }
                     try expect(gathered == words, "step 5: the device gathered \(gathered), the driver wrote \(words)")
                     // 6. It moves the entry to the used ring.
                     var component = ConformanceDevice()
@@ -79,7 +79,7 @@ enum SeedUseCaseCheck {
                     )
                     var readable: [[UInt8]] = []
                     var reply: [UInt8] = []
-                    driver.forEachSegment(of: used) { isWritable, bytes in
+                    try driver.forEachSegment(of: used) { isWritable, bytes in
                         if isWritable { reply += bytes } else { readable.append(Array(bytes)) }
                     }
                     try expect(readable == words, "step 8: the readable buffers read back as \(readable)")

@@ -104,7 +104,7 @@ enum StressCheck {
                 while let used = try driver.takeUsed() {
                     let head = Int(used.id)
                     var reply: (checksum: UInt64, length: UInt32, echo: UInt32) = (0, 0, 0)
-                    driver.forEachSegment(of: used) { isWritable, bytes in
+                    try driver.forEachSegment(of: used) { isWritable, bytes in
                         guard isWritable, bytes.count == replyRoom else { return }
                         reply = (
                             UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self)),

@@ -94,7 +94,7 @@ enum SuppressionCheck {
                 while let used = try driver.takeUsed() {
                     let expected = ConformanceDevice.reply(to: payloads[used.id] ?? [], room: 16)
                     var reply: [UInt8] = []
-                    driver.forEachSegment(of: used) { isWritable, bytes in if isWritable { reply += bytes } }
+                    try driver.forEachSegment(of: used) { isWritable, bytes in if isWritable { reply += bytes } }
                     try expect(reply == expected, "\(mode): chain \(used.id) replied \(reply), expected \(expected)")
                     try driver.free(used)
                     returned += 1
