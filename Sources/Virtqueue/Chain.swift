@@ -11,7 +11,9 @@
 /// its queue when it goes out of scope: no error leaks a buffer. (A chain that outlives its queue
 /// gives nothing back; there is nothing left to give it to.)
 ///
-/// A chain belongs to the thread that uses its queue; it is not `Sendable`.
+/// A chain belongs to the queue that made it — every other queue refuses it
+/// (<doc:TrustModel#A-token-belongs-to-its-queue>) — and to the thread that uses that queue; it
+/// is not `Sendable`.
 @frozen
 public struct Chain: ~Copyable {
     @usableFromInline var firstBuffer: UInt32 = noBuffer
@@ -65,7 +67,9 @@ public struct Chain: ~Copyable {
 ///
 /// Read what the device wrote with ``DriverQueue/forEachSegment(of:_:)`` or
 /// ``DriverQueue/copyWrittenBytes(of:into:)``, then give its buffers back with
-/// ``DriverQueue/free(_:)`` — the seed's `virtqueue_gather_used` loop that frees each buffer.
+/// ``DriverQueue/free(_:)`` — the seed's `virtqueue_gather_used` loop that frees each buffer. It
+/// belongs to the queue that returned it: every other queue refuses it
+/// (<doc:TrustModel#A-token-belongs-to-its-queue>).
 public struct UsedChain: ~Copyable {
     /// How the chain came back.
     public enum Status: Hashable, Sendable {

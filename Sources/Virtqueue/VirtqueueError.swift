@@ -52,7 +52,8 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
         public static let readableAfterWritable = Code(24)
         /// A chain with no segments was submitted.
         public static let emptyChain = Code(25)
-        /// A chain, request or buffer does not belong to this queue, or is no longer in use.
+        /// A chain, request or used chain was passed to a queue other than the one that made it
+        /// (<doc:TrustModel#A-token-belongs-to-its-queue>). A caller error: no queue breaks.
         public static let notOwned = Code(26)
         /// The device reported more written bytes than the request's writable segments hold.
         public static let writtenLengthTooLarge = Code(27)
