@@ -16,7 +16,7 @@ enum Isolation: String, CaseIterable, ExpressibleByArgument {
     var summary: String {
         switch self {
         case .heap: "heap: the device on a thread of this process"
-        case .shm: "shared memory: the device in a child process (memfd + eventfds)"
+        case .shm: "shared memory: the device in a child process (memfd + notification sockets)"
         case .sandbox: "sandbox: the device in a seccomp-confined child process"
         }
     }
@@ -29,7 +29,7 @@ struct BlockDemo: ParsableCommand {
         discussion: """
             The device serves a disk image this process opened; it gets the image's file \
             descriptor and nothing else. By default it runs sandboxed: a child process whose \
-            seccomp filter allows only its ring's eventfds, the allocator, and pread64/pwrite64/fdatasync \
+            seccomp filter allows only its ring's notification sockets, the allocator, and pread64/pwrite64/fdatasync \
             on the image. --misbehave makes it attempt open("/etc/hostname") halfway through.
             """
     )

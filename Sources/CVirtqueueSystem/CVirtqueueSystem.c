@@ -54,6 +54,88 @@ int vq_file_info(int fd, int *is_regular, int64_t *size) {
     return 0;
 }
 
+// SO_PASSRIGHTS (Linux 6.16) is 83 wherever the kernel uses asm-generic/socket.h; older kernels
+// answer ENOPROTOOPT, which vq_notification_pair ignores.
+#if !defined(SO_PASSRIGHTS) && (defined(__x86_64__) || defined(__aarch64__) || defined(__riscv))
+#define SO_PASSRIGHTS 83
+#endif
+
+int vq_notification_pair(int fds[2]) {
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) return -1;
+#ifdef SO_PASSRIGHTS
+    int off = 0;
+    (void)setsockopt(fds[0], SOL_SOCKET, SO_PASSRIGHTS, &off, sizeof off);
+#endif
+    return 0;
+}
+
+int vq_notification_send(int fd) {
+    static const unsigned char one = 1;
+    for (;;) {
+        ssize_t n = send(fd, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n == 1) return 0;
+        if (n >= 0) {
+            errno = EIO;
+            return -1;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 1;
+        return -1;
+    }
+}
+
+int vq_notification_drain(int fd, int limit, int hung_up) {
+    unsigned char byte;
+    int received = 0;
+    while (received < limit) {
+        ssize_t n = recv(fd, &byte, 1, MSG_DONTWAIT);
+        if (n > 0) {
+            received++;
+            continue;
+        }
+        if (n == 0) {
+            // SOCK_SEQPACKET reads 0 bytes both for an empty message and at the end of the
+            // channel; the end is what it means once poll reported the hang-up.
+            if (hung_up) return received > 0 ? received : VQ_NOTIFICATION_END;
+            return received + 1;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return received;
+        return -1;
+    }
+    return received;
+}
+
+int vq_notification_socket_check(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -1;
+    if (!S_ISSOCK(st.st_mode)) return VQ_SOCKET_NOT_A_SOCKET;
+    int value = 0;
+    socklen_t length = sizeof value;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &value, &length) != 0) {
+        // An O_PATH descriptor of a socket file passes fstat, but is no socket.
+        return errno == ENOTSOCK || errno == EBADF ? VQ_SOCKET_NOT_A_SOCKET : -1;
+    }
+    if (value != AF_UNIX) return VQ_SOCKET_NOT_UNIX;
+    length = sizeof value;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &value, &length) != 0) return -1;
+    if (value != SOCK_SEQPACKET) return VQ_SOCKET_NOT_SEQPACKET;
+    struct sockaddr_un address;
+    socklen_t address_length = sizeof address;
+    if (getpeername(fd, (struct sockaddr *)&address, &address_length) != 0) {
+        return errno == ENOTCONN ? VQ_SOCKET_NOT_CONNECTED : -1;
+    }
+    return 0;
+}
+
+int vq_file_identity(int fd, uint64_t *device, uint64_t *inode) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -1;
+    *device = (uint64_t)st.st_dev;
+    *inode = (uint64_t)st.st_ino;
+    return 0;
+}
+
 int vq_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
 
 int vq_eventfd_signal(int fd) {

@@ -81,7 +81,7 @@ extension DeviceQueue where Memory: ~Copyable {
     /// completions and at the end of each batch.
     ///
     /// Returns normally when the driver closes its end (the notifier reports
-    /// ``VirtqueueError/Code-swift.struct/peerDied`` while the device is idle).
+    /// ``VirtqueueError/Code-swift.struct/peerDied`` while the device waits or notifies).
     ///
     /// - Parameters:
     ///   - device: The device logic.
@@ -143,10 +143,10 @@ extension DeviceQueue where Memory: ~Copyable {
                 completed += 1
                 if completed == Self.notifyInterval {
                     completed = 0
-                    try notifyIfNeeded()
+                    guard try notifyUnlessDriverGone() else { return }
                 }
             }
-            try notifyIfNeeded()
+            guard try notifyUnlessDriverGone() else { return }
         }
     }
 
@@ -183,6 +183,18 @@ extension DeviceQueue where Memory: ~Copyable {
     mutating func waitForRequestsUnlessDriverGone(spins: Int) throws(VirtqueueError) -> Bool {
         do {
             try waitForRequests(spins: spins)
+            return true
+        } catch {
+            if error.code == .peerDied { return false }
+            throw error
+        }
+    }
+
+    /// Notifies the driver if it asked to be; `false` when the driver has gone.
+    @inlinable
+    mutating func notifyUnlessDriverGone() throws(VirtqueueError) -> Bool {
+        do {
+            try notifyIfNeeded()
             return true
         } catch {
             if error.code == .peerDied { return false }

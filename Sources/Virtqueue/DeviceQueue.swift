@@ -368,6 +368,9 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// (no `VIRTQ_AVAIL_F_NO_INTERRUPT`, or `used_event` crossed under EVENT_IDX).
     ///
     /// - Returns: Whether the notifier was called.
+    /// - Throws: ``VirtqueueError`` from the notifier (``VirtqueueError/Code-swift.struct/peerDied``
+    ///   when the driver has gone, which also breaks the queue), or
+    ///   ``VirtqueueError/Code-swift.struct/queueBroken``.
     @inlinable
     @discardableResult
     public mutating func notifyIfNeeded() throws(VirtqueueError) -> Bool {

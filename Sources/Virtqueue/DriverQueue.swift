@@ -361,7 +361,9 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// while the device is awake costs no kick at all.
     ///
     /// - Returns: Whether the notifier was called.
-    /// - Throws: ``VirtqueueError`` from the notifier, or ``VirtqueueError/Code-swift.struct/queueBroken``.
+    /// - Throws: ``VirtqueueError`` from the notifier (``VirtqueueError/Code-swift.struct/peerDied``
+    ///   when the device has gone, which also breaks the queue), or
+    ///   ``VirtqueueError/Code-swift.struct/queueBroken``.
     @inlinable
     @discardableResult
     public mutating func notifyIfNeeded() throws(VirtqueueError) -> Bool {

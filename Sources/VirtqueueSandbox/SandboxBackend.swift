@@ -36,7 +36,7 @@ public enum SandboxBackend {
     /// Starts `Device` in a sandboxed child process serving a new region for `layout`.
     ///
     /// The child gets an empty environment, works in `/`, has its descriptor and process limits
-    /// lowered and holds only its eventfds, its liveness socket and the descriptors in
+    /// lowered and holds only its notification sockets, its liveness socket and the descriptors in
     /// `options.configuration`, then loads `policy`.
     ///
     /// The device is handed out only once the child has proved it is confined: within

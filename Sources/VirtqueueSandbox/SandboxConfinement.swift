@@ -14,7 +14,7 @@ public import VirtqueueSharedMemory
 /// (``SandboxBackend/launch(_:layout:policy:restart:options:)``) it, in order:
 ///
 /// 1. changes the working directory to `/`;
-/// 2. closes every descriptor except the region file, the kick and call eventfds, the liveness
+/// 2. closes every descriptor except the region file, the kick and call sockets, the liveness
 ///    socket, the device's configured descriptors and standard output and error — standard
 ///    input included;
 /// 3. lowers `RLIMIT_NOFILE` to just above the highest kept descriptor, and `RLIMIT_NPROC` and

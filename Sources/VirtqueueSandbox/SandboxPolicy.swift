@@ -2,18 +2,19 @@
 ///
 /// Everything not on the list kills the device: the call traps, a tiny signal handler records
 /// which call it was for the supervisor, and the process exits. The default,
-/// ``deviceLoop``, is the measured minimum for a device serving a virtqueue over eventfds
-/// (see `docs/sandbox.md` for how it was measured and how to measure your own device).
+/// ``deviceLoop``, is the measured minimum for a device serving a virtqueue over notification
+/// sockets (see `docs/sandbox.md` for how it was measured and how to measure your own device).
 ///
 /// File descriptors are named by role, not number: the launcher resolves them to the numbers
-/// the child actually holds, so `read` is allowed on the kick eventfd only and `write` on the
-/// call eventfd and the report pipe only.
+/// the child actually holds, so `recvfrom` is allowed on the kick socket only, `sendto` on the
+/// call socket only, and `write` on the report socket and standard error only.
 public struct SandboxPolicy: Hashable, Sendable, CustomStringConvertible {
     /// A file descriptor the child holds, by role.
     public enum FileDescriptorRole: Hashable, Sendable, CustomStringConvertible {
-        /// The eventfd the driver kicks; the device reads it.
+        /// The kick channel's wait end: the driver notifies the device through it, and the device
+        /// receives (`recvfrom`) the notifications.
         case kick
-        /// The eventfd the device signals; the device writes it.
+        /// The call channel's notify end: the device sends (`sendto`) its notifications on it.
         case call
         /// The descriptor whose hang-up tells the device the driver has gone; polled only.
         case liveness
@@ -90,18 +91,19 @@ public struct SandboxPolicy: Hashable, Sendable, CustomStringConvertible {
     /// The measured minimum for a device serving a queue, plus the allocator's memory calls.
     ///
     /// Measured with `strace -f` over the sandbox tests (`docs/sandbox.md` has the commands and
-    /// the counts): a confined device loop makes `poll`, `preadv2` on the kick eventfd, `write`
-    /// to the call eventfd, and at exit `munmap`, `brk`, `close` and `exit_group`. The policy
-    /// also allows the same operations under the names other kernels and architectures use
-    /// (`read` where `preadv2` is missing, `ppoll` where `poll` is), `mmap`, `mprotect` and
-    /// `madvise` for the allocator (never with `PROT_EXEC`), and `write` to standard error and
-    /// to the liveness socket, where the SIGSYS reporter leaves its record.
+    /// the counts): a confined device loop makes `poll`, `recvfrom` on the kick socket, `sendto`
+    /// on the call socket, and at exit `munmap`, `brk`, `close` and `exit_group`. The policy
+    /// also allows `ppoll`, which `poll` becomes on architectures without it, `mmap`, `mprotect`
+    /// and `madvise` for the allocator (never with `PROT_EXEC`), and `write` to standard error
+    /// and to the liveness socket, where the SIGSYS reporter leaves its record. Nothing else is
+    /// allowed on the notification sockets: no `read` or `write`, which would honour a file
+    /// status flag (`O_NONBLOCK`) instead of the per-call `MSG_DONTWAIT`.
     public static let deviceLoop = SandboxPolicy(rules: [
         Rule("poll"),
         Rule("ppoll"),
-        Rule("preadv2", .onFileDescriptors([.kick])),
-        Rule("read", .onFileDescriptors([.kick])),
-        Rule("write", .onFileDescriptors([.call, .report, .standardError])),
+        Rule("recvfrom", .onFileDescriptors([.kick])),
+        Rule("sendto", .onFileDescriptors([.call])),
+        Rule("write", .onFileDescriptors([.report, .standardError])),
         Rule("brk"),
         Rule("mmap", .withoutExecute(argument: 2)),
         Rule("mprotect", .withoutExecute(argument: 2)),

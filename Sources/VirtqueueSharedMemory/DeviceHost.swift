@@ -15,7 +15,8 @@ public import Virtqueue
 /// The child, step by step:
 /// 1. finds the device type named by `--virtqueue-device` (exit 64 if unknown);
 /// 2. adopts descriptors 3 (region), 4 (kick), 5 (call) and 6 (liveness), marks them
-///    close-on-exec, checks the region file's seals and maps it (exit 71 on failure);
+///    close-on-exec, checks that 4 and 5 are notification sockets and the region file's seals,
+///    and maps it (exit 71 on failure);
 /// 3. runs the ``ChildConfinement`` (exit 72 if it throws) — nothing has read ring memory yet;
 ///    in the sandboxed role (``sandboxPolicyArgument`` present) a confinement that does not
 ///    apply the sandbox policy (``ChildConfinement/appliesSandboxPolicy``, false for
@@ -48,9 +49,11 @@ public enum DeviceHost {
     public enum InheritedDescriptor {
         /// The region file.
         public static let region: CInt = 3
-        /// The kick eventfd: the driver writes it, the device waits on it.
+        /// The wait end of the kick channel: the driver notifies through the other end, the
+        /// device receives on this one.
         public static let kick: CInt = 4
-        /// The call eventfd: the device writes it, the driver waits on it.
+        /// The notify end of the call channel: the device sends on it, the driver waits on the
+        /// other end.
         public static let call: CInt = 5
         /// The liveness socket: hung up when the parent closes its end or dies.
         public static let liveness: CInt = 6
@@ -86,9 +89,10 @@ public enum DeviceHost {
         public var arguments: [String]
         /// The region file's descriptor (3).
         public var regionFileDescriptor: FileDescriptor
-        /// The eventfd the device waits on (4).
+        /// The notification socket the device waits on: the kick channel's wait end (4).
         public var kickFileDescriptor: FileDescriptor
-        /// The eventfd the device notifies the driver through (5).
+        /// The notification socket the device notifies the driver through: the call channel's
+        /// notify end (5).
         public var callFileDescriptor: FileDescriptor
         /// The liveness socket (6).
         public var livenessFileDescriptor: FileDescriptor
@@ -220,6 +224,12 @@ public enum DeviceHost {
             + role.configuration.fileDescriptors
         for fd in inherited where vq_set_cloexec(fd, 1) != 0 {
             return fail(ExitCode.systemError, "\(name): inherited descriptor \(fd) is missing: \(Errno.current)")
+        }
+        do throws(SharedMemoryError) {
+            try checkNotificationSocket(InheritedDescriptor.kick, "inherited descriptor 4 (kick)")
+            try checkNotificationSocket(InheritedDescriptor.call, "inherited descriptor 5 (call)")
+        } catch {
+            return fail(ExitCode.systemError, "\(name): \(error.message)")
         }
         let region: SharedMemoryRegion
         do {

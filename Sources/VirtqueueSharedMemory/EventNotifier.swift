@@ -3,68 +3,94 @@ import Glibc
 public import SystemPackage
 public import Virtqueue
 
-/// A `Notifier` between two processes: a pair of eventfds, plus a descriptor that tells
+/// A `Notifier` between two processes: two notification sockets, plus a descriptor that tells
 /// whether the peer is still there.
 ///
-/// `notify()` adds 1 to the eventfd the peer waits on; `wait()` sleeps in `poll(2)` on this
-/// side's eventfd and on the liveness descriptor together, then resets the eventfd's counter.
-/// Notifications merge: any number sent before a wait wake it once. When the peer dies or hangs
-/// up, `wait()` ends with `VirtqueueError/Code/peerDied` at once: the queues then
-/// break and the driver takes back every chain in flight (`DriverQueue/takeAbandoned()`).
+/// Each direction is a channel of its own, an `AF_UNIX`, `SOCK_SEQPACKET` socket pair
+/// (`docs/wire-format.md`, section 7): this side holds the *wait end* of the channel the peer
+/// notifies it through and the *notify end* of the channel it notifies the peer through.
+/// `notify()` sends a one-byte message; `wait()` sleeps in `poll(2)` on the wait end and on the
+/// liveness descriptor together, then receives every pending message. Notifications merge: any
+/// number sent before a wait wake it once.
 ///
-/// The liveness descriptor is either a pidfd of the peer process (readable when it exits) or a
-/// connected UNIX socket (hung up when the peer closes it or dies). Nothing is ever sent on that
-/// socket after the handshake, so any readiness on it means the peer is gone.
+/// **No call blocks, whatever the peer does.** Both calls pass `MSG_DONTWAIT`, a flag of the
+/// call itself: a peer that clears `O_NONBLOCK` on a file description it shares with us changes
+/// nothing. A full channel (the peer does not receive) means a wake-up is already pending there,
+/// so `notify()` drops the notification and returns; a wait receives at most a bounded number of
+/// messages, so a peer that floods it cannot keep it busy for ever.
+///
+/// When the peer dies or hangs up, `wait()` ends with `VirtqueueError/Code/peerDied` at once, and
+/// so does `notify()` once the peer's end of the channel is gone: the queues then break and the
+/// driver takes back every chain in flight (`DriverQueue/takeAbandoned()`). The peer is gone when
+/// its end of either notification channel is closed or shut down, or when the liveness descriptor
+/// says so: a pidfd of the peer process (readable when it exits) or a connected UNIX socket (hung
+/// up when the peer closes it or dies; nothing is ever sent on it after the handshake).
 ///
 /// The notifier owns its descriptors and closes them when its last copy goes away.
 public struct EventNotifier: Notifier {
-    /// What tells this side that its peer has gone.
+    /// What tells this side that its peer has gone, besides the notification sockets.
     public enum Liveness: Sendable {
         /// A pidfd (`pidfd_open(2)`) of the peer process.
         case process(FileDescriptor)
         /// A connected socket whose other end the peer holds.
         case connection(FileDescriptor)
-        /// Nothing: `wait()` can block for ever if the peer dies. For tests and trusted setups.
+        /// Nothing else: the peer's death shows only when its notification ends close, which a
+        /// process that shared them with another does not guarantee. For tests and trusted setups.
         case none
     }
+
+    /// At most this many pending notifications are received per wake-up; more wake the next wait.
+    static let drainLimit: CInt = 256
 
     let channel: Channel
 
     /// Creates a notifier from descriptors it takes ownership of.
     ///
+    /// Both are ends of `AF_UNIX`, `SOCK_SEQPACKET` socket pairs (``makeChannel()`` makes one);
+    /// any other kind of descriptor makes `notify()` and `wait()` fail with
+    /// `VirtqueueError/Code/notifierFailed`.
+    ///
     /// - Parameters:
-    ///   - waitingOn: The eventfd the peer writes to wake this side.
-    ///   - notifying: The eventfd this side writes to wake the peer.
-    ///   - liveness: What tells this side that the peer has gone.
+    ///   - waitingOn: The wait end of the channel the peer notifies this side through.
+    ///   - notifying: The notify end of the channel this side notifies the peer through.
+    ///   - liveness: What else tells this side that the peer has gone.
     public init(waitingOn: FileDescriptor, notifying: FileDescriptor, liveness: Liveness) {
         channel = Channel(waitFD: waitingOn.rawValue, notifyFD: notifying.rawValue, liveness: liveness)
     }
 
-    /// Makes a connected pair in this process: two eventfds, and a socket pair for liveness, so
-    /// that ``close()`` on one end, or the last copy of it going away, ends the other's waits.
+    /// Makes one notification channel: an `AF_UNIX`, `SOCK_SEQPACKET` socket pair, close-on-exec.
+    /// Keep the wait end; hand the notify end to the side that will notify you. Where the kernel
+    /// allows it (Linux 6.16 and later), the wait end refuses descriptors passed through it.
+    ///
+    /// - Throws: ``SharedMemoryError`` if the sockets cannot be created.
+    public static func makeChannel() throws(SharedMemoryError) -> (waitEnd: FileDescriptor, notifyEnd: FileDescriptor) {
+        var fds: [CInt] = [-1, -1]
+        try retrying("socketpair") { vq_notification_pair(&fds) }
+        return (FileDescriptor(rawValue: fds[0]), FileDescriptor(rawValue: fds[1]))
+    }
+
+    /// Makes a connected pair in this process: two notification channels, and a socket pair
+    /// for liveness, so that ``close()`` on one end, or the last copy of it going away, ends the
+    /// other's waits.
     ///
     /// - Throws: ``SharedMemoryError`` if a descriptor cannot be created.
     public static func makePair() throws(SharedMemoryError) -> (driver: EventNotifier, device: EventNotifier) {
-        let kick = try retrying("eventfd") { vq_eventfd() }
-        var made = [kick]
+        let kick = try makeChannel()
+        var made = [kick.waitEnd.rawValue, kick.notifyEnd.rawValue]
         do throws(SharedMemoryError) {
-            let call = try retrying("eventfd") { vq_eventfd() }
-            made.append(call)
-            let kickForDevice = try retrying("fcntl(F_DUPFD_CLOEXEC)") { vq_dup_cloexec(kick, 0) }
-            made.append(kickForDevice)
-            let callForDriver = try retrying("fcntl(F_DUPFD_CLOEXEC)") { vq_dup_cloexec(call, 0) }
-            made.append(callForDriver)
+            let call = try makeChannel()
+            made += [call.waitEnd.rawValue, call.notifyEnd.rawValue]
             var sockets: [CInt] = [-1, -1]
             try retrying("socketpair") { vq_socketpair(&sockets) }
             return (
                 EventNotifier(
-                    waitingOn: FileDescriptor(rawValue: callForDriver),
-                    notifying: FileDescriptor(rawValue: kick),
+                    waitingOn: call.waitEnd,
+                    notifying: kick.notifyEnd,
                     liveness: .connection(FileDescriptor(rawValue: sockets[0]))
                 ),
                 EventNotifier(
-                    waitingOn: FileDescriptor(rawValue: kickForDevice),
-                    notifying: FileDescriptor(rawValue: call),
+                    waitingOn: kick.waitEnd,
+                    notifying: call.notifyEnd,
                     liveness: .connection(FileDescriptor(rawValue: sockets[1]))
                 )
             )
@@ -74,32 +100,40 @@ public struct EventNotifier: Notifier {
         }
     }
 
-    /// Adds 1 to the peer's eventfd (`write(2)` of an 8-byte 1).
+    /// Sends one notification: a one-byte message, `send(2)` with `MSG_DONTWAIT | MSG_NOSIGNAL`.
     ///
-    /// - Throws: `VirtqueueError/Code/notifierFailed` if the write fails.
+    /// Never blocks. A full channel means the peer has notifications it has not received yet,
+    /// so this one is dropped: nothing is lost.
+    ///
+    /// - Throws: `VirtqueueError/Code/peerDied` when the peer's end of the channel is closed or
+    ///   shut down; `VirtqueueError/Code/notifierFailed` if `send` fails otherwise.
     public func notify() throws(VirtqueueError) {
-        guard vq_eventfd_signal(channel.notifyFD) == 0 else {
-            let error = Errno.current
-            // A full counter means a wake-up is already pending: nothing is lost.
-            if error == .resourceTemporarilyUnavailable { return }
+        guard vq_notification_send(channel.notifyFD) < 0 else { return }
+        let error = Errno.current
+        if error == .brokenPipe || error == .connectionReset || error == .socketNotConnected {
             throw VirtqueueError(
-                .notifierFailed,
-                "write to eventfd \(channel.notifyFD) failed: \(error)",
+                .peerDied,
+                "the peer closed its end of the notification socket (send: \(error))",
                 underlyingErrno: error.rawValue
             )
         }
+        throw VirtqueueError(
+            .notifierFailed,
+            "send on notification socket \(channel.notifyFD) failed: \(error)",
+            underlyingErrno: error.rawValue
+        )
     }
 
     /// Sleeps until the peer notifies (or has since the last wait), or until it is gone.
     ///
-    /// - Throws: `VirtqueueError/Code/peerDied` when the liveness descriptor
-    ///   reports the peer gone and no notification is pending;
-    ///   `VirtqueueError/Code/notifierFailed` if `poll` or `read` fails.
+    /// - Throws: `VirtqueueError/Code/peerDied` when the peer's end of the channel has closed or
+    ///   the liveness descriptor reports the peer gone, and no notification is pending;
+    ///   `VirtqueueError/Code/notifierFailed` if `poll` or `recv` fails otherwise.
     public func wait() throws(VirtqueueError) {
         let waitFD = channel.waitFD
         let livenessFD = channel.livenessFD
         var entries = (
-            pollfd(fd: waitFD, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: waitFD, events: Int16(POLLIN) | Int16(VQ_POLLRDHUP), revents: 0),
             pollfd(fd: livenessFD, events: Int16(POLLIN) | Int16(VQ_POLLRDHUP), revents: 0)
         )
         while true {
@@ -115,23 +149,32 @@ public struct EventNotifier: Notifier {
                 if error == .interrupted { continue }
                 throw VirtqueueError(.notifierFailed, "poll failed: \(error)", underlyingErrno: error.rawValue)
             }
-            if entries.0.revents & Int16(POLLIN) != 0 {
-                let drained = vq_eventfd_drain(waitFD)
+            let events = entries.0.revents
+            if events & Int16(POLLNVAL) != 0 {
+                throw VirtqueueError(.notifierFailed, "notification socket \(waitFD) is not open (POLLNVAL)")
+            }
+            if events != 0 {
+                let hungUp = events & (Int16(VQ_POLLRDHUP) | Int16(POLLHUP)) != 0
+                let drained = vq_notification_drain(waitFD, Self.drainLimit, hungUp ? 1 : 0)
                 if drained > 0 { return }
+                if drained == VQ_NOTIFICATION_END {
+                    throw VirtqueueError(.peerDied, "the peer closed its end of the notification socket")
+                }
                 if drained < 0 {
                     let error = Errno.current
+                    if error == .connectionReset || error == .brokenPipe {
+                        throw VirtqueueError(
+                            .peerDied,
+                            "the peer closed its end of the notification socket (recv: \(error))",
+                            underlyingErrno: error.rawValue
+                        )
+                    }
                     throw VirtqueueError(
                         .notifierFailed,
-                        "read from eventfd \(waitFD) failed: \(error)",
+                        "recv on notification socket \(waitFD) failed: \(error)",
                         underlyingErrno: error.rawValue
                     )
                 }
-            }
-            if entries.0.revents & Int16(POLLERR | POLLNVAL) != 0 {
-                throw VirtqueueError(
-                    .notifierFailed,
-                    "eventfd \(waitFD) reported an error (revents 0x\(String(entries.0.revents, radix: 16)))"
-                )
             }
             if entries.1.revents != 0 {
                 throw VirtqueueError(
@@ -142,11 +185,13 @@ public struct EventNotifier: Notifier {
         }
     }
 
-    /// Hangs up this end: the peer's waits end with `VirtqueueError/Code/peerDied`,
-    /// and so do this side's. For a ``Liveness/connection(_:)`` only; otherwise does nothing.
+    /// Hangs up this end: the peer's waits end with `VirtqueueError/Code/peerDied`, and so do
+    /// this side's; later notifications report `VirtqueueError/Code/peerDied` too.
     ///
-    /// Safe while another thread waits: the socket is shut down, not closed.
+    /// Safe while another thread waits or notifies: the sockets are shut down, not closed.
     public func close() {
+        _ = shutdown(channel.waitFD, CInt(SHUT_RDWR))
+        _ = shutdown(channel.notifyFD, CInt(SHUT_RDWR))
         if !channel.livenessIsProcess && channel.livenessFD >= 0 {
             _ = shutdown(channel.livenessFD, CInt(SHUT_RDWR))
         }

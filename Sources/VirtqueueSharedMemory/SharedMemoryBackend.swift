@@ -4,13 +4,16 @@ import SystemPackage
 public import Virtqueue
 
 /// The shared-memory isolation level: the device runs in a child process, the ring lives in a
-/// sealed memfd both processes map, and notifications travel through a pair of eventfds.
+/// sealed memfd both processes map, and notifications travel through two notification sockets
+/// (``EventNotifier``).
 ///
 /// The child is started with `posix_spawn` (never `fork`) from an executable that hosts the
 /// device — usually this very executable, re-entered in the device role (see ``DeviceHost``).
-/// It inherits exactly four descriptors besides 0, 1 and 2: the region file as 3, the kick
-/// eventfd as 4, the call eventfd as 5 and a liveness socket as 6 (`docs/wire-format.md`), then
-/// the descriptors of ``LaunchOptions/configuration`` as 7, 8, ….
+/// It inherits exactly four descriptors besides 0, 1 and 2: the region file as 3, the wait end
+/// of the kick channel as 4, the notify end of the call channel as 5 and a liveness socket as 6
+/// (`docs/wire-format.md`), then the descriptors of ``LaunchOptions/configuration`` as 7, 8, ….
+/// The parent keeps the other ends and none of the child's: nothing the child does to its
+/// descriptors can make the parent's `notify()` or `wait()` block.
 ///
 /// ```swift
 /// // main.swift of an executable that holds both sides:
@@ -84,18 +87,20 @@ public enum SharedMemoryBackend {
 
         var owned: [CInt] = []
         do throws(SharedMemoryError) {
-            let kick = try retrying("eventfd") { vq_eventfd() }
-            owned.append(kick)
-            let call = try retrying("eventfd") { vq_eventfd() }
-            owned.append(call)
+            // The device waits on the kick channel and the driver on the call channel; the child
+            // gets the kick's wait end and the call's notify end, the parent keeps the others.
+            let kick = try EventNotifier.makeChannel()
+            owned += [kick.waitEnd.rawValue, kick.notifyEnd.rawValue]
+            let call = try EventNotifier.makeChannel()
+            owned += [call.waitEnd.rawValue, call.notifyEnd.rawValue]
             var sockets: [CInt] = [-1, -1]
             try retrying("socketpair") { vq_socketpair(&sockets) }
             owned += sockets
-            let inherited =
-                [file.fileDescriptor.rawValue, kick, call, sockets[1]] + options.configuration.fileDescriptors
+            let childEnds = [kick.waitEnd.rawValue, call.notifyEnd.rawValue, sockets[1]]
+            let inherited = [file.fileDescriptor.rawValue] + childEnds + options.configuration.fileDescriptors
             let pid = try spawn(executable, arguments: arguments, environment: environment, descriptors: inherited)
-            closeDescriptor(sockets[1])
-            owned.removeAll { $0 == sockets[1] }
+            closeDescriptors(childEnds)
+            owned.removeAll { childEnds.contains($0) }
             // From here the child exists: every failure must still reap it, so the handle takes
             // the descriptors first and its deinit cleans up.
             let pidfd = vq_pidfd_open(pid)
@@ -115,8 +120,8 @@ public enum SharedMemoryBackend {
                 queueIndex: options.queueIndex,
                 file: file,
                 notifier: EventNotifier(
-                    waitingOn: FileDescriptor(rawValue: call),
-                    notifying: FileDescriptor(rawValue: kick),
+                    waitingOn: call.waitEnd,
+                    notifying: kick.notifyEnd,
                     liveness: notifierLiveness
                 ),
                 stopGracePeriod: options.stopGracePeriod

@@ -8,9 +8,12 @@ public import Virtqueue
 ///
 /// The creator of the region listens (``SharedMemoryListener``) or holds one end of a connected
 /// socket, and ``offer(_:queueIndex:peerRole:over:timeout:)``s the region; the other process
-/// ``connect(to:timeout:)``s (or ``receive(over:timeout:)``s) and gets the region file and both
-/// eventfds by `SCM_RIGHTS`, with a 64-byte message that says which queue to serve in which role.
-/// It answers with a 16-byte verdict. The byte layout is in `docs/wire-format.md`.
+/// ``connect(to:timeout:)``s (or ``receive(over:timeout:)``s) and gets, by `SCM_RIGHTS`, the
+/// region file and the notify end of the notification channel the creator waits on, with a
+/// 64-byte message that says which queue to serve in which role. It answers with a 16-byte
+/// verdict and, when it accepts, the notify end of the channel it waits on. Each side makes the
+/// channel it waits on, so the end it receives on is never in the peer's hands. The byte layout
+/// is in `docs/wire-format.md`.
 ///
 /// After the handshake the socket carries nothing more: it stays open as the liveness channel.
 /// When either side closes it or dies, the other's ``notifier`` reports
@@ -18,9 +21,9 @@ public import Virtqueue
 public final class SharedMemoryConnection: Sendable {
     /// Which end of the queue a process holds.
     public enum Role: UInt16, Sendable, Hashable {
-        /// Serves requests (waits on the kick eventfd, writes the call eventfd).
+        /// Serves requests (waits on the kick channel, notifies through the call channel).
         case device = 1
-        /// Submits requests (writes the kick eventfd, waits on the call eventfd).
+        /// Submits requests (notifies through the kick channel, waits on the call channel).
         case driver = 2
 
         /// The other end.
@@ -94,11 +97,12 @@ public final class SharedMemoryConnection: Sendable {
     /// and answers the creator.
     ///
     /// Checks, in order: the message's size, magic, version, role and reserved bytes; that it
-    /// carries exactly three descriptors; that the first is a regular file sealed against
-    /// shrinking, as large as the message says, and the others are eventfds; that the region's
+    /// carries exactly two descriptors; that the second is a connected `AF_UNIX`,
+    /// `SOCK_SEQPACKET` socket (the notify end of the creator's channel); that the first is a
+    /// regular file sealed against shrinking, as large as the message says; that the region's
     /// header is valid, has the queue, and negotiated the features the message names. On any
     /// failure every received descriptor is closed, the creator is told why, and the socket is
-    /// closed.
+    /// closed. On success it makes the channel this side waits on and answers with its notify end.
     ///
     /// - Parameters:
     ///   - socket: The connected socket; the connection owns it from now on (closed on failure).
@@ -148,14 +152,7 @@ public final class SharedMemoryConnection: Sendable {
                     "the offer carries \(received)\(flags & CInt(MSG_CTRUNC) != 0 ? " or more" : "") descriptors, not \(Handshake.descriptorCount)"
                 )
             }
-            for (index, fd) in owned.enumerated().dropFirst() {
-                if let target = descriptorTarget(fd), target != "anon_inode:[eventfd]" {
-                    throw SharedMemoryError(
-                        .handshakeFileDescriptors,
-                        "descriptor \(index) of the offer is \(target), not an eventfd"
-                    )
-                }
-            }
+            try checkNotificationSocket(owned[1], "descriptor 1 of the offer")
             let regionFD = owned.removeFirst()
             let file = try SharedMemoryFile(adopting: FileDescriptor(rawValue: regionFD))
             guard UInt64(file.byteCount) == offer.regionByteCount else {
@@ -178,17 +175,23 @@ public final class SharedMemoryConnection: Sendable {
                     "the offer names features \(offer.features); the region's header says \(layout.features)"
                 )
             }
-            let kick = owned[0]
-            let call = owned[1]
-            try retrying("fcntl(O_NONBLOCK)") { vq_set_nonblocking(kick) }
-            try retrying("fcntl(O_NONBLOCK)") { vq_set_nonblocking(call) }
+            // The creator's channel (call if this side is the device, kick if the driver): this
+            // side notifies through it. The one this side waits on it makes itself.
+            let notifying = owned[0]
+            let own = try EventNotifier.makeChannel()
+            owned.append(own.waitEnd.rawValue)
             answered = true
-            try send(Handshake.Answer(status: .attached).encoded(), over: sock, descriptors: [])
+            defer { closeDescriptor(own.notifyEnd.rawValue) }
+            try send(
+                Handshake.Answer(status: .attached).encoded(),
+                over: sock,
+                descriptors: [own.notifyEnd.rawValue]
+            )
             owned.removeAll()
             let role = offer.receiverRole
             let notifier = EventNotifier(
-                waitingOn: FileDescriptor(rawValue: role == .device ? kick : call),
-                notifying: FileDescriptor(rawValue: role == .device ? call : kick),
+                waitingOn: own.waitEnd,
+                notifying: FileDescriptor(rawValue: notifying),
                 liveness: .connection(socket)
             )
             return SharedMemoryConnection(
@@ -214,8 +217,10 @@ public final class SharedMemoryConnection: Sendable {
     /// Offers queue `queueIndex` of `file` over a connected `SOCK_SEQPACKET` UNIX socket, to a
     /// peer that will hold the `peerRole` end, and waits for its answer.
     ///
-    /// Makes the two eventfds, sends the 64-byte offer with the region file and both eventfds,
-    /// and reads the 16-byte answer.
+    /// Makes the notification channel this side waits on, sends the 64-byte offer with the
+    /// region file and that channel's notify end, and reads the 16-byte answer, which must carry
+    /// the notify end of the channel the peer waits on: a connected `AF_UNIX`, `SOCK_SEQPACKET`
+    /// socket that is not one of this side's own. If it does not, this side hangs up.
     ///
     /// - Parameters:
     ///   - file: The region file; its header must be written (``SharedMemoryFile/create(layout:name:)``).
@@ -225,6 +230,7 @@ public final class SharedMemoryConnection: Sendable {
     ///   - timeout: How long to wait for the answer; `nil` for ever.
     /// - Throws: ``SharedMemoryError`` with ``SharedMemoryError/Code-swift.struct/handshakeHangUp``,
     ///   ``SharedMemoryError/Code-swift.struct/handshakeRefused``, ``SharedMemoryError/Code-swift.struct/handshakeMalformed``,
+    ///   ``SharedMemoryError/Code-swift.struct/handshakeFileDescriptors`` (the answer's descriptor),
     ///   ``SharedMemoryError/Code-swift.struct/timedOut``, or ``SharedMemoryError/Code-swift.struct/invalidArgument``
     ///   if the file's header is invalid or lacks the queue.
     public static func offer(
@@ -251,17 +257,25 @@ public final class SharedMemoryConnection: Sendable {
                     "queue index \(queueIndex) is not below the region's \(layout.queues.count) queues"
                 )
             }
-            let kick = try retrying("eventfd") { vq_eventfd() }
-            owned.append(kick)
-            let call = try retrying("eventfd") { vq_eventfd() }
-            owned.append(call)
+            // The channel this side waits on (call if the peer is the device, kick if the driver):
+            // made here, so its wait end is never in the peer's hands.
+            let own = try EventNotifier.makeChannel()
+            owned.append(own.waitEnd.rawValue)
+            let sentIdentity = fileIdentity(own.notifyEnd.rawValue)
             let offer = Handshake.Offer(
                 receiverRole: peerRole,
                 queueIndex: UInt16(queueIndex),
                 features: layout.features,
                 regionByteCount: UInt64(file.byteCount)
             )
-            try send(offer.encoded(), over: sock, descriptors: [file.fileDescriptor.rawValue, kick, call])
+            do {
+                defer { closeDescriptor(own.notifyEnd.rawValue) }
+                try send(
+                    offer.encoded(),
+                    over: sock,
+                    descriptors: [file.fileDescriptor.rawValue, own.notifyEnd.rawValue]
+                )
+            }
             if let timeout, try pollOne(sock, events: CInt(POLLIN), timeout: timeout) == 0 {
                 throw SharedMemoryError(.timedOut, "the peer did not answer within \(timeout)")
             }
@@ -275,15 +289,13 @@ public final class SharedMemoryConnection: Sendable {
                 if error == .connectionReset { throw SharedMemoryError(.handshakeHangUp, "the peer hung up") }
                 throw .system("recvmsg", error)
             }
-            closeDescriptors(fds.prefix(min(Int(received), fds.count)))
+            let answerFDs = Array(fds.prefix(min(Int(received), fds.count)))
+            owned += answerFDs
             if count == 0 && received == 0 {
                 throw SharedMemoryError(.handshakeHangUp, "the peer hung up before answering")
             }
-            guard received == 0, flags & CInt(MSG_TRUNC | MSG_CTRUNC) == 0 else {
-                throw SharedMemoryError(
-                    .handshakeMalformed,
-                    "the answer carries \(received) descriptors or is longer than \(bytes.count) bytes"
-                )
+            guard flags & CInt(MSG_TRUNC) == 0 else {
+                throw SharedMemoryError(.handshakeMalformed, "the answer is longer than \(bytes.count) bytes")
             }
             let answer = try bytes.withUnsafeBytes { raw in
                 Result { () throws(SharedMemoryError) in
@@ -293,6 +305,24 @@ public final class SharedMemoryConnection: Sendable {
             guard answer.status == .attached else {
                 throw SharedMemoryError(.handshakeRefused, "the peer refused the region: \(answer.status.name)")
             }
+            guard received == CInt(Handshake.answerDescriptorCount), flags & CInt(MSG_CTRUNC) == 0 else {
+                throw SharedMemoryError(
+                    .handshakeFileDescriptors,
+                    "the answer carries \(received)\(flags & CInt(MSG_CTRUNC) != 0 ? " or more" : "") descriptors, not \(Handshake.answerDescriptorCount)"
+                )
+            }
+            let notifying = answerFDs[0]
+            try checkNotificationSocket(notifying, "the answer's descriptor")
+            let identity = fileIdentity(notifying)
+            if let identity,
+                identity == sentIdentity || identity == fileIdentity(own.waitEnd.rawValue)
+                    || identity == fileIdentity(sock)
+            {
+                throw SharedMemoryError(
+                    .handshakeFileDescriptors,
+                    "the answer's descriptor is one of this side's own sockets, not the peer's channel"
+                )
+            }
             let role = peerRole.peer
             owned.removeAll()
             return SharedMemoryConnection(
@@ -301,8 +331,8 @@ public final class SharedMemoryConnection: Sendable {
                 features: layout.features,
                 file: file,
                 notifier: EventNotifier(
-                    waitingOn: FileDescriptor(rawValue: role == .device ? kick : call),
-                    notifying: FileDescriptor(rawValue: role == .device ? call : kick),
+                    waitingOn: own.waitEnd,
+                    notifying: FileDescriptor(rawValue: notifying),
                     liveness: .connection(socket)
                 ),
                 socket: sock

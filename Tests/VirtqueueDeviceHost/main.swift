@@ -11,6 +11,7 @@ let entries = [
     DeviceHost.Entry(TruncatingDevice.self), DeviceHost.Entry(FailingDevice.self),
     DeviceHost.Entry(DescriptorListingDevice.self), DeviceHost.Entry(ConfiguredDevice.self),
     DeviceHost.Entry(ForbiddenCallDevice.self), DeviceHost.Entry(ConformanceDevice.self),
+    DeviceHost.Entry(NotifierTrapDevice.self),
 ]
 
 // With `--test-confinement MODE` among the launch arguments, a host that does not confine itself

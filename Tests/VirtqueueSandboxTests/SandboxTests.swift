@@ -63,6 +63,10 @@ struct SandboxTests {
         ("mprotect-exec", "mprotect"),
         ("write-foreign-fd", "write"),
         ("getpid", "getpid"),
+        // On the notification sockets, only recvfrom on kick and sendto on call are allowed.
+        ("read-kick", "read"),
+        ("sendto-kick", "sendto"),
+        ("recvfrom-call", "recvfrom"),
     ]
 
     @Test(arguments: forbidden.indices)
@@ -202,7 +206,8 @@ struct SandboxTests {
         #expect(openFiles.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).first == "7")
         let processes = limits.split(separator: "\n").first { $0.hasPrefix("Max processes") } ?? ""
         #expect(processes.split(separator: " ", omittingEmptySubsequences: true).dropFirst(2).first == "0")
-        // Exactly stdout, stderr, the region file, the two eventfds and the liveness socket: no stdin.
+        // Exactly stdout, stderr, the region file, the two notification sockets and the liveness
+        // socket: no stdin.
         let descriptors = try listDirectory("/proc/\(pid)/fd").compactMap(Int32.init).sorted()
         #expect(descriptors == [1, 2, 3, 4, 5, 6])
         #expect(try device.stop().isSuccess)

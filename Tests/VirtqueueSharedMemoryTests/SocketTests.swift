@@ -8,15 +8,25 @@ import Virtqueue
 import VirtqueueSharedMemory
 import VirtqueueTestDevices
 
-/// Starts `path` with `arguments` (inheriting only 0, 1 and 2) and returns its process id.
-func spawnProcess(_ path: String, _ arguments: [String]) throws -> Int32 {
+/// Starts `path` with `arguments` (inheriting only 0, 1 and 2, and `descriptors` as 3, 4, …)
+/// and returns its process id.
+func spawnProcess(_ path: String, _ arguments: [String], descriptors: [CInt] = []) throws -> Int32 {
     var pid: pid_t = 0
     var pointers: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) }
     pointers.append(nil)
     defer { for pointer in pointers { free(pointer) } }
-    let status = vq_spawn(&pid, path, pointers, nil, nil, 0)
+    let status = vq_spawn(&pid, path, pointers, nil, descriptors, CInt(descriptors.count))
     guard status == 0 else { throw Errno(rawValue: status) }
     return pid
+}
+
+/// A fresh notification channel's notify end, as a creator hands it over (the wait end is closed:
+/// nobody will receive on it).
+func notifyEnd() throws -> CInt {
+    var fds: [CInt] = [-1, -1]
+    guard vq_notification_pair(&fds) == 0 else { throw Errno(rawValue: errno) }
+    close(fds[0])
+    return fds[1]
 }
 
 /// Waits for `pid` and returns its exit code (or 128 + signal).
@@ -29,13 +39,13 @@ func exitCode(of pid: Int32) -> Int32 {
 /// An offer as docs/wire-format.md §9.1 lays it out, with every field settable.
 func offerBytes(
     magic: UInt64 = 0x4F51_5654_4649_5753,
-    version: UInt16 = 1,
+    version: UInt16 = 2,
     length: UInt16 = 64,
     role: UInt16 = 1,
     queue: UInt16 = 0,
     features: UInt64,
     regionSize: UInt64,
-    descriptorCount: UInt32 = 3,
+    descriptorCount: UInt32 = 2,
     byteCount: Int = 64
 ) -> [UInt8] {
     var bytes = [UInt8](repeating: 0, count: max(byteCount, 64))
@@ -50,6 +60,96 @@ func offerBytes(
         raw.storeBytes(of: descriptorCount.littleEndian, toByteOffset: 0x20, as: UInt32.self)
     }
     return Array(bytes.prefix(byteCount))
+}
+
+/// An answer as docs/wire-format.md §9.2 lays it out.
+func answerBytes(status: UInt16 = 0, version: UInt16 = 2) -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: 16)
+    bytes.withUnsafeMutableBytes { raw in
+        raw.storeBytes(of: UInt64(0x4151_5654_4649_5753).littleEndian, toByteOffset: 0x00, as: UInt64.self)
+        raw.storeBytes(of: version.littleEndian, toByteOffset: 0x08, as: UInt16.self)
+        raw.storeBytes(of: status.littleEndian, toByteOffset: 0x0A, as: UInt16.self)
+    }
+    return bytes
+}
+
+/// Descriptors that are not what an end of a notification channel must be (section 7), and what
+/// the error says of each.
+enum NotANotificationSocket: String, CaseIterable, Sendable {
+    case pipe, eventfd, regionFile, streamSocket, datagramSocket, unconnectedSocket, inetSocket, pathOfASocket
+
+    var problem: String {
+        switch self {
+        case .pipe, .eventfd, .regionFile, .pathOfASocket: "is not a socket"
+        case .inetSocket: "is not an AF_UNIX socket"
+        case .streamSocket, .datagramSocket: "is not a SOCK_SEQPACKET socket"
+        case .unconnectedSocket: "is not connected"
+        }
+    }
+
+    /// Makes one: the descriptor to send, and the descriptors to close once it is sent.
+    func make(_ file: SharedMemoryFile) throws -> (descriptor: CInt, toClose: [CInt]) {
+        func check(_ fd: CInt) throws -> CInt {
+            guard fd >= 0 else { throw Errno(rawValue: errno) }
+            return fd
+        }
+        switch self {
+        case .pipe:
+            var fds: [CInt] = [-1, -1]
+            _ = try check(Glibc.pipe(&fds))
+            return (fds[1], fds)
+        case .eventfd:
+            let fd = try check(vq_eventfd())
+            return (fd, [fd])
+        case .regionFile:
+            return (file.fileDescriptor.rawValue, [])
+        case .streamSocket, .datagramSocket:
+            var fds: [CInt] = [-1, -1]
+            let type = self == .streamSocket ? SOCK_STREAM : SOCK_DGRAM
+            _ = try check(socketpair(AF_UNIX, Int32(type.rawValue), 0, &fds))
+            return (fds[1], fds)
+        case .unconnectedSocket:
+            let fd = try check(socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue), 0))
+            return (fd, [fd])
+        case .inetSocket:
+            let fd = try check(socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0))
+            return (fd, [fd])
+        case .pathOfASocket:
+            let path = temporarySocketPath("opath").string
+            let listening = try check(vq_unix_listen(path, 1))
+            defer { unlink(path) }
+            let pathOnly: CInt = 0o1000_0000  // O_PATH (asm-generic), which Glibc does not export
+            let fd = try check(open(path, pathOnly | O_CLOEXEC))
+            return (fd, [fd, listening])
+        }
+    }
+}
+
+/// What a receiver that accepts can send with its answer instead of one notify end of its own.
+enum WrongAnswerDescriptors: String, CaseIterable, Sendable {
+    case none, two, pipe, streamSocket, theCreatorsOwnNotifyEnd
+
+    /// The descriptors to send (`offered` came with the offer), and those to close afterwards.
+    func make(offered: [CInt]) throws -> (send: [CInt], toClose: [CInt]) {
+        switch self {
+        case .none:
+            return ([], [])
+        case .two:
+            let first = try notifyEnd()
+            let second = try notifyEnd()
+            return ([first, second], [first, second])
+        case .pipe:
+            var fds: [CInt] = [-1, -1]
+            guard Glibc.pipe(&fds) == 0 else { throw Errno(rawValue: errno) }
+            return ([fds[1]], fds)
+        case .streamSocket:
+            var fds: [CInt] = [-1, -1]
+            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else { throw Errno(rawValue: errno) }
+            return ([fds[1]], fds)
+        case .theCreatorsOwnNotifyEnd:
+            return ([offered[1]], [])
+        }
+    }
 }
 
 /// A hand-made creator: one end of a socket pair, speaking raw bytes.
@@ -73,14 +173,15 @@ struct RawCreator: ~Copyable {
         #expect(sent == bytes.count)
     }
 
-    /// The answer's status, or nil if none came.
+    /// The answer's status, or nil if none came; closes any descriptor that came with it.
     func answerStatus() -> UInt16? {
         var bytes = [UInt8](repeating: 0, count: 64)
         var fds = [CInt](repeating: -1, count: 4)
         var received: CInt = 0
         var flags: CInt = 0
         let count = vq_receive_with_fds(own, &bytes, 64, &fds, 4, &received, &flags)
-        guard count == 16, received == 0 else { return nil }
+        for fd in fds.prefix(Int(min(received, 4))) { close(fd) }
+        guard count == 16 else { return nil }
         #expect(bytes[0..<8] == [0x53, 0x57, 0x49, 0x46, 0x54, 0x56, 0x51, 0x41])
         return UInt16(bytes[10]) | UInt16(bytes[11]) << 8
     }
@@ -150,6 +251,69 @@ extension SharedMemoryTests {
             #expect(exitCode(of: pid) == 0)
         }
 
+        /// The C peer as the driver (`--driver`): it drives a Swift device and checks that every
+        /// chain comes back echoed; every feature combination.
+        @Test(arguments: [Features.all, [], [.eventIndex], [.indirectDescriptors]])
+        func theCPeerDrivesTheSwiftDevice(features: Features) throws {
+            let layout = try RegionLayout(queueSizes: [32], dataAreaSize: 32 * 512, features: features)
+            let file = try SharedMemoryFile.create(layout: layout)
+            let path = temporarySocketPath("cdriver")
+            let listener = try SharedMemoryListener(path: path)
+            let pid = try spawnProcess(TestExecutables.cPeer, [path.string, "--driver", "--chains", "2000"])
+            let connection = try listener.accept(offering: file, peerRole: .driver, timeout: .seconds(60))
+            #expect(connection.role == .device)
+            try withinBound("serving the C driver") {
+                var device = try DeviceQueue(region: try connection.makeRegion(), notifier: connection.notifier)
+                var echo = EchoDevice()
+                try device.serve(&echo)  // until the C driver hangs up, having checked every reply
+            }
+            #expect(exitCode(of: pid) == 0)
+        }
+
+        /// A receiver that accepts but sends back something other than one notify end of its own
+        /// (section 9.4): the creator refuses with a typed error, hangs up, and keeps nothing.
+        @Test(arguments: WrongAnswerDescriptors.allCases)
+        func anAnswerWithoutItsNotifyEndIsRefused(_ wrong: WrongAnswerDescriptors) throws {
+            let file = try SharedMemoryFile.create(layout: Self.layout)
+            let before = openDescriptors()
+            var sockets: [CInt] = [-1, -1]
+            try #require(vq_socketpair(&sockets) == 0)
+            let receiverSocket = sockets[1]
+            let receiver = startThread {
+                var bytes = [UInt8](repeating: 0, count: 128)
+                var fds = [CInt](repeating: -1, count: 8)
+                var received: CInt = 0
+                var flags: CInt = 0
+                _ = vq_receive_with_fds(receiverSocket, &bytes, 128, &fds, 8, &received, &flags)
+                let offered = Array(fds.prefix(Int(received)))
+                if let made = try? wrong.make(offered: offered) {
+                    let answer = answerBytes()
+                    _ = answer.withUnsafeBytes { raw in
+                        made.send.withUnsafeBufferPointer {
+                            vq_send_with_fds(receiverSocket, raw.baseAddress, raw.count, $0.baseAddress, CInt($0.count))
+                        }
+                    }
+                    for fd in made.toClose { close(fd) }
+                }
+                // Waits for the creator's hang-up before closing what it got.
+                var byte: UInt8 = 0
+                _ = recv(receiverSocket, &byte, 1, 0)
+                for fd in offered { close(fd) }
+                close(receiverSocket)
+            }
+            let error = #expect(throws: SharedMemoryError.self) {
+                _ = try SharedMemoryConnection.offer(
+                    file,
+                    over: FileDescriptor(rawValue: sockets[0]),
+                    timeout: .seconds(60)
+                )
+            }
+            #expect(error?.code == .handshakeFileDescriptors, "\(String(describing: error))")
+            // The receiver closes what it got once it sees the hang-up.
+            #expect(receiver.wait(timeout: .now() + .seconds(60)) == .success, "the receiver did not see the hang-up")
+            #expect(Set(openDescriptors().keys) == Set(before.keys))
+        }
+
         @Test func aPeerThatRefusesTheRoleIsAHandshakeRefusal() throws {
             let file = try SharedMemoryFile.create(layout: Self.layout)
             let path = temporarySocketPath("refuse")
@@ -201,14 +365,14 @@ extension SharedMemoryTests {
 
         /// Offers with the wrong number of descriptors, or descriptors of the wrong kind: the
         /// receiver refuses with a typed error, tells the creator, and keeps none of them.
-        @Test(arguments: [0, 1, 2, 4, 9])
+        @Test(arguments: [0, 1, 3, 4, 9])
         func anOfferWithTheWrongNumberOfDescriptorsIsRefused(count: Int) throws {
             let file = try SharedMemoryFile.create(layout: Self.layout)
             let before = openDescriptors()
             let creator = try RawCreator()
             var descriptors: [CInt] = []
             for index in 0..<count {
-                descriptors.append(index == 0 ? file.fileDescriptor.rawValue : vq_eventfd())
+                descriptors.append(index == 0 ? file.fileDescriptor.rawValue : try notifyEnd())
             }
             creator.send(
                 offerBytes(features: Self.layout.features.rawValue, regionSize: UInt64(file.byteCount)),
@@ -224,22 +388,24 @@ extension SharedMemoryTests {
             #expect(Set(openDescriptors().keys) == Set(before.keys))
         }
 
-        @Test func anOfferWhoseEventfdsAreNotEventfdsIsRefused() throws {
+        /// An offer whose second descriptor is not a connected `AF_UNIX`, `SOCK_SEQPACKET` socket
+        /// (section 9.3) is refused with status 2, and the error names what it is.
+        @Test(arguments: NotANotificationSocket.allCases)
+        func anOfferWhoseNotificationSocketIsNotOneIsRefused(kind: NotANotificationSocket) throws {
             let file = try SharedMemoryFile.create(layout: Self.layout)
             let before = openDescriptors()
             let creator = try RawCreator()
-            var pipe: [CInt] = [-1, -1]
-            try #require(Glibc.pipe(&pipe) == 0)
+            let made = try kind.make(file)
             creator.send(
                 offerBytes(features: Self.layout.features.rawValue, regionSize: UInt64(file.byteCount)),
-                descriptors: [file.fileDescriptor.rawValue, pipe[0], pipe[1]]
+                descriptors: [file.fileDescriptor.rawValue, made.descriptor]
             )
-            close(pipe[0])
-            close(pipe[1])
+            for fd in made.toClose { close(fd) }
             let error = #expect(throws: SharedMemoryError.self) {
                 _ = try SharedMemoryConnection.receive(over: FileDescriptor(rawValue: creator.peer))
             }
             #expect(error?.code == .handshakeFileDescriptors)
+            #expect(error?.message.contains(kind.problem) == true, "\(String(describing: error))")
             #expect(creator.answerStatus() == 2)
             _ = consume creator
             #expect(Set(openDescriptors().keys) == Set(before.keys))
@@ -247,7 +413,8 @@ extension SharedMemoryTests {
 
         @Test(arguments: [
             offerBytes(magic: 0x4F51_5654_4649_5754, features: 0, regionSize: 0),
-            offerBytes(version: 2, features: 0, regionSize: 0),
+            offerBytes(version: 1, features: 0, regionSize: 0),  // the eventfd handshake of before
+            offerBytes(version: 3, features: 0, regionSize: 0),
             offerBytes(length: 63, features: 0, regionSize: 0),
             offerBytes(role: 3, features: 0, regionSize: 0),
             offerBytes(features: 0, regionSize: 0, byteCount: 10),
@@ -258,18 +425,16 @@ extension SharedMemoryTests {
         func aMalformedOfferIsRefused(message: [UInt8]) throws {
             var message = message
             if message.count == 64 && message[0x24...].allSatisfy({ $0 == 0 }) && message[0x0C] == 1
-                && message[0x08] == 1 && message[0x0A] == 64 && message[0] == 0x53 && message[7] == 0x4F
+                && message[0x08] == 2 && message[0x0A] == 64 && message[0] == 0x53 && message[7] == 0x4F
             {
                 message[0x30] = 1  // the last case: a non-zero reserved byte
             }
             let file = try SharedMemoryFile.create(layout: Self.layout)
             let before = openDescriptors()
             let creator = try RawCreator()
-            let kick = vq_eventfd()
-            let call = vq_eventfd()
-            creator.send(message, descriptors: [file.fileDescriptor.rawValue, kick, call])
-            close(kick)
-            close(call)
+            let notify = try notifyEnd()
+            creator.send(message, descriptors: [file.fileDescriptor.rawValue, notify])
+            close(notify)
             let error = #expect(throws: SharedMemoryError.self) {
                 _ = try SharedMemoryConnection.receive(over: FileDescriptor(rawValue: creator.peer))
             }
@@ -286,14 +451,12 @@ extension SharedMemoryTests {
             try #require(ftruncate(unsealed, off_t(Self.layout.regionSize)) == 0)
             let before = openDescriptors()
             let creator = try RawCreator()
-            let kick = vq_eventfd()
-            let call = vq_eventfd()
+            let notify = try notifyEnd()
             creator.send(
                 offerBytes(features: Self.layout.features.rawValue, regionSize: UInt64(Self.layout.regionSize)),
-                descriptors: [unsealed, kick, call]
+                descriptors: [unsealed, notify]
             )
-            close(kick)
-            close(call)
+            close(notify)
             let error = #expect(throws: SharedMemoryError.self) {
                 _ = try SharedMemoryConnection.receive(over: FileDescriptor(rawValue: creator.peer))
             }
@@ -322,7 +485,7 @@ extension SharedMemoryTests {
             try #require(vq_socketpair(&sockets) == 0)
             // The receiver reads the offer, closes what it got, and hangs up without answering.
             let receiverSocket = sockets[1]
-            let receiver = Thread {
+            let receiver = startThread {
                 var bytes = [UInt8](repeating: 0, count: 128)
                 var fds = [CInt](repeating: -1, count: 8)
                 var received: CInt = 0
@@ -331,7 +494,6 @@ extension SharedMemoryTests {
                 for fd in fds.prefix(Int(received)) { close(fd) }
                 close(receiverSocket)
             }
-            receiver.start()
             let error = #expect(throws: SharedMemoryError.self) {
                 _ = try SharedMemoryConnection.offer(
                     file,
@@ -340,6 +502,7 @@ extension SharedMemoryTests {
                 )
             }
             #expect(error?.code == .handshakeHangUp)
+            #expect(receiver.wait(timeout: .now() + .seconds(60)) == .success)
             #expect(Set(openDescriptors().keys) == Set(before.keys))
         }
 

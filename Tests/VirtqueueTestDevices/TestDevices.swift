@@ -8,8 +8,29 @@ public enum TestDevices {
     public static let all: [any DeviceComponent.Type] = [
         SerialDevice.self, EchoDevice.self, ChecksumDevice.self, TruncatingDevice.self, FailingDevice.self,
         DescriptorListingDevice.self, ConfiguredDevice.self, ForbiddenCallDevice.self,
-        ConformanceDevice.self,
+        ConformanceDevice.self, NotifierTrapDevice.self,
     ]
+}
+
+/// A hostile device for the notification tests (docs/wire-format.md section 7, "What a peer may
+/// do"), for a device process started by the shared-memory launcher: on its first request it
+/// clears `O_NONBLOCK` on the kick, call and liveness descriptors it inherited (4, 5, 6), floods
+/// the driver's wait end through the call socket until that is full, and then stops for good: it
+/// never receives another kick and never completes the request. Only killing it ends it.
+public struct NotifierTrapDevice: DeviceComponent {
+    public static let name = "notifier-trap"
+
+    public init() {}
+
+    public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
+        _ request: borrowing DeviceRequest,
+        on queue: borrowing DeviceQueue<R, N>
+    ) throws -> Int {
+        for fd: CInt in [4, 5, 6] { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) }
+        var byte: UInt8 = 1
+        while send(5, &byte, 1, CInt(MSG_DONTWAIT) | CInt(MSG_NOSIGNAL)) == 1 {}
+        while true { pause() }
+    }
 }
 
 /// The seed's serial port: answers with "serial wrote N bytes: TEXT".

@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 import Virtqueue
 import VirtqueueConformance
@@ -217,5 +218,81 @@ struct NotificationTests {
         #expect(chain.isIndirect == false)
         #expect(driver.freeDescriptorCount == 0)
         try driver.discard(chain)
+    }
+
+    /// A notifier whose peer is gone: a notification fails as a notifier on sockets fails once the
+    /// peer's end has closed (`EPIPE`), and so does a wait.
+    final class GoneNotifier: Notifier, Sendable {
+        let notifications = Atomic<Int>(0)
+        let waits = Atomic<Int>(0)
+
+        func notify() throws(VirtqueueError) {
+            notifications.add(1, ordering: .relaxed)
+            throw VirtqueueError(.peerDied, "the peer closed its end")
+        }
+
+        func wait() throws(VirtqueueError) {
+            waits.add(1, ordering: .relaxed)
+            throw VirtqueueError(.peerDied, "the peer closed its end")
+        }
+    }
+
+    /// A notification that finds the device gone breaks the driver's queue, as a wait does: the
+    /// chain in flight comes back abandoned.
+    @Test(arguments: modes)
+    func aNotificationThatFindsTheDeviceGoneBreaksTheDriversQueue(features: Features) throws {
+        let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 8 * 64, features: features)
+        var driver = try DriverQueue(
+            region: try GuardedRegion(layout: layout),
+            notifier: GoneNotifier(),
+            bufferSize: 64
+        )
+        var chain = driver.makeChain()
+        try driver.appendReadable(to: &chain, copying: [1])
+        try driver.appendWritable(to: &chain, capacity: 8)
+        try driver.submit(chain)
+        let error = #expect(throws: VirtqueueError.self) { try driver.notifyIfNeeded() }
+        #expect(error?.code == .peerDied)
+        let broken = driver.isBroken
+        #expect(broken)
+        let abandoned = driver.takeAbandoned()?.status
+        #expect(abandoned == .abandoned(.peerDied))
+    }
+
+    /// A device whose notification finds the driver gone stops serving as it does when its wait
+    /// finds the driver gone: `serve` returns, having completed the request in hand.
+    @Test(arguments: modes)
+    func aDeviceStopsServingWhenItsNotificationFindsTheDriverGone(features: Features) throws {
+        let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 8 * 64, features: features)
+        let region = try GuardedRegion(layout: layout)
+        var driver = try DriverQueue(region: region, notifier: CountingNotifier(), bufferSize: 64)
+        let gone = GoneNotifier()
+        var device = try DeviceQueue(region: region, notifier: gone)
+        try submitOne(&driver, byte: 7)
+        var echo = OneByteDevice()
+        try device.serve(&echo, spins: 4)
+        #expect(echo.served == 1)
+        #expect(gone.notifications.load(ordering: .relaxed) == 1)
+        #expect(gone.waits.load(ordering: .relaxed) == 0)
+        let broken = device.isBroken
+        #expect(broken)
+        let written = try driver.takeUsed()?.writtenByteCount
+        #expect(written == 1)
+    }
+}
+
+/// Answers every request with one byte, and counts them.
+struct OneByteDevice: DeviceComponent {
+    static let name = "one-byte"
+    var served = 0
+
+    init() {}
+
+    mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
+        _ request: borrowing DeviceRequest,
+        on queue: borrowing DeviceQueue<R, N>
+    ) throws -> Int {
+        served += 1
+        return [UInt8(1)].withUnsafeBytes { queue.scatter($0, into: request) }
     }
 }

@@ -26,7 +26,8 @@ enum Transport: String, CaseIterable, Codable, Sendable {
 enum WaitMode: String, Codable, Sendable {
     /// Poll the peer's index; never sleep.
     case busyPoll = "busy-poll"
-    /// Sleep on an eventfd every time; the peer kicks it.
+    /// Sleep every time; the peer kicks it. Named after the C ring's eventfds; the Swift queues
+    /// sleep on their notifier (across processes, its notification sockets).
     case eventfd = "eventfd"
     /// Block in read() (pipes and sockets).
     case blocking = "blocking"

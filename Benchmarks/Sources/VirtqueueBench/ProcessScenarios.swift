@@ -8,7 +8,7 @@ import VirtqueueSharedMemory
 
 /// The Swift queues across processes: the driver in this process on the first CPU, the device
 /// (``TouchDevice``) in a child started with `posix_spawn` of this executable, over a sealed
-/// memfd region and an eventfd pair, pinned from here to the second CPU; sandboxed, the child
+/// memfd region and its two notification sockets, pinned from here to the second CPU; sandboxed, the child
 /// runs under the default device-loop seccomp policy. The driver loops are the same as for
 /// `HeapThreads`.
 enum ChildProcesses {

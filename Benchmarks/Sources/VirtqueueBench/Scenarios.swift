@@ -18,7 +18,7 @@ struct Scenario {
 /// Payload sizes of the sweeps: 64 B to 1 MiB.
 let sweepSizes = [64, 256, 1024, 4096, 16384, 65536, 262_144, 1_048_576]
 
-/// How long the ring polls before it sleeps on its eventfd under load: the queues' default.
+/// How long the ring polls before it sleeps on its notifier under load: the queues' default.
 let loadSpins: Int32 = 256
 
 /// Every scenario of the suite, in report order.

@@ -1,5 +1,6 @@
-// What Swift's Glibc module lacks for the shared-memory backend: memfd and seals, eventfd, pidfd,
-// SCM_RIGHTS, posix_spawn with exact file descriptor inheritance, and the wait-status macros.
+// What Swift's Glibc module lacks for the shared-memory backend: memfd and seals, notification
+// sockets, eventfd (vhost-user's), pidfd, SCM_RIGHTS, posix_spawn with exact file descriptor
+// inheritance, and the wait-status macros.
 // Every function returns -1 and sets errno on failure unless it says otherwise.
 #ifndef C_VIRTQUEUE_SYSTEM_H
 #define C_VIRTQUEUE_SYSTEM_H
@@ -36,6 +37,45 @@ int vq_set_cloexec(int fd, int on);
 int vq_set_nonblocking(int fd);
 /// fstat(2) reduced to what the backend checks: whether `fd` is a regular file, and its size.
 int vq_file_info(int fd, int *is_regular, int64_t *size);
+
+// ---- Notification sockets (docs/wire-format.md, section 7) ----
+// A notification channel is a socketpair(AF_UNIX, SOCK_SEQPACKET): the side that waits holds one
+// end, the side that notifies the other. Every call below passes MSG_DONTWAIT, a per-call flag,
+// so none of them can block, whatever O_NONBLOCK says on a file description the peer shares.
+
+/// What vq_notification_drain returns when the channel has ended: the peer closed or shut down
+/// its end and nothing is pending.
+#define VQ_NOTIFICATION_END (-2)
+
+/// What vq_notification_socket_check finds wrong with a descriptor (0: nothing).
+#define VQ_SOCKET_NOT_A_SOCKET 1
+#define VQ_SOCKET_NOT_UNIX 2
+#define VQ_SOCKET_NOT_SEQPACKET 3
+#define VQ_SOCKET_NOT_CONNECTED 4
+
+/// A new notification channel: socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC). `fds[0]` is
+/// the wait end, `fds[1]` the notify end. Where the kernel has SO_PASSRIGHTS (Linux 6.16 and
+/// later), it is turned off on the wait end, so the peer cannot pass descriptors through it.
+int vq_notification_pair(int fds[2]);
+/// Sends one notification on a notify end: send(fd, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL).
+/// Returns 0 when sent, 1 when the channel is full (EAGAIN: the peer has notifications it has
+/// not received yet, so a wake-up is pending anyway), or -1 with errno (EPIPE, ECONNRESET: the
+/// peer's end is gone).
+int vq_notification_send(int fd);
+/// Receives the pending notifications on a wait end, at most `limit` of them, with
+/// recv(fd, …, MSG_DONTWAIT). Returns how many arrived (0: none, a spurious wake-up),
+/// VQ_NOTIFICATION_END when the channel has ended with nothing pending, or -1 with errno.
+/// `hung_up` says whether poll reported POLLRDHUP or POLLHUP: only then is a read of 0 bytes the
+/// end of the channel; otherwise it is an empty message, which counts as a notification.
+int vq_notification_drain(int fd, int limit, int hung_up);
+/// Checks that `fd` is what a notification channel's end must be: a connected AF_UNIX
+/// SOCK_SEQPACKET socket. Returns 0, one of the VQ_SOCKET_* codes, or -1 with errno.
+int vq_notification_socket_check(int fd);
+/// The identity of the file `fd` refers to (st_dev, st_ino): two descriptors with the same
+/// identity name the same socket.
+int vq_file_identity(int fd, uint64_t *device, uint64_t *inode);
+
+// ---- Eventfds (vhost-user's kick and call descriptors) ----
 
 /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK).
 int vq_eventfd(void);

@@ -242,12 +242,21 @@ internal struct QueueSide {
         return flags & suppressNotificationsFlag == 0
     }
 
-    /// Notifies the peer if it asked to hear about the publications since the last check.
+    /// Notifies the peer if it asked to hear about the publications since the last check. A
+    /// notifier that finds the peer gone (``VirtqueueError/Code-swift.struct/peerDied``) breaks
+    /// the queue, as a wait that does.
     @inlinable
     mutating func notifyIfNeeded<Notify: Notifier>(_ notifier: Notify) throws(VirtqueueError) -> Bool {
         try checkUsable()
         let needed = peerNeedsNotification()
-        if needed { try notifier.notify() }
+        if needed {
+            do throws(VirtqueueError) {
+                try notifier.notify()
+            } catch {
+                if error.code == .peerDied { throw breakQueue(error) }
+                throw error
+            }
+        }
         return needed
     }
 

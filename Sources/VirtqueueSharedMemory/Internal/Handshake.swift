@@ -2,12 +2,19 @@ import Virtqueue
 
 /// The two messages of the socket attach handshake (`docs/wire-format.md`, "Socket attach").
 ///
-/// The creator sends an ``Offer`` with three descriptors; the receiver answers with an ``Answer``.
-/// Both are little-endian, fixed-size, and sent as one `SOCK_SEQPACKET` message each.
+/// The creator sends an ``Offer`` with two descriptors; the receiver answers with an ``Answer``,
+/// which carries one descriptor when it accepts. Both are little-endian, fixed-size, and sent as
+/// one `SOCK_SEQPACKET` message each.
 enum Handshake {
-    static let version: UInt16 = 1
-    /// The descriptors an offer carries: region file, kick eventfd, call eventfd.
-    static let descriptorCount = 3
+    /// Version 2: notification sockets, each made by the side that waits on it (version 1 passed
+    /// two eventfds the creator made).
+    static let version: UInt16 = 2
+    /// The descriptors an offer carries: the region file, and the notify end of the channel the
+    /// creator waits on.
+    static let descriptorCount = 2
+    /// The descriptors an accepting answer carries: the notify end of the channel the receiver
+    /// waits on.
+    static let answerDescriptorCount = 1
 
     /// What the creator sends.
     struct Offer: Equatable {

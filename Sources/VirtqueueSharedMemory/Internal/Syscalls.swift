@@ -53,6 +53,40 @@ func milliseconds(of duration: Duration) -> CInt {
     return CInt(min(total.partialValue + extra, Int64(Int32.max)))
 }
 
+/// Checks that `fd` is what an end of a notification channel must be: a connected `AF_UNIX`,
+/// `SOCK_SEQPACKET` socket (`docs/wire-format.md`, section 7). `what` names it in the error.
+///
+/// - Throws: ``SharedMemoryError/Code-swift.struct/handshakeFileDescriptors`` naming what the
+///   descriptor is instead.
+func checkNotificationSocket(_ fd: CInt, _ what: String) throws(SharedMemoryError) {
+    let result = vq_notification_socket_check(fd)
+    if result == 0 { return }
+    let error = result < 0 ? Errno.current : nil
+    let target = descriptorTarget(fd).map { " (\($0))" } ?? ""
+    let problem: String
+    switch result {
+    case VQ_SOCKET_NOT_A_SOCKET: problem = "is not a socket"
+    case VQ_SOCKET_NOT_UNIX: problem = "is not an AF_UNIX socket"
+    case VQ_SOCKET_NOT_SEQPACKET: problem = "is not a SOCK_SEQPACKET socket"
+    case VQ_SOCKET_NOT_CONNECTED: problem = "is not connected"
+    default: problem = "cannot be examined"
+    }
+    throw SharedMemoryError(
+        .handshakeFileDescriptors,
+        "\(what)\(target) \(problem): an end of a notification channel is a connected AF_UNIX SOCK_SEQPACKET socket",
+        underlyingError: error
+    )
+}
+
+/// The identity (device, inode) of the file `fd` refers to, or `nil` if `fstat` fails: two
+/// descriptors with the same identity name the same socket.
+func fileIdentity(_ fd: CInt) -> [UInt64]? {
+    var device: UInt64 = 0
+    var inode: UInt64 = 0
+    guard vq_file_identity(fd, &device, &inode) == 0 else { return nil }
+    return [device, inode]
+}
+
 /// What a descriptor refers to, from `/proc/self/fd` (`anon_inode:[eventfd]`, `socket:[…]`, …),
 /// or `nil` where `/proc` is not mounted.
 func descriptorTarget(_ fd: CInt) -> String? {

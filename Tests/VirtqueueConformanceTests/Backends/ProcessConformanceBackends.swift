@@ -25,7 +25,7 @@ struct DeviceProcessFailed: Error, CustomStringConvertible {
 }
 
 /// The shared-memory backend under the conformance suite: a sealed memfd mapped twice and an
-/// eventfd pair for the in-process ends; a real child process for the launched device.
+/// pair of notification channels for the in-process ends; a real child process for the launched device.
 struct SharedMemoryConformanceBackend: ConformanceBackend {
     var name: String { "shared-memory" }
 

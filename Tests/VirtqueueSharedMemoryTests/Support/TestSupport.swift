@@ -1,5 +1,8 @@
 import CVirtqueueSystem
+import Dispatch
+import Foundation
 import Glibc
+import Synchronization
 import SystemPackage
 import Testing
 import Virtqueue
@@ -49,7 +52,7 @@ func openDescriptors() -> [CInt: String] {
 }
 
 /// How many descriptors of the kinds this backend creates are open: memfds, eventfds, pidfds,
-/// sockets and pipes. Other suites of the test process create none of these.
+/// sockets (the notification channels among them) and pipes. Other suites of the test process create none of these.
 func backendDescriptorCount() -> Int {
     openDescriptors().values.filter { target in
         target.hasPrefix("/memfd:") || target.hasPrefix("/dev/shm/") || target.hasPrefix("anon_inode:[eventfd]")
@@ -87,5 +90,83 @@ func payload(_ sequence: UInt64, count: Int, into destination: UnsafeMutableRawB
     }
     withUnsafeBytes(of: sequence.littleEndian) { raw in
         for index in 0..<min(8, count) { destination[index] = raw[index] }
+    }
+}
+
+/// A call that did not return within its bound: it would have blocked for ever.
+struct DidNotReturn: Error, CustomStringConvertible {
+    let what: String
+    let bound: Duration
+    var description: String { "\(what) did not return within \(bound): it blocks" }
+}
+
+/// A value handed over once: the first `take()` gets it, and nothing holds it afterwards.
+final class TakeOnce<Value: Sendable>: Sendable {
+    let value: Mutex<Value?>
+
+    init(_ value: Value) { self.value = Mutex(value) }
+
+    func take() -> Value? {
+        value.withLock { value in
+            let taken = value
+            value = nil
+            return taken
+        }
+    }
+}
+
+/// A value one thread leaves for another.
+final class Slot<Value: Sendable>: Sendable {
+    let value = Mutex<Value?>(nil)
+}
+
+/// Runs `body` on a new thread. The semaphore is signalled once `body` has returned and what it
+/// captured has been released, so no descriptor it held closes behind a later test's back.
+func startThread(_ body: @escaping @Sendable () -> Void) -> DispatchSemaphore {
+    let done = DispatchSemaphore(value: 0)
+    let work = TakeOnce(body)
+    let thread = Thread {
+        work.take()?()
+        done.signal()
+    }
+    thread.start()
+    return done
+}
+
+/// Runs `body` on a thread of its own and waits for it at most `bound`, so that a call that
+/// blocks for ever fails the test instead of hanging the suite (the blocked thread is left
+/// behind). The bound only detects a hang; nothing is asserted about how long `body` takes.
+///
+/// - Returns: What `body` returned.
+/// - Throws: ``DidNotReturn`` if `body` did not return in time, or what `body` threw.
+func withinBound<T: Sendable>(
+    _ what: String,
+    _ bound: Duration = .seconds(60),
+    _ body: @escaping @Sendable () throws -> T
+) throws -> T {
+    let result = Slot<Result<T, any Error>>()
+    let finished = startThread {
+        let value = Result { try body() }
+        result.value.withLock { $0 = value }
+    }
+    let (seconds, attoseconds) = bound.components
+    let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
+    guard finished.wait(timeout: .now() + .nanoseconds(nanoseconds)) == .success,
+        let value = result.value.withLock({ $0 })
+    else {
+        throw DidNotReturn(what: what, bound: bound)
+    }
+    return try value.get()
+}
+
+/// The error `body` threw as a `VirtqueueError`, or `nil` if it returned or threw something else.
+func virtqueueError(_ body: () throws -> Void) -> VirtqueueError? {
+    do {
+        try body()
+        return nil
+    } catch let error as VirtqueueError {
+        return error
+    } catch {
+        return nil
     }
 }
