@@ -110,7 +110,7 @@ extension SharedMemoryTests {
                     try driver.waitForUsed()
                     while let used = try driver.takeUsed() {
                         var reply = [UInt8](repeating: 0, count: used.writtenByteCount)
-                        _ = reply.withUnsafeMutableBytes { driver.copyWrittenBytes(of: used, into: $0) }
+                        _ = try reply.withUnsafeMutableBytes { try driver.copyWrittenBytes(of: used, into: $0) }
                         if let index = expected[used.id] { replies[index] = reply }
                         try driver.free(used)
                         returned += 1

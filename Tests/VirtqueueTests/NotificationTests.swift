@@ -293,6 +293,6 @@ struct OneByteDevice: DeviceComponent {
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
         served += 1
-        return [UInt8(1)].withUnsafeBytes { queue.scatter($0, into: request) }
+        return try [UInt8(1)].withUnsafeBytes { try queue.scatter($0, into: request) }
     }
 }
