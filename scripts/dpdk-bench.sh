@@ -26,15 +26,22 @@ pmd() { # name cpu vdev testpmd-options…
         --lcores "(0,1)@$cpu" --vdev "$vdev" -- --total-num-mbufs=8192 --stats-period 1 "$@" \
         >"$dir/$name.log" 2>&1) &
 }
-wait_for() { for _ in $(seq 1 300); do [ -S "$1" ] && return 0; sleep 0.1; done; echo "no socket $1" >&2; exit 1; }
-stop_all() { pkill -f "file-prefix=dpdkbench" 2>/dev/null || true; pkill -f "$net" 2>/dev/null || true; sleep 1; }
+wait_for() { for _ in $(seq 1 600); do [ -S "$1" ] && return 0; sleep 0.1; done; echo "no socket $1" >&2; exit 1; }
+# testpmd binds its vhost socket before it listens; it listens once it forwards (stats printed).
+wait_forwarding() { for _ in $(seq 1 600); do grep -aq "Port statistics" "$1" && return 0; sleep 0.1; done; echo "testpmd did not start: $1" >&2; cat "$1" >&2; exit 1; }
+stop_all() {
+    pkill -f "file-prefix=dpdkbench" 2>/dev/null || true
+    pkill -f "$net" 2>/dev/null || true
+    pkill -f "sleep 100000" 2>/dev/null || true
+    sleep 1
+}
 median_rx() { # log: the median per-second Rx-pps after warm-up
-    grep -o 'Rx-pps: *[0-9]*' "$1" | awk '{print $2}' | awk '$1 > 0' | tail -n +3 | sort -n |
+    { grep -ao 'Rx-pps: *[0-9]*' "$1" || true; } | awk '{print $2}' | awk '$1 > 0' | tail -n +3 | sort -n |
         awk '{a[NR]=$1} END {if (NR == 0) print 0; else print a[int((NR + 1) / 2)]}'
 }
 
 pmd vhost 1 "net_vhost0,iface=$dir/a.sock,queues=1" --forward-mode=io --auto-start
-wait_for "$dir/a.sock"
+wait_forwarding "$dir/vhost.log"
 pmd user 0 "net_virtio_user0,path=$dir/a.sock,queues=1,queue_size=256" --forward-mode=io --tx-first --auto-start
 sleep "$seconds"
 baseline=$(median_rx "$dir/user.log")
@@ -48,9 +55,9 @@ backend=$(median_rx "$dir/user2.log")
 stop_all
 
 pmd vhost2 1 "net_vhost0,iface=$dir/c.sock,queues=1" --forward-mode=macswap --auto-start
-wait_for "$dir/c.sock"
-sleep 1
-frontend=$(taskset -c 0 "$net" ping --socket "$dir/c.sock" --frames 2000000 | grep -o '[0-9]* frames/s' | awk '{print $1}')
+wait_forwarding "$dir/vhost2.log"
+frontend=$(taskset -c 0 "$net" ping --socket "$dir/c.sock" --frames 2000000 | tee "$dir/ping.log" |
+    { grep -o '[0-9]* frames/s' || true; } | awk '{print $1}')
 stop_all
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }

@@ -29,7 +29,7 @@ struct BlockDemo: ParsableCommand {
         discussion: """
             The device serves a disk image this process opened; it gets the image's file \
             descriptor and nothing else. By default it runs sandboxed: a child process whose \
-            seccomp filter allows only its ring's notification sockets, the allocator, and pread64/pwrite64/fdatasync \
+            seccomp filter allows only its ring's notification sockets, the allocator, and preadv/pwritev/fdatasync \
             on the image. --misbehave makes it attempt open("/etc/hostname") halfway through.
             """
     )
@@ -114,8 +114,8 @@ struct BlockDemo: ParsableCommand {
             var options = LaunchOptions()
             options.configuration = configuration
             let policy = SandboxPolicy.deviceLoop.allowing(
-                .init("pread64", .onFileDescriptors([.device(0)])),
-                .init("pwrite64", .onFileDescriptors([.device(0)])),
+                .init("preadv", .onFileDescriptors([.device(0)])),
+                .init("pwritev", .onFileDescriptors([.device(0)])),
                 .init("fdatasync", .onFileDescriptors([.device(0)]))
             )
             var device = try SandboxBackend.launch(

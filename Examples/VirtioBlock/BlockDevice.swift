@@ -5,7 +5,7 @@ public import Virtqueue
 ///
 /// The launcher opens the image and hands the device the descriptor and the image's size in
 /// sectors (``DeviceConfiguration``); the device needs nothing else — in the sandbox it may
-/// `pread64`, `pwrite64` and `fdatasync` that one descriptor and no other (see
+/// `preadv`, `pwritev` and `fdatasync` that one descriptor and no other (see
 /// ``BlockDevice/sandboxPolicy``).
 ///
 /// Requests come from the driver and are untrusted: a malformed request (a short header, an
@@ -45,7 +45,7 @@ public struct BlockDevice: DeviceComponent {
     }
 
     /// The system calls this device makes beyond the device loop's minimum.
-    public static let systemCalls = ["pread64", "pwrite64", "fdatasync"]
+    public static let systemCalls = ["preadv", "pwritev", "fdatasync"]
 
     public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
@@ -108,45 +108,50 @@ public struct BlockDevice: DeviceComponent {
         return off_t(sector) * off_t(BlockRequest.sectorSize)
     }
 
-    /// Writes the readable bytes after the header to the disk, straight from shared memory.
+    /// Writes the readable bytes after the header to the disk, straight from shared memory, with
+    /// one `pwritev` per ``vectorLimit`` segments.
     func writeData<R: GuestMemory & ~Copyable, N: Notifier>(
         of request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>,
         at start: off_t
     ) throws -> Bool {
-        var skipped = 0
-        var position = start
-        var ok = true
-        try queue.forEachReadable(in: request) { bytes in
-            let skip = min(bytes.count, BlockRequest.headerSize - skipped)
-            skipped += skip
-            let payload = UnsafeRawBufferPointer(rebasing: bytes[skip...])
-            guard ok, !payload.isEmpty else { return }
-            ok = pwrite(disk, payload.baseAddress, payload.count, position) == payload.count
-            position += off_t(payload.count)
+        try withUnsafeTemporaryAllocation(of: iovec.self, capacity: Self.vectorLimit) { vectors in
+            var batch = VectoredTransfer(disk: disk, vectors: vectors, position: start, writing: true)
+            var skipped = 0
+            try queue.forEachReadable(in: request) { bytes in
+                let skip = min(bytes.count, BlockRequest.headerSize - skipped)
+                skipped += skip
+                let payload = UnsafeRawBufferPointer(rebasing: bytes[skip...])
+                guard let base = payload.baseAddress, !payload.isEmpty else { return }
+                batch.add(UnsafeMutableRawPointer(mutating: base), payload.count)
+            }
+            return batch.finish()
         }
-        return ok
     }
 
-    /// Reads `count` bytes from the disk straight into the writable segments.
+    /// Reads `count` bytes from the disk straight into the writable segments, with one `preadv`
+    /// per ``vectorLimit`` segments.
     func readData<R: GuestMemory & ~Copyable, N: Notifier>(
         into request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>,
         count: Int,
         at start: off_t
     ) throws -> Bool {
-        var remaining = count
-        var position = start
-        var ok = true
-        try queue.forEachWritable(in: request) { bytes in
-            let length = min(bytes.count, remaining)
-            guard ok, length > 0 else { return }
-            ok = pread(disk, bytes.baseAddress, length, position) == length
-            position += off_t(length)
-            remaining -= length
+        try withUnsafeTemporaryAllocation(of: iovec.self, capacity: Self.vectorLimit) { vectors in
+            var batch = VectoredTransfer(disk: disk, vectors: vectors, position: start, writing: false)
+            var remaining = count
+            try queue.forEachWritable(in: request) { bytes in
+                let length = min(bytes.count, remaining)
+                guard let base = bytes.baseAddress, length > 0 else { return }
+                batch.add(base, length)
+                remaining -= length
+            }
+            return batch.finish()
         }
-        return ok
     }
+
+    /// Segments moved per system call at most: a guest's request is often a page per segment.
+    static let vectorLimit = 64
 
     /// Writes the status byte right after `written` data bytes.
     func writeStatus<R: GuestMemory & ~Copyable, N: Notifier>(
@@ -162,6 +167,50 @@ public struct BlockDevice: DeviceComponent {
             }
             position += bytes.count
         }
+    }
+}
+
+/// Segments gathered into an `iovec` array on the stack and moved with one `preadv` / `pwritev`
+/// each time it fills, then at the end.
+struct VectoredTransfer {
+    let disk: CInt
+    let vectors: UnsafeMutableBufferPointer<iovec>
+    var position: off_t
+    let writing: Bool
+    var count = 0
+    var bytes = 0
+    var ok = true
+
+    init(disk: CInt, vectors: UnsafeMutableBufferPointer<iovec>, position: off_t, writing: Bool) {
+        self.disk = disk
+        self.vectors = vectors
+        self.position = position
+        self.writing = writing
+    }
+
+    mutating func add(_ base: UnsafeMutableRawPointer, _ length: Int) {
+        if count == vectors.count { flush() }
+        vectors[count] = iovec(iov_base: base, iov_len: length)
+        count += 1
+        bytes += length
+    }
+
+    /// Moves what was gathered; a short transfer (the file ended) or an error fails the request.
+    mutating func flush() {
+        guard count > 0 else { return }
+        if ok, let base = vectors.baseAddress {
+            let moved = writing ? pwritev(disk, base, CInt(count), position) : preadv(disk, base, CInt(count), position)
+            ok = moved == bytes
+        }
+        position += off_t(bytes)
+        count = 0
+        bytes = 0
+    }
+
+    /// Moves the rest and says whether every byte moved.
+    mutating func finish() -> Bool {
+        flush()
+        return ok
     }
 }
 

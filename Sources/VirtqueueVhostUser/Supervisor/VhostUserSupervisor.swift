@@ -240,7 +240,7 @@ func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePo
 extension SandboxPolicy {
     /// The calls a vhost-user back-end's worker makes serving a connection, measured with the
     /// SIGSYS reporter against QEMU and our own front-end (`docs/sandbox.md`), plus
-    /// `deviceCalls` (a block device's `pread64`, `pwrite64`, `fdatasync`).
+    /// `deviceCalls` (a block device's `preadv`, `pwritev`, `fdatasync`).
     ///
     /// No `open`, no `socket`, no `connect`, no `exec`, no new process (`clone` only with
     /// `CLONE_THREAD`; `clone3` fails with `ENOSYS` so the C library falls back to `clone`), no
