@@ -17,8 +17,11 @@ public struct NetLoopbackDevice: VhostUserDevice {
     public static let headerSize = VirtioNet.headerSize
 
     /// The connection's loopback: frames in flight from transmit to receive, and the counters.
-    public final class Loop: Sendable {
-        let frames = Mutex<[[UInt8]]>([])
+    ///
+    /// A single-producer, single-consumer ring of fixed slots allocated once: the transmit thread
+    /// gathers each packet (header and frame) straight into the next slot, the receive thread
+    /// scatters it from there into a receive buffer. No lock and no allocation per frame.
+    public final class Loop: @unchecked Sendable {
         /// Frames the transmit queue took, well-formed, malformed, dropped (loop full), and
         /// frames the receive queue delivered.
         public let transmitted = Atomic<Int>(0)
@@ -26,9 +29,30 @@ public struct NetLoopbackDevice: VhostUserDevice {
         public let dropped = Atomic<Int>(0)
         public let delivered = Atomic<Int>(0)
         /// Frames the loop holds at most; beyond, a transmitted frame is dropped (and counted).
-        public static let capacity = 4096
+        public static let capacity = 1024
+        /// Bytes of a slot: a header and a frame up to a jumbo-less Ethernet frame's 1514, rounded.
+        static let slotSize = 2048
 
-        init() {}
+        /// The next slot the producer fills, and the next the consumer empties (free-running).
+        let produced = Atomic<Int>(0)
+        let consumed = Atomic<Int>(0)
+        let slots: UnsafeMutableRawPointer
+        let lengths: UnsafeMutablePointer<Int>
+
+        init() {
+            slots = .allocate(byteCount: Self.capacity * Self.slotSize, alignment: 64)
+            lengths = .allocate(capacity: Self.capacity)
+            lengths.initialize(repeating: 0, count: Self.capacity)
+        }
+
+        deinit {
+            slots.deallocate()
+            lengths.deallocate()
+        }
+
+        func slot(_ index: Int) -> UnsafeMutableRawBufferPointer {
+            UnsafeMutableRawBufferPointer(start: slots + (index % Self.capacity) * Self.slotSize, count: Self.slotSize)
+        }
     }
 
     public typealias SharedState = Loop
@@ -55,31 +79,34 @@ public struct NetLoopbackDevice: VhostUserDevice {
         self.queue = queue
     }
 
-    /// The transmit queue: a frame (after its header) is checked and queued for the receive side.
+    /// The transmit queue: a packet is gathered into the loop's next slot, checked, and handed to
+    /// the receive side.
     public mutating func handle<M: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<M, N>
     ) throws -> Int {
         guard let loop, self.queue == 1 else { return 0 }
-        var bytes = [UInt8](repeating: 0, count: request.readableByteCount)
-        _ = try bytes.withUnsafeMutableBytes { try queue.gather(request, into: $0) }
-        guard bytes.count > Self.headerSize, Self.isTestpmdFrame(bytes[Self.headerSize...]) else {
+        let tail = loop.produced.load(ordering: .relaxed)
+        guard tail - loop.consumed.load(ordering: .acquiring) < Loop.capacity else {
+            loop.dropped.add(1, ordering: .relaxed)
+            return 0
+        }
+        let slot = loop.slot(tail)
+        let count = try queue.gather(request, into: slot)
+        guard count == request.readableByteCount, count > Self.headerSize,
+            Self.isTestpmdFrame(UnsafeRawBufferPointer(rebasing: slot[Self.headerSize..<count]))
+        else {
             loop.malformed.add(1, ordering: .relaxed)
             return 0
         }
+        loop.lengths[tail % Loop.capacity] = count
         loop.transmitted.add(1, ordering: .relaxed)
-        let queued = loop.frames.withLock { frames -> Bool in
-            guard frames.count < Loop.capacity else { return false }
-            frames.append(Array(bytes[Self.headerSize...]))
-            return true
-        }
-        if !queued { loop.dropped.add(1, ordering: .relaxed) }
+        loop.produced.store(tail + 1, ordering: .releasing)
         return 0
     }
 
     /// testpmd's generated frames: Ethernet, IPv4 (header checksum valid), UDP.
-    public static func isTestpmdFrame(_ frame: ArraySlice<UInt8>) -> Bool {
-        let bytes = Array(frame)
+    public static func isTestpmdFrame(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard bytes.count >= 42, bytes[12] == 0x08, bytes[13] == 0x00, bytes[14] == 0x45, bytes[23] == 17 else {
             return false
         }
@@ -100,14 +127,18 @@ public struct NetLoopbackDevice: VhostUserDevice {
             try queue.serve(&self, spins: spins, journal: &journal, until: shouldStop)
             return
         }
-        var header = [UInt8](repeating: 0, count: Self.headerSize)
-        header[10] = 1  // num_buffers
+        var idle = 0
         while !shouldStop() {
-            guard let frame = loop.frames.withLock({ $0.first }) else {
+            let head = loop.consumed.load(ordering: .relaxed)
+            guard head != loop.produced.load(ordering: .acquiring) else {
+                // Nothing to deliver: tell the driver about what was, then yield the CPU (the
+                // transmit thread may be sharing it), and sleep a little once idle for a while.
                 try queue.notifyIfNeeded()
-                usleep(20)
+                idle += 1
+                if idle < 64 { sched_yield() } else { usleep(10) }
                 continue
             }
+            idle = 0
             guard let request = try queue.nextRequest() else {
                 try queue.notifyIfNeeded()
                 do {
@@ -119,13 +150,18 @@ public struct NetLoopbackDevice: VhostUserDevice {
                 continue
             }
             journal.taken(head: request.id)
-            let packet = header + frame
-            let written = try packet.withUnsafeBytes { try queue.scatter($0, into: request) }
-            loop.frames.withLock { _ = $0.removeFirst() }
-            let head = request.id
-            journal.completing(head: head)
+            // The slot holds the driver's header and the frame: the header becomes the receive
+            // header (no offloads, one buffer).
+            let slot = loop.slot(head)
+            let count = loop.lengths[head % Loop.capacity]
+            for offset in 0..<Self.headerSize { slot[offset] = 0 }
+            slot[10] = 1  // num_buffers
+            let written = try queue.scatter(UnsafeRawBufferPointer(rebasing: slot[0..<count]), into: request)
+            loop.consumed.store(head + 1, ordering: .releasing)
+            let id = request.id
+            journal.completing(head: id)
             try queue.complete(request, written: written)
-            journal.completed(head: head, usedIndex: queue.cursor.nextUsed)
+            journal.completed(head: id, usedIndex: queue.cursor.nextUsed)
             loop.delivered.add(1, ordering: .relaxed)
         }
     }

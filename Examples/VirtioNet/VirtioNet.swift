@@ -1,3 +1,4 @@
+import Glibc
 public import Synchronization
 public import SystemPackage
 public import Virtqueue
@@ -16,10 +17,35 @@ public enum VirtioNet {
     /// Frame `number`: destination and source MACs, an experimental EtherType (0x88B5), the
     /// number, and bytes derived from it.
     public static func frame(_ number: UInt32) -> [UInt8] {
-        var bytes: [UInt8] = [0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x88, 0xB5]
-        withUnsafeBytes(of: number.littleEndian) { bytes += $0 }
-        while bytes.count < frameSize { bytes.append(UInt8(truncatingIfNeeded: number &+ UInt32(bytes.count))) }
+        var bytes = [UInt8](repeating: 0, count: frameSize)
+        bytes.withUnsafeMutableBytes { write(number, into: $0) }
         return bytes
+    }
+
+    /// Writes frame `number` into the first ``frameSize`` bytes of `bytes`.
+    public static func write(_ number: UInt32, into bytes: UnsafeMutableRawBufferPointer, swapped: Bool = false) {
+        let destination: [UInt8] = [0x02, 0, 0, 0, 0, 0x01]
+        let source: [UInt8] = [0x02, 0, 0, 0, 0, 0x02]
+        for index in 0..<6 {
+            bytes[index] = swapped ? source[index] : destination[index]
+            bytes[6 + index] = swapped ? destination[index] : source[index]
+        }
+        bytes[12] = 0x88
+        bytes[13] = 0xB5
+        bytes.storeBytes(of: number.littleEndian, toByteOffset: 14, as: UInt32.self)
+        for index in 18..<frameSize { bytes[index] = UInt8(truncatingIfNeeded: number &+ UInt32(index)) }
+    }
+
+    /// The number of frame `bytes` if it is exactly a frame sent with its MAC addresses
+    /// exchanged; `nil` otherwise.
+    public static func swappedFrameNumber(_ bytes: UnsafeRawBufferPointer) -> UInt32? {
+        guard bytes.count == frameSize else { return nil }
+        let number = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 14, as: UInt32.self))
+        return withUnsafeTemporaryAllocation(byteCount: frameSize, alignment: 8) { expected in
+            write(number, into: expected, swapped: true)
+            guard let left = expected.baseAddress, let right = bytes.baseAddress else { return nil }
+            return memcmp(left, right, frameSize) == 0 ? number : nil
+        }
     }
 
     /// What a ping run saw.
@@ -77,17 +103,18 @@ public enum VirtioNet {
         try postReceiveBuffers()
         var result = PingResult(sent: 0, received: 0, mismatches: 0, duration: .zero)
         var seen = [Bool](repeating: false, count: frames)
-        var packet = [UInt8](repeating: 0, count: headerSize + frameSize)
-        var bytes = [UInt8](repeating: 0, count: 2048)
         let start = ContinuousClock.now
         let deadline = start + .seconds(120)
         while result.received < frames, ContinuousClock.now < deadline {
             while result.sent < frames, result.sent - result.received < window, send.freeDescriptorCount > 0,
                 send.freeBufferCount > 0
             {
-                packet.replaceSubrange(headerSize..., with: frame(UInt32(result.sent)))
+                let number = UInt32(result.sent)
                 var chain = send.makeChain()
-                try send.appendReadable(to: &chain, copying: packet)
+                try send.appendReadable(to: &chain, count: headerSize + frameSize) { packet in
+                    for index in 0..<headerSize { packet[index] = 0 }
+                    write(number, into: UnsafeMutableRawBufferPointer(rebasing: packet[headerSize...]))
+                }
                 _ = try send.submit(chain)
                 result.sent += 1
             }
@@ -95,24 +122,22 @@ public enum VirtioNet {
             while let used = try send.takeUsed() { try send.free(used) }
             var took = 0
             while let used = try receive.takeUsed() {
-                let count = try bytes.withUnsafeMutableBytes { try receive.copyWrittenBytes(of: used, into: $0) }
+                var number: UInt32?
+                if used.writtenByteCount == headerSize + frameSize {
+                    try receive.forEachSegment(of: used) { writable, bytes in
+                        guard writable, bytes.count >= headerSize + frameSize else { return }
+                        number = swappedFrameNumber(
+                            UnsafeRawBufferPointer(rebasing: bytes[headerSize..<headerSize + frameSize])
+                        )
+                    }
+                }
                 try receive.free(used)
                 took += 1
                 result.received += 1
-                guard count == headerSize + frameSize else {
-                    result.mismatches += 1
-                    continue
-                }
-                let payload = Array(bytes[headerSize..<count])
-                let number = payload[14..<18].withUnsafeBytes {
-                    UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))
-                }
-                var expected = frame(number)
-                expected.replaceSubrange(0..<12, with: Array(expected[6..<12] + expected[0..<6]))
-                if Int(number) >= frames || seen[Int(number)] || payload != expected {
-                    result.mismatches += 1
-                } else {
+                if let number, Int(number) < frames, !seen[Int(number)] {
                     seen[Int(number)] = true
+                } else {
+                    result.mismatches += 1
                 }
             }
             if took > 0 { try postReceiveBuffers() }
