@@ -1,8 +1,8 @@
 import Glibc
-public import Synchronization
+import Synchronization
 public import SystemPackage
-public import Virtqueue
-public import VirtqueueVhostUser
+import Virtqueue
+import VirtqueueVhostUser
 
 /// virtio-net over vhost-user, as small as a test needs and a benchmark can measure: the
 /// `virtio_net_hdr_v1` header, a loopback device for our back-end (``NetLoopbackDevice``) and a
