@@ -12,6 +12,8 @@ import VirtqueueSharedMemory
 struct SerialDevice: DeviceComponent {
     static let name = "serial"
 
+    init(configuration: DeviceConfiguration) {}
+
     mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>

@@ -25,11 +25,6 @@ struct VhostUserBlockDevice: VhostUserDevice {
     let stallAfterWrites: Int?
     var writes = 0
 
-    init() {
-        device = BlockDevice()
-        stallAfterWrites = nil
-    }
-
     /// The test aids (`stall-after-writes=N`, and `BlockDevice`'s `misbehave-after=N`) act on
     /// the first connection only, so the worker that replaces the one they killed serves normally.
     init(configuration: DeviceConfiguration) throws {

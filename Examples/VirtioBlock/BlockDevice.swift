@@ -20,23 +20,30 @@ public struct BlockDevice: DeviceComponent {
     let misbehaveAfter: Int?
     var served = 0
 
-    public init() {
-        disk = -1
-        sectorCount = 0
-        misbehaveAfter = nil
-    }
-
     /// Arguments: `sectors=N` (the image's size) and optionally `misbehave-after=K`;
     /// descriptors: the disk image, open for reading and writing.
-    public init(configuration: DeviceConfiguration) throws {
+    ///
+    /// - Throws: ``BlockDeviceError`` naming what is missing or malformed: no descriptor, no
+    ///   `sectors=`, or a value that is not a number.
+    public init(configuration: DeviceConfiguration) throws(BlockDeviceError) {
         guard let disk = configuration.fileDescriptors.first else {
             throw BlockDeviceError("the block device needs the disk image's file descriptor")
         }
         var sectors: UInt64?
         var misbehaveAfter: Int?
         for argument in configuration.arguments {
-            if argument.hasPrefix("sectors=") { sectors = UInt64(argument.dropFirst(8)) }
-            if argument.hasPrefix("misbehave-after=") { misbehaveAfter = Int(argument.dropFirst(16)) }
+            if argument.hasPrefix("sectors=") {
+                guard let value = UInt64(argument.dropFirst(8)) else {
+                    throw BlockDeviceError("the block device's \"\(argument)\" is not a sector count")
+                }
+                sectors = value
+            }
+            if argument.hasPrefix("misbehave-after=") {
+                guard let value = Int(argument.dropFirst(16)), value > 0 else {
+                    throw BlockDeviceError("the block device's \"\(argument)\" is not a request count")
+                }
+                misbehaveAfter = value
+            }
         }
         guard let sectors else { throw BlockDeviceError("the block device needs sectors=N") }
         self.disk = disk
@@ -215,7 +222,7 @@ struct VectoredTransfer {
 }
 
 /// A block device set-up error.
-public struct BlockDeviceError: Error, CustomStringConvertible {
+public struct BlockDeviceError: Error, Hashable, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
 }

@@ -66,12 +66,24 @@ public struct NetLoopbackDevice: VhostUserDevice {
         return loop
     }
 
-    let loop: Loop?
+    let loop: Loop
     let queue: Int
 
-    public init() {
-        loop = nil
-        queue = 0
+    /// Refuses: the device's queues work together through their connection's ``Loop``, which
+    /// only a vhost-user back-end provides (``init(configuration:queue:shared:)``); alone, the
+    /// device would have nothing to loop frames through.
+    ///
+    /// - Throws: ``NeedsConnection``, always.
+    public init(configuration: DeviceConfiguration) throws(NeedsConnection) {
+        throw NeedsConnection()
+    }
+
+    /// What ``init(configuration:)`` throws: the device runs only as a vhost-user back-end's.
+    public struct NeedsConnection: Error, CustomStringConvertible {
+        public var description: String {
+            "the \(NetLoopbackDevice.name) device's queues share their connection's loop: only a vhost-user "
+                + "back-end creates it (init(configuration:queue:shared:))"
+        }
     }
 
     public init(configuration: DeviceConfiguration, queue: Int, shared: Loop) throws {
@@ -85,7 +97,7 @@ public struct NetLoopbackDevice: VhostUserDevice {
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<M, N>
     ) throws -> Int {
-        guard let loop, self.queue == 1 else { return 0 }
+        guard self.queue == 1 else { return 0 }
         let tail = loop.produced.load(ordering: .relaxed)
         guard tail - loop.consumed.load(ordering: .acquiring) < Loop.capacity else {
             loop.dropped.add(1, ordering: .relaxed)
@@ -123,7 +135,7 @@ public struct NetLoopbackDevice: VhostUserDevice {
         journal: inout J,
         until shouldStop: () -> Bool
     ) throws {
-        guard let loop, self.queue == 0 else {
+        guard self.queue == 0 else {
             try queue.serve(&self, spins: spins, journal: &journal, until: shouldStop)
             return
         }

@@ -9,6 +9,7 @@
 /// ```swift
 /// struct Uppercase: DeviceComponent {
 ///     static let name = "uppercase"
+///     init(configuration: DeviceConfiguration) {}
 ///     mutating func handle<M: GuestMemory & ~Copyable, N: Notifier>(
 ///         _ request: borrowing DeviceRequest,
 ///         on queue: borrowing DeviceQueue<M, N>
@@ -27,18 +28,23 @@ public protocol DeviceComponent: SendableMetatype {
     /// The features the device implements; the default is everything this library supports.
     static var supportedFeatures: Features { get }
 
-    /// Creates the device. A child process calls this after it has attached to the region (and,
-    /// when sandboxed, after its seccomp filter is loaded).
-    init()
-
-    /// Creates the device with the arguments and resources its launcher handed over.
+    /// Creates the device from what its launcher handed over: its arguments and the file
+    /// descriptors it needs (a disk image's, say). This is the device's factory, and the only
+    /// way a backend creates one.
     ///
-    /// The default calls ``init()``. Implement it when the device needs something from outside
-    /// the queue — a disk image's file descriptor, say. Backends pass the same values at every
-    /// isolation level (a child process receives the descriptors under new numbers, which
-    /// `configuration` reports).
+    /// Backends pass the same values at every isolation level: on a thread the descriptors keep
+    /// their numbers; a child process receives them under new numbers, which `configuration`
+    /// reports. A child process calls this after it has attached to the region (and, when
+    /// sandboxed, after its seccomp filter is loaded). A device that needs nothing ignores
+    /// `configuration`:
     ///
-    /// - Throws: Any error stops the device before it serves anything.
+    /// ```swift
+    /// init(configuration: DeviceConfiguration) {}
+    /// ```
+    ///
+    /// - Throws: A configuration the device cannot work with (a missing descriptor, a bad
+    ///   argument). The device then never serves, and its launcher reports the error when it
+    ///   launches it, naming the device.
     init(configuration: DeviceConfiguration) throws
 
     /// Serves one request: reads its device-readable segments, writes its reply into the
@@ -54,10 +60,6 @@ public protocol DeviceComponent: SendableMetatype {
 
 extension DeviceComponent {
     public static var supportedFeatures: Features { .all }
-
-    public init(configuration: DeviceConfiguration) throws {
-        self.init()
-    }
 }
 
 /// What a launcher hands a device besides its queue: arguments and open file descriptors.

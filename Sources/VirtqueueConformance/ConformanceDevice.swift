@@ -27,7 +27,11 @@ public struct ConformanceDevice: DeviceComponent {
     /// Readable bytes that make the device hold the request until the driver goes away.
     public static let stallMarker: [UInt8] = Array("virtqueue-conformance: stall".utf8)
 
+    /// Creates the device.
     public init() {}
+
+    /// Creates the device; it needs no configuration and ignores `configuration`.
+    public init(configuration: DeviceConfiguration) {}
 
     public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,

@@ -115,7 +115,11 @@ struct Templates {
             /// How a device host finds this device; keep it stable.
             public static let name = "\(lowercaseName)"
 
-            public init() {}
+            /// Creates the device from what its launcher hands over: `configuration.arguments`
+            /// and `configuration.fileDescriptors` (a disk image's, say). Read what your device
+            /// needs here, and throw if it is missing or malformed: the launcher reports the
+            /// error, naming the device, at every isolation level. The echo needs nothing.
+            public init(configuration: DeviceConfiguration) {}
 
             public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
                 _ request: borrowing DeviceRequest,

@@ -8,6 +8,8 @@ import VirtqueueHeap
 private struct ChecksumDevice: DeviceComponent {
     static let name = "checksum"
 
+    init(configuration: DeviceConfiguration) {}
+
     mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>

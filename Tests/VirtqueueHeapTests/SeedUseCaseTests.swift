@@ -7,6 +7,8 @@ import VirtqueueHeap
 struct ReversingSerialDevice: DeviceComponent {
     static let name = "reversing-serial"
 
+    init(configuration: DeviceConfiguration) {}
+
     mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>

@@ -162,7 +162,7 @@ extension SharedMemoryTests {
             try withinBound("the device serving once the driver drains") {
                 var device = try DeviceQueue(region: try connection.makeRegion(), notifier: notifier)
                 peer.liftTrap()
-                var echo = EchoDevice()
+                var echo = EchoDevice(configuration: DeviceConfiguration())
                 try device.serve(&echo)  // returns when the driver hangs up
             }
             #expect(peer.exitStatus() == 0)
@@ -182,7 +182,7 @@ extension SharedMemoryTests {
                 let notified = virtqueueError { try notifier.notify() }?.code
                 let waited = waitUntilPeerDied(notifier)?.code
                 var device = try DeviceQueue(region: try connection.makeRegion(), notifier: notifier)
-                var echo = EchoDevice()
+                var echo = EchoDevice(configuration: DeviceConfiguration())
                 try device.serve(&echo)
                 return [notified, waited]
             }

@@ -10,7 +10,7 @@ import VirtqueueTestDevices
 /// A device type that the test device host does not host.
 struct UnhostedDevice: DeviceComponent {
     static let name = "unhosted"
-    init() {}
+    init(configuration: DeviceConfiguration) {}
     mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>

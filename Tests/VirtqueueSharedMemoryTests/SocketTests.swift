@@ -264,7 +264,7 @@ extension SharedMemoryTests {
             #expect(connection.role == .device)
             try withinBound("serving the C driver") {
                 var device = try DeviceQueue(region: try connection.makeRegion(), notifier: connection.notifier)
-                var echo = EchoDevice()
+                var echo = EchoDevice(configuration: DeviceConfiguration())
                 try device.serve(&echo)  // until the C driver hangs up, having checked every reply
             }
             #expect(exitCode(of: pid) == 0)
@@ -342,7 +342,7 @@ extension SharedMemoryTests {
                     let connection = try SharedMemoryConnection.receive(over: FileDescriptor(rawValue: receiverSocket))
                     #expect(connection.role == .device)
                     var device = try DeviceQueue(region: try connection.makeRegion(), notifier: connection.notifier)
-                    var echo = EchoDevice()
+                    var echo = EchoDevice(configuration: DeviceConfiguration())
                     try device.serve(&echo)
                 } catch {
                     deviceOutcome = error

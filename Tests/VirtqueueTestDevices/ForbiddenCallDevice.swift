@@ -8,7 +8,7 @@ public import Virtqueue
 public struct ForbiddenCallDevice: DeviceComponent {
     public static let name = "forbidden"
 
-    public init() {}
+    public init(configuration: DeviceConfiguration) {}
 
     public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,

@@ -20,7 +20,7 @@ public enum TestDevices {
 public struct NotifierTrapDevice: DeviceComponent {
     public static let name = "notifier-trap"
 
-    public init() {}
+    public init(configuration: DeviceConfiguration) {}
 
     public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
@@ -37,7 +37,7 @@ public struct NotifierTrapDevice: DeviceComponent {
 public struct SerialDevice: DeviceComponent {
     public static let name = "serial"
 
-    public init() {}
+    public init(configuration: DeviceConfiguration) {}
 
     public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
@@ -54,7 +54,7 @@ public struct SerialDevice: DeviceComponent {
 public struct EchoDevice: DeviceComponent {
     public static let name = "echo"
 
-    public init() {}
+    public init(configuration: DeviceConfiguration) {}
 
     public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
@@ -70,7 +70,7 @@ public struct EchoDevice: DeviceComponent {
 public struct ChecksumDevice: DeviceComponent {
     public static let name = "checksum"
 
-    public init() {}
+    public init(configuration: DeviceConfiguration) {}
 
     public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
@@ -105,7 +105,7 @@ public struct FNV1a {
 public struct TruncatingDevice: DeviceComponent {
     public static let name = "truncate"
 
-    public init() {}
+    public init(configuration: DeviceConfiguration) {}
 
     public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
@@ -124,7 +124,7 @@ public struct FailingDevice: DeviceComponent {
 
     struct Failure: Error {}
 
-    public init() {}
+    public init(configuration: DeviceConfiguration) {}
 
     public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
@@ -139,7 +139,7 @@ public struct FailingDevice: DeviceComponent {
 public struct DescriptorListingDevice: DeviceComponent {
     public static let name = "descriptors"
 
-    public init() {}
+    public init(configuration: DeviceConfiguration) {}
 
     public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
@@ -167,8 +167,6 @@ public struct ConfiguredDevice: DeviceComponent {
     public static let name = "configured"
 
     let summary: [UInt8]
-
-    public init() { summary = [] }
 
     public init(configuration: DeviceConfiguration) throws {
         var parts = configuration.arguments

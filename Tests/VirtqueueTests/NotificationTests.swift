@@ -288,6 +288,8 @@ struct OneByteDevice: DeviceComponent {
 
     init() {}
 
+    init(configuration: DeviceConfiguration) {}
+
     mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>

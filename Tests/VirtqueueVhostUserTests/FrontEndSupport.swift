@@ -19,7 +19,7 @@ struct Shout: VhostUserDevice {
     /// Requests this device value served.
     var served = 0
 
-    init() {}
+    init(configuration: DeviceConfiguration) {}
 
     mutating func handle<M: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,

@@ -14,6 +14,9 @@ public struct BatchDevice: DeviceComponent {
     /// Creates a device that ends `serve` every 256 requests.
     public init() {}
 
+    /// Creates a device that ends `serve` every 256 requests; it needs no configuration.
+    public init(configuration: DeviceConfiguration) {}
+
     /// Touches the request like ``TouchDevice``; throws ``BatchServed`` on every `batch`-th.
     @inlinable
     public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
