@@ -5,10 +5,10 @@ public import Virtqueue
 /// A `MemoryRegion` mapped from a ``SharedMemoryFile``: the same bytes, at a different address,
 /// in each process that maps the file.
 ///
-/// The region owns its mapping and unmaps it in `deinit`. It is `~Copyable`, so a driver or
-/// device queue that takes it owns the mapping for its own lifetime, and nothing can use the
-/// memory after it is gone. The file cannot shrink underneath it (see ``SharedMemoryFile``),
-/// so every byte of ``count`` stays mapped.
+/// The region owns its mapping: copies are handles to the same mapping, which is unmapped when
+/// the last of them goes away, so a driver or device queue that holds a copy keeps the memory
+/// mapped for its own lifetime and nothing can use it after it is gone. The file cannot shrink
+/// underneath it (see ``SharedMemoryFile``), so every byte of ``count`` stays mapped.
 ///
 /// ```swift
 /// let layout = try RegionLayout(queueSizes: [256], dataAreaSize: 1 << 20, features: .all)
@@ -16,7 +16,7 @@ public import Virtqueue
 /// let fd = try region.file.duplicateFileDescriptor()   // hand this to the peer
 /// var driver = try DriverQueue(region: region, notifier: notifier)
 /// ```
-public struct SharedMemoryRegion: MemoryRegion, ~Copyable, @unchecked Sendable {
+public struct SharedMemoryRegion: MemoryRegion, @unchecked Sendable {
     @usableFromInline let base: UnsafeMutableRawPointer
     /// The number of bytes mapped: the whole file.
     public let count: Int
@@ -25,23 +25,42 @@ public struct SharedMemoryRegion: MemoryRegion, ~Copyable, @unchecked Sendable {
     /// The layout this process wrote or validated once (``SharedMemoryFile/layout``); queues use
     /// it instead of reading the header from shared memory again.
     public let regionLayout: RegionLayout?
+    /// Unmaps the mapping when the last copy of the region goes away.
+    @usableFromInline let mapping: Mapping
 
     init(base: UnsafeMutableRawPointer, count: Int, file: SharedMemoryFile, regionLayout: RegionLayout?) {
         self.base = base
         self.count = count
         self.file = file
         self.regionLayout = regionLayout
+        self.mapping = Mapping(base: base, count: count)
     }
 
-    deinit {
-        munmap(base, count)
+    /// The mapping's owner: unmaps it in `deinit`.
+    @usableFromInline
+    final class Mapping: @unchecked Sendable {
+        let base: UnsafeMutableRawPointer
+        let count: Int
+
+        init(base: UnsafeMutableRawPointer, count: Int) {
+            self.base = base
+            self.count = count
+        }
+
+        deinit {
+            munmap(base, count)
+        }
     }
 
     @inlinable
     public func withUnsafeMutableBytes<R, E: Error>(
         _ body: (UnsafeMutableRawBufferPointer) throws(E) -> R
     ) throws(E) -> R {
-        try body(UnsafeMutableRawBufferPointer(start: base, count: count))
+        // The pointer is the region's own copy (no indirection on the hot path); the mapping's
+        // owner is kept alive until `body` returns.
+        try withExtendedLifetime(mapping) { () throws(E) -> R in
+            try body(UnsafeMutableRawBufferPointer(start: base, count: count))
+        }
     }
 
     /// Creates a sealed file for `layout`, writes its header and maps it.
