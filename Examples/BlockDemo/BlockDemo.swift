@@ -87,71 +87,58 @@ struct BlockDemo: ParsableCommand {
         let clock = ContinuousClock()
         let start = clock.now
 
+        /// Drives the workload on devices `launch` starts — the same code at every isolation
+        /// level. A device that dies is explained (which device, and why), the requests it held
+        /// come back, and a new device takes over, up to three times.
+        func drive<Device: DeviceHandle>(_ launch: (DeviceConfiguration) throws -> Device) throws {
+            var device = try launch(configuration)
+            logger.info("started device \(device.deviceName) \(device.location)")
+            while true {
+                var client = BlockClient(queue: try device.makeDriverQueue(bufferSize: requestBytes))
+                guard case .deviceDied(let error) = try workload.run(&client, progress: { progress.update($0) }) else {
+                    break
+                }
+                progress.interrupt()
+                let cause = device.explain(error)
+                logger.error("device died: \(cause)")
+                guard let failure = cause as? DeviceFailure, restarts.count < 3 else { throw cause }
+                logger.notice(
+                    "\(workload.reissue.count) requests in flight were returned to the driver; re-issuing them on a new device"
+                )
+                device.stop()
+                device = try launch(cleanConfiguration)
+                if case .forbiddenSystemCall(let name, _) = failure.termination {
+                    restarts.append("forbidden system call \(name)")
+                } else {
+                    restarts.append("\(failure.termination)")
+                }
+                logger.info("relaunched \(device.deviceName) \(device.location), restart \(restarts.count) of 3")
+            }
+            device.stop()
+            if let failure = device.failure() { throw failure }
+        }
+
+        // The one place the isolation level matters: which launcher starts the device.
+        func options(_ configuration: DeviceConfiguration) -> LaunchOptions {
+            var options = LaunchOptions()
+            options.configuration = configuration
+            return options
+        }
         switch isolation {
         case .heap:
-            let device = try HeapBackend.launch(BlockDevice.self, layout: layout, configuration: configuration)
-            var client = BlockClient(
-                queue: try DriverQueue(region: device.region, notifier: device.notifier, bufferSize: requestBytes)
-            )
-            _ = try workload.run(&client) { progress.update($0) }
-            try device.stop()
+            try drive { try HeapBackend.launch(BlockDevice.self, layout: layout, configuration: $0) }
         case .shm:
-            var options = LaunchOptions()
-            options.configuration = configuration
-            let device = try SharedMemoryBackend.launch(BlockDevice.self, layout: layout, options: options)
-            var client = BlockClient(
-                queue: try DriverQueue(
-                    region: try device.makeRegion(),
-                    notifier: device.notifier,
-                    bufferSize: requestBytes
-                )
-            )
-            if case .deviceDied(let error) = try workload.run(&client, progress: { progress.update($0) }) {
-                throw error
-            }
-            try device.stop()
+            try drive { try SharedMemoryBackend.launch(BlockDevice.self, layout: layout, options: options($0)) }
         case .sandbox:
-            var options = LaunchOptions()
-            options.configuration = configuration
             let policy = SandboxPolicy.deviceLoop.allowing(
                 .init("preadv", .onFileDescriptors([.device(0)])),
                 .init("pwritev", .onFileDescriptors([.device(0)])),
                 .init("fdatasync", .onFileDescriptors([.device(0)]))
             )
-            var device = try SandboxBackend.launch(
-                BlockDevice.self,
-                layout: layout,
-                policy: policy,
-                restart: .onFailure(maximumRestarts: 3),
-                options: options
-            )
-            logger.info(
-                "started sandboxed device \(device.deviceName) (pid \(device.process.processID)), \(policy.rules.count)-rule policy"
-            )
-            while true {
-                var client = BlockClient(
-                    queue: try DriverQueue(
-                        region: try device.makeRegion(),
-                        notifier: device.notifier,
-                        bufferSize: requestBytes
-                    )
-                )
-                let outcome = try workload.run(&client) { progress.update($0) }
-                guard case .deviceDied = outcome else { break }
-                progress.interrupt()
-                let failure = device.failure()
-                let reason = failure?.description ?? "the device exited"
-                logger.error("device died: \(reason)")
-                logger.notice(
-                    "\(workload.reissue.count) requests in flight were returned to the driver; re-issuing them on a new device"
-                )
-                device = try device.relaunch(configuration: cleanConfiguration)
-                restarts.append(failure?.violation.map { "forbidden system call \($0.systemCall)" } ?? reason)
-                logger.info(
-                    "relaunched \(device.deviceName) (pid \(device.process.processID)), restart \(device.restartCount) of 3"
-                )
+            logger.info("sandbox policy: \(policy.rules.count) rules")
+            try drive {
+                try SandboxBackend.launch(BlockDevice.self, layout: layout, policy: policy, options: options($0))
             }
-            try device.stop()
         }
         progress.finish(workload)
         let elapsed = clock.now - start

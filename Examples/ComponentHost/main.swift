@@ -46,21 +46,32 @@ func runSeed<R: GuestMemory & ~Copyable, N: Notifier>(_ driver: inout DriverQueu
     return String(decoding: reply, as: UTF8.self)
 }
 
+/// Runs the seed's steps on a launched device, wherever it runs, and stops it: the same code for
+/// the thread and the process. If the device dies, the error says which and why.
+func exchange(with device: some DeviceHandle) throws -> (reply: String, termination: DeviceTermination) {
+    var driver = try device.makeDriverQueue(bufferSize: 256)
+    let reply: String
+    do {
+        reply = try runSeed(&driver)
+    } catch {
+        throw device.explain(error)
+    }
+    return (reply, device.stop())
+}
+
 do {
     let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 16 * 256, features: .all)
     print("driver: pid \(getpid())")
 
-    let thread = try HeapBackend.launch(SerialDevice.self, layout: layout)
-    var heapDriver = try DriverQueue(region: thread.region, notifier: thread.notifier, bufferSize: 256)
-    print("heap:          \(try runSeed(&heapDriver))")
-    try thread.stop()
+    let thread = try exchange(with: try HeapBackend.launch(SerialDevice.self, layout: layout))
+    print("heap:          \(thread.reply)")
+    print("device thread \(thread.termination)")
 
-    let process = try SharedMemoryBackend.launch(SerialDevice.self, layout: layout)
-    var driver = try DriverQueue(region: try process.makeRegion(), notifier: process.notifier, bufferSize: 256)
-    print("shared memory: \(try runSeed(&driver))")
-    let status = try process.stop()
-    print("device process \(process.processID) \(status)")
-    exit(status.isSuccess ? 0 : 1)
+    let device = try SharedMemoryBackend.launch(SerialDevice.self, layout: layout)
+    let process = try exchange(with: device)
+    print("shared memory: \(process.reply)")
+    print("device process \(device.processID) \(process.termination)")
+    exit(thread.termination == .finished && process.termination == .finished ? 0 : 1)
 } catch {
     print("error: \(error)")
     exit(1)

@@ -35,7 +35,7 @@ do {
     let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 16 * 256, features: .all)
     print("Region: \(layout.regionSize) bytes, one queue of \(layout.queues[0].size), features \(layout.features)")
     let device = try HeapBackend.launch(SerialDevice.self, layout: layout)
-    var driver = try DriverQueue(region: device.region, notifier: device.notifier, bufferSize: 256)
+    var driver = try device.makeDriverQueue(bufferSize: 256)
 
     var chain = driver.makeChain()
     print("  1. driver: creates a new available entry")
@@ -60,7 +60,8 @@ do {
         print("     - \(isWritable ? "writable" : "readable") buffer: \"\(text)\"")
     }
     try driver.free(used)
-    try device.stop()
+    device.stop()
+    if let failure = device.failure() { throw failure }
     print("Done: \(driver.freeBufferCount) of \(driver.bufferCount) buffers free, \(driver.inFlightCount) in flight.")
 } catch {
     print("error: \(error)")

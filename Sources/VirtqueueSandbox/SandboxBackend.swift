@@ -25,13 +25,15 @@ public enum RestartPolicy: Hashable, Sendable {
 /// ```swift
 /// DeviceHost.runIfDeviceRole(devices: [DeviceHost.Entry(Uppercase.self)], confinement: SandboxConfinement())
 /// let device = try SandboxBackend.launch(Uppercase.self, layout: layout)
-/// var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier)
+/// var driver = try device.makeDriverQueue()
 /// … the same driver code as at every other level …
 /// ```
 ///
 /// If the device breaks its policy, the filter kills it; the driver's wait ends with
-/// `VirtqueueError/Code/peerDied`, ``SandboxedDevice/failure()`` names
-/// the forbidden call, and ``SandboxedDevice/relaunch(configuration:)`` starts a fresh device.
+/// `VirtqueueError/Code/peerDied`, `explain(_:)` (or ``SandboxedDevice/failure()``) turns
+/// that into a `DeviceFailure` naming the forbidden call
+/// (`DeviceTermination/forbiddenSystemCall(name:number:)`), and
+/// ``SandboxedDevice/relaunch(configuration:)`` starts a fresh device.
 public enum SandboxBackend {
     /// Starts `Device` in a sandboxed child process serving a new region for `layout`.
     ///
@@ -43,7 +45,9 @@ public enum SandboxBackend {
     /// `LaunchOptions/startupTimeout` it must report, on its liveness socket and from under the
     /// loaded filter, the ``SandboxPolicy/digest`` of `policy` and the seccomp mode 2 (filter),
     /// and the kernel's `/proc/PID/status` must agree. Otherwise the child is killed and reaped,
-    /// and `launch` throws — a host that skips ``SandboxConfinement`` cannot be launched.
+    /// and `launch` throws — a host that skips ``SandboxConfinement`` cannot be launched. Then,
+    /// as on the shared-memory level, the child must report that its device started: a
+    /// configuration the device refuses fails the launch here.
     ///
     /// - Parameters:
     ///   - device: The device type; the child looks it up by its `DeviceComponent/name`.
@@ -51,15 +55,19 @@ public enum SandboxBackend {
     ///   - policy: The system calls the device may make; ``SandboxPolicy/deviceLoop`` by default.
     ///   - restart: How often ``SandboxedDevice/relaunch(configuration:)`` may start it again.
     ///   - options: The executable, configuration and other settings, as on the shared-memory level.
+    /// - Returns: The driver's handle to the running, confined device.
     /// - Throws: ``SandboxError``: ``SandboxError/Code-swift.struct/notConfined`` if the child
-    ///   did not prove it is confined by `policy`, or another code if it cannot be started.
+    ///   did not prove it is confined by `policy`, ``SandboxError/Code-swift.struct/systemCallFailed``
+    ///   if it cannot be started. `DeviceFailure` if the device did not start (its factory threw
+    ///   — or made a forbidden system call); `SharedMemoryError` if it did not report its start
+    ///   within the startup timeout.
     public static func launch<Device: DeviceComponent>(
         _ device: Device.Type,
         layout: RegionLayout,
         policy: SandboxPolicy = .deviceLoop,
         restart: RestartPolicy = .never,
         options: LaunchOptions = LaunchOptions()
-    ) throws(SandboxError) -> SandboxedDevice {
+    ) throws -> SandboxedDevice {
         try SandboxedDevice.start(
             Device.self,
             layout: layout,
@@ -72,7 +80,11 @@ public enum SandboxBackend {
 }
 
 /// A device running in a sandboxed child process: the driver's handle to it.
-public final class SandboxedDevice: Sendable {
+///
+/// A `DeviceHandle` like the other levels' handles; its ``failure()`` and ``stop()`` also name
+/// the system call the filter killed it for, and ``relaunch(configuration:)`` starts it again as
+/// the ``RestartPolicy`` allows.
+public final class SandboxedDevice: DeviceHandle {
     /// The child process.
     public let process: DeviceProcess
     /// The policy the child runs under.
@@ -83,7 +95,7 @@ public final class SandboxedDevice: Sendable {
     public let restartCount: Int
     let layout: RegionLayout
     let options: LaunchOptions
-    let starter: @Sendable (SandboxPolicy, RestartPolicy, LaunchOptions, Int) throws(SandboxError) -> SandboxedDevice
+    let starter: @Sendable (SandboxPolicy, RestartPolicy, LaunchOptions, Int) throws -> SandboxedDevice
 
     init(
         process: DeviceProcess,
@@ -92,9 +104,7 @@ public final class SandboxedDevice: Sendable {
         restartCount: Int,
         layout: RegionLayout,
         options: LaunchOptions,
-        starter:
-            @escaping @Sendable (SandboxPolicy, RestartPolicy, LaunchOptions, Int) throws(SandboxError) ->
-            SandboxedDevice
+        starter: @escaping @Sendable (SandboxPolicy, RestartPolicy, LaunchOptions, Int) throws -> SandboxedDevice
     ) {
         self.process = process
         self.policy = policy
@@ -112,17 +122,27 @@ public final class SandboxedDevice: Sendable {
         restart: RestartPolicy,
         options: LaunchOptions,
         restartCount: Int
-    ) throws(SandboxError) -> SandboxedDevice {
+    ) throws -> SandboxedDevice {
         var childOptions = options
         childOptions.environment = [:]
         childOptions.arguments += [DeviceHost.sandboxPolicyArgument, policy.argumentEncoding]
         let process: DeviceProcess
         do {
-            process = try SharedMemoryBackend.launch(Device.self, layout: layout, options: childOptions)
+            let file = try SharedMemoryFile.create(
+                layout: layout,
+                name: options.regionName ?? "virtqueue-\(Device.name)"
+            )
+            process = try SharedMemoryBackend.spawn(
+                Device.self,
+                file: file,
+                options: childOptions,
+                interpreter: { status, messages in termination(status: status, messages: messages) }
+            )
         } catch {
             throw SandboxError(.systemCallFailed, "cannot start \(Device.name): \(error)", deviceName: Device.name)
         }
         try verifyConfinement(of: process, policy: policy, timeout: options.startupTimeout)
+        try process.awaitStart(timeout: options.startupTimeout)
         return SandboxedDevice(
             process: process,
             policy: policy,
@@ -130,7 +150,7 @@ public final class SandboxedDevice: Sendable {
             restartCount: restartCount,
             layout: layout,
             options: options
-        ) { (policy, restart, options, count) throws(SandboxError) -> SandboxedDevice in
+        ) { (policy, restart, options, count) throws -> SandboxedDevice in
             try start(
                 Device.self,
                 layout: layout,
@@ -142,8 +162,27 @@ public final class SandboxedDevice: Sendable {
         }
     }
 
+    /// How a sandboxed child ended, where the sandbox tells more than the exit status: the
+    /// SIGSYS reporter's record names the forbidden call; without one, the reporter's exit code
+    /// still says the filter killed it. `nil` to leave it to the shared-memory level's reading.
+    static func termination(status: ExitStatus, messages: [[UInt8]]) -> DeviceTermination? {
+        guard status == .exited(VQ_SANDBOX_VIOLATION_EXIT_STATUS) else { return nil }
+        for message in messages {
+            if let violation = SandboxViolation(report: message) {
+                return .forbiddenSystemCall(name: violation.systemCall, number: violation.number)
+            }
+        }
+        return .signaled(SIGSYS)
+    }
+
     /// The device's name.
     public var deviceName: String { process.deviceName }
+
+    /// Where the device runs: `DeviceLocation/sandboxedProcess(id:)`.
+    public var location: DeviceLocation { process.location }
+
+    /// The queue the device serves.
+    public var queueIndex: Int { process.queueIndex }
 
     /// The driver's notifier: kicks the device, waits for it, and reports its death.
     public var notifier: EventNotifier { process.notifier }
@@ -155,57 +194,21 @@ public final class SandboxedDevice: Sendable {
         try process.makeRegion()
     }
 
-    /// Stops the device (hang up, wait, reap) and returns how it ended.
-    ///
-    /// - Throws: `SharedMemoryError` if waiting fails.
+    /// Stops the device (hang up, wait, kill if it does not end, reap) and says how it ended:
+    /// `DeviceTermination/finished`, or what it did before —
+    /// `DeviceTermination/forbiddenSystemCall(name:number:)` when its filter killed it.
     @discardableResult
-    public func stop() throws(SharedMemoryError) -> ExitStatus {
-        try process.stop()
+    public func stop() -> DeviceTermination {
+        process.stop()
     }
 
-    /// Waits for the device to end and explains how: `nil` for a clean exit, otherwise a
-    /// ``SandboxError`` — ``SandboxError/Code-swift.struct/policyViolation`` with the forbidden
-    /// call's name when the filter killed it.
+    /// Why the device died, if it has: a `DeviceFailure` naming the device, its process and the
+    /// cause — `DeviceTermination/forbiddenSystemCall(name:number:)` with the call's name when
+    /// the filter killed it. `nil` while it runs and when it served until it was stopped.
     ///
-    /// Call it when the driver's queue reports `VirtqueueError/Code/peerDied`.
-    public func failure() -> SandboxError? {
-        let status: ExitStatus
-        do {
-            status = try process.waitForExit()
-        } catch {
-            return SandboxError(.systemCallFailed, "cannot reap \(deviceName): \(error)", deviceName: deviceName)
-        }
-        switch status {
-        case .exited(0):
-            return nil
-        case .exited(VQ_SANDBOX_VIOLATION_EXIT_STATUS):
-            let record = process.readLivenessMessage(maxByteCount: MemoryLayout<vq_sandbox_report>.size)
-            let violation = SandboxViolation(report: record)
-            let what =
-                violation.map { "attempted the forbidden system call \($0.systemCall) (#\($0.number))" }
-                ?? "was killed by its seccomp filter (no record of the call)"
-            return SandboxError(
-                .policyViolation,
-                "sandboxed device \(deviceName) (pid \(process.processID)) \(what)",
-                violation: violation,
-                exitStatus: status,
-                deviceName: deviceName
-            )
-        case .signaled(SIGSYS):
-            return SandboxError(
-                .policyViolation,
-                "sandboxed device \(deviceName) (pid \(process.processID)) was killed by SIGSYS",
-                exitStatus: status,
-                deviceName: deviceName
-            )
-        default:
-            return SandboxError(
-                .deviceFailed,
-                "sandboxed device \(deviceName) (pid \(process.processID)) ended: \(status)",
-                exitStatus: status,
-                deviceName: deviceName
-            )
-        }
+    /// Call it (or `explain(_:)`) when the driver's queue reports `VirtqueueError/Code/peerDied`.
+    public func failure() -> DeviceFailure? {
+        process.failure()
     }
 
     /// Starts the device again in a new sandboxed child with a new region, if the restart
@@ -214,8 +217,8 @@ public final class SandboxedDevice: Sendable {
     ///
     /// - Parameter configuration: The new child's configuration; `nil` for the same as before.
     /// - Throws: ``SandboxError/Code-swift.struct/restartLimitReached`` when the policy forbids
-    ///   it, or an error starting the child.
-    public func relaunch(configuration: DeviceConfiguration? = nil) throws(SandboxError) -> SandboxedDevice {
+    ///   it, or what ``SandboxBackend/launch(_:layout:policy:restart:options:)`` throws.
+    public func relaunch(configuration: DeviceConfiguration? = nil) throws -> SandboxedDevice {
         let allowed: Int
         switch restartPolicy {
         case .never: allowed = 0
@@ -228,7 +231,7 @@ public final class SandboxedDevice: Sendable {
                 deviceName: deviceName
             )
         }
-        _ = try? process.stop(gracePeriod: .zero)
+        process.stop(gracePeriod: .zero)
         var options = self.options
         if let configuration { options.configuration = configuration }
         return try starter(policy, restartPolicy, options, restartCount + 1)

@@ -1,18 +1,17 @@
 import Glibc
 public import VirtqueueSharedMemory
 
-/// An error from the sandboxed isolation level: a device the filter killed, a device that
-/// failed otherwise, a device that did not prove it is confined, a policy that cannot be loaded,
-/// or a restart the policy forbids.
+/// An error from the sandboxed isolation level: a device that did not prove it is confined, a
+/// policy that cannot be loaded, a child that cannot be started, or a restart the policy forbids.
+///
+/// How a sandboxed device ended — a forbidden system call among others — is not an error of
+/// this type but a `DeviceTermination`, in the `DeviceFailure` that `SandboxedDevice/failure()`
+/// returns, as at every isolation level.
 public struct SandboxError: Error, Hashable, Sendable, CustomStringConvertible {
     /// What went wrong.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         let rawValue: UInt8
 
-        /// The device attempted a system call its policy forbids and was killed.
-        public static let policyViolation = Code(rawValue: 1)
-        /// The device ended some other way than a clean exit (a crash, a ring violation, an error).
-        public static let deviceFailed = Code(rawValue: 2)
         /// The policy is malformed or could not be loaded.
         public static let invalidPolicy = Code(rawValue: 3)
         /// The restart policy allows no further relaunch.
@@ -27,8 +26,6 @@ public struct SandboxError: Error, Hashable, Sendable, CustomStringConvertible {
 
         public var description: String {
             switch self {
-            case .policyViolation: "policyViolation"
-            case .deviceFailed: "deviceFailed"
             case .invalidPolicy: "invalidPolicy"
             case .restartLimitReached: "restartLimitReached"
             case .notConfined: "notConfined"
@@ -41,8 +38,6 @@ public struct SandboxError: Error, Hashable, Sendable, CustomStringConvertible {
     public var code: Code
     /// A human-readable account naming the device and what it did.
     public var message: String
-    /// For ``Code-swift.struct/policyViolation``: the forbidden call, when the reporter recorded it.
-    public var violation: SandboxViolation?
     /// How the device process ended, when it did.
     public var exitStatus: ExitStatus?
     /// The device's name.
@@ -56,7 +51,6 @@ public struct SandboxError: Error, Hashable, Sendable, CustomStringConvertible {
     public init(
         _ code: Code,
         _ message: String,
-        violation: SandboxViolation? = nil,
         exitStatus: ExitStatus? = nil,
         deviceName: String? = nil,
         confinementFailure: ConfinementFailure? = nil,
@@ -64,7 +58,6 @@ public struct SandboxError: Error, Hashable, Sendable, CustomStringConvertible {
     ) {
         self.code = code
         self.message = message
-        self.violation = violation
         self.exitStatus = exitStatus
         self.deviceName = deviceName
         self.confinementFailure = confinementFailure

@@ -20,7 +20,8 @@ extension SandboxedDevice {
         // A child that is ending (its descriptors are closed before it exits) gets a moment to
         // finish, so its own exit status is reported; any other is killed at once. Then reaped.
         if failure != .endedBeforeReport { try? process.kill(signal: SIGKILL) }
-        let status = try? process.stop(gracePeriod: .seconds(2))
+        process.stop(gracePeriod: .seconds(2))
+        let status = try? process.waitForExit()
         let ending = status.map { " (reaped: \($0))" } ?? ""
         throw SandboxError(
             .notConfined,
@@ -46,6 +47,13 @@ extension SandboxedDevice {
             return (.endedBeforeReport, "it ended, or closed its liveness socket, before it reported its confinement")
         case .message(let message):
             bytes = message
+        }
+        if DeviceStatusRecord(parsing: bytes) != nil {
+            // The device host's report on its device, from a host that did not confine itself.
+            return (
+                .noReport,
+                "it sent no confinement report, only its device's status: it runs unconfined"
+            )
         }
         if let (failure, account) = policy.confinementProblem(report: bytes, processID: process.processID) {
             return (failure, account)

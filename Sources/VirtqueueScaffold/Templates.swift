@@ -206,9 +206,10 @@ struct Templates {
         /// Runs the \(name) pair at every isolation level: the device on a thread, in a child
         /// process over shared memory, and in a seccomp-confined child.
         ///
-        /// When the driver fails, the test stops the device and records how it ended: the
-        /// driver itself sees only `peerDied`, while the device's end names the cause (the error
-        /// its thread threw, its exit status, or the system call its sandbox refused).
+        /// Every launcher returns a `DeviceHandle`, so the pair runs through the same code at
+        /// every level; only the launcher depends on it. If the device dies, the test's error
+        /// names the device and says why: the error it threw, its exit status or signal, or the
+        /// system call its sandbox refused.
         @Suite struct \(tests) {
             enum Isolation: String, CaseIterable, Sendable {
                 case heap, sharedMemory, sandbox
@@ -236,47 +237,32 @@ struct Templates {
                 let layout = try Self.makeLayout()
                 var options = LaunchOptions()
                 options.executable = Self.hostExecutable
+                // The device's arguments and descriptors go in `configuration:` (heap) or
+                // `options.configuration` (the process levels).
                 switch isolation {
                 case .heap:
-                    let device = try HeapBackend.launch(\(name)Device.self, layout: layout)
-                    do {
-                        var driver = \(name)Driver(queue: try DriverQueue(region: device.region, notifier: device.notifier))
-                        try exercise(&driver)
-                    } catch {
-                        Issue.record(error, "the device thread \\(Self.ending { try device.stop(); return "returned" })")
-                        return
-                    }
-                    try device.stop()
+                    try run(try HeapBackend.launch(\(name)Device.self, layout: layout))
                 case .sharedMemory:
-                    let device = try SharedMemoryBackend.launch(\(name)Device.self, layout: layout, options: options)
-                    do {
-                        var driver = \(name)Driver(queue: try DriverQueue(region: try device.makeRegion(), notifier: device.notifier))
-                        try exercise(&driver)
-                    } catch {
-                        Issue.record(error, "the device process \\(Self.ending { try "\\(device.stop())" })")
-                        return
-                    }
-                    #expect(try device.stop().isSuccess)
+                    try run(try SharedMemoryBackend.launch(\(name)Device.self, layout: layout, options: options))
                 case .sandbox:
-                    let device = try SandboxBackend.launch(\(name)Device.self, layout: layout, options: options)
-                    do {
-                        var driver = \(name)Driver(queue: try DriverQueue(region: try device.makeRegion(), notifier: device.notifier))
-                        try exercise(&driver)
-                    } catch {
-                        // failure() waits for the device to end and names the forbidden system call
-                        // when the filter killed it; stop a device that is still running first.
-                        if (error as? VirtqueueError)?.code != .peerDied { _ = try? device.stop() }
-                        Issue.record(error, "the sandboxed device: \\(device.failure().map { "\\($0)" } ?? "exited cleanly")")
-                        return
-                    }
-                    try device.stop()
-                    #expect(device.failure() == nil)
+                    try run(try SandboxBackend.launch(\(name)Device.self, layout: layout, options: options))
                 }
             }
 
-            /// Stops a device and says how it ended, for a failure's comment.
-            static func ending(_ stop: () throws -> String) -> String {
-                do { return try stop() } catch { return "threw \\(error)" }
+            /// Drives the pair on a launched device, wherever it runs, and stops the device.
+            func run(_ device: some DeviceHandle) throws {
+                var driver = \(name)Driver(queue: try device.makeDriverQueue())
+                do {
+                    try exercise(&driver)
+                } catch {
+                    // A dead device's failure says which device and why (a driver that saw only
+                    // `peerDied` learns the cause); any other error stays what it is.
+                    let explained = device.explain(error)
+                    device.stop()
+                    throw explained
+                }
+                let termination = device.stop()
+                #expect(termination == .finished, "the device \\(termination)")
             }
         }
 

@@ -23,9 +23,16 @@ public import Virtqueue
 ///    ``NoConfinement``) is refused with exit 72 before anything is served;
 /// 4. reads and validates the header, builds the `DeviceQueue` (exit 65 if the
 ///    region is malformed);
-/// 5. creates the device with its `DeviceConfiguration` (exit 70 if that throws)
-///    and serves until the driver hangs up (exit 0), the driver breaks a
+/// 5. creates the device with its `DeviceConfiguration` (exit 70 if that throws), tells the
+///    parent it started, and serves until the driver hangs up (exit 0), the driver breaks a
 ///    ring rule (exit 65) or the device throws (exit 70).
+///
+/// The child tells its parent how its device fares with status records on the liveness socket
+/// (`docs/wire-format.md`, section 8.1): that it started serving, or that it could not start or
+/// stopped serving, with the error's description. The launcher waits for the first before it
+/// hands out the device, so a configuration the device refuses fails the launch, and reads the
+/// last when the child has ended, so its account names the error. A child in the sandboxed role
+/// sends none before it has confined itself (its confinement report comes first).
 public enum DeviceHost {
     /// The argument that selects the device role, followed by the device's name.
     public static let deviceArgument = "--virtqueue-device"
@@ -110,6 +117,8 @@ public enum DeviceHost {
         @usableFromInline var spins = 256
         var requireSeals = true
         @usableFromInline var configuration = DeviceConfiguration()
+        /// Whether status records go to the parent (the liveness socket is a socket).
+        @usableFromInline var reportsStatus = false
 
         init(deviceName: String) {
             self.deviceName = deviceName
@@ -200,22 +209,46 @@ public enum DeviceHost {
 
     /// Runs the device role and returns the exit code.
     static func run(devices: [Entry], confinement: any ChildConfinement, arguments: [String]) -> Int32 {
-        let role: Role
+        // Before confinement, only outside the sandboxed role: there the confinement report is
+        // the first message the parent reads.
+        let reportsStatus = livenessIsSocket()
+        let reportsEarly = reportsStatus && !arguments.contains(sandboxPolicyArgument)
+        var role: Role
         switch parse(arguments) {
         case .success(let parsed): role = parsed
-        case .failure(let error): return fail(ExitCode.usage, "\(error)")
+        case .failure(let error):
+            if reportsEarly { DeviceStatusRecord(.failedToStart, "\(error)").send(on: InheritedDescriptor.liveness) }
+            return fail(ExitCode.usage, "\(error)")
         }
+        role.reportsStatus = reportsStatus
         guard let device = devices.first(where: { $0.name == role.deviceName }) else {
             let known = devices.map { $0.name }.joined(separator: ", ")
-            return fail(ExitCode.usage, "no device named \"\(role.deviceName)\" (this executable hosts: \(known))")
+            let message = "no device named \"\(role.deviceName)\" (this executable hosts: \(known))"
+            if reportsEarly { DeviceStatusRecord(.failedToStart, message).send(on: InheritedDescriptor.liveness) }
+            return fail(ExitCode.usage, message)
         }
         return serve(device, role: role, confinement: confinement, arguments: arguments)
+    }
+
+    /// Whether descriptor 6 is a socket, so status records can go there (checked before
+    /// confinement, where `fstat` is still allowed).
+    static func livenessIsSocket() -> Bool {
+        var status = stat()
+        return fstat(InheritedDescriptor.liveness, &status) == 0 && status.st_mode & S_IFMT == S_IFSOCK
     }
 
     /// Sets up (descriptors, region, notifier, confinement), attaches the queue and hands it to
     /// the entry's serving loop.
     static func serve(_ device: Entry, role: Role, confinement: any ChildConfinement, arguments: [String]) -> Int32 {
         let name = role.deviceName
+        let sandboxed = arguments.contains(sandboxPolicyArgument)
+        /// Fails before the device serves, telling the parent why when it may be told.
+        func failToStart(_ code: Int32, _ message: String, confined: Bool) -> Int32 {
+            if role.reportsStatus && (confined || !sandboxed) {
+                DeviceStatusRecord(.failedToStart, message).send(on: InheritedDescriptor.liveness)
+            }
+            return fail(code, "\(name): \(message)")
+        }
         let inherited =
             [
                 InheritedDescriptor.region, InheritedDescriptor.kick, InheritedDescriptor.call,
@@ -223,7 +256,11 @@ public enum DeviceHost {
             ]
             + role.configuration.fileDescriptors
         for fd in inherited where vq_set_cloexec(fd, 1) != 0 {
-            return fail(ExitCode.systemError, "\(name): inherited descriptor \(fd) is missing: \(Errno.current)")
+            return failToStart(
+                ExitCode.systemError,
+                "inherited descriptor \(fd) is missing: \(Errno.current)",
+                confined: false
+            )
         }
         do throws(SharedMemoryError) {
             try checkNotificationSocket(InheritedDescriptor.kick, "inherited descriptor 4 (kick)")
@@ -240,7 +277,7 @@ public enum DeviceHost {
             region = try file.map()
         } catch {
             let code = error.code == .systemCallFailed ? ExitCode.systemError : ExitCode.dataError
-            return fail(code, "\(name): \(error)")
+            return failToStart(code, "\(error)", confined: false)
         }
         let notifier = EventNotifier(
             waitingOn: FileDescriptor(rawValue: InheritedDescriptor.kick),
@@ -259,17 +296,18 @@ public enum DeviceHost {
             regionByteCount: region.count,
             configuration: role.configuration
         )
-        if arguments.contains(sandboxPolicyArgument) && !confinement.appliesSandboxPolicy {
-            return fail(
+        if sandboxed && !confinement.appliesSandboxPolicy {
+            return failToStart(
                 ExitCode.confinementFailed,
-                "\(name): started in the sandboxed role, but this host's runIfDeviceRole has no sandbox "
-                    + "confinement (\(type(of: confinement))); pass confinement: SandboxConfinement()"
+                "started in the sandboxed role, but this host's runIfDeviceRole has no sandbox "
+                    + "confinement (\(type(of: confinement))); pass confinement: SandboxConfinement()",
+                confined: false
             )
         }
         do {
             try confinement.confine(context)
         } catch {
-            return fail(ExitCode.confinementFailed, "\(name): confinement failed: \(error)")
+            return failToStart(ExitCode.confinementFailed, "confinement failed: \(error)", confined: false)
         }
         var queue: DeviceQueue<SharedMemoryRegion, EventNotifier>
         do {
@@ -280,7 +318,7 @@ public enum DeviceHost {
                 supportedFeatures: device.supportedFeatures()
             )
         } catch {
-            return fail(ExitCode.dataError, "\(name): cannot attach: \(error)")
+            return failToStart(ExitCode.dataError, "\(error)", confined: true)
         }
         return device.serve(&queue, role)
     }
@@ -299,6 +337,7 @@ public enum DeviceHost {
         } catch {
             return creationFailed(role, error)
         }
+        started(role)
         do {
             try queue.serve(&instance, spins: role.spins)
             return ExitCode.success
@@ -307,15 +346,27 @@ public enum DeviceHost {
         }
     }
 
+    /// Tells the parent that the device was created and serves from now on.
+    @usableFromInline
+    static func started(_ role: Role) {
+        if role.reportsStatus { DeviceStatusRecord(.started).send(on: InheritedDescriptor.liveness) }
+    }
+
     /// Reports that the device could not be created; returns the exit code.
     @usableFromInline
     static func creationFailed(_ role: Role, _ error: any Error) -> Int32 {
-        fail(ExitCode.deviceFailed, "\(role.deviceName): the device could not be created: \(error)")
+        if role.reportsStatus {
+            DeviceStatusRecord(.failedToStart, "\(error)").send(on: InheritedDescriptor.liveness)
+        }
+        return fail(ExitCode.deviceFailed, "\(role.deviceName): the device could not be created: \(error)")
     }
 
     /// Reports why serving ended with `error`; returns the exit code.
     @usableFromInline
     static func servingFailed(_ role: Role, _ error: any Error) -> Int32 {
+        if role.reportsStatus {
+            DeviceStatusRecord(.servingFailed, "\(error)").send(on: InheritedDescriptor.liveness)
+        }
         if let error = error as? VirtqueueError, error.isPeerViolation || error.cause != nil {
             return fail(ExitCode.dataError, "\(role.deviceName): the driver broke the ring: \(error)")
         }

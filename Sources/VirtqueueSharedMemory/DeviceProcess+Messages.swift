@@ -1,5 +1,5 @@
 import Glibc
-import Synchronization
+import Virtqueue
 
 extension DeviceProcess {
     /// What ``waitForLivenessMessage(maxByteCount:timeout:)`` found.
@@ -12,20 +12,25 @@ extension DeviceProcess {
         case ended
     }
 
-    /// Reads what the child wrote into its end of the liveness socket, without blocking: at
-    /// most `maxByteCount` bytes, or none if the parent has hung up or nothing was written.
+    /// Reads the next message the child wrote on the liveness socket, without blocking: at most
+    /// `maxByteCount` bytes of it, or none if nothing is waiting.
     ///
-    /// The sandboxed level uses this to collect the record the child's SIGSYS reporter leaves
-    /// before it exits. The bytes come from the child: treat them as untrusted.
-    package func readLivenessMessage(maxByteCount: Int) -> [UInt8] {
-        hangUpSocket.withLock { fd -> [UInt8] in
-            guard fd >= 0, maxByteCount > 0 else { return [] }
-            var bytes = [UInt8](repeating: 0, count: maxByteCount)
-            let count = bytes.withUnsafeMutableBytes { buffer in
-                recv(fd, buffer.baseAddress, buffer.count, CInt(MSG_DONTWAIT))
-            }
-            return count > 0 ? Array(bytes[0..<count]) : []
+    /// The parent's end stays open until the handle goes away (hanging up only shuts it down
+    /// for writing), so what the child wrote before it exited — a status record, the sandboxed
+    /// level's SIGSYS record — can be read after it has been reaped. The bytes come from the
+    /// child: treat them as untrusted.
+    ///
+    /// - Parameters:
+    ///   - maxByteCount: The most bytes to return.
+    ///   - peeking: Whether to leave the message where it is, for the next read.
+    package func readLivenessMessage(maxByteCount: Int, peeking: Bool = false) -> [UInt8] {
+        guard maxByteCount > 0 else { return [] }
+        var bytes = [UInt8](repeating: 0, count: maxByteCount)
+        let flags = CInt(MSG_DONTWAIT) | (peeking ? CInt(MSG_PEEK) : 0)
+        let count = bytes.withUnsafeMutableBytes { buffer in
+            recv(livenessSocket, buffer.baseAddress, buffer.count, flags)
         }
+        return count > 0 ? Array(bytes[0..<count]) : []
     }
 
     /// Waits up to `timeout` for the child's next message on the liveness socket, and notices
@@ -38,12 +43,16 @@ extension DeviceProcess {
     /// - Parameters:
     ///   - maxByteCount: The most bytes to return.
     ///   - timeout: How long to wait.
+    ///   - peeking: Whether to leave the message where it is, for the next read.
     /// - Returns: The message, or why there is none.
-    package func waitForLivenessMessage(maxByteCount: Int, timeout: Duration) -> LivenessMessage {
+    package func waitForLivenessMessage(
+        maxByteCount: Int,
+        timeout: Duration,
+        peeking: Bool = false
+    ) -> LivenessMessage {
         let deadline = ContinuousClock.now + timeout
         while true {
-            let socket = hangUpSocket.withLock { $0 }
-            guard socket >= 0 else { return .ended }
+            let socket = livenessSocket
             var entries = [
                 pollfd(fd: socket, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0),
@@ -56,7 +65,7 @@ extension DeviceProcess {
                 if errno == EINTR { continue }
                 return .ended
             }
-            let message = readLivenessMessage(maxByteCount: maxByteCount)
+            let message = readLivenessMessage(maxByteCount: maxByteCount, peeking: peeking)
             if !message.isEmpty { return .message(message) }
             if entries[0].revents & Int16(POLLHUP | POLLERR) != 0 || entries[1].revents != 0 { return .ended }
             if entries[0].revents & Int16(POLLIN) != 0 {
@@ -66,5 +75,49 @@ extension DeviceProcess {
             }
             if result == 0 || ContinuousClock.now >= deadline { return .timedOut }
         }
+    }
+
+    /// Waits up to `timeout` for the child to report that its device started serving (its first
+    /// status record, `docs/wire-format.md` section 8.1), and consumes that report.
+    ///
+    /// A child that reports anything else, or ends, is stopped and reaped, and its account of
+    /// what went wrong is left for the termination to read: the launch fails with the
+    /// `DeviceFailure` that says so.
+    ///
+    /// - Parameter timeout: How long the child has to start.
+    /// - Throws: `DeviceFailure` when the device did not start; ``SharedMemoryError`` with
+    ///   ``SharedMemoryError/Code-swift.struct/timedOut`` when it said nothing in time (it is
+    ///   killed and reaped).
+    package func awaitStart(timeout: Duration) throws {
+        let message = waitForLivenessMessage(
+            maxByteCount: DeviceStatusRecord.maximumByteCount,
+            timeout: timeout,
+            peeking: true
+        )
+        switch message {
+        case .message(let bytes):
+            if DeviceStatusRecord(parsing: bytes)?.kind == .started {
+                _ = readLivenessMessage(maxByteCount: DeviceStatusRecord.maximumByteCount)
+                return
+            }
+        case .timedOut:
+            try? kill(signal: SIGKILL)
+            _ = reap(blocking: true)
+            throw SharedMemoryError(
+                .timedOut,
+                "device \(deviceName) (pid \(processID)) did not report that it started within \(timeout); "
+                    + "it was killed"
+            )
+        case .ended:
+            break
+        }
+        // It could not start, or it is not a device host that reports: let it end (it is killed
+        // if it does not), and read how it did.
+        let termination = stop(gracePeriod: defaultGracePeriod)
+        throw DeviceFailure(
+            deviceName: deviceName,
+            location: location,
+            termination: termination == .finished ? .exited(DeviceHost.ExitCode.success) : termination
+        )
     }
 }

@@ -19,12 +19,12 @@ public struct LaunchOptions: Sendable {
     public var queueIndex: Int
     /// How long the device polls before sleeping; see `DeviceQueue/waitForRequests(spins:)`.
     public var spins: Int
-    /// How long ``DeviceProcess/stop(gracePeriod:)`` waits, by default, for the device to exit
+    /// How long ``DeviceProcess/stop()`` waits, by default, for the device to exit
     /// after hanging up before it kills it.
     public var stopGracePeriod: Duration
-    /// How long a launcher that waits for the child to confirm its set-up waits before it kills
-    /// the child and fails: the sandboxed level waits this long for the child's confinement
-    /// report. The shared-memory level does not wait.
+    /// How long the launcher waits for the child to confirm its set-up before it kills the child
+    /// and fails: for the report that its device started (and, on the sandboxed level, before
+    /// that for its confinement report).
     public var startupTimeout: Duration
     /// A name for the region file (shown in `/proc/PID/fd`); `nil` for `virtqueue-DEVICE`.
     public var regionName: String?

@@ -20,36 +20,67 @@ public import Virtqueue
 /// DeviceHost.runIfDeviceRole(devices: [DeviceHost.Entry(Uppercase.self)])   // returns only in the parent role
 /// let layout = try RegionLayout(queueSizes: [256], dataAreaSize: 1 << 20, features: .all)
 /// let device = try SharedMemoryBackend.launch(Uppercase.self, layout: layout)
-/// var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier)
+/// var driver = try device.makeDriverQueue()
 /// … submit, notify, wait, take used: the same code as on the heap backend …
-/// let status = try device.stop()   // hangs up; the device returns from serve and exits 0
+/// device.stop()   // hangs up; the device returns from serve and exits 0: .finished
 /// ```
+///
+/// The handle, a ``DeviceProcess``, is a `DeviceHandle` like the other levels' handles.
 public enum SharedMemoryBackend {
     /// Creates a sealed region for `layout`, starts `Device` in a child process serving queue
-    /// `options.queueIndex`, and returns the driver's handle to it.
+    /// `options.queueIndex`, and returns the driver's handle to it once the device is created.
+    ///
+    /// The child attaches the device's queue and creates the device with
+    /// ``LaunchOptions/configuration`` (`DeviceComponent/init(configuration:)`), then reports
+    /// that it started; `launch` waits up to ``LaunchOptions/startupTimeout`` for that report, so
+    /// a configuration the device refuses, or a device its host does not know, is reported here.
     ///
     /// - Parameters:
     ///   - device: The device type; the child looks it up by its `DeviceComponent/name`.
     ///   - layout: The region's layout.
     ///   - options: The executable, extra arguments and other settings.
-    /// - Throws: ``SharedMemoryError`` if the region cannot be made or the child not started.
+    /// - Returns: The driver's handle to the running device.
+    /// - Throws: `DeviceFailure` if the device did not start: its factory threw (the error's
+    ///   description in `DeviceTermination/failedToStart(_:)`), its host does not know it, or
+    ///   the child ended; ``SharedMemoryError`` if the region cannot be made, the child cannot be
+    ///   started, or it did not report within the startup timeout.
     public static func launch<Device: DeviceComponent>(
         _ device: Device.Type,
         layout: RegionLayout,
         options: LaunchOptions = LaunchOptions()
-    ) throws(SharedMemoryError) -> DeviceProcess {
+    ) throws -> DeviceProcess {
         let file = try SharedMemoryFile.create(layout: layout, name: options.regionName ?? "virtqueue-\(Device.name)")
         return try launch(device, file: file, options: options)
     }
 
     /// Starts `Device` in a child process serving queue `options.queueIndex` of an existing
-    /// region file (for example a region with several queues, each served by its own process).
+    /// region file (for example a region with several queues, each served by its own process),
+    /// and returns the driver's handle to it once the device is created.
     ///
-    /// - Throws: ``SharedMemoryError`` if the child cannot be started.
+    /// - Throws: `DeviceFailure` if the device did not start; ``SharedMemoryError`` if the child
+    ///   cannot be started or did not report within the startup timeout. See
+    ///   ``launch(_:layout:options:)``.
     public static func launch<Device: DeviceComponent>(
         _ device: Device.Type,
         file: SharedMemoryFile,
         options: LaunchOptions = LaunchOptions()
+    ) throws -> DeviceProcess {
+        let process = try spawn(device, file: file, options: options, interpreter: nil)
+        try process.awaitStart(timeout: options.startupTimeout)
+        return process
+    }
+
+    /// Starts the child and returns its handle without waiting for it: the launchers then wait
+    /// for what it reports (the sandboxed level, its confinement report first).
+    ///
+    /// - Parameter interpreter: How the launcher reads the child's ending beyond the generic
+    ///   reading; `nil` for a plain device process.
+    /// - Throws: ``SharedMemoryError`` if the child cannot be started.
+    package static func spawn<Device: DeviceComponent>(
+        _ device: Device.Type,
+        file: SharedMemoryFile,
+        options: LaunchOptions,
+        interpreter: DeviceProcess.Interpreter?
     ) throws(SharedMemoryError) -> DeviceProcess {
         guard options.queueIndex >= 0, options.queueIndex <= Int(UInt16.max) else {
             throw SharedMemoryError(.invalidArgument, "queue index \(options.queueIndex) is out of range")
@@ -115,7 +146,7 @@ public enum SharedMemoryBackend {
             return DeviceProcess(
                 processID: pid,
                 pidfd: pidfd,
-                hangUpSocket: sockets[0],
+                livenessSocket: sockets[0],
                 deviceName: Device.name,
                 queueIndex: options.queueIndex,
                 file: file,
@@ -124,7 +155,8 @@ public enum SharedMemoryBackend {
                     notifying: kick.notifyEnd,
                     liveness: notifierLiveness
                 ),
-                stopGracePeriod: options.stopGracePeriod
+                stopGracePeriod: options.stopGracePeriod,
+                interpreter: interpreter
             )
         } catch {
             closeDescriptors(owned)

@@ -46,7 +46,7 @@ struct BlockDeviceTests {
             configuration: DeviceConfiguration(arguments: ["sectors=2048"], fileDescriptors: [disk.descriptor])
         )
         var client = BlockClient(
-            queue: try DriverQueue(region: device.region, notifier: device.notifier, bufferSize: 8192)
+            queue: try device.makeDriverQueue(bufferSize: 8192)
         )
         var failures = 0
         for phase in [BlockRequest.Kind.write, .read] {
@@ -74,7 +74,7 @@ struct BlockDeviceTests {
             }
         }
         #expect(failures == 0)
-        try device.stop()
+        #expect(device.stop() == .finished)
     }
 
     @Test func malformedRequestsGetAnErrorStatusNotAnAccess() throws {
@@ -85,7 +85,7 @@ struct BlockDeviceTests {
             layout: layout,
             configuration: DeviceConfiguration(arguments: ["sectors=16"], fileDescriptors: [disk.descriptor])
         )
-        var client = BlockClient(queue: try DriverQueue(region: device.region, notifier: device.notifier))
+        var client = BlockClient(queue: try device.makeDriverQueue())
         try client.read(sector: 16, byteCount: 512)  // past the end
         try client.read(sector: UInt64.max, byteCount: 512)  // overflowing
         try client.read(sector: 0, byteCount: 100)  // not whole sectors
@@ -98,6 +98,26 @@ struct BlockDeviceTests {
             _ = try client.reap { _, status, _ in statuses.append(status) }
         }
         #expect(statuses == [.ioError, .ioError, .ioError, .ioError])
-        try device.stop()
+        #expect(device.stop() == .finished)
+    }
+
+    /// The device has no made-up default: without its disk image, or with a size that is not a
+    /// number, its factory refuses, and the launch says which device and why.
+    @Test(arguments: [
+        (DeviceConfiguration(arguments: ["sectors=16"]), "the block device needs the disk image's file descriptor"),
+        (DeviceConfiguration(fileDescriptors: [0]), "the block device needs sectors=N"),
+        (
+            DeviceConfiguration(arguments: ["sectors=lots"], fileDescriptors: [0]),
+            "the block device's \"sectors=lots\" is not a sector count"
+        ),
+    ])
+    func aConfigurationTheDeviceCannotUseFailsTheLaunch(configuration: DeviceConfiguration, reason: String) throws {
+        let layout = try RegionLayout(queueSizes: [16], dataAreaSize: 32 * 4096, features: .all)
+        let failure = try #require(throws: DeviceFailure.self) {
+            _ = try HeapBackend.launch(BlockDevice.self, layout: layout, configuration: configuration)
+        }
+        #expect(failure.termination == .failedToStart(reason))
+        #expect(failure.underlyingError as? BlockDeviceError == BlockDeviceError(reason))
+        #expect(failure.description == "device virtio-blk (thread) failed to start: \(reason)")
     }
 }

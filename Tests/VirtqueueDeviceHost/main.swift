@@ -23,8 +23,12 @@ if let index = CommandLine.arguments.firstIndex(of: "--test-confinement"), index
     case "none":
         // The default confinement, NoConfinement, as a host that forgot SandboxConfinement has.
         DeviceHost.runIfDeviceRole(devices: entries, arguments: arguments)
+    case "hang":
+        // Never confines itself, never reports, never serves: a host that hangs in its set-up.
+        while true { sleep(3600) }
     case "hidden":
-        // Hides the sandboxed role from the device host and serves unconfined, reporting nothing.
+        // Hides the sandboxed role from the device host and serves unconfined: it sends no
+        // confinement report, only the device host's report that the device started.
         if let policyIndex { arguments.removeSubrange(policyIndex..<min(policyIndex + 2, arguments.count)) }
         DeviceHost.runIfDeviceRole(devices: entries, arguments: arguments)
     case "other-policy":

@@ -27,7 +27,7 @@ struct SeedUseCaseTests {
     func eightStepsAcrossTwoThreads(features: Features) throws {
         let layout = try RegionLayout(queueSizes: [16], dataAreaSize: 64 * 256, features: features)
         let device = try HeapBackend.launch(ReversingSerialDevice.self, layout: layout)
-        var driver = try DriverQueue(region: device.region, notifier: device.notifier, bufferSize: 256)
+        var driver = try device.makeDriverQueue(bufferSize: 256)
         for round in 0..<100 {
             // 1. a new available entry; 2. chain buffers to it.
             var chain = driver.makeChain()
@@ -53,14 +53,14 @@ struct SeedUseCaseTests {
         }
         #expect(driver.freeBufferCount == driver.bufferCount)
         #expect(driver.inFlightCount == 0)
-        try device.stop()
+        #expect(device.stop() == .finished)
     }
 
     /// Many chains in flight at once, batched: one kick per batch at most.
     @Test func batchedTrafficAcrossTwoThreads() throws {
         let layout = try RegionLayout(queueSizes: [64], dataAreaSize: 128 * 256, features: .all)
         let device = try HeapBackend.launch(ReversingSerialDevice.self, layout: layout)
-        var driver = try DriverQueue(region: device.region, notifier: device.notifier, bufferSize: 256)
+        var driver = try device.makeDriverQueue(bufferSize: 256)
         var sent = 0
         var received = 0
         var kicks = 0
@@ -82,7 +82,7 @@ struct SeedUseCaseTests {
             }
         }
         #expect(kicks <= total / 32 + 1, "\(kicks) kicks for \(total) chains")
-        try device.stop()
+        #expect(device.stop() == .finished)
     }
 }
 

@@ -86,6 +86,9 @@ struct SandboxTests {
             Issue.record("\(operation) was allowed")
         } catch {
             #expect(error.code == .peerDied, "\(error)")
+            // One call turns the driver's peerDied into the cause, named.
+            let explained = try #require(device.explain(error) as? DeviceFailure)
+            #expect(explained.termination.forbiddenCall == systemCall, "\(explained)")
         }
         #expect(driver.isBroken == true)
         // The chain in flight comes back, abandoned.
@@ -98,15 +101,20 @@ struct SandboxTests {
         #expect(abandoned == 1)
         #expect(driver.freeBufferCount == driver.bufferCount)
         let failure = try #require(device.failure())
-        #expect(failure.code == .policyViolation)
-        #expect(failure.violation?.systemCall == systemCall, "\(failure)")
-        #expect(failure.message.contains(systemCall))
-        #expect(failure.message.contains(ForbiddenCallDevice.name))
+        #expect(failure.termination.forbiddenCall == systemCall, "\(failure)")
+        #expect(failure.location == device.location)
+        #expect(
+            failure.description.hasPrefix(
+                "sandboxed device forbidden (pid \(device.process.processID)) attempted the forbidden system call "
+                    + "\(systemCall) (#"
+            ),
+            "\(failure)"
+        )
         // The parent carries on, and a relaunched device serves new requests.
         let replacement = try device.relaunch()
         var second = try DriverQueue(region: try replacement.makeRegion(), notifier: replacement.notifier)
         #expect(try send("nothing", on: &second) == -2)
-        #expect(try replacement.stop().isSuccess)
+        #expect(replacement.stop() == .finished)
     }
 
     @Test func allowedLoopMovesOneMillionBuffersUnderTheFilter() throws {
@@ -146,7 +154,7 @@ struct SandboxTests {
         }
         #expect(mismatches == 0)
         #expect(received == total)
-        #expect(try device.stop().isSuccess)
+        #expect(device.stop() == .finished)
         #expect(device.failure() == nil)
     }
 
@@ -158,7 +166,7 @@ struct SandboxTests {
         )
         var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier)
         #expect(throws: VirtqueueError.self) { _ = try send("openat", on: &driver) }
-        #expect(device.failure()?.code == .policyViolation)
+        #expect(device.failure()?.termination.forbiddenCall == "openat")
         #expect {
             _ = try device.relaunch()
         } throws: { error in
@@ -176,7 +184,7 @@ struct SandboxTests {
         for round in 0..<3 {
             var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier)
             #expect(throws: VirtqueueError.self) { _ = try send("socket", on: &driver) }
-            #expect(device.failure()?.violation?.systemCall == "socket")
+            #expect(device.failure()?.termination.forbiddenCall == "socket")
             #expect(device.restartCount == round)
             if round < 2 {
                 device = try device.relaunch()
@@ -210,7 +218,7 @@ struct SandboxTests {
         // socket: no stdin.
         let descriptors = try listDirectory("/proc/\(pid)/fd").compactMap(Int32.init).sorted()
         #expect(descriptors == [1, 2, 3, 4, 5, 6])
-        #expect(try device.stop().isSuccess)
+        #expect(device.stop() == .finished)
     }
 
     @Test func policyRoundTripsThroughItsArgumentEncoding() throws {
@@ -246,6 +254,14 @@ struct SandboxTests {
             return error.code == .notConfined && error.confinementFailure == .endedBeforeReport
                 && error.exitStatus == .exited(DeviceHost.ExitCode.confinementFailed)
         }
+    }
+}
+
+extension DeviceTermination {
+    /// The forbidden system call's name, when the sandbox killed the device for one.
+    var forbiddenCall: String? {
+        if case .forbiddenSystemCall(let name, _) = self { return name }
+        return nil
     }
 }
 

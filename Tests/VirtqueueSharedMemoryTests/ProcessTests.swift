@@ -81,7 +81,7 @@ extension SharedMemoryTests {
             try driver.free(used)  //    and free its buffers
             let (free, buffers) = (driver.freeBufferCount, driver.bufferCount)
             #expect(free == buffers)
-            #expect(try device.stop() == .exited(0))
+            #expect(device.stop() == .finished)
             #expect(!isUnreapedChild(device.processID))
         }
 
@@ -92,22 +92,18 @@ extension SharedMemoryTests {
             }
 
             let thread = try HeapBackend.launch(EchoDevice.self, layout: layout)
-            var heapDriver = try DriverQueue(region: thread.region, notifier: thread.notifier, bufferSize: 128)
+            var heapDriver = try thread.makeDriverQueue(bufferSize: 128)
             let onHeap = try roundTrip(&heapDriver, messages, replyCapacity: 128)
-            try thread.stop()
+            #expect(thread.stop() == .finished)
 
             let process = try SharedMemoryBackend.launch(
                 EchoDevice.self,
                 layout: layout,
                 options: TestExecutables.options()
             )
-            var processDriver = try DriverQueue(
-                region: try process.makeRegion(),
-                notifier: process.notifier,
-                bufferSize: 128
-            )
+            var processDriver = try process.makeDriverQueue(bufferSize: 128)
             let inProcess = try roundTrip(&processDriver, messages, replyCapacity: 128)
-            #expect(try process.stop() == .exited(0))
+            #expect(process.stop() == .finished)
 
             #expect(onHeap == messages)
             #expect(inProcess == messages)
@@ -169,7 +165,7 @@ extension SharedMemoryTests {
             #expect(completed == total)
             #expect(mismatches == 0)
             #expect(inFlight == 0)
-            #expect(try device.stop() == .exited(0))
+            #expect(device.stop() == .finished)
         }
 
         @Test func killingTheDeviceMidStreamReturnsEveryBuffer() throws {
@@ -223,18 +219,27 @@ extension SharedMemoryTests {
             #expect(completed + abandoned == submitted)
             #expect(inFlight == 0)
             #expect(free == buffers)
-            #expect(try device.stop() == .signaled(SIGKILL))
+            #expect(device.stop() == .signaled(SIGKILL))
             #expect(!isUnreapedChild(device.processID))
         }
 
-        @Test func aChildRefusesARegionWithABadHeader() throws {
+        @Test func aChildRefusesARegionWithABadHeaderAndTheLaunchSaysWhy() throws {
             let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 4096, features: .all)
             let file = try SharedMemoryFile.create(layout: layout)
             try file.map().withUnsafeMutableBytes {
                 $0.storeBytes(of: UInt16(7).littleEndian, toByteOffset: 8, as: UInt16.self)
             }
-            let device = try SharedMemoryBackend.launch(EchoDevice.self, file: file, options: TestExecutables.options())
-            #expect(try device.waitForExit() == .exited(DeviceHost.ExitCode.dataError))
+            let failure = try #require(throws: DeviceFailure.self) {
+                _ = try SharedMemoryBackend.launch(EchoDevice.self, file: file, options: TestExecutables.options())
+            }
+            #expect(failure.deviceName == EchoDevice.name)
+            guard case .failedToStart(let reason) = failure.termination else {
+                Issue.record("\(failure)")
+                return
+            }
+            #expect(reason.contains("version 7"), "\(failure)")
+            let pid = try #require(failure.location.processID)
+            #expect(!isUnreapedChild(pid))
         }
 
         @Test func aHostileDeviceCannotTruncateTheRegion() throws {
@@ -261,7 +266,7 @@ extension SharedMemoryTests {
                 #expect(raw[raw.count - 1] == 0x5A)
             }
             #expect(device.file.byteCount == layout.regionSize)
-            #expect(try device.stop() == .exited(0))
+            #expect(device.stop() == .finished)
         }
 
         @Test func aDeviceThatThrowsCompletesItsRequestAndExits70() throws {
@@ -274,6 +279,10 @@ extension SharedMemoryTests {
             var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier, bufferSize: 64)
             #expect(try roundTrip(&driver, [[1, 2, 3]], replyCapacity: 8) == [[]])
             #expect(try device.waitForExit() == .exited(DeviceHost.ExitCode.deviceFailed))
+            // The error the device threw, as it described it, named with the device.
+            let failure = try #require(device.failure())
+            #expect(failure.termination == .threw("Failure()"), "\(failure)")
+            #expect(failure.description == "device failing (pid \(device.processID)) threw: Failure()")
         }
 
         @Test(arguments: [false, true])
@@ -286,7 +295,7 @@ extension SharedMemoryTests {
             )
             var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier, bufferSize: 64)
             #expect(try roundTrip(&driver, [[1, 2, 3], [4]], replyCapacity: 8) == [[1, 2, 3], [4]])
-            #expect(try device.stop() == .exited(DeviceHost.ExitCode.success))
+            #expect(device.stop() == .finished)
         }
 
         @Test func entriesAreNamedAfterTheirDevices() {
@@ -295,14 +304,41 @@ extension SharedMemoryTests {
             #expect(DeviceHost.Entry(existential).name == "serial")
         }
 
-        @Test func anUnknownDeviceNameExits64() throws {
+        @Test func anUnknownDeviceNameFailsTheLaunch() throws {
             let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 4096, features: .all)
-            let device = try SharedMemoryBackend.launch(
-                UnhostedDevice.self,
-                layout: layout,
-                options: TestExecutables.options()
+            let failure = try #require(throws: DeviceFailure.self) {
+                _ = try SharedMemoryBackend.launch(
+                    UnhostedDevice.self,
+                    layout: layout,
+                    options: TestExecutables.options()
+                )
+            }
+            guard case .failedToStart(let reason) = failure.termination else {
+                Issue.record("\(failure)")
+                return
+            }
+            #expect(
+                reason.hasPrefix("no device named \"unhosted\" (this executable hosts: serial, echo,"),
+                "\(failure)"
             )
-            #expect(try device.waitForExit() == .exited(DeviceHost.ExitCode.usage))
+        }
+
+        @Test func aHostThatNeverReportsTimesOutAndIsKilled() throws {
+            let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 4096, features: .all)
+            let start = ContinuousClock.now
+            let error = try #require(throws: SharedMemoryError.self) {
+                _ = try SharedMemoryBackend.launch(
+                    EchoDevice.self,
+                    layout: layout,
+                    options: TestExecutables.options {
+                        $0.arguments = ["--test-confinement", "hang"]
+                        $0.startupTimeout = .milliseconds(500)
+                    }
+                )
+            }
+            #expect(error.code == .timedOut, "\(error)")
+            #expect(error.message.contains("did not report that it started"), "\(error)")
+            #expect(ContinuousClock.now - start < .seconds(5))
         }
 
         @Test func aMissingExecutableIsASpawnError() throws {
@@ -334,7 +370,7 @@ extension SharedMemoryTests {
             var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier, bufferSize: 64)
             let reply = try roundTrip(&driver, [[0]], replyCapacity: 64)
             #expect(reply.map { String(decoding: $0, as: UTF8.self) } == ["0,1,2,3,4,5,6"])
-            #expect(try device.stop() == .exited(0))
+            #expect(device.stop() == .finished)
         }
 
         /// The example executable re-enters itself (its own /proc/self/exe) in the device role.
@@ -352,7 +388,9 @@ extension SharedMemoryTests {
             #expect(
                 lines.contains { $0.hasPrefix("shared memory:") && $0.hasSuffix("wrote 17 bytes: hello, seL4 world") }
             )
-            #expect(lines.contains { $0.hasPrefix("device process") && $0.hasSuffix("exited with code 0") })
+            #expect(
+                lines.contains { $0.hasPrefix("device process") && $0.hasSuffix("served until its driver hung up") }
+            )
         }
 
         @Test func theDeviceGetsItsConfigurationOnBothBackends() throws {
@@ -369,11 +407,11 @@ extension SharedMemoryTests {
                 layout: layout,
                 configuration: DeviceConfiguration(arguments: ["alpha", "--beta"], fileDescriptors: [image])
             )
-            var heapDriver = try DriverQueue(region: thread.region, notifier: thread.notifier, bufferSize: 128)
+            var heapDriver = try thread.makeDriverQueue(bufferSize: 128)
             let onHeap = try roundTrip(&heapDriver, [[0]], replyCapacity: 128).map {
                 String(decoding: $0, as: UTF8.self)
             }
-            try thread.stop()
+            #expect(thread.stop() == .finished)
             #expect(onHeap == ["alpha|--beta|fd \(image): disk image"])
 
             let device = try SharedMemoryBackend.launch(
@@ -386,7 +424,7 @@ extension SharedMemoryTests {
             var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier, bufferSize: 128)
             let inChild = try roundTrip(&driver, [[0]], replyCapacity: 128).map { String(decoding: $0, as: UTF8.self) }
             #expect(inChild == ["alpha|--beta|fd 7: disk image"])
-            #expect(try device.stop() == .exited(0))
+            #expect(device.stop() == .finished)
         }
 
         @Test func launchingAndStoppingLeaksNoDescriptorAndNoZombie() throws {
@@ -399,7 +437,7 @@ extension SharedMemoryTests {
                 )
                 var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier, bufferSize: 64)
                 #expect(try roundTrip(&driver, [[9, 8, 7]], replyCapacity: 8) == [[9, 8, 7]])
-                if stop { #expect(try device.stop() == .exited(0)) }
+                if stop { #expect(device.stop() == .finished) }
                 return device.processID  // without stop, the handle's deinit hangs up and reaps
             }
             _ = try cycle(stop: true)  // warm up anything the process creates lazily

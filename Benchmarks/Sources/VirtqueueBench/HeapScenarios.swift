@@ -73,7 +73,7 @@ enum HeapThreads {
 
     static func throughput(size: Int, batch: Int, count: Int) throws -> Sample {
         let (device, _, bufferSize) = try launch(size: size, spins: Int(loadSpins))
-        var driver = try DriverQueue(region: device.region, notifier: device.notifier, bufferSize: bufferSize)
+        var driver = try device.makeDriverQueue(bufferSize: bufferSize)
         // Groups as the C baselines time them: about a 32nd of the run, whole batches.
         let groupSize = max(batch, count / 32 / batch * batch)
         let groupTimes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: count / groupSize + 1)
@@ -87,7 +87,8 @@ enum HeapThreads {
             groupSize: groupSize,
             groupTimes: groupTimes
         )
-        try device.stop()
+        device.stop()
+        if let failure = device.failure() { throw failure }
         return try groupSample(
             groupTimes,
             groups: groups,
@@ -102,7 +103,7 @@ enum HeapThreads {
         // Busy-poll: both sides poll (the device for about a millisecond between requests before
         // it sleeps, so it still notices the end); eventfd mode: both sleep at once.
         let (device, _, bufferSize) = try launch(size: size, spins: busy ? 1 << 20 : 0)
-        var driver = try DriverQueue(region: device.region, notifier: device.notifier, bufferSize: bufferSize)
+        var driver = try device.makeDriverQueue(bufferSize: bufferSize)
         let groupTimes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: count / Int(VQB_GROUP) + 1)
         defer { groupTimes.deallocate() }
         let (kicks, groups) = try DriverWorkloads.roundTrips(
@@ -112,7 +113,8 @@ enum HeapThreads {
             spins: busy ? Int.max : 0,
             groupTimes: groupTimes
         )
-        try device.stop()
+        device.stop()
+        if let failure = device.failure() { throw failure }
         return try groupSample(
             groupTimes,
             groups: groups,

@@ -26,31 +26,24 @@ enum ChildProcesses {
         var options = LaunchOptions()
         options.spins = spins
         options.executable = executable.map { FilePath($0) }
-        if sandboxed {
-            let device = try SandboxBackend.launch(TouchDevice.self, layout: layout, options: options)
-            try pin(device.process.processID)
-            var driver = try DriverQueue(
-                region: try device.makeRegion(),
-                notifier: device.notifier,
-                bufferSize: bufferSize
-            )
+        /// The same steps at both levels: pin, build the driver, warm up, run, stop and check.
+        func run<Device: DeviceHandle>(_ device: Device) throws -> Result
+        where Device.Region == SharedMemoryRegion, Device.DriverNotifier == EventNotifier {
+            guard let processID = device.location.processID else {
+                throw BenchmarkFailure(description: "the device is not in a process: \(device.location)")
+            }
+            try pin(processID)
+            var driver = try device.makeDriverQueue(bufferSize: bufferSize)
             try warmUp(&driver, size: size, slots: slots)
             let result = try body(&driver, bufferSize)
-            try check(try device.stop(), failure: device.failure())
-            return result
-        } else {
-            let device = try SharedMemoryBackend.launch(TouchDevice.self, layout: layout, options: options)
-            try pin(device.processID)
-            var driver = try DriverQueue(
-                region: try device.makeRegion(),
-                notifier: device.notifier,
-                bufferSize: bufferSize
-            )
-            try warmUp(&driver, size: size, slots: slots)
-            let result = try body(&driver, bufferSize)
-            try check(try device.stop(), failure: nil)
+            device.stop()
+            if let failure = device.failure() { throw failure }
             return result
         }
+        if sandboxed {
+            return try run(try SandboxBackend.launch(TouchDevice.self, layout: layout, options: options))
+        }
+        return try run(try SharedMemoryBackend.launch(TouchDevice.self, layout: layout, options: options))
     }
 
     /// Sends two rings' worth of messages before the clock starts, so both processes have
@@ -78,11 +71,6 @@ enum ChildProcesses {
     static func pin(_ processID: Int32) throws {
         let error = vqb_pin_process(processID, CBaseline.cpus.child)
         guard error == 0 else { throw BenchmarkFailure(description: "cannot pin the device process: errno \(error)") }
-    }
-
-    static func check(_ status: ExitStatus, failure: SandboxError?) throws {
-        if let failure { throw BenchmarkFailure(description: "the sandboxed device failed: \(failure)") }
-        guard status.isSuccess else { throw BenchmarkFailure(description: "the device process ended with \(status)") }
     }
 
     static func throughput(sandboxed: Bool, size: Int, batch: Int, count: Int) throws -> Sample {

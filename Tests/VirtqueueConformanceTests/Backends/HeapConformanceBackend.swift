@@ -3,7 +3,7 @@ import VirtqueueConformance
 import VirtqueueHeap
 
 /// The heap backend under the conformance suite: two handles to one allocation, a
-/// ``VirtqueueHeap/HeapNotifier`` pair, and ``VirtqueueHeap/HeapBackend/launch(_:layout:queueIndex:spins:)``
+/// ``VirtqueueHeap/HeapNotifier`` pair, and ``VirtqueueHeap/HeapBackend/launch(_:layout:queueIndex:spins:configuration:)``
 /// for the launched device (a thread, which cannot be killed).
 struct HeapConformanceBackend: ConformanceBackend {
     var name: String { "heap" }
@@ -27,6 +27,8 @@ struct HeapConformanceBackend: ConformanceBackend {
         _ visitor: Visitor
     ) throws -> Visitor.Output? {
         let device = try HeapBackend.launch(ConformanceDevice.self, layout: layout)
-        return try visitor.visit(LaunchedDevice(region: device.region, notifier: device.notifier, stop: device.stop))
+        return try visitor.visit(
+            LaunchedDevice(region: device.makeRegion(), notifier: device.notifier, stop: device.stopForSuite)
+        )
     }
 }

@@ -18,10 +18,12 @@ enum DeviceHostExecutable {
     }
 }
 
-/// A device process that did not exit cleanly.
-struct DeviceProcessFailed: Error, CustomStringConvertible {
-    let status: ExitStatus
-    var description: String { "the device process ended: \(status)" }
+extension DeviceHandle {
+    /// The conformance suite's `stop`: ends the device and throws why, if it did not finish.
+    @Sendable func stopForSuite() throws {
+        stop()
+        if let failure = failure() { throw failure }
+    }
 }
 
 /// The shared-memory backend under the conformance suite: a sealed memfd mapped twice and an
@@ -56,10 +58,7 @@ struct SharedMemoryConformanceBackend: ConformanceBackend {
             LaunchedDevice(
                 region: try device.makeRegion(),
                 notifier: device.notifier,
-                stop: {
-                    let status = try device.stop()
-                    if !status.isSuccess { throw DeviceProcessFailed(status: status) }
-                },
+                stop: device.stopForSuite,
                 kill: { try device.kill() }
             )
         )
@@ -91,10 +90,7 @@ struct SandboxConformanceBackend: ConformanceBackend {
             LaunchedDevice(
                 region: try device.makeRegion(),
                 notifier: device.notifier,
-                stop: {
-                    let status = try device.stop()
-                    if !status.isSuccess { throw device.failure() ?? SandboxError(.deviceFailed, "\(status)") }
-                },
+                stop: device.stopForSuite,
                 kill: { try device.process.kill() }
             )
         )
