@@ -209,6 +209,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "VirtqueueLaunchTests",
+            dependencies: [
+                "Virtqueue", "VirtqueueHeap", "VirtqueueSharedMemory", "VirtqueueSandbox", "VirtqueueTestDevices",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "VirtqueueSandboxTests",
             dependencies: [
                 "Virtqueue",

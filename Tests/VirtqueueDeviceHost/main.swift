@@ -11,7 +11,8 @@ let entries = [
     DeviceHost.Entry(TruncatingDevice.self), DeviceHost.Entry(FailingDevice.self),
     DeviceHost.Entry(DescriptorListingDevice.self), DeviceHost.Entry(ConfiguredDevice.self),
     DeviceHost.Entry(ForbiddenCallDevice.self), DeviceHost.Entry(ConformanceDevice.self),
-    DeviceHost.Entry(NotifierTrapDevice.self),
+    DeviceHost.Entry(NotifierTrapDevice.self), DeviceHost.Entry(GreetingDevice.self),
+    DeviceHost.Entry(PrintingDevice.self),
 ]
 
 // With `--test-confinement MODE` among the launch arguments, a host that does not confine itself

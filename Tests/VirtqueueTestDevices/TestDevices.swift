@@ -8,7 +8,7 @@ public enum TestDevices {
     public static let all: [any DeviceComponent.Type] = [
         SerialDevice.self, EchoDevice.self, ChecksumDevice.self, TruncatingDevice.self, FailingDevice.self,
         DescriptorListingDevice.self, ConfiguredDevice.self, ForbiddenCallDevice.self,
-        ConformanceDevice.self, NotifierTrapDevice.self,
+        ConformanceDevice.self, NotifierTrapDevice.self, GreetingDevice.self, PrintingDevice.self,
     ]
 }
 
@@ -183,5 +183,60 @@ public struct ConfiguredDevice: DeviceComponent {
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
         try summary.withUnsafeBytes { try queue.scatter($0, into: request) }
+    }
+}
+
+/// Answers every request with the greeting its configuration names (`greeting=TEXT`). Its factory
+/// refuses a configuration without one, so launching it without a greeting fails at every level.
+public struct GreetingDevice: DeviceComponent {
+    public static let name = "greeting"
+
+    let greeting: [UInt8]
+
+    /// - Throws: ``ConfigurationRefused`` when no argument is `greeting=TEXT`.
+    public init(configuration: DeviceConfiguration) throws(ConfigurationRefused) {
+        guard let argument = configuration.arguments.first(where: { $0.hasPrefix("greeting=") }) else {
+            throw ConfigurationRefused(arguments: configuration.arguments)
+        }
+        greeting = Array(argument.dropFirst("greeting=".count).utf8)
+    }
+
+    public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
+        _ request: borrowing DeviceRequest,
+        on queue: borrowing DeviceQueue<R, N>
+    ) throws -> Int {
+        try greeting.withUnsafeBytes { try queue.scatter($0, into: request) }
+    }
+}
+
+/// What ``GreetingDevice`` throws for a configuration without a greeting.
+public struct ConfigurationRefused: Error, Hashable, CustomStringConvertible {
+    /// The arguments it was given.
+    public var arguments: [String]
+
+    public init(arguments: [String]) {
+        self.arguments = arguments
+    }
+
+    public var description: String { "the greeting device needs greeting=TEXT, got \(arguments)" }
+}
+
+/// Prints each request's text with `print`, then echoes it. Harmless on a thread or in a plain
+/// child process; under the default sandbox policy the first `print` kills it (the C library
+/// asks the kernel about standard output first: `newfstatat`), which is what a newcomer's
+/// debugging `print` does.
+public struct PrintingDevice: DeviceComponent {
+    public static let name = "printing"
+
+    public init(configuration: DeviceConfiguration) {}
+
+    public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
+        _ request: borrowing DeviceRequest,
+        on queue: borrowing DeviceQueue<R, N>
+    ) throws -> Int {
+        var bytes = [UInt8](repeating: 0, count: request.readableByteCount)
+        _ = try bytes.withUnsafeMutableBytes { try queue.gather(request, into: $0) }
+        print("printing device: \(String(decoding: bytes, as: UTF8.self))")
+        return try bytes.withUnsafeBytes { try queue.scatter($0, into: request) }
     }
 }
