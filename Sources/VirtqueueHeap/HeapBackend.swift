@@ -121,7 +121,7 @@ public final class DeviceThread: DeviceHandle {
         self.deviceNotifier = deviceNotifier
     }
 
-    /// Where the device runs: ``Virtqueue/DeviceLocation/thread``.
+    /// Where the device runs: `DeviceLocation/thread`.
     public var location: DeviceLocation { .thread }
 
     /// The region the device serves (another handle to the same memory).
@@ -169,8 +169,8 @@ public final class DeviceThread: DeviceHandle {
     }
 
     /// Closes the driver's end, waits for the device thread to return, and says how it ended:
-    /// ``Virtqueue/DeviceTermination/finished`` when it served until now,
-    /// ``Virtqueue/DeviceTermination/threw(_:)`` when it threw (the error is in ``failure()``).
+    /// `DeviceTermination/finished` when it served until now,
+    /// `DeviceTermination/threw(_:)` when it threw (the error is in ``failure()``).
     @discardableResult
     public func stop() -> DeviceTermination {
         notifier.close()

@@ -28,8 +28,8 @@ public final class DeviceProcess: DeviceHandle {
     public let file: SharedMemoryFile
     /// The driver's notifier: kicks the child, waits for its calls, and reports its death.
     public let notifier: EventNotifier
-    /// Where the child runs: ``Virtqueue/DeviceLocation/process(id:)``, or
-    /// ``Virtqueue/DeviceLocation/sandboxedProcess(id:)`` when the sandboxed level started it.
+    /// Where the child runs: `DeviceLocation/process(id:)`, or
+    /// `DeviceLocation/sandboxedProcess(id:)` when the sandboxed level started it.
     public let location: DeviceLocation
     let pidfd: CInt
     let defaultGracePeriod: Duration
