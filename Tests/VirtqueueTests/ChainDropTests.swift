@@ -116,6 +116,26 @@ struct ChainDropTests {
         #expect(secondFree == Self.buffers)
     }
 
+    @Test func aUsedChainDroppedInsteadOfFreedGivesItsBuffersBack() throws {
+        var driver = try Self.makeDriver()
+        for _ in 0..<2 { try Self.send(&driver, segments: 3, throwAfter: nil) }
+        #expect(driver.inFlightCount == 2)
+        driver.markBroken(VirtqueueError(.peerDied, "the device went away"))
+        // The caller takes each abandoned chain back and throws while reading it: nothing frees it.
+        func read(_ used: consuming UsedChain) throws {
+            _ = used.id
+            throw CallerError()
+        }
+        var thrown = 0
+        while let used = driver.takeAbandoned() {
+            do { try read(used) } catch { thrown += 1 }
+        }
+        #expect(thrown == 2)
+        let (buffers, inFlight) = (driver.freeBufferCount, driver.inFlightCount)
+        #expect(buffers == Self.buffers)
+        #expect(inFlight == 0)
+    }
+
     @Test func aChainThatOutlivesItsQueueIsHarmless() throws {
         var chain: Chain
         do {

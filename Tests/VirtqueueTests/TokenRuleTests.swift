@@ -155,9 +155,12 @@ struct TokenRuleTests {
         switch call {
         case .free:
             do { try other.driver.free(used) } catch { caught = error }
-            // The used chain was consumed by the refusing call: the other queue's pool is whole.
+            // The used chain was consumed by the refusing call and gave its buffers back to its
+            // own queue as it went: both pools are whole.
             let (free, count) = (other.driver.freeBufferCount, other.driver.bufferCount)
             #expect(free == count)
+            let ownerIdle = owner.isIdle
+            #expect(ownerIdle, "the refused used chain's buffers did not go back to its queue")
         default:
             do {
                 if call == .forEachSegment {
@@ -181,8 +184,7 @@ struct TokenRuleTests {
         Self.expectRefusal(caught, of: "used chain", by: call.rawValue)
         #expect(!bodyRan, "the foreign view called its body")
         #expect(copy.allSatisfy { $0 == 0xEE }, "the foreign copy copied bytes")
-        // Both queues keep working. (A used chain refused by `free` was consumed there: its
-        // buffers are not returned to its queue, which serves on with the rest of its pool.)
+        // Both queues keep working.
         #expect(try owner.roundTrip("owner") == "OWNER")
         #expect(try other.roundTrip("other") == "OTHER")
         let otherIdle = other.isIdle
