@@ -136,6 +136,38 @@ struct ChainDropTests {
         #expect(inFlight == 0)
     }
 
+    @Test func aRequestDroppedInsteadOfCompletedComesBackEmpty() throws {
+        let layout = try RegionLayout(queueSizes: [Self.size], dataAreaSize: Self.buffers * 64, features: .all)
+        let region = try HeapRegion(layout: layout)
+        let (driverEnd, deviceEnd) = HeapNotifier.makePair()
+        var driver = try DriverQueue(region: region, notifier: driverEnd, bufferSize: 64)
+        var device = try DeviceQueue(region: region, notifier: deviceEnd)
+        try Self.send(&driver, segments: 2, throwAfter: nil)
+        // The device's code throws with the request in hand: nothing completes it.
+        func handle(_ request: consuming DeviceRequest) throws {
+            _ = request.id
+            throw CallerError()
+        }
+        guard let request = try device.nextRequest() else {
+            Issue.record("no request")
+            return
+        }
+        var thrown = false
+        do { try handle(request) } catch { thrown = true }
+        #expect(thrown)
+        #expect(device.takenCount == 0)
+        guard let used = try driver.takeUsed() else {
+            Issue.record("the dropped request did not come back")
+            return
+        }
+        #expect(used.writtenByteCount == 0)
+        try driver.free(used)
+        let (buffers, inFlight) = (driver.freeBufferCount, driver.inFlightCount)
+        #expect(buffers == Self.buffers)
+        #expect(inFlight == 0)
+        _ = try device.stop()
+    }
+
     @Test func aChainThatOutlivesItsQueueIsHarmless() throws {
         var chain: Chain
         do {
