@@ -70,6 +70,11 @@ public struct Chain: ~Copyable {
 /// ``DriverQueue/free(_:)`` — the seed's `virtqueue_gather_used` loop that frees each buffer. It
 /// belongs to the queue that returned it: every other queue refuses it
 /// (<doc:TrustModel#A-token-belongs-to-its-queue>).
+///
+/// A used chain that is dropped instead of freed — the caller's code threw while reading it, or
+/// another queue refused it — gives its buffers back to its own queue when it goes out of scope,
+/// as a dropped ``Chain`` does: no caller error leaks a buffer.
+@frozen
 public struct UsedChain: ~Copyable {
     /// How the chain came back.
     public enum Status: Hashable, Sendable {
@@ -91,6 +96,9 @@ public struct UsedChain: ~Copyable {
     @usableFromInline let lastBuffer: UInt32
     @usableFromInline let segmentCount: Int
     @usableFromInline let queueIdentity: UInt32
+    /// The queue's private state, where a dropped used chain gives its buffers back; kept alive
+    /// while any of the queue's tokens is (``DriverState/liveChains``).
+    @usableFromInline let state: UnsafeMutablePointer<DriverState>
 
     @inlinable
     init(
@@ -100,7 +108,8 @@ public struct UsedChain: ~Copyable {
         firstBuffer: UInt32,
         lastBuffer: UInt32,
         segmentCount: Int,
-        queueIdentity: UInt32
+        queueIdentity: UInt32,
+        state: UnsafeMutablePointer<DriverState>
     ) {
         self.id = id
         self.writtenByteCount = writtenByteCount
@@ -109,5 +118,23 @@ public struct UsedChain: ~Copyable {
         self.lastBuffer = lastBuffer
         self.segmentCount = segmentCount
         self.queueIdentity = queueIdentity
+        self.state = state
+        state.pointee.liveChains &+= 1
+    }
+
+    deinit {
+        DriverState.usedChainDropped(
+            state,
+            firstBuffer: firstBuffer,
+            lastBuffer: lastBuffer,
+            segmentCount: segmentCount
+        )
+    }
+
+    /// Ends the used chain once its queue has taken its buffers back: no deinit runs.
+    @inlinable @inline(__always)
+    consuming func end() {
+        state.pointee.liveChains &-= 1
+        discard self
     }
 }

@@ -5,6 +5,11 @@
 /// zero-copy views into the region, reached through ``DeviceQueue/forEachReadable(in:_:)`` and
 /// ``DeviceQueue/forEachWritable(in:_:)``. It belongs to the queue that took it: every other
 /// queue refuses it (<doc:TrustModel#A-token-belongs-to-its-queue>).
+///
+/// A request dropped instead of completed — the device's code threw, or another queue refused
+/// it — is completed on its own queue with 0 bytes written when it goes out of scope, so the
+/// driver gets its buffers back (the next ``DeviceQueue/notifyIfNeeded()`` tells it).
+@frozen
 public struct DeviceRequest: ~Copyable {
     /// The chain's id: its head descriptor index. The device echoes it in the used ring.
     public let id: UInt16
@@ -17,9 +22,12 @@ public struct DeviceRequest: ~Copyable {
     @usableFromInline let firstSegment: UInt32
     @usableFromInline let lastSegment: UInt32
     @usableFromInline let queueIdentity: UInt32
+    /// The queue's private state, where a dropped request is completed; kept alive while any of
+    /// the queue's requests is (``DeviceState/takenCount``).
+    @usableFromInline let state: UnsafeMutablePointer<DeviceState>
 
     @inlinable
-    init(id: UInt16, chain: ParsedChain, queueIdentity: UInt32) {
+    init(id: UInt16, chain: ParsedChain, queueIdentity: UInt32, state: UnsafeMutablePointer<DeviceState>) {
         self.id = id
         self.readableByteCount = chain.readableByteCount
         self.writableByteCount = chain.writableByteCount
@@ -27,6 +35,23 @@ public struct DeviceRequest: ~Copyable {
         self.firstSegment = chain.first
         self.lastSegment = chain.last
         self.queueIdentity = queueIdentity
+        self.state = state
+    }
+
+    deinit {
+        DeviceState.requestDropped(
+            state,
+            id: id,
+            firstSegment: firstSegment,
+            lastSegment: lastSegment,
+            segmentCount: segmentCount
+        )
+    }
+
+    /// Ends the request once its queue has completed it: no deinit runs.
+    @inlinable @inline(__always)
+    consuming func end() {
+        discard self
     }
 
     /// All bytes of the chain, readable and writable: the seed's `virtqueue_scattered_available_size`.
@@ -153,9 +178,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     }
 
     deinit {
-        state.pointee.deallocate()
-        state.deinitialize(count: 1)
-        state.deallocate()
+        DeviceState.release(state)
     }
 
     /// The queue size N.
@@ -207,7 +230,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         state.pointee.side.consumed = position &+ 1
         state.pointee.headTaken[Int(head)] = true
         state.pointee.takenCount &+= 1
-        return DeviceRequest(id: head, chain: chain, queueIdentity: queueIdentity)
+        return DeviceRequest(id: head, chain: chain, queueIdentity: queueIdentity, state: state)
     }
 
     /// Takes the chain that starts at `head` again, without reading the available ring: for a
@@ -242,7 +265,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         state.pointee.commit(chain)
         state.pointee.headTaken[Int(head)] = true
         state.pointee.takenCount &+= 1
-        return DeviceRequest(id: head, chain: chain, queueIdentity: queueIdentity)
+        return DeviceRequest(id: head, chain: chain, queueIdentity: queueIdentity, state: state)
     }
 
     /// Calls `body` with each device-readable segment of `request`, in order, as a view into the
@@ -344,23 +367,25 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     @inlinable @inline(__always)
     public mutating func complete(_ request: consuming DeviceRequest, written: Int) throws(VirtqueueError) {
         try checkOwned("request", of: request.queueIdentity, passedTo: "complete", on: queueIdentity)
+        let id = request.id
+        let writable = request.writableByteCount
         state.pointee.releaseSegments(
             first: request.firstSegment,
             last: request.lastSegment,
             count: request.segmentCount
         )
-        state.pointee.headTaken[Int(request.id)] = false
+        request.end()
+        state.pointee.headTaken[Int(id)] = false
         state.pointee.takenCount &-= 1
         try state.pointee.side.checkUsable()
-        let valid = written >= 0 && written <= request.writableByteCount
+        let valid = written >= 0 && written <= writable
         let length = valid ? UInt32(written) : 0
-        let id = request.id
         let element = state.pointee.ring.usedElement(state.pointee.side.published)
         element.storeBytes(of: UInt32(id).littleEndian, as: UInt32.self)
         element.storeBytes(of: length.littleEndian, toByteOffset: 4, as: UInt32.self)
         state.pointee.side.publish()
         guard valid else {
-            throw .writtenLengthTooLarge(written, writable: request.writableByteCount, request: id)
+            throw .writtenLengthTooLarge(written, writable: writable, request: id)
         }
     }
 

@@ -409,7 +409,8 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             firstBuffer: record.firstBuffer,
             lastBuffer: record.lastBuffer,
             segmentCount: Int(record.segmentCount),
-            queueIdentity: queueIdentity
+            queueIdentity: queueIdentity,
+            state: state
         )
     }
 
@@ -434,7 +435,8 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
                 firstBuffer: record.firstBuffer,
                 lastBuffer: record.lastBuffer,
                 segmentCount: Int(record.segmentCount),
-                queueIdentity: queueIdentity
+                queueIdentity: queueIdentity,
+                state: state
             )
         }
         return nil
@@ -513,6 +515,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     public mutating func free(_ used: consuming UsedChain) throws(VirtqueueError) {
         try checkOwned("used chain", of: used.queueIdentity, passedTo: "free", on: queueIdentity)
         state.pointee.releaseBuffers(first: used.firstBuffer, last: used.lastBuffer, count: used.segmentCount)
+        used.end()
     }
 
     /// Blocks until the device has returned at least one chain (or returns at once if none is

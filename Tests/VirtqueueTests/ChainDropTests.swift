@@ -116,6 +116,58 @@ struct ChainDropTests {
         #expect(secondFree == Self.buffers)
     }
 
+    @Test func aUsedChainDroppedInsteadOfFreedGivesItsBuffersBack() throws {
+        var driver = try Self.makeDriver()
+        for _ in 0..<2 { try Self.send(&driver, segments: 3, throwAfter: nil) }
+        #expect(driver.inFlightCount == 2)
+        driver.markBroken(VirtqueueError(.peerDied, "the device went away"))
+        // The caller takes each abandoned chain back and throws while reading it: nothing frees it.
+        func read(_ used: consuming UsedChain) throws {
+            _ = used.id
+            throw CallerError()
+        }
+        var thrown = 0
+        while let used = driver.takeAbandoned() {
+            do { try read(used) } catch { thrown += 1 }
+        }
+        #expect(thrown == 2)
+        let (buffers, inFlight) = (driver.freeBufferCount, driver.inFlightCount)
+        #expect(buffers == Self.buffers)
+        #expect(inFlight == 0)
+    }
+
+    @Test func aRequestDroppedInsteadOfCompletedComesBackEmpty() throws {
+        let layout = try RegionLayout(queueSizes: [Self.size], dataAreaSize: Self.buffers * 64, features: .all)
+        let region = try HeapRegion(layout: layout)
+        let (driverEnd, deviceEnd) = HeapNotifier.makePair()
+        var driver = try DriverQueue(region: region, notifier: driverEnd, bufferSize: 64)
+        var device = try DeviceQueue(region: region, notifier: deviceEnd)
+        try Self.send(&driver, segments: 2, throwAfter: nil)
+        // The device's code throws with the request in hand: nothing completes it.
+        func handle(_ request: consuming DeviceRequest) throws {
+            _ = request.id
+            throw CallerError()
+        }
+        guard let request = try device.nextRequest() else {
+            Issue.record("no request")
+            return
+        }
+        var thrown = false
+        do { try handle(request) } catch { thrown = true }
+        #expect(thrown)
+        #expect(device.takenCount == 0)
+        guard let used = try driver.takeUsed() else {
+            Issue.record("the dropped request did not come back")
+            return
+        }
+        #expect(used.writtenByteCount == 0)
+        try driver.free(used)
+        let (buffers, inFlight) = (driver.freeBufferCount, driver.inFlightCount)
+        #expect(buffers == Self.buffers)
+        #expect(inFlight == 0)
+        _ = try device.stop()
+    }
+
     @Test func aChainThatOutlivesItsQueueIsHarmless() throws {
         var chain: Chain
         do {

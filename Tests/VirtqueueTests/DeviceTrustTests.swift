@@ -24,12 +24,16 @@ struct DeviceTrustTests {
         let writer = RingWriter(region: region, layout: layout)
         var device = try DeviceQueue(region: region, notifier: CountingNotifier(), supportedFeatures: features)
         plant(writer)
+        // Requests taken first are held (not completed) while the planted chain is taken: a
+        // dropped request would be completed, and its head free again.
+        var held: DeviceRequest?
         for taken in 0..<requestsBefore {
             let request = try device.requireRequest()
             #expect(request.segmentCount > 0)
-            _ = consume request
+            held = consume request
             if taken == 0 { afterFirstRequest(writer) }
         }
+        defer { _ = held.take() }
         do {
             _ = try device.nextRequest()
             Issue.record("expected \(code), but the device accepted the chain")

@@ -28,6 +28,8 @@ internal struct DeviceState {
     /// Whether the device holds head `i` (taken and not yet completed).
     @usableFromInline let headTaken: UnsafeMutablePointer<Bool>
     @usableFromInline var takenCount = 0
+    /// Whether the queue has gone (its deinit ran while requests were taken).
+    @usableFromInline var queueGone = false
 
     @usableFromInline let segments: UnsafeMutablePointer<SegmentRecord>
     @usableFromInline let segmentCapacity: Int
@@ -49,6 +51,41 @@ internal struct DeviceState {
         self.segmentCapacity = segmentCapacity
         freeSegmentHead = 0
         freeSegmentCount = segmentCapacity
+    }
+
+    /// Frees `state` — at the queue's deinit, or when the last request taken is dropped if
+    /// requests outlived it.
+    static func release(_ state: UnsafeMutablePointer<DeviceState>) {
+        guard state.pointee.takenCount == 0 else {
+            state.pointee.queueGone = true
+            return
+        }
+        state.pointee.deallocate()
+        state.deinitialize(count: 1)
+        state.deallocate()
+    }
+
+    /// A request was dropped without being completed: it is completed with 0 bytes written (if
+    /// the queue is still there and works), so the driver gets its buffers back.
+    static func requestDropped(
+        _ state: UnsafeMutablePointer<DeviceState>,
+        id: UInt16,
+        firstSegment: UInt32,
+        lastSegment: UInt32,
+        segmentCount: Int
+    ) {
+        state.pointee.takenCount -= 1
+        if state.pointee.queueGone {
+            if state.pointee.takenCount == 0 { release(state) }
+            return
+        }
+        state.pointee.releaseSegments(first: firstSegment, last: lastSegment, count: segmentCount)
+        state.pointee.headTaken[Int(id)] = false
+        guard state.pointee.side.broken == nil else { return }
+        let element = state.pointee.ring.usedElement(state.pointee.side.published)
+        element.storeBytes(of: UInt32(id).littleEndian, as: UInt32.self)
+        element.storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
+        state.pointee.side.publish()
     }
 
     func deallocate() {

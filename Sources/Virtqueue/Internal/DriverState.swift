@@ -155,6 +155,22 @@ internal struct DriverState {
         )
     }
 
+    /// A used chain was dropped without being freed: its buffers go back to the free list (if the
+    /// queue is still there).
+    static func usedChainDropped(
+        _ state: UnsafeMutablePointer<DriverState>,
+        firstBuffer: UInt32,
+        lastBuffer: UInt32,
+        segmentCount: Int
+    ) {
+        state.pointee.liveChains -= 1
+        if state.pointee.queueGone {
+            if state.pointee.liveChains == 0 { release(state) }
+            return
+        }
+        state.pointee.releaseBuffers(first: firstBuffer, last: lastBuffer, count: segmentCount)
+    }
+
     /// Returns the descriptors and buffers of a chain that was never submitted.
     @inlinable
     mutating func releaseUnsubmitted(firstBuffer: UInt32, lastBuffer: UInt32, segmentCount: Int, indirectTable: UInt32)
