@@ -178,7 +178,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     }
 
     deinit {
-        DeviceState.release(state)
+        state.releaseQueue()
     }
 
     /// The queue size N.

@@ -172,7 +172,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     }
 
     deinit {
-        DriverState.release(state)
+        state.releaseQueue()
     }
 
     // MARK: Introspection

@@ -16,7 +16,7 @@ internal struct SegmentRecord {
 /// Everything the device keeps in private memory: its side of the ring, the heads it holds, and
 /// the segments of the requests it has taken.
 @usableFromInline
-internal struct DeviceState {
+internal struct DeviceState: TokenHoldingState {
     /// The ring, resolved at set-up. Kept here, behind the queue's one pointer, so that the hot
     /// path reads the fields it needs instead of copying the whole ring.
     @usableFromInline let ring: SplitRing
@@ -30,6 +30,11 @@ internal struct DeviceState {
     @usableFromInline var takenCount = 0
     /// Whether the queue has gone (its deinit ran while requests were taken).
     @usableFromInline var queueGone = false
+    /// The live tokens are the requests taken and not completed.
+    @usableFromInline var liveTokenCount: Int {
+        get { takenCount }
+        set { takenCount = newValue }
+    }
 
     @usableFromInline let segments: UnsafeMutablePointer<SegmentRecord>
     @usableFromInline let segmentCapacity: Int
@@ -53,18 +58,6 @@ internal struct DeviceState {
         freeSegmentCount = segmentCapacity
     }
 
-    /// Frees `state` — at the queue's deinit, or when the last request taken is dropped if
-    /// requests outlived it.
-    static func release(_ state: UnsafeMutablePointer<DeviceState>) {
-        guard state.pointee.takenCount == 0 else {
-            state.pointee.queueGone = true
-            return
-        }
-        state.pointee.deallocate()
-        state.deinitialize(count: 1)
-        state.deallocate()
-    }
-
     /// A request was dropped without being completed: it is completed with 0 bytes written (if
     /// the queue is still there and works), so the driver gets its buffers back.
     static func requestDropped(
@@ -74,11 +67,7 @@ internal struct DeviceState {
         lastSegment: UInt32,
         segmentCount: Int
     ) {
-        state.pointee.takenCount -= 1
-        if state.pointee.queueGone {
-            if state.pointee.takenCount == 0 { release(state) }
-            return
-        }
+        guard state.tokenDropped() else { return }
         state.pointee.releaseSegments(first: firstSegment, last: lastSegment, count: segmentCount)
         state.pointee.headTaken[Int(id)] = false
         guard state.pointee.side.broken == nil else { return }
@@ -88,7 +77,7 @@ internal struct DeviceState {
         state.pointee.side.publish()
     }
 
-    func deallocate() {
+    @usableFromInline func deallocate() {
         headTaken.deallocate()
         segments.deallocate()
         buffers.deallocate()

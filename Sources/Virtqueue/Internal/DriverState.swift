@@ -64,7 +64,7 @@ internal let noBuffer = UInt32.max
 /// in flight, the buffer pool. Nothing here is ever read back from shared memory, so a hostile
 /// device cannot corrupt the driver's bookkeeping.
 @usableFromInline
-internal struct DriverState {
+internal struct DriverState: TokenHoldingState {
     /// The ring, resolved at set-up.
     @usableFromInline let ring: SplitRing
     /// The driver's side of the ring: `avail.idx` published, `used.idx` consumed.
@@ -94,6 +94,11 @@ internal struct DriverState {
     @usableFromInline var liveChains = 0
     /// Whether the queue has gone (its deinit ran while chains were alive).
     @usableFromInline var queueGone = false
+    /// The live tokens are the chains and used chains alive.
+    @usableFromInline var liveTokenCount: Int {
+        get { liveChains }
+        set { liveChains = newValue }
+    }
 
     /// - Parameter slots: The host address of each pool slot, `nil` for a slot that cannot be used.
     init(ring: SplitRing, eventIndex: Bool, cursor: QueueCursor, slots: [UnsafeMutableRawPointer?]) {
@@ -122,17 +127,6 @@ internal struct DriverState {
         freeBufferCount = usable
     }
 
-    /// Frees `state` — at the queue's deinit, or at the last chain's end if chains outlived it.
-    static func release(_ state: UnsafeMutablePointer<DriverState>) {
-        guard state.pointee.liveChains == 0 else {
-            state.pointee.queueGone = true
-            return
-        }
-        state.pointee.deallocate()
-        state.deinitialize(count: 1)
-        state.deallocate()
-    }
-
     /// A chain was dropped without being submitted or discarded: its descriptors and buffers go
     /// back to the free lists (if the queue is still there).
     static func chainDropped(
@@ -142,11 +136,7 @@ internal struct DriverState {
         segmentCount: Int,
         indirectTable: UInt32
     ) {
-        state.pointee.liveChains -= 1
-        if state.pointee.queueGone {
-            if state.pointee.liveChains == 0 { release(state) }
-            return
-        }
+        guard state.tokenDropped() else { return }
         state.pointee.releaseUnsubmitted(
             firstBuffer: firstBuffer,
             lastBuffer: lastBuffer,
@@ -163,11 +153,7 @@ internal struct DriverState {
         lastBuffer: UInt32,
         segmentCount: Int
     ) {
-        state.pointee.liveChains -= 1
-        if state.pointee.queueGone {
-            if state.pointee.liveChains == 0 { release(state) }
-            return
-        }
+        guard state.tokenDropped() else { return }
         state.pointee.releaseBuffers(first: firstBuffer, last: lastBuffer, count: segmentCount)
     }
 
@@ -185,7 +171,7 @@ internal struct DriverState {
         releaseBuffers(first: firstBuffer, last: lastBuffer, count: segmentCount)
     }
 
-    func deallocate() {
+    @usableFromInline func deallocate() {
         descriptorNext.deallocate()
         heads.deallocate()
         buffers.deallocate()
