@@ -36,6 +36,12 @@ public import Virtqueue
 /// }
 /// ```
 ///
+/// The suite moves a region to a thread of its own (the device's side of most checks), so the
+/// regions handed to ``QueueEndsVisitor`` must be `Sendable`: the compiler checks memory rule 6
+/// of <doc:WritingABackend> ("it may be used from another thread than the one that made it"). A
+/// region that holds raw pointers states it with `@unchecked Sendable` on its own type — its
+/// author's promise, not the suite's.
+///
 /// The rules a backend must keep are in <doc:WritingABackend>.
 public protocol ConformanceBackend: Sendable {
     /// A short name for failure messages, such as `"heap"` or `"shared-memory"`.
@@ -92,7 +98,8 @@ extension ConformanceBackend {
 /// The suite's side of ``ConformanceBackend/withQueueEnds(layout:_:)``: code that is generic
 /// over the backend's region and notifier types.
 ///
-/// Backends only call ``visit(_:)``; the suite implements it.
+/// Backends only call ``visit(_:)``; the suite implements it. The region must be `Sendable`:
+/// the suite runs one end (usually the device's) on a thread of its own.
 public protocol QueueEndsVisitor {
     /// What the visit returns.
     associatedtype Output
@@ -102,14 +109,16 @@ public protocol QueueEndsVisitor {
     /// - Parameter ends: The driver's and the device's end of the same region.
     /// - Returns: Whatever the suite computes.
     /// - Throws: A ``ConformanceFailure``, or an error from the backend's region or notifier.
-    func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
+    func visit<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>(
         _ ends: consuming QueueEnds<Region, Notify>
     ) throws -> Output
 }
 
 /// The suite's side of ``ConformanceBackend/withLaunchedDevice(layout:_:)``.
 ///
-/// Backends only call ``visit(_:)``; the suite implements it.
+/// Backends only call ``visit(_:)``; the suite implements it. The region need not be `Sendable`:
+/// the suite drives a launched device's queue only from the thread that called the backend (the
+/// device runs wherever the backend put it, with its own end).
 public protocol LaunchedDeviceVisitor {
     /// What the visit returns.
     associatedtype Output

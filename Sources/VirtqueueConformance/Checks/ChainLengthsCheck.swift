@@ -23,7 +23,7 @@ enum ChainLengthsCheck {
         let bufferSize: Int
         let indirect: Bool
 
-        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws {
             try ends.initialize(layout)

@@ -22,7 +22,7 @@ enum HostileDriverCheck {
         let layout: RegionLayout
         let rule: Rule
 
-        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws {
             try ends.initialize(layout)

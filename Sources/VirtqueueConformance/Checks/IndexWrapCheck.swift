@@ -19,7 +19,7 @@ enum IndexWrapCheck {
 
         let context: CheckContext
 
-        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws {
             try ends.initialize(layout)

@@ -53,7 +53,7 @@ enum NotifierCheck {
     struct PingPong: QueueEndsVisitor {
         let context: CheckContext
 
-        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws {
             let driverNotifier = ends.driver.notifier
@@ -112,7 +112,7 @@ enum NotifierCheck {
         let context: CheckContext
         let towardsDevice: Bool
 
-        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws {
             let sender = towardsDevice ? ends.driver.notifier : ends.device.notifier
@@ -147,7 +147,7 @@ enum NotifierCheck {
         let closingDriver: Bool
         let waitFirst: Bool
 
-        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws {
             let closer = closingDriver ? ends.driver.close : ends.device.close

@@ -14,7 +14,7 @@ enum PoolExhaustionCheck {
     struct Visitor: QueueEndsVisitor {
         let layout: RegionLayout
 
-        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws -> String {
             try ends.initialize(layout)

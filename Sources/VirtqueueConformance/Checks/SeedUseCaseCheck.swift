@@ -18,7 +18,7 @@ enum SeedUseCaseCheck {
         let layout: RegionLayout
         let context: CheckContext
 
-        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws -> Int {
             try ends.initialize(layout)

@@ -12,7 +12,7 @@ enum SharedBytesCheck {
     struct Visitor: QueueEndsVisitor {
         let layout: RegionLayout
 
-        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws -> String {
             let size = layout.regionSize

@@ -20,7 +20,7 @@ enum SuppressionCheck {
         let layout: RegionLayout
         let context: CheckContext
 
-        func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
+        func visit<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws {
             try ends.initialize(layout)

@@ -15,7 +15,7 @@ struct ThreadLaunch<Visitor: LaunchedDeviceVisitor>: QueueEndsVisitor {
     let visitor: Visitor
     var spins = 256
 
-    func visit<Region: GuestMemory & ~Copyable, Notify: Notifier>(
+    func visit<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>(
         _ ends: consuming QueueEnds<Region, Notify>
     ) throws -> Visitor.Output {
         try ends.initialize(layout)

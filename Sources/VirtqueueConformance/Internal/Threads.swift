@@ -3,17 +3,27 @@ import Foundation
 import Synchronization
 import Virtqueue
 
-/// Moves a value, copyable or not, into another thread. The value is taken exactly once.
-final class Transfer<Value: ~Copyable>: @unchecked Sendable {
-    private var value: Value?
+/// Hands a value, copyable or not, to another thread, which takes it out once.
+///
+/// The value must be `Sendable`: the box is a `Mutex`, checked by the compiler, not a promise
+/// the suite makes on the value's behalf. (A `~Copyable` value cannot be captured by the
+/// thread's escaping closure, so it travels in a box.)
+final class Handoff<Value: ~Copyable & Sendable>: Sendable {
+    private let slot: Mutex<Value?>
 
     init(_ value: consuming Value) {
-        self.value = consume value
+        slot = Mutex(Optional(value))
     }
 
-    func take() -> Value {
-        guard let value = value.take() else { preconditionFailure("a transferred value was taken twice") }
-        return value
+    /// Takes the value out.
+    ///
+    /// - Throws: ``CheckFailure`` naming `what` if it was taken already.
+    func take(_ what: String) throws(CheckFailure) -> Value {
+        let taken = slot.withLock { $0.take() }
+        switch consume taken {
+        case .some(let value): return value
+        case .none: throw CheckFailure("the suite took \(what) out of its hand-off twice")
+        }
     }
 }
 
@@ -142,7 +152,7 @@ extension Duration {
 ///
 /// The thread ends when the driver closes its end. A `peerDied` from the device's notifier — the
 /// driver went away while the device was notifying — counts as that ordinary end, not a failure.
-func startDeviceThread<Region: GuestMemory & ~Copyable, Notify: Notifier>(
+func startDeviceThread<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>(
     region: consuming Region,
     notifier: Notify,
     spins: Int
@@ -158,19 +168,19 @@ protocol ThreadBody: Sendable {
 }
 
 /// The device thread's work, boxed so the thread's closure captures no generic type.
-final class DeviceRunner<Region: GuestMemory & ~Copyable, Notify: Notifier>: ThreadBody, @unchecked Sendable {
-    let region: Transfer<Region>
+final class DeviceRunner<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>: ThreadBody, Sendable {
+    let region: Handoff<Region>
     let notifier: Notify
     let spins: Int
 
     init(region: consuming Region, notifier: Notify, spins: Int) {
-        self.region = Transfer(region)
+        self.region = Handoff(region)
         self.notifier = notifier
         self.spins = spins
     }
 
     func run() throws {
-        var queue = try DeviceQueue(region: region.take(), notifier: notifier)
+        var queue = try DeviceQueue(region: region.take("the device's region"), notifier: notifier)
         var device = ConformanceDevice()
         do {
             try queue.serve(&device, spins: spins)
