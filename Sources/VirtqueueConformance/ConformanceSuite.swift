@@ -10,9 +10,11 @@
 ///
 /// @Test(arguments: ConformanceCheck.allCases)
 /// func conformance(_ check: ConformanceCheck) throws {
-///     try ConformanceSuite().run(check, on: MyConformanceBackend())
+///     let result = try ConformanceSuite().run(check, on: MyConformanceBackend())
+///     print(result)   // passed, or does not apply, and why
 /// }
 /// ```
+
 public struct ConformanceSuite: Sendable {
     /// Settings for a run.
     public struct Configuration: Hashable, Sendable {
@@ -27,8 +29,11 @@ public struct ConformanceSuite: Sendable {
         public var wakeUpRoundTrips: Int
 
         /// Creates a configuration; every parameter has its default.
-        public init(timeout: Duration = .seconds(20), stressChainCount: Int = 1_000_000, wakeUpRoundTrips: Int = 2_000)
-        {
+        public init(
+            timeout: Duration = .seconds(20),
+            stressChainCount: Int = 1_000_000,
+            wakeUpRoundTrips: Int = 2_000
+        ) {
             self.timeout = timeout
             self.stressChainCount = stressChainCount
             self.wakeUpRoundTrips = wakeUpRoundTrips
@@ -50,15 +55,24 @@ public struct ConformanceSuite: Sendable {
     /// - Parameters:
     ///   - check: The check.
     ///   - backend: The backend under test.
-    /// - Returns: A short account of what ran (sizes, counts, time), for logs.
+    /// - Returns: Whether the check passed or does not apply to `backend`, with a short account of
+    ///   what ran (sizes, counts, time) or why it does not apply, for logs.
     /// - Throws: ``ConformanceFailure`` naming the check, the backend, what broke and where.
     @discardableResult
     public func run(_ check: ConformanceCheck, on backend: some ConformanceBackend) throws(ConformanceFailure)
-        -> String
+        -> ConformanceResult
     {
         let context = CheckContext(configuration: configuration, backendName: backend.name)
         do {
-            return try check.body(backend, context)
+            let summary = try check.body(backend, context)
+            return ConformanceResult(check: check, backend: backend.name, outcome: .passed, summary: summary)
+        } catch let notApplicable as NotApplicable {
+            return ConformanceResult(
+                check: check,
+                backend: backend.name,
+                outcome: .notApplicable,
+                summary: notApplicable.reason
+            )
         } catch let failure as CheckFailure {
             throw ConformanceFailure(
                 check: check,
@@ -79,18 +93,16 @@ public struct ConformanceSuite: Sendable {
     }
 
     /// Runs every check on `backend`, in `ConformanceCheck.allCases` order, stopping at the
-    /// first failure.
+    /// first failure. A check that does not apply does not stop the run.
     ///
     /// - Parameter backend: The backend under test.
-    /// - Returns: Each check with its account, in the order run.
+    /// - Returns: Each check's result, in the order run.
     /// - Throws: The first ``ConformanceFailure``.
     @discardableResult
-    public func runAll(on backend: some ConformanceBackend) throws(ConformanceFailure)
-        -> [(check: ConformanceCheck, summary: String)]
-    {
-        var results: [(check: ConformanceCheck, summary: String)] = []
+    public func runAll(on backend: some ConformanceBackend) throws(ConformanceFailure) -> [ConformanceResult] {
+        var results: [ConformanceResult] = []
         for check in ConformanceCheck.allCases {
-            results.append((check, try run(check, on: backend)))
+            results.append(try run(check, on: backend))
         }
         return results
     }

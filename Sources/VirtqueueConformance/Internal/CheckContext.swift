@@ -24,6 +24,12 @@ struct CheckFailure: Error, CustomStringConvertible {
     var description: String { "\(message) (at \(fileID):\(line))" }
 }
 
+/// The backend says the check cannot apply to it; ``ConformanceSuite/run(_:on:)`` turns this
+/// into a ``ConformanceResult`` with ``ConformanceResult/Outcome/notApplicable``.
+struct NotApplicable: Error {
+    let reason: String
+}
+
 /// Fails the check with `message` unless `condition` holds.
 func expect(
     _ condition: Bool,
