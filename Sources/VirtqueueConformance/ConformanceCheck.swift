@@ -11,8 +11,9 @@ public enum ConformanceCheck: String, CaseIterable, Hashable, Sendable, CustomSt
 
     /// The seed's eight steps (seL4 libvirtqueue's use case), in order, on one thread: the driver
     /// chains buffers and kicks; the device takes the entry, gathers its buffers, moves it to the
-    /// used ring and kicks back; the driver takes it and frees its buffers. Every kick sent is
-    /// received.
+    /// used ring and kicks back; the driver takes it and frees its buffers. After each kick the
+    /// other side waits once, and that wait must return. (It does not prove that the kick woke
+    /// it: a wait that returns without a kick passes. ``notifierDeliversKicks`` proves that.)
     case seedUseCase
 
     /// An empty ring hands out nothing; a full ring of N one-segment chains refuses the next
@@ -32,23 +33,35 @@ public enum ConformanceCheck: String, CaseIterable, Hashable, Sendable, CustomSt
     /// every payload checked.
     case indexWrap
 
-    /// With VIRTIO_F_EVENT_IDX on and off, counting kicks with a ``CountingNotifier``: a burst of
-    /// 32 submissions while the device is awake costs one kick, and 32 completions while the
-    /// driver polls cost one interrupt, and each kick sent is received.
+    /// With VIRTIO_F_EVENT_IDX on and off, counting calls to `notify()` with a
+    /// ``CountingNotifier``: a burst of 32 submissions while the device is awake makes one call,
+    /// and 32 completions while the driver polls make one; after each, one wait on the other side
+    /// returns. (It counts kicks *sent*; ``notifierDeliversKicks`` proves they arrive.)
     case notificationSuppression
 
-    /// With VIRTIO_F_EVENT_IDX on and off, driver and device on two threads that go to sleep
-    /// whenever the ring is empty (no spinning), thousands of round trips: no wake-up is lost.
-    /// A lost kick shows up as a timeout.
+    /// With VIRTIO_F_EVENT_IDX on and off, driver and device on two threads that call `wait()`
+    /// whenever the ring is empty (no spinning in the queues), thousands of round trips with
+    /// checksummed replies: neither side is left waiting for ever. Together with
+    /// ``notifierDeliversKicks`` (waits sleep until kicked), no wake-up is lost; a lost one shows
+    /// up as a timeout.
     case noLostWakeUp
 
-    /// The notifier alone, in both directions: a wait on one thread wakes when the other thread
-    /// kicks (many times over, tolerating merged and spurious wake-ups).
+    /// The notifier alone, in both directions: a thread that waits until a counter moves keeps
+    /// up with another that moves it and kicks, 1,000 times (merged and spurious wake-ups
+    /// tolerated).
     case notifierWakesAWaiter
 
-    /// The notifier alone, in both directions: a kick sent before the wait is not lost, and
-    /// 100,000 kicks with nobody waiting do not block and still wake the next wait.
+    /// The notifier alone, in both directions: a wait after a kick returns, and 100,000 kicks with
+    /// nobody waiting do not block the sender, and the next wait returns.
     case notifierKeepsEarlyKicks
+
+    /// The notifier alone, in both directions: a wait with no kick sent *sleeps* — over three
+    /// quiet spells of 100 ms it returns at most twice in all (spurious wake-ups are allowed,
+    /// spinning is not) — and one kick then wakes it within
+    /// ``ConformanceSuite/Configuration/timeout``, each time. This is the check that proves a
+    /// kick sent is a kick received: a notifier that drops kicks either never wakes the waiter
+    /// (a timeout) or wakes it without them (it does not sleep).
+    case notifierDeliversKicks
 
     /// The notifier alone, in both directions: when one end closes, the other end's wait — one
     /// already blocked, and one started afterwards — ends with `peerDied` instead of hanging.

@@ -122,6 +122,7 @@ extension ConformanceCheck {
         case .noLostWakeUp: try LostWakeUpCheck.run(backend, context)
         case .notifierWakesAWaiter: try NotifierCheck.wakesAWaiter(backend, context)
         case .notifierKeepsEarlyKicks: try NotifierCheck.keepsEarlyKicks(backend, context)
+        case .notifierDeliversKicks: try KickDeliveryCheck.run(backend, context)
         case .notifierEndsWaitOnPeerClose: try NotifierCheck.endsWaitOnPeerClose(backend, context)
         case .concurrentStress: try StressCheck.run(backend, context)
         case .hostileDevice: try HostileDeviceCheck.run(backend, context)

@@ -69,6 +69,28 @@ struct BrokenBackendTests {
         #expect(failure?.message.contains("the layout needs") == true, "\(String(describing: failure))")
     }
 
+    @Test func aNotifierThatDropsEveryKickFailsTheDeliveryCheck() {
+        let failure = expectFailure(of: .notifierDeliversKicks, on: SilentNotifierBackend())
+        #expect(failure?.message.contains("the kick was not delivered") == true, "\(String(describing: failure))")
+    }
+
+    @Test func aNotifierThatDropsEveryKickAndSpinsFailsTheDeliveryCheck() {
+        let failure = expectFailure(of: .notifierDeliversKicks, on: SpinningSilentNotifierBackend())
+        #expect(failure?.message.contains("the wait does not sleep") == true, "\(String(describing: failure))")
+    }
+
+    /// The claims table of "Writing a backend" says these checks prove that waits *return*, not
+    /// that kicks arrive: a notifier that drops every kick and whose wait returns at once passes
+    /// them all. If one of them starts catching it, the table can say more.
+    @Test(arguments: [
+        ConformanceCheck.seedUseCase, .notificationSuppression, .noLostWakeUp, .notifierWakesAWaiter,
+        .notifierKeepsEarlyKicks,
+    ])
+    func checksThatDoNotProveDeliveryPassASpinningNotifierThatDropsEveryKick(_ check: ConformanceCheck) throws {
+        let result = try suite.run(check, on: SpinningSilentNotifierBackend())
+        #expect(result.outcome == .passed)
+    }
+
     /// The good backends pass the whole suite through ``ConformanceSuite/runAll(on:)`` too (with a
     /// short stress run: the full one runs per check in ``ConformanceTests``).
     @Test(arguments: backendsUnderTest)

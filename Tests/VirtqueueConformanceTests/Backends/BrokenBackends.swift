@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 import Virtqueue
 import VirtqueueConformance
@@ -108,6 +109,92 @@ struct ShortRegionBackend: ConformanceBackend {
             QueueEnds(
                 driver: QueueEnd(region: region, notifier: notifiers.driver, close: notifiers.driver.close),
                 device: QueueEnd(region: region, notifier: notifiers.device, close: notifiers.device.close)
+            )
+        )
+    }
+}
+
+/// Each notifier drops every kick, and its wait sleeps until the peer closes: nothing is ever
+/// delivered.
+struct SilentNotifierBackend: ConformanceBackend {
+    var name: String { "silent" }
+
+    struct SilentNotifier: Notifier {
+        let base: HeapNotifier
+
+        func notify() throws(VirtqueueError) {}
+
+        func wait() throws(VirtqueueError) { try base.wait() }
+    }
+
+    func withQueueEnds<Visitor: QueueEndsVisitor>(
+        layout: RegionLayout,
+        _ visitor: Visitor
+    ) throws -> Visitor.Output {
+        let region = try HeapRegion(byteCount: layout.regionSize)
+        let notifiers = HeapNotifier.makePair()
+        return try visitor.visit(
+            QueueEnds(
+                driver: QueueEnd(
+                    region: region,
+                    notifier: SilentNotifier(base: notifiers.driver),
+                    close: notifiers.driver.close
+                ),
+                device: QueueEnd(
+                    region: region,
+                    notifier: SilentNotifier(base: notifiers.device),
+                    close: notifiers.device.close
+                )
+            )
+        )
+    }
+}
+
+/// Each notifier drops every kick, and its wait returns at once (a spurious wake-up, which the
+/// rules allow) until the peer closes: the queues then poll, and every check that only needs
+/// waits to *return* passes — which is why ``ConformanceCheck/notifierDeliversKicks`` exists.
+struct SpinningSilentNotifierBackend: ConformanceBackend {
+    var name: String { "silent-spinning" }
+
+    struct SpinningNotifier: Notifier {
+        let closed: Flags
+        let isDriver: Bool
+
+        func notify() throws(VirtqueueError) {}
+
+        func wait() throws(VirtqueueError) {
+            let peerClosed =
+                isDriver ? closed.device.load(ordering: .acquiring) : closed.driver.load(ordering: .acquiring)
+            if peerClosed {
+                throw VirtqueueError(.peerDied, "the peer closed its end")
+            }
+            sched_yield()
+        }
+    }
+
+    final class Flags: Sendable {
+        let driver = Atomic<Bool>(false)
+        let device = Atomic<Bool>(false)
+    }
+
+    func withQueueEnds<Visitor: QueueEndsVisitor>(
+        layout: RegionLayout,
+        _ visitor: Visitor
+    ) throws -> Visitor.Output {
+        let region = try HeapRegion(byteCount: layout.regionSize)
+        let closed = Flags()
+        return try visitor.visit(
+            QueueEnds(
+                driver: QueueEnd(
+                    region: region,
+                    notifier: SpinningNotifier(closed: closed, isDriver: true),
+                    close: { closed.driver.store(true, ordering: .releasing) }
+                ),
+                device: QueueEnd(
+                    region: region,
+                    notifier: SpinningNotifier(closed: closed, isDriver: false),
+                    close: { closed.device.store(true, ordering: .releasing) }
+                )
             )
         )
     }
