@@ -16,6 +16,9 @@ let package = Package(
         .library(name: "VirtqueueSharedMemory", targets: ["VirtqueueSharedMemory"]),
         .library(name: "VirtqueueSandbox", targets: ["VirtqueueSandbox"]),
         .library(name: "VirtqueueConformance", targets: ["VirtqueueConformance"]),
+        // The conformance suite's helper process (peerProcessDeath): a backend's test target
+        // depends on it so that SwiftPM builds it beside the test binary.
+        .executable(name: "VirtqueueConformanceHelper", targets: ["VirtqueueConformanceHelper"]),
         .library(name: "VirtqueueVhostUser", targets: ["VirtqueueVhostUser"]),
         .executable(name: "VirtqueueScaffold", targets: ["VirtqueueScaffold"]),
         .plugin(name: "NewComponentPair", targets: ["NewComponentPair"]),
@@ -32,7 +35,16 @@ let package = Package(
     targets: [
         .target(name: "Virtqueue", swiftSettings: swiftSettings),
         .target(name: "VirtqueueHeap", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
-        .target(name: "VirtqueueConformance", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .target(
+            name: "VirtqueueConformance",
+            dependencies: ["Virtqueue", "CVirtqueueSystem"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "VirtqueueConformanceHelper",
+            dependencies: ["VirtqueueConformance"],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "_VirtqueueFuzzHarness",
             dependencies: ["Virtqueue", "VirtqueueVhostUser"],
@@ -173,7 +185,7 @@ let package = Package(
             name: "VirtqueueConformanceTests",
             dependencies: [
                 "Virtqueue", "VirtqueueHeap", "VirtqueueSharedMemory", "VirtqueueSandbox", "VirtqueueConformance",
-                "FileBackend", "VirtqueueTestDevices",
+                "VirtqueueConformanceHelper", "FileBackend", "VirtqueueTestDevices", "CVirtqueueSystem",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: swiftSettings

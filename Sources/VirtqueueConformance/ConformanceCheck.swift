@@ -87,5 +87,17 @@ public enum ConformanceCheck: String, CaseIterable, Hashable, Sendable, CustomSt
     /// `peerDied`, and every chain in flight comes back `.abandoned(.peerDied)`.
     case peerDeathMidFlight
 
+    /// Process death, without a launcher of the backend's: the backend hands one end of a queue
+    /// to the suite's helper process (``ConformanceBackend/withProcessEnds(layout:keeping:_:)``),
+    /// which maps it and acts as the device (then, in a second run, as the driver) while the
+    /// suite's side streams checksummed chains through the backend's end in this process. After
+    /// 64 chains have crossed, the helper is killed with `SIGKILL`: the surviving side's queue
+    /// must end with `VirtqueueError.Code.peerDied` within ``ConformanceSuite/Configuration/timeout``
+    /// — nothing closes its end but the kernel — and then its notifier's `wait()` throws
+    /// `peerDied` and its `notify()` neither blocks nor throws anything else; the surviving
+    /// driver takes back every chain in flight. Does not apply to a backend that says why it
+    /// cannot put an end in another process.
+    case peerProcessDeath
+
     public var description: String { rawValue }
 }

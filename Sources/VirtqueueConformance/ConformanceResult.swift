@@ -1,7 +1,9 @@
 /// What one check did on one backend: passed, or did not apply — and what ran, or why not.
 ///
 /// A check that fails throws a ``ConformanceFailure`` instead. A check does not apply only when
-/// the backend says so, with a reason; a test that requires it to apply checks ``outcome``.
+/// the backend says so, with a reason (``ConformanceBackend/withProcessEnds(layout:keeping:_:)``
+/// returning ``ProcessEndsOutcome/notApplicable(reason:)``); a test that requires it to apply
+/// checks ``outcome``.
 public struct ConformanceResult: Hashable, Sendable, CustomStringConvertible {
     /// Whether the check ran.
     public enum Outcome: String, Hashable, Sendable {

@@ -14,7 +14,11 @@
 ///     print(result)   // passed, or does not apply, and why
 /// }
 /// ```
-
+///
+/// ``ConformanceCheck/peerProcessDeath`` starts the suite's helper executable,
+/// `VirtqueueConformanceHelper`: add that product to the test target's dependencies, so that it is
+/// built beside the test binary, where the suite looks for it (or set
+/// ``Configuration/helperExecutable``).
 public struct ConformanceSuite: Sendable {
     /// Settings for a run.
     public struct Configuration: Hashable, Sendable {
@@ -27,16 +31,23 @@ public struct ConformanceSuite: Sendable {
         public var stressChainCount: Int
         /// Round trips per feature set in ``ConformanceCheck/noLostWakeUp``. The default is 2,000.
         public var wakeUpRoundTrips: Int
+        /// The path of the helper executable ``ConformanceCheck/peerProcessDeath`` starts. `nil`
+        /// (the default): the `VIRTQUEUE_CONFORMANCE_HELPER` environment variable if set, else
+        /// `VirtqueueConformanceHelper` in the directory of the running executable — where
+        /// SwiftPM builds it when the test target depends on the product of that name.
+        public var helperExecutable: String?
 
         /// Creates a configuration; every parameter has its default.
         public init(
             timeout: Duration = .seconds(20),
             stressChainCount: Int = 1_000_000,
-            wakeUpRoundTrips: Int = 2_000
+            wakeUpRoundTrips: Int = 2_000,
+            helperExecutable: String? = nil
         ) {
             self.timeout = timeout
             self.stressChainCount = stressChainCount
             self.wakeUpRoundTrips = wakeUpRoundTrips
+            self.helperExecutable = helperExecutable
         }
     }
 
@@ -128,6 +139,7 @@ extension ConformanceCheck {
         case .hostileDevice: try HostileDeviceCheck.run(backend, context)
         case .hostileDriver: try HostileDriverCheck.run(backend, context)
         case .peerDeathMidFlight: try PeerDeathCheck.run(backend, context)
+        case .peerProcessDeath: try PeerProcessDeathCheck.run(backend, context)
         }
     }
 }

@@ -16,9 +16,9 @@ struct BackendUnderTest: Sendable, CustomTestStringConvertible {
 
 /// Every backend of this package the conformance suite runs on. Adding a backend is one line here.
 let backendsUnderTest: [BackendUnderTest] = [
-    BackendUnderTest(HeapConformanceBackend()),
+    BackendUnderTest(HeapConformanceBackend(), notApplicable: [.peerProcessDeath]),
     BackendUnderTest(FileConformanceBackend()),
-    BackendUnderTest(MultiMappingConformanceBackend()),
+    BackendUnderTest(MultiMappingConformanceBackend(), notApplicable: [.peerProcessDeath]),
     BackendUnderTest(SharedMemoryConformanceBackend()),
     BackendUnderTest(SandboxConformanceBackend()),
 ]

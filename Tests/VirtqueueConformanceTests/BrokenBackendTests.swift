@@ -12,10 +12,11 @@ struct BrokenBackendTests {
     func expectFailure(
         of check: ConformanceCheck,
         on backend: some ConformanceBackend,
+        suite: ConformanceSuite? = nil,
         sourceLocation: SourceLocation = #_sourceLocation
     ) -> ConformanceFailure? {
         do {
-            let summary = try suite.run(check, on: backend)
+            let summary = try (suite ?? self.suite).run(check, on: backend)
             Issue.record(
                 "\(check) passed on the broken backend '\(backend.name)': \(summary)",
                 sourceLocation: sourceLocation
@@ -89,6 +90,50 @@ struct BrokenBackendTests {
     func checksThatDoNotProveDeliveryPassASpinningNotifierThatDropsEveryKick(_ check: ConformanceCheck) throws {
         let result = try suite.run(check, on: SpinningSilentNotifierBackend())
         #expect(result.outcome == .passed)
+    }
+
+    @Test func aNotifierBlindToProcessDeathFailsThePeerProcessDeathCheck() {
+        let failure = expectFailure(of: .peerProcessDeath, on: DeathBlindBackend())
+        #expect(
+            failure?.message.contains("its notifier never noticed that its peer's process died") == true,
+            "\(String(describing: failure))"
+        )
+        #expect(failure?.message.contains("killed with SIGKILL") == true, "\(String(describing: failure))")
+    }
+
+    /// The death-blind notifier hears a peer close and delivers its kicks: only the
+    /// cross-process check catches it.
+    @Test(arguments: [ConformanceCheck.notifierEndsWaitOnPeerClose, .peerDeathMidFlight, .notifierDeliversKicks])
+    func aNotifierBlindToProcessDeathPassesTheInProcessChecks(_ check: ConformanceCheck) throws {
+        let result = try suite.run(check, on: DeathBlindBackend())
+        #expect(result.outcome == .passed)
+    }
+
+    @Test func anEndHandedOverWithOtherMemoryFailsThePeerProcessDeathCheck() {
+        let failure = expectFailure(of: .peerProcessDeath, on: ForeignMemoryBackend())
+        // The helper, the device, finds no header in the memory it was given and says so.
+        #expect(failure?.message.contains("the helper ended on its own") == true, "\(String(describing: failure))")
+        #expect(failure?.message.contains("invalidHeader") == true, "\(String(describing: failure))")
+    }
+
+    @Test func aMissingHelperExecutableFailsThePeerProcessDeathCheckByName() {
+        let missing = ConformanceSuite(
+            configuration: .init(timeout: .seconds(2), helperExecutable: "/nonexistent/VirtqueueConformanceHelper")
+        )
+        let failure = expectFailure(of: .peerProcessDeath, on: FileConformanceBackend(), suite: missing)
+        #expect(
+            failure?.message.contains("/nonexistent/VirtqueueConformanceHelper is not an executable file") == true,
+            "\(String(describing: failure))"
+        )
+    }
+
+    /// A backend in one process says why the cross-process check cannot apply; the suite reports
+    /// that, not a pass.
+    @Test func aBackendInOneProcessIsReportedNotApplicableWithItsReason() throws {
+        let result = try suite.run(.peerProcessDeath, on: HeapConformanceBackend())
+        #expect(result.outcome == .notApplicable)
+        #expect(result.summary == HeapConformanceBackend.inOneProcess)
+        #expect(result.description.contains("does not apply to backend 'heap'"))
     }
 
     /// The good backends pass the whole suite through ``ConformanceSuite/runAll(on:)`` too (with a

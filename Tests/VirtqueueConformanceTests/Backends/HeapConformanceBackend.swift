@@ -22,6 +22,18 @@ struct HeapConformanceBackend: ConformanceBackend {
         )
     }
 
+    func withProcessEnds<Visitor: ProcessEndsVisitor>(
+        layout: RegionLayout,
+        keeping side: QueueSide,
+        _ visitor: Visitor
+    ) throws -> ProcessEndsOutcome<Visitor.Output> {
+        .notApplicable(reason: Self.inOneProcess)
+    }
+
+    /// Why ``ConformanceCheck/peerProcessDeath`` cannot apply to the heap backend.
+    static let inOneProcess =
+        "the heap backend's memory is an allocation of this process and its notifier a semaphore of this process: no descriptor exists that another process could hold, so no peer process can die holding an end"
+
     func withLaunchedDevice<Visitor: LaunchedDeviceVisitor>(
         layout: RegionLayout,
         _ visitor: Visitor

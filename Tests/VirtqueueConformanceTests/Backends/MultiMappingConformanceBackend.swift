@@ -24,6 +24,17 @@ struct MultiMappingConformanceBackend: ConformanceBackend {
         )
     }
 
+    func withProcessEnds<Visitor: ProcessEndsVisitor>(
+        layout: RegionLayout,
+        keeping side: QueueSide,
+        _ visitor: Visitor
+    ) throws -> ProcessEndsOutcome<Visitor.Output> {
+        .notApplicable(
+            reason:
+                "the memory is three heap allocations of this process and the notifier a HeapNotifier (a semaphore of this process): no descriptor exists that another process could hold"
+        )
+    }
+
     /// Three mappings covering `0..<layout.regionSize`: header and rings, then the data area's
     /// two parts, split 64 bytes past its middle (rounded down to 64).
     static func memory(for layout: RegionLayout) throws -> HeapGuestMemory {

@@ -45,6 +45,44 @@ struct SharedMemoryConformanceBackend: ConformanceBackend {
         )
     }
 
+    /// A sealed memfd and the two notification channels the shared-memory backend hands its
+    /// device process, built here: this process keeps `side`'s notifier (and a liveness socket,
+    /// as a launched device's host does), and hands over the other side's ends of both channels,
+    /// the other liveness socket and a copy of the memfd.
+    func withProcessEnds<Visitor: ProcessEndsVisitor>(
+        layout: RegionLayout,
+        keeping side: QueueSide,
+        _ visitor: Visitor
+    ) throws -> ProcessEndsOutcome<Visitor.Output> {
+        let file = try SharedMemoryFile.create(byteCount: layout.regionSize, name: "conformance")
+        let memory = try file.duplicateFileDescriptor()
+        // Each channel: the wait end stays with the side that is notified through it.
+        let towardsDevice = try EventNotifier.makeChannel()
+        let towardsDriver = try EventNotifier.makeChannel()
+        let liveness = try socketPair()
+        let keptWait = side == .driver ? towardsDriver.waitEnd : towardsDevice.waitEnd
+        let keptNotify = side == .driver ? towardsDevice.notifyEnd : towardsDriver.notifyEnd
+        let local = EventNotifier(waitingOn: keptWait, notifying: keptNotify, liveness: .connection(liveness.0))
+        let remote = PortableEnd(
+            mappings: [
+                PortableMapping(descriptor: memory.rawValue, byteCount: layout.regionSize)
+            ],
+            notifier: PortableNotifier(
+                notifyDescriptor: (side == .driver ? towardsDriver.notifyEnd : towardsDevice.notifyEnd).rawValue,
+                waitDescriptor: (side == .driver ? towardsDevice.waitEnd : towardsDriver.waitEnd).rawValue,
+                heldDescriptors: [liveness.1.rawValue]
+            )
+        )
+        return .visited(
+            try visitor.visit(
+                ProcessEnds(
+                    local: QueueEnd(region: try file.map(), notifier: local, close: local.close),
+                    remote: remote
+                )
+            )
+        )
+    }
+
     func withLaunchedDevice<Visitor: LaunchedDeviceVisitor>(
         layout: RegionLayout,
         _ visitor: Visitor
@@ -77,6 +115,14 @@ struct SandboxConformanceBackend: ConformanceBackend {
         try SharedMemoryConformanceBackend().withQueueEnds(layout: layout, visitor)
     }
 
+    func withProcessEnds<Visitor: ProcessEndsVisitor>(
+        layout: RegionLayout,
+        keeping side: QueueSide,
+        _ visitor: Visitor
+    ) throws -> ProcessEndsOutcome<Visitor.Output> {
+        try SharedMemoryConformanceBackend().withProcessEnds(layout: layout, keeping: side, visitor)
+    }
+
     func withLaunchedDevice<Visitor: LaunchedDeviceVisitor>(
         layout: RegionLayout,
         _ visitor: Visitor
@@ -95,4 +141,12 @@ struct SandboxConformanceBackend: ConformanceBackend {
             )
         )
     }
+}
+
+/// A connected `AF_UNIX` stream socket pair, close-on-exec.
+func socketPair() throws -> (FileDescriptor, FileDescriptor) {
+    var sockets: [CInt] = [-1, -1]
+    let type = CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue)
+    guard socketpair(AF_UNIX, type, 0, &sockets) == 0 else { throw Errno(rawValue: errno) }
+    return (FileDescriptor(rawValue: sockets[0]), FileDescriptor(rawValue: sockets[1]))
 }
