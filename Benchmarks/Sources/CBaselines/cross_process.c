@@ -14,7 +14,9 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <spawn.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +32,13 @@ struct vqb_control {
     /// The C virtqueue's "I am about to sleep" words, one per side, each on its own line.
     _Alignas(VQB_CACHE_LINE) _Atomic uint32_t driver_sleeping;
     _Alignas(VQB_CACHE_LINE) _Atomic uint32_t device_sleeping;
+    /// What a spawned C virtqueue device (`vqb_virtqueue_device_process`) serves.
+    struct {
+        uint64_t messages;
+        uint64_t size;
+        uint32_t slots;
+        int32_t spins;
+    } spawned;
 };
 
 int vqb_pin_to_cpu(int cpu) {
@@ -409,6 +418,38 @@ static int vq_serve(struct vq_end *end, uint64_t messages, uint64_t *checksum, u
     return 0;
 }
 
+/// Driver: streams `messages` one-descriptor chains of `message_size` bytes, publishing avail.idx
+/// once per `batch` and reclaiming used chains before each batch. `next_free` has room for the
+/// queue's size; descriptor i owns buffer i of the data area, as in local_virtqueue.c.
+static int vq_drive(struct vq_end *end, uint16_t *next_free, size_t message_size, size_t batch, uint64_t messages,
+                    struct group_times *groups) {
+    uint16_t free_head = 0;
+    unsigned free_count = end->size;
+    for (unsigned i = 0; i < end->size; i++) next_free[i] = (uint16_t)(i + 1);
+    int error = 0;
+    for (uint64_t sent = 0; sent < messages && error == 0;) {
+        error = vq_reclaim(end, next_free, &free_head, &free_count);
+        while (error == 0 && free_count < batch) {
+            vq_wait(end, end->used_index, end->seen);
+            error = vq_reclaim(end, next_free, &free_head, &free_count);
+        }
+        for (size_t i = 0; i < batch && error == 0; i++, sent++) {
+            uint16_t head = free_head;
+            free_head = next_free[head];
+            free_count--;
+            uint64_t address = end->data_start + (uint64_t)head * end->buffer_size;
+            vqb_write_message(end->region + address, message_size, sent, 1);
+            end->descriptors[head] = (struct vqb_descriptor){address, (uint32_t)message_size, 0, 0};
+            end->available_ring[end->own & end->mask] = head;
+            end->own++;
+        }
+        atomic_store_explicit(end->available_index, end->own, memory_order_release);
+        vqb_kick_if_sleeping(&end->wake, end->peer_sleeping);
+        groups_tick(groups, sent - 1);
+    }
+    return error;
+}
+
 // MARK: Throughput
 
 struct throughput_parameters {
@@ -513,31 +554,7 @@ vqb_result vqb_throughput(vqb_transport transport, size_t message_size, size_t b
     if (error == 0 && transport == VQB_VIRTQUEUE) {
         struct vq_end end = vq_end_make(&setup, ring_slots, message_size, setup.to_child[1], setup.to_parent[0],
                                         spins, 1);
-        // The driver's free list: descriptor i owns buffer i of the data area, as in local_virtqueue.c.
-        uint16_t *next_free = free_list;
-        uint16_t free_head = 0;
-        unsigned free_count = ring_slots;
-        for (unsigned i = 0; i < ring_slots; i++) next_free[i] = (uint16_t)(i + 1);
-        for (uint64_t sent = 0; sent < messages && error == 0;) {
-            error = vq_reclaim(&end, next_free, &free_head, &free_count);
-            while (error == 0 && free_count < batch) {
-                vq_wait(&end, end.used_index, end.seen);
-                error = vq_reclaim(&end, next_free, &free_head, &free_count);
-            }
-            for (size_t i = 0; i < batch && error == 0; i++, sent++) {
-                uint16_t head = free_head;
-                free_head = next_free[head];
-                free_count--;
-                uint64_t address = end.data_start + (uint64_t)head * end.buffer_size;
-                vqb_write_message(end.region + address, message_size, sent, 1);
-                end.descriptors[head] = (struct vqb_descriptor){address, (uint32_t)message_size, 0, 0};
-                end.available_ring[end.own & end.mask] = head;
-                end.own++;
-            }
-            atomic_store_explicit(end.available_index, end.own, memory_order_release);
-            vqb_kick_if_sleeping(&end.wake, end.peer_sleeping);
-            groups_tick(&groups, sent - 1);
-        }
+        error = vq_drive(&end, free_list, message_size, batch, messages, &groups);
         kicks = end.wake.kicks;
     } else if (error == 0 && transport == VQB_RING) {
         struct vqb_ring_end end = ring_end(setup.forward, ring_slots, message_size, setup.to_child[1],
@@ -715,4 +732,145 @@ vqb_result vqb_round_trip(vqb_transport transport, size_t message_size, uint64_t
     result.corrupt = corrupt + setup.control->corrupt;
     teardown(&setup);
     return result;
+}
+
+// MARK: The C virtqueue device in a process of its own
+
+/// The descriptors a spawned device finds: the memory (control block, then the queue's region)
+/// and its two eventfds.
+enum { spawned_memory_fd = 100, spawned_kick_fd = 101, spawned_wait_fd = 102 };
+
+static size_t spawned_control_bytes(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    size_t bytes = sizeof(struct vqb_control);
+    return page > 0 ? (bytes + (size_t)page - 1) & ~((size_t)page - 1) : 1 << 16;
+}
+
+extern char **environ;
+
+vqb_result vqb_virtqueue_stream_spawned(const char *executable, size_t message_size, size_t batch, uint64_t messages,
+                                        unsigned slots, int driver_spins, int device_spins, int device_cpu) {
+    vqb_result result = {0};
+    if (message_size < 16 || batch == 0 || slots == 0 || (slots & (slots - 1)) != 0 || batch > slots) {
+        result.error = EINVAL;
+        return result;
+    }
+    messages -= messages % batch;
+    struct vqb_setup setup;
+    memset(&setup, 0, sizeof setup);
+    setup.transport = VQB_VIRTQUEUE;
+    setup.to_child[0] = setup.to_child[1] = setup.to_parent[0] = setup.to_parent[1] = -1;
+    signal(SIGPIPE, SIG_IGN);
+    setup.control_bytes = spawned_control_bytes();
+    setup.queue_layout = vqb_vq_layout_make(slots, (size_t)slots * vqb_round_slot(message_size));
+    size_t free_list_bytes = (size_t)slots * sizeof(uint16_t);
+    uint16_t *free_list = map_private(free_list_bytes);
+    int memory = memfd_create("vqb-virtqueue", MFD_CLOEXEC);
+    int error = free_list == NULL || memory < 0 ? errno : 0;
+    if (error == 0 && ftruncate(memory, (off_t)(setup.control_bytes + setup.queue_layout.bytes)) != 0) error = errno;
+    unsigned char *base = MAP_FAILED;
+    if (error == 0) {
+        size_t bytes = setup.control_bytes + setup.queue_layout.bytes;
+        base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memory, 0);
+        if (base == MAP_FAILED) error = errno;
+    }
+    if (error == 0) {
+        setup.control = (struct vqb_control *)base;
+        setup.queue = base + setup.control_bytes;
+        setup.control->spawned.messages = messages;
+        setup.control->spawned.size = message_size;
+        setup.control->spawned.slots = slots;
+        setup.control->spawned.spins = device_spins;
+        if ((setup.to_child[0] = eventfd(0, EFD_CLOEXEC)) < 0 || (setup.to_parent[0] = eventfd(0, EFD_CLOEXEC)) < 0)
+            error = errno;
+    }
+    if (error == 0) {
+        setup.to_child[1] = dup(setup.to_child[0]);
+        setup.to_parent[1] = dup(setup.to_parent[0]);
+        if (setup.to_child[1] < 0 || setup.to_parent[1] < 0) error = errno;
+    }
+    pid_t pid = -1;
+    if (error == 0) {
+        // The child's descriptors at fixed numbers (dup2 clears close-on-exec on the copies).
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_adddup2(&actions, memory, spawned_memory_fd);
+        posix_spawn_file_actions_adddup2(&actions, setup.to_parent[1], spawned_kick_fd);
+        posix_spawn_file_actions_adddup2(&actions, setup.to_child[0], spawned_wait_fd);
+        char *arguments[] = {(char *)executable, "c-device", NULL};
+        error = posix_spawn(&pid, executable, &actions, NULL, arguments, environ);
+        posix_spawn_file_actions_destroy(&actions);
+    }
+    if (error == 0 && device_cpu >= 0) error = vqb_pin_process(pid, device_cpu);
+    if (error == 0) {
+        close_fd(&setup.to_child[0]);
+        close_fd(&setup.to_parent[1]);
+        while (!atomic_load_explicit(&setup.control->child_ready, memory_order_acquire)) {
+            int status;
+            if (waitpid(pid, &status, WNOHANG) == pid) {
+                pid = -1;
+                error = ECHILD;
+                break;
+            }
+            sched_yield();
+        }
+    }
+    uint64_t start = vqb_now_ns(), kicks = 0;
+    struct group_times groups = {.size = batch};
+    if (error == 0) {
+        atomic_store_explicit(&setup.control->go, 1, memory_order_release);
+        struct vq_end end = vq_end_make(&setup, slots, message_size, setup.to_child[1], setup.to_parent[0],
+                                        driver_spins, 1);
+        error = vq_drive(&end, free_list, message_size, batch, messages, &groups);
+        kicks = end.wake.kicks;
+    }
+    if (pid > 0) {
+        if (error != 0) kill(pid, SIGKILL);
+        int child_error = finish_child(pid, setup.control);
+        if (error == 0) error = child_error;
+    }
+    result.error = error;
+    result.operations = messages;
+    if (setup.control != NULL) {
+        result.nanoseconds = setup.control->end_ns > start ? setup.control->end_ns - start : 0;
+        result.kicks = kicks + setup.control->kicks;
+        result.checksum = setup.control->checksum;
+        result.corrupt = setup.control->corrupt;
+    }
+    if (base != MAP_FAILED) munmap(base, setup.control_bytes + setup.queue_layout.bytes);
+    setup.control = NULL;
+    setup.queue = NULL;
+    teardown(&setup);
+    if (memory >= 0) close(memory);
+    if (free_list) munmap(free_list, free_list_bytes);
+    return result;
+}
+
+int vqb_virtqueue_device_process(void) {
+    struct stat status;
+    if (fstat(spawned_memory_fd, &status) != 0) return errno;
+    size_t control_bytes = spawned_control_bytes();
+    if ((size_t)status.st_size < control_bytes) return EINVAL;
+    unsigned char *base = mmap(NULL, (size_t)status.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, spawned_memory_fd, 0);
+    if (base == MAP_FAILED) return errno;
+    struct vqb_setup setup;
+    memset(&setup, 0, sizeof setup);
+    setup.transport = VQB_VIRTQUEUE;
+    setup.control = (struct vqb_control *)base;
+    struct throughput_parameters p = {
+        (size_t)setup.control->spawned.size, 1, setup.control->spawned.messages, setup.control->spawned.slots,
+        setup.control->spawned.spins,
+    };
+    setup.queue = base + control_bytes;
+    setup.queue_layout = vqb_vq_layout_make(p.slots, (size_t)p.slots * vqb_round_slot(p.size));
+    if (p.slots == 0 || (p.slots & (p.slots - 1)) != 0 || p.size < 16 ||
+        control_bytes + setup.queue_layout.bytes > (size_t)status.st_size) {
+        setup.control->error = EINVAL;
+        atomic_store(&setup.control->child_ready, 1);
+        return EINVAL;
+    }
+    setup.to_parent[1] = spawned_kick_fd;
+    setup.to_child[0] = spawned_wait_fd;
+    throughput_child(&setup, &p);
+    return setup.control->error;
 }

@@ -1,4 +1,5 @@
 import CBaselines
+import Foundation
 
 #if canImport(Glibc)
     import Glibc
@@ -32,6 +33,22 @@ enum CBaseline {
     }
 
     static func check(_ result: vqb_result, operations: Int, label: String) throws -> Sample {
+        try verify(result, label: label)
+        // The median group of operations (see vqb_result.median_group_nanoseconds), scaled to all
+        // the groups, so ns/op is the median group's time per operation.
+        guard result.groups > 0, result.median_group_nanoseconds > 0 else {
+            throw BenchmarkFailure(description: "\(label): too few operations to time a group")
+        }
+        return Sample(
+            operations: Int(result.groups * result.group_size),
+            nanoseconds: Double(result.median_group_nanoseconds),
+            kicks: Int(result.kicks),
+            allOperations: Int(result.operations)
+        )
+    }
+
+    /// Throws if the run failed or a message arrived damaged or missing.
+    static func verify(_ result: vqb_result, label: String) throws {
         if result.error != 0 {
             throw BenchmarkFailure(
                 description: "\(label): \(String(cString: strerror(result.error))) (errno \(result.error))"
@@ -45,17 +62,6 @@ enum CBaseline {
         if result.checksum != expected {
             throw BenchmarkFailure(description: "\(label): checksum \(result.checksum), expected \(expected)")
         }
-        // The median group of operations (see vqb_result.median_group_nanoseconds), scaled to all
-        // the groups, so ns/op is the median group's time per operation.
-        guard result.groups > 0, result.median_group_nanoseconds > 0 else {
-            throw BenchmarkFailure(description: "\(label): too few operations to time a group")
-        }
-        return Sample(
-            operations: Int(result.groups * result.group_size),
-            nanoseconds: Double(result.median_group_nanoseconds),
-            kicks: Int(result.kicks),
-            allOperations: Int(result.operations)
-        )
     }
 
     /// Streams `count` messages from this process to a forked child.
@@ -88,8 +94,20 @@ enum CBaseline {
     }
 }
 
-/// The hand-written C virtqueue's in-process cycle: both ends on this thread.
+/// The hand-written C virtqueue's in-process cycles: both ends on this thread.
 final class LocalVirtqueue {
+    /// A chain cycle's shape and checks (`vqb_local_virtqueue_chain_cycle`).
+    struct Chain {
+        var readable: UInt32
+        var writable: UInt32
+        var checks: vqb_checks
+
+        /// Two readable segments and one writable, as the Swift `three` cycle.
+        static func three(_ checks: vqb_checks) -> Chain { Chain(readable: 2, writable: 1, checks: checks) }
+        /// One readable segment, walked as a chain.
+        static func one(_ checks: vqb_checks) -> Chain { Chain(readable: 1, writable: 0, checks: checks) }
+    }
+
     let queue: OpaquePointer
     let payload: Int
 
@@ -109,6 +127,50 @@ final class LocalVirtqueue {
         let end = vqb_now_ns()
         guard checksum != UInt64.max else { throw BenchmarkFailure(description: "C virtqueue cycle failed") }
         return Sample(operations: count, nanoseconds: Double(end - start), kicks: 0)
+    }
+
+    /// `count` chain cycles of `chain`'s shape and checks.
+    func run(_ count: Int, chain: Chain) throws -> Sample {
+        let start = vqb_now_ns()
+        let checksum = vqb_local_virtqueue_chain_cycle(
+            queue,
+            UInt64(count),
+            payload,
+            chain.readable,
+            chain.writable,
+            chain.checks
+        )
+        let end = vqb_now_ns()
+        guard checksum != UInt64.max else { throw BenchmarkFailure(description: "C virtqueue chain cycle failed") }
+        // Each cycle's reply (or, without a writable segment, the device's sum) is the readable
+        // segments' sequence numbers, 0 to count - 1.
+        let expected = UInt64(chain.readable) &* (UInt64(count) &* UInt64(max(count - 1, 0)) / 2)
+        guard checksum == expected else {
+            throw BenchmarkFailure(description: "C virtqueue chain cycle: checksum \(checksum), expected \(expected)")
+        }
+        return Sample(operations: count, nanoseconds: Double(end - start), kicks: 0)
+    }
+}
+
+/// The C virtqueue stream of `profile cvq-shm`: 64-byte messages in batches of 32 to a C device
+/// in a process of its own, started as the shared-memory backend starts its device (posix_spawn
+/// of this executable, or of `VQB_PROFILE_CHILD`), waiting as `profile shm` does: the driver
+/// polls `loadSpins` times before it sleeps, the device sleeps at once.
+enum SpawnedCVirtqueue {
+    static func profile(count: Int) throws -> Int {
+        let executable = ProcessInfo.processInfo.environment["VQB_PROFILE_CHILD"] ?? "/proc/self/exe"
+        let result = vqb_virtqueue_stream_spawned(
+            executable,
+            64,
+            32,
+            UInt64(count),
+            CBaseline.ringSlots(size: 64),
+            loadSpins,
+            0,
+            CBaseline.cpus.child
+        )
+        try CBaseline.verify(result, label: "C virtqueue stream to a spawned device")
+        return Int(result.kicks)
     }
 }
 

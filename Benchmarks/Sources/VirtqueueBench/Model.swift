@@ -11,8 +11,11 @@ enum Transport: String, CaseIterable, Codable, Sendable {
     case virtqueueSandbox = "virtqueue sandbox"
     /// The plain C single-producer single-consumer ring in shared memory.
     case cRing = "C ring"
-    /// A hand-written split virtqueue in C with minimal checks (in-process cycle only).
+    /// A hand-written split virtqueue in C with minimal checks (in-process cycles and streams).
     case cVirtqueue = "C virtqueue"
+    /// The hand-written C virtqueue with the Swift core's checks (in-process cycles only; not a
+    /// ratio column: the targets give the ratios to it).
+    case cVirtqueueFull = "C virtqueue, full checks"
     case pipe = "pipe"
     case socketpair = "socketpair"
 

@@ -59,15 +59,23 @@ func makeScenarios() -> [Scenario] {
         )
     )
     add(Scenario(workload: oneSegment, transport: .cRing, run: { try cRing().run($0) }, inProcess: true))
-    var localVirtqueue: LocalVirtqueue?
+    // The hand-written C virtqueue: the one-segment special case, and chains with minimal and
+    // with full checks (docs/performance.md, "What the C virtqueues check"); one queue each.
+    func cVirtqueue(_ chain: LocalVirtqueue.Chain?) -> (Int) throws -> Sample {
+        var queue: LocalVirtqueue?
+        return { count in
+            if queue == nil { queue = try LocalVirtqueue(payload: 64) }
+            let local = queue.unsafelyUnwrapped
+            guard let chain else { return try local.run(count) }
+            return try local.run(count, chain: chain)
+        }
+    }
+    add(Scenario(workload: oneSegment, transport: .cVirtqueue, run: cVirtqueue(nil), inProcess: true))
     add(
         Scenario(
             workload: oneSegment,
-            transport: .cVirtqueue,
-            run: {
-                if localVirtqueue == nil { localVirtqueue = try LocalVirtqueue(payload: 64) }
-                return try localVirtqueue.unsafelyUnwrapped.run($0)
-            },
+            transport: .cVirtqueueFull,
+            run: cVirtqueue(.one(VQB_CHECKS_FULL)),
             inProcess: true
         )
     )
@@ -77,6 +85,22 @@ func makeScenarios() -> [Scenario] {
             workload: threeSegments,
             transport: .virtqueueHeap,
             run: { try heapCycle().runThreeSegments($0) },
+            inProcess: true
+        )
+    )
+    add(
+        Scenario(
+            workload: threeSegments,
+            transport: .cVirtqueue,
+            run: cVirtqueue(.three(VQB_CHECKS_MINIMAL)),
+            inProcess: true
+        )
+    )
+    add(
+        Scenario(
+            workload: threeSegments,
+            transport: .cVirtqueueFull,
+            run: cVirtqueue(.three(VQB_CHECKS_FULL)),
             inProcess: true
         )
     )

@@ -3,7 +3,7 @@
 //
 //   virtqueue-bench [--quick] [--runs N] [--seconds S] [--filter TEXT] [--cpus A,B]
 //                   [--json PATH] [--svg PATH] [--markdown PATH]
-//   virtqueue-bench profile one|three|c|cvq|threads|serve|serve-generic|shm ITERATIONS   (a fixed amount of work, for callgrind)
+//   virtqueue-bench profile SCENARIO ITERATIONS   (a fixed amount of work, for callgrind; see --help)
 //
 // Run it through scripts/bench.sh, which builds it in release mode and preloads the malloc
 // interposer so mallocs per operation are counted.
@@ -12,6 +12,10 @@ import CBaselines
 import Foundation
 import VirtqueueSandbox
 import VirtqueueSharedMemory
+
+// The C virtqueue's device, started by `profile cvq-shm` (vqb_virtqueue_stream_spawned): serves
+// the stream and exits.
+if CommandLine.arguments.dropFirst().first == "c-device" { exit(vqb_virtqueue_device_process()) }
 
 // A child started by the shared-memory or sandboxed backend re-enters here in the device role,
 // serves TouchDevice and exits; the benchmark process goes on.
@@ -30,7 +34,18 @@ func usage() -> Never {
             """
             usage: virtqueue-bench [--quick] [--runs N] [--seconds S] [--filter TEXT]... [--cpus A,B]
                                    [--json PATH|-] [--svg PATH] [--markdown PATH]
-                   virtqueue-bench profile one|three|c|cvq|threads|serve|serve-generic|shm ITERATIONS
+                   virtqueue-bench profile SCENARIO ITERATIONS
+
+            profile runs a fixed amount of work, for callgrind (scripts/instructions.sh):
+              one, three      the Swift heap cycle, 1 segment / 2 readable + 1 writable
+              c               the C ring's cycle
+              cvq, cvq3       the hand-written C virtqueue's cycles, minimal checks
+              cvq-full, cvq3-full   the same with the Swift core's checks
+              serve, serve-generic  the device's serve loop on one thread, concrete / existential device
+              threads         a 64 B batch-32 stream to a device thread
+              shm             a 64 B batch-32 stream to a shared-memory child (sleeps, never polls)
+              cvq-shm         the same stream to a C virtqueue device in a spawned process
+              (shm and cvq-shm start their child through VQB_PROFILE_CHILD when it is set)
 
             """.utf8
         )
@@ -60,6 +75,14 @@ if arguments.first == "profile" {
         print(try ChildProcesses.profile(count: iterations))
     case "cvq":
         print(try LocalVirtqueue(payload: 64).run(iterations).operations)
+    case "cvq3":
+        print(try LocalVirtqueue(payload: 64).run(iterations, chain: .three(VQB_CHECKS_MINIMAL)).operations)
+    case "cvq-full":
+        print(try LocalVirtqueue(payload: 64).run(iterations, chain: .one(VQB_CHECKS_FULL)).operations)
+    case "cvq3-full":
+        print(try LocalVirtqueue(payload: 64).run(iterations, chain: .three(VQB_CHECKS_FULL)).operations)
+    case "cvq-shm":
+        print(try SpawnedCVirtqueue.profile(count: iterations))
     default:
         usage()
     }

@@ -75,6 +75,19 @@ vqb_result vqb_throughput(
     vqb_transport transport, size_t message_size, size_t batch, uint64_t messages,
     unsigned ring_slots, int spins, int producer_cpu, int consumer_cpu);
 
+/// The C virtqueue stream of `vqb_throughput` with the device in a process of its own, started
+/// with posix_spawn of `executable` with the arguments `c-device` (the program then calls
+/// `vqb_virtqueue_device_process`), as the Swift shared-memory backend starts its device: so a
+/// wrapper that runs it under valgrind can count the device's instructions alone. The driver
+/// waits as `driver_spins` says, the device as `device_spins`; the device is pinned to
+/// `device_cpu` (-1: no pinning), this thread is not pinned.
+vqb_result vqb_virtqueue_stream_spawned(const char *executable, size_t message_size, size_t batch, uint64_t messages,
+                                        unsigned slots, int driver_spins, int device_spins, int device_cpu);
+
+/// The device's side of `vqb_virtqueue_stream_spawned`, in the spawned process: serves the stream
+/// described in the shared memory it inherited, then returns 0 or an errno.
+int vqb_virtqueue_device_process(void);
+
 /// Cross-process round trip: the parent sends a `message_size`-byte request (written as `fill`
 /// says), the forked child reads its header and last byte and answers with a 16-byte completion
 /// `{sequence, length}`; the parent waits for it. `round_trips` times.
@@ -110,6 +123,28 @@ void vqb_local_virtqueue_destroy(vqb_local_virtqueue *queue);
 /// touches the message and completes it through the used ring; the driver reads the used element,
 /// checks its id and frees the descriptor. Returns the checksum, or UINT64_MAX on failure.
 uint64_t vqb_local_virtqueue_cycle(vqb_local_virtqueue *queue, uint64_t iterations, size_t payload);
+
+/// How much of the peer's data the chain cycle checks (docs/performance.md, "What the C
+/// virtqueues check").
+typedef enum {
+    /// What keeps a C device inside its memory: head, next and used id below N, buffers inside
+    /// the data area, avail.idx at most N ahead, at most N descriptors per chain.
+    VQB_CHECKS_MINIMAL = 0,
+    /// The Swift core's validation: also readable before writable, no indirect descriptor,
+    /// used.idx at most N ahead, a used id in flight, a used length no larger than the chain's
+    /// writable bytes.
+    VQB_CHECKS_FULL = 1,
+} vqb_checks;
+
+/// The virtqueue cycle over chains, `iterations` times: the driver builds a chain of `readable`
+/// (at least 1) readable `payload`-byte segments, each holding the message, and `writable` (0 or
+/// 1) writable ones; the device walks and checks the chain, touches the readable segments and
+/// writes the 8-byte sum of their sequence numbers into the writable one; the driver checks the
+/// used element, reads that reply and frees the chain. `readable` 2 and `writable` 1 is the
+/// Swift `three` cycle. Returns the checksum (the device's sums without a writable segment, the
+/// replies with one), or UINT64_MAX on failure.
+uint64_t vqb_local_virtqueue_chain_cycle(vqb_local_virtqueue *queue, uint64_t iterations, size_t payload,
+                                         unsigned readable, unsigned writable, vqb_checks checks);
 
 /// CLOCK_MONOTONIC in nanoseconds.
 uint64_t vqb_now_ns(void);
