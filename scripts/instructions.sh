@@ -12,7 +12,7 @@
 # cost of one cycle (or message), without start-up and set-up. The child scenarios run only the
 # child under callgrind: the parent starts it through a wrapper (VQB_PROFILE_CHILD) that execs
 # valgrind, so the figure is the device process's instructions per message alone. Prints two
-# decimals. Installs valgrind with apt-get if it is missing.
+# decimals. Installs valgrind (and objcopy) with apt-get if they are missing.
 set -euo pipefail
 
 usage() {
@@ -59,12 +59,16 @@ done
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 package="$root/Benchmarks"
 
-if ! command -v valgrind >/dev/null; then
-    echo "Installing valgrind with apt-get" >&2
+# valgrind, and objcopy (binutils) for the stripped copy: a fresh Debian machine may lack both.
+need=()
+command -v valgrind >/dev/null || need+=(valgrind)
+command -v objcopy >/dev/null || need+=(binutils)
+if [[ ${#need[@]} -gt 0 ]]; then
+    echo "Installing ${need[*]} with apt-get" >&2
     sudo=""
     [[ $(id -u) -eq 0 ]] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq valgrind
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 fi
 
 swift build -c release --package-path "$package" --product virtqueue-bench >&2
