@@ -182,7 +182,7 @@ func renderTable(_ report: Report) -> String {
         "vs socket",
         "spread",
     ]
-    let widths = [20, 10, 10, 10, 10, 12, 10, 10, 10, 10, 7]
+    let widths = [24, 10, 10, 10, 10, 12, 10, 10, 10, 10, 7]
     var workload = ""
     for row in report.rows {
         if row.workload != workload {
@@ -226,7 +226,7 @@ func renderTable(_ report: Report) -> String {
         lines.append(zip(cells, widths).enumerated().map { pad($1.0, $1.1, right: $0 != 0) }.joined(separator: " "))
     }
     lines.append("")
-    lines.append("Targets (issue 7)")
+    lines.append("Targets (issues 15 and 7)")
     for target in report.targets {
         lines.append("  [\(target.status)] \(target.target): \(target.measured)")
     }
