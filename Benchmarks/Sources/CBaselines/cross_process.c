@@ -394,7 +394,10 @@ static int vq_reclaim(struct vq_end *end, uint16_t *next_free, uint16_t *free_he
     return 0;
 }
 
-/// Device: serves `messages` one-descriptor chains, completing each run of them at once.
+/// Device: serves `messages` one-descriptor chains, completing each run of them at once. For such
+/// chains its checks are the Swift core's device-side ones (avail.idx at most N ahead, head below
+/// N, the buffer inside the data area, no chained or indirect descriptor); it reads each
+/// descriptor once.
 static int vq_serve(struct vq_end *end, uint64_t messages, uint64_t *checksum, uint64_t *corrupt) {
     for (uint64_t taken = 0; taken < messages;) {
         uint16_t available = atomic_load_explicit(end->available_index, memory_order_acquire);
@@ -405,7 +408,7 @@ static int vq_serve(struct vq_end *end, uint64_t messages, uint64_t *checksum, u
             if (head >= end->size) return EPROTO;
             struct vqb_descriptor descriptor = end->descriptors[head];
             if (descriptor.addr < end->data_start || descriptor.len > end->data_end ||
-                descriptor.addr > end->data_end - descriptor.len || (descriptor.flags & 1) != 0 ||
+                descriptor.addr > end->data_end - descriptor.len || (descriptor.flags & (1 | 4)) != 0 ||
                 descriptor.len < 16)
                 return EPROTO;
             *checksum += vqb_touch_message(end->region + descriptor.addr, descriptor.len, corrupt);

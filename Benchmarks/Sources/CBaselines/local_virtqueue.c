@@ -9,9 +9,10 @@
 //   cycle (`vqb_local_virtqueue_cycle`) is this device refusing any chained descriptor; the
 //   chain cycle walks chains of any length.
 // - full: the validation the Swift core makes. The device checks the whole chain (also no
-//   indirect descriptor, readable segments before writable ones) into a private segment list
-//   before it uses any of it; the driver also checks used.idx at most N ahead, that the used id
-//   names a chain in flight, and that the used length fits the chain's writable bytes.
+//   indirect descriptor, readable segments before writable ones, a head it is not already
+//   serving) into a private segment list before it uses any of it, and completes no more than
+//   the chain's writable bytes; the driver also checks used.idx at most N ahead, that the used
+//   id names a chain in flight, and that the used length fits the chain's writable bytes.
 // Both read each descriptor and used element once, into a local copy, before checking it.
 #include "CBaselines.h"
 #include "spsc_ring.h"
@@ -46,6 +47,8 @@ struct vqb_local_virtqueue {
     // segments of the chain being served.
     struct vqb_chain_record *chains;
     struct vqb_segment *segments;
+    // Full checks only, device-private: 1 for a head the device has taken and not completed.
+    uint8_t *device_in_flight;
 };
 
 struct vqb_chain_record {
@@ -83,7 +86,9 @@ vqb_local_virtqueue *vqb_local_virtqueue_create(unsigned size, size_t buffer_siz
     queue->next_free = calloc(size, sizeof(uint16_t));
     queue->chains = calloc(size, sizeof(struct vqb_chain_record));
     queue->segments = calloc(size, sizeof(struct vqb_segment));
-    if (queue->next_free == NULL || queue->chains == NULL || queue->segments == NULL) {
+    queue->device_in_flight = calloc(size, sizeof(uint8_t));
+    if (queue->next_free == NULL || queue->chains == NULL || queue->segments == NULL ||
+        queue->device_in_flight == NULL) {
         vqb_local_virtqueue_destroy(queue);
         return NULL;
     }
@@ -94,6 +99,7 @@ vqb_local_virtqueue *vqb_local_virtqueue_create(unsigned size, size_t buffer_siz
 
 void vqb_local_virtqueue_destroy(vqb_local_virtqueue *queue) {
     if (queue == NULL) return;
+    free(queue->device_in_flight);
     free(queue->segments);
     free(queue->chains);
     free(queue->next_free);
@@ -185,6 +191,7 @@ static inline __attribute__((always_inline)) uint64_t chain_cycle(vqb_local_virt
     uint16_t *const next_free = queue->next_free;
     struct vqb_chain_record *const chains = queue->chains;
     struct vqb_segment *const private_segments = queue->segments;
+    uint8_t *const device_in_flight = queue->device_in_flight;
     const uint16_t size = queue->size, mask = queue->mask;
     const uint64_t data_offset = queue->data_offset, buffer_size = queue->buffer_size;
     const uint64_t data_end = data_offset + queue->data_size;
@@ -216,14 +223,15 @@ static inline __attribute__((always_inline)) uint64_t chain_cycle(vqb_local_virt
         if (available == queue->last_available || (uint16_t)(available - queue->last_available) > size)
             return UINT64_MAX;
         uint16_t taken = available_ring[queue->last_available & mask];
-        if (taken >= size) return UINT64_MAX;
+        if (taken >= size || (full && device_in_flight[taken])) return UINT64_MAX;
+        if (full) device_in_flight[taken] = 1;
         // Minimal: each segment is used as soon as its descriptor passes (a chain is served up to
         // its first bad descriptor). Full: the whole chain is checked and kept in the private
         // segment list before any of it is used, as the Swift core hands over only whole valid
         // chains.
         unsigned segments = 0;
         uint32_t after_writable = 0, written = 0;
-        uint64_t sum = 0;
+        uint64_t sum = 0, capacity = 0;
         for (uint16_t at = taken;;) {
             // At most N descriptors (a loop): the private segment list's size.
             if (segments == size) return UINT64_MAX;
@@ -235,6 +243,7 @@ static inline __attribute__((always_inline)) uint64_t chain_cycle(vqb_local_virt
             if (full) {
                 if ((descriptor.flags & VQB_F_INDIRECT) != 0 || (after_writable && !is_writable)) return UINT64_MAX;
                 after_writable |= is_writable;
+                if (is_writable) capacity += descriptor.len;
                 private_segments[segments] =
                     (struct vqb_segment){region + descriptor.addr, descriptor.len, is_writable};
             } else if (serve_segment(region + descriptor.addr, descriptor.len, is_writable, &sum, &written,
@@ -250,6 +259,11 @@ static inline __attribute__((always_inline)) uint64_t chain_cycle(vqb_local_virt
             struct vqb_segment segment = private_segments[s];
             if (serve_segment(segment.bytes, segment.length, segment.writable, &sum, &written, &corrupt) != 0)
                 return UINT64_MAX;
+        }
+        if (full) {
+            // The device's own completion: no more than the chain's writable bytes, once.
+            if (written > capacity) return UINT64_MAX;
+            device_in_flight[taken] = 0;
         }
         queue->last_available++;
         used_ring[queue->next_used & mask] = (struct vqb_used_element){taken, written};

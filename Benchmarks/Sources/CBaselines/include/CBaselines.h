@@ -130,7 +130,8 @@ typedef enum {
     /// What keeps a C device inside its memory: head, next and used id below N, buffers inside
     /// the data area, avail.idx at most N ahead, at most N descriptors per chain.
     VQB_CHECKS_MINIMAL = 0,
-    /// The Swift core's validation: also readable before writable, no indirect descriptor,
+    /// The Swift core's validation: also readable before writable, no indirect descriptor, a
+    /// head the device is not already serving, the whole chain checked before any of it is used,
     /// used.idx at most N ahead, a used id in flight, a used length no larger than the chain's
     /// writable bytes.
     VQB_CHECKS_FULL = 1,
