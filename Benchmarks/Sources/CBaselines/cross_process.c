@@ -10,11 +10,11 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -396,8 +396,9 @@ static int vq_reclaim(struct vq_end *end, uint16_t *next_free, uint16_t *free_he
 
 /// Device: serves `messages` one-descriptor chains, completing each run of them at once. For such
 /// chains its checks are the Swift core's device-side ones (avail.idx at most N ahead, head below
-/// N, the buffer inside the data area, no chained or indirect descriptor); it reads each
-/// descriptor once.
+/// N, the buffer inside the data area, no chained or indirect descriptor) but one: it keeps no
+/// record of the heads it serves, since it completes each chain before it takes the next. It
+/// reads each descriptor once.
 static int vq_serve(struct vq_end *end, uint64_t messages, uint64_t *checksum, uint64_t *corrupt) {
     for (uint64_t taken = 0; taken < messages;) {
         uint16_t available = atomic_load_explicit(end->available_index, memory_order_acquire);
