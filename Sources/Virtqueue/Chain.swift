@@ -49,8 +49,12 @@ public struct Chain: ~Copyable {
     /// Ends the chain once the queue has taken (or released) its buffers: no deinit runs.
     @inlinable @inline(__always)
     consuming func end() {
-        state.pointee.liveChains &-= 1
+        // The state pointer is taken before `discard self`: Swift 6.3's ThreadSanitizer
+        // instrumentation of an access through a stored property of a discarded `self` emits
+        // invalid IR (an integer field bitcast to a pointer), which breaks `scripts/tsan.sh`.
+        let state = self.state
         discard self
+        state.pointee.liveChains &-= 1
     }
 
     /// The number of segments appended so far.
@@ -134,7 +138,11 @@ public struct UsedChain: ~Copyable {
     /// Ends the used chain once its queue has taken its buffers back: no deinit runs.
     @inlinable @inline(__always)
     consuming func end() {
-        state.pointee.liveChains &-= 1
+        // The state pointer is taken before `discard self`: Swift 6.3's ThreadSanitizer
+        // instrumentation of an access through a stored property of a discarded `self` emits
+        // invalid IR (an integer field bitcast to a pointer), which breaks `scripts/tsan.sh`.
+        let state = self.state
         discard self
+        state.pointee.liveChains &-= 1
     }
 }

@@ -75,8 +75,11 @@ public struct DeviceRequest: ~Copyable {
 /// try device.notifyIfNeeded()                                  // 7. notify the driver
 /// ```
 public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
-    /// The memory the rings and buffers live in; the queue owns it (it is released with the queue).
-    @usableFromInline let memory: Memory
+    /// The memory the rings and buffers live in; the queue owns it (it is released with the
+    /// queue). Kept behind a pointer, allocated once here, so that the queue stays a few words:
+    /// ``serve(_:spins:)`` hands the queue to ``DeviceComponent/handle(_:on:)`` for every
+    /// request, and a large queue would be copied into each call.
+    @usableFromInline let memory: UnsafeMutablePointer<Memory>
     /// The notifier this queue notifies the driver through and waits on for requests.
     public let notifier: Notify
     /// The features negotiated for this queue.
@@ -130,7 +133,8 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             )
         }
         let setup = try QueueSetup(memory: memory, placement: placement, features: features)
-        self.memory = memory
+        self.memory = .allocate(capacity: 1)
+        self.memory.initialize(to: memory)
         self.notifier = notifier
         self.features = features
         self.indirect = features.contains(.indirectDescriptors)
@@ -179,6 +183,8 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
 
     deinit {
         state.releaseQueue()
+        memory.deinitialize(count: 1)
+        memory.deallocate()
     }
 
     /// The queue size N.

@@ -266,7 +266,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///   - capacity: The room offered to the device; at most ``bufferSize``; `nil` for a whole
     ///     buffer.
     /// - Throws: As ``appendReadable(to:count:_:)``, except for the ordering rule.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func appendWritable(to chain: inout Chain, capacity: Int? = nil) throws(VirtqueueError) {
         try checkOwned("chain", of: chain.queueIdentity, passedTo: "appendWritable", on: queueIdentity)
         let length = capacity ?? bufferSize

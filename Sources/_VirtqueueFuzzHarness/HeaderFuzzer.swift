@@ -48,7 +48,7 @@ public enum HeaderFuzzer {
         try check(layout.headerByteCount <= layout.regionSize, "header \(layout.headerByteCount) > region")
         try check((1...RegionLayout.maximumQueueCount).contains(layout.queues.count), "\(layout.queues.count) queues")
         try check(
-            layout.features.contains(.version1) && layout.features.subtracting(.all).isEmpty,
+            layout.features.contains(.version1) && layout.features.subtracting(.all.union(.deviceType)).isEmpty,
             "features \(layout.features)"
         )
         var areas: [Range<Int>] = [layout.dataAreaOffset..<layout.dataAreaOffset + layout.dataAreaSize]
@@ -98,7 +98,13 @@ public enum HeaderFuzzer {
     static func attachDevice(_ region: FuzzRegion, queueIndex: Int) throws(InvariantFailure) {
         var device: DeviceQueue<FuzzRegion, FuzzNotifier>
         do {
-            device = try DeviceQueue(region: region, notifier: FuzzNotifier(), queueIndex: queueIndex)
+            // A device that implements whatever device-type bits the header negotiated.
+            device = try DeviceQueue(
+                region: region,
+                notifier: FuzzNotifier(),
+                queueIndex: queueIndex,
+                supportedFeatures: .all.union(.deviceType)
+            )
         } catch {
             throw InvariantFailure("a device could not attach to a valid layout: \(error)")
         }
@@ -196,7 +202,10 @@ enum ReferenceHeader {
         guard u32(12) == header else { return .invalid("header size") }
         guard header <= UInt64(bytes.count) else { return .invalid("header past the end") }
         let features = u64(16)
-        guard features & ~(1 << 28 | 1 << 29 | 1 << 32) == 0, features & (1 << 32) != 0 else {
+        // Bits 24 to 49 are the transport's and reserved: only INDIRECT_DESC (28), EVENT_IDX (29)
+        // and VERSION_1 (32, required) are implemented. Device-type bits pass through.
+        let transportAndReserved: UInt64 = ((1 << 50) - 1) & ~((1 << 24) - 1)
+        guard features & transportAndReserved & ~(1 << 28 | 1 << 29 | 1 << 32) == 0, features & (1 << 32) != 0 else {
             return .invalid("features")
         }
         let regionSize = u64(24)

@@ -38,15 +38,57 @@ extension DeviceState {
     ///
     /// A violation breaks the queue where it is found and is thrown; the store is unchanged (the
     /// partial chain was never committed).
+    ///
+    /// The loop here takes the common case — direct descriptors inside the hot window — and keeps
+    /// the chain in registers. The first descriptor that is anything else (indirect, outside the
+    /// hot window, or a violation there) hands the chain, and that descriptor as already read,
+    /// to ``parseChainRest(_:at:visited:head:chain:indirectAllowed:)``, out of line, which
+    /// finishes the chain with every rule: each descriptor is still read once.
     @inlinable @inline(__always)
     mutating func parseChain(head: UInt16, indirectAllowed: Bool) throws(VirtqueueError) -> ParsedChain {
         var chain = ParsedChain(cursor: freeSegmentHead)
         var index = head
-        var visited = 0
+        var visited = 1
         while true {
-            visited &+= 1
-            guard visited <= ring.size else { throw side.breakQueue(.descriptorLoop(head: head, size: ring.size)) }
             let descriptor = Descriptor(loadingFrom: ring.descriptor(index))
+            let writable = descriptor.flags & Descriptor.writeFlag != 0
+            guard descriptor.flags & Descriptor.indirectFlag == 0,
+                let host = buffers.hotHost(descriptor.address, length: descriptor.length)
+            else {
+                return try parseChainRest(
+                    descriptor,
+                    at: index,
+                    visited: visited,
+                    head: head,
+                    chain: chain,
+                    indirectAllowed: indirectAllowed
+                )
+            }
+            try checkOrder(writable: writable, at: index, in: &chain)
+            try store(host: host, length: descriptor.length, writable: writable, to: &chain)
+            guard let next = try next(after: descriptor, at: index, visited: &visited, head: head) else {
+                return chain
+            }
+            index = next
+        }
+    }
+
+    /// Finishes parsing a chain from `descriptor`, already read from slot `index` as the
+    /// `visited`-th descriptor, with every rule of ``parseChain(head:indirectAllowed:)``.
+    @usableFromInline @inline(never)
+    mutating func parseChainRest(
+        _ descriptor: Descriptor,
+        at index: UInt16,
+        visited: Int,
+        head: UInt16,
+        chain: ParsedChain,
+        indirectAllowed: Bool
+    ) throws(VirtqueueError) -> ParsedChain {
+        var chain = chain
+        var descriptor = descriptor
+        var index = index
+        var visited = visited
+        while true {
             if descriptor.flags & Descriptor.indirectFlag != 0 {
                 try appendIndirect(
                     descriptor,
@@ -55,16 +97,32 @@ extension DeviceState {
                     to: &chain,
                     allowed: indirectAllowed
                 )
-                break
+                return chain
             }
             try append(descriptor, at: index, to: &chain)
-            guard descriptor.flags & Descriptor.nextFlag != 0 else { break }
-            guard Int(descriptor.next) < ring.size else {
-                throw side.breakQueue(.nextOutOfRange(descriptor: index, next: descriptor.next, size: ring.size))
+            guard let next = try next(after: descriptor, at: index, visited: &visited, head: head) else {
+                return chain
             }
-            index = descriptor.next
+            index = next
+            descriptor = Descriptor(loadingFrom: ring.descriptor(index))
         }
-        return chain
+    }
+
+    /// The slot of the descriptor after `descriptor` (at slot `index`), or `nil` at the chain's
+    /// end; counts it in `visited`. A `next` not below N, or more than N descriptors (a loop),
+    /// breaks the queue.
+    @inlinable @inline(__always)
+    mutating func next(after descriptor: Descriptor, at index: UInt16, visited: inout Int, head: UInt16)
+        throws(VirtqueueError) -> UInt16?
+    {
+        guard descriptor.flags & Descriptor.nextFlag != 0 else { return nil }
+        let size = ring.size
+        guard Int(descriptor.next) < size else {
+            throw side.breakQueue(.nextOutOfRange(descriptor: index, next: descriptor.next, size: size))
+        }
+        visited &+= 1
+        guard visited <= size else { throw side.breakQueue(.descriptorLoop(head: head, size: size)) }
+        return descriptor.next
     }
 
     /// Takes the segments of a validated chain out of the free list.
