@@ -1,0 +1,54 @@
+public import Virtqueue
+
+/// The device's end of a split virtqueue with an async API: a ``DeviceQueue`` and its notifier's
+/// registration with an ``EventLoop``.
+///
+/// ```swift
+/// var device = try AsyncDeviceQueue(DeviceQueue(region: region, notifier: notifier))
+/// try await device.serve { request, queue in
+///     var bytes = [UInt8](repeating: 0, count: request.readableByteCount)
+///     _ = try bytes.withUnsafeMutableBytes { try queue.gather(request, into: $0) }
+///     return try bytes.withUnsafeBytes { try queue.scatter($0, into: request) }
+/// }
+/// ```
+///
+/// It is the same queue — one ring core, one validator, the same notification suppression —
+/// and ``queue`` is there for everything else (``DeviceQueue/stop()``, the counts). Waiting
+/// suspends the task; the loop's thread sleeps in `epoll_wait` for it.
+///
+/// Requests are `~Copyable`, which `AsyncIteratorProtocol` (whose `Element` must be `Copyable`)
+/// cannot carry: requests come from ``nextRequest()`` or to ``serve(_:)``'s handler instead, each
+/// owned by exactly one caller until it is completed.
+public struct AsyncDeviceQueue<Memory: GuestMemory & ~Copyable, Notify: ReadinessNotifier>: ~Copyable {
+    /// The queue: take, read, write and complete requests with its methods.
+    public var queue: DeviceQueue<Memory, Notify>
+    /// The notifier's registration.
+    public let readiness: Readiness
+
+    /// Wraps `queue`, registering its notifier with `loop` (``EventLoop/shared`` when `nil`).
+    ///
+    /// - Throws: ``VirtqueueError`` with code ``VirtqueueError/Code-swift.struct/notifierFailed``
+    ///   if the notifier cannot be registered.
+    public init(_ queue: consuming DeviceQueue<Memory, Notify>, loop: EventLoop? = nil) throws(VirtqueueError) {
+        readiness = try EventLoop.resolve(loop).register(queue.notifier)
+        self.queue = queue
+    }
+
+    /// Takes the next request, suspending until the driver makes one available.
+    ///
+    /// - Throws: As ``DeviceQueue/nextRequest(waitingWith:)``.
+    public mutating func nextRequest() async throws -> DeviceRequest {
+        try await queue.nextRequest(waitingWith: readiness)
+    }
+
+    /// Serves requests until the task is cancelled or the driver goes: see
+    /// ``DeviceQueue/serve(waitingWith:_:)``.
+    ///
+    /// - Throws: As ``DeviceQueue/serve(waitingWith:_:)``: ``VirtqueueError/Code-swift.struct/peerDied``
+    ///   ends it when the driver has gone.
+    public mutating func serve(
+        _ handler: (borrowing DeviceRequest, borrowing DeviceQueue<Memory, Notify>) async throws -> Int
+    ) async throws {
+        try await queue.serve(waitingWith: readiness, handler)
+    }
+}
