@@ -5,7 +5,7 @@ import Virtqueue
 import VirtqueueAsync
 
 /// Cancellation mid-flight: the chain comes back, the pool is whole again, nothing leaks.
-@Suite struct AsyncCancellationTests {
+@Suite(.timeLimit(.minutes(1))) struct AsyncCancellationTests {
     /// What the driver's task saw.
     struct DriverReport: Sendable {
         var cancelled = false

@@ -8,7 +8,7 @@ import VirtqueueTestDevices
 
 /// The peer's death ends the async sequence and the awaits with peerDied; a sandbox that
 /// forbids threads refuses an async device at start-up.
-@Suite struct AsyncPeerDeathTests {
+@Suite(.timeLimit(.minutes(1))) struct AsyncPeerDeathTests {
     /// The driver hangs up while the async device sleeps for requests: serve ends with peerDied.
     struct DriverHangsUp: PairTest {
         func run<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(_ pair: Pair<Region, Notify>) async throws

@@ -7,7 +7,7 @@ import VirtqueueSharedMemory
 import VirtqueueTestDevices
 
 /// The async API against the blocking one, each side either way, with the contents checked.
-@Suite struct AsyncRoundTripTests {
+@Suite(.timeLimit(.minutes(1))) struct AsyncRoundTripTests {
     /// An async driver against a blocking device on its own thread: a batch of 8 awaited in
     /// reverse order (the device completes them in order, so 7 wait in the table), then
     /// 300 round trips one at a time, each through a sleep in the event loop.
