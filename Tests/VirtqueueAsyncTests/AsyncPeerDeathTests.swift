@@ -15,8 +15,9 @@ import VirtqueueTestDevices
         {
             let served = Task {
                 var device = try AsyncDeviceQueue(DeviceQueue(region: pair.region, notifier: pair.device))
+                var echo = EchoDevice(configuration: DeviceConfiguration())
                 do {
-                    try await device.serve { request, queue in try echo(request, queue) }
+                    try await device.serve { request, queue in try echo.handle(request, on: queue) }
                 } catch {
                     return (error as? VirtqueueError)?.code
                 }
@@ -73,9 +74,7 @@ import VirtqueueTestDevices
     /// A blocking device process killed with SIGKILL while the async driver awaits: the pidfd
     /// says so, and the await ends with peerDied.
     @Test func killedDeviceProcessEndsTheAwait() async throws {
-        var options = LaunchOptions()
-        options.executable = TestExecutables.blockingHost
-        let process = try SharedMemoryBackend.launch(EchoDevice.self, layout: AsyncBackend.layout, options: options)
+        let process = try TestExecutables.launch(EchoDevice.self, async: false)
         var driver = try AsyncDriverQueue(process.makeDriverQueue(bufferSize: 256))
         _ = kill(process.processID, SIGKILL)
         var code: VirtqueueError.Code?

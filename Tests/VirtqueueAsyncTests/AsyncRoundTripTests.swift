@@ -44,9 +44,7 @@ import VirtqueueTestDevices
 
     /// The same driver against the blocking `EchoDevice` in a child process (the shared-memory level).
     @Test func asyncDriverAgainstBlockingDeviceProcess() async throws {
-        var options = LaunchOptions()
-        options.executable = TestExecutables.blockingHost
-        let process = try SharedMemoryBackend.launch(EchoDevice.self, layout: AsyncBackend.layout, options: options)
+        let process = try TestExecutables.launch(EchoDevice.self, async: false)
         var driver = try AsyncDriverQueue(process.makeDriverQueue(bufferSize: 256))
         let buffers = driver.queue.bufferCount
         try await exchange(&driver)
@@ -62,9 +60,10 @@ import VirtqueueTestDevices
                 var device = try AsyncDeviceQueue(DeviceQueue(region: pair.region, notifier: pair.device))
                 var count = 0
                 do {
+                    var echo = EchoDevice(configuration: DeviceConfiguration())
                     try await device.serve { request, queue in
                         count += 1
-                        return try echo(request, queue)
+                        return try echo.handle(request, on: queue)
                     }
                 } catch {
                     // The driver hung up: the sequence of requests ends with peerDied.
@@ -94,9 +93,7 @@ import VirtqueueTestDevices
     /// A blocking driver against `ChecksumDevice` served with the async API in a child process
     /// (`DeviceHost.Entry(async:)`): the checksums of 200 distinct payloads come back right.
     @Test func blockingDriverAgainstAsyncDeviceProcess() async throws {
-        var options = LaunchOptions()
-        options.executable = TestExecutables.asyncHost
-        let process = try SharedMemoryBackend.launch(ChecksumDevice.self, layout: AsyncBackend.layout, options: options)
+        let process = try TestExecutables.launch(ChecksumDevice.self, async: true)
         let mismatches = try await onThread {
             var driver = try process.makeDriverQueue(bufferSize: 256)
             var mismatches = 0

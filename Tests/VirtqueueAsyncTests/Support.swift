@@ -151,16 +151,6 @@ func reply<Region: MemoryRegion, Notify: ReadinessNotifier>(
     return bytes
 }
 
-/// The echo handler of the async device.
-func echo<Region: MemoryRegion, Notify: Notifier>(
-    _ request: borrowing DeviceRequest,
-    _ queue: borrowing DeviceQueue<Region, Notify>
-) throws -> Int {
-    var bytes = [UInt8](repeating: 0, count: request.readableByteCount)
-    _ = try bytes.withUnsafeMutableBytes { try queue.gather(request, into: $0) }
-    return try bytes.withUnsafeBytes { try queue.scatter($0, into: request) }
-}
-
 /// The test executables built beside the test binary.
 enum TestExecutables {
     static func path(_ name: String) -> FilePath {
@@ -174,6 +164,14 @@ enum TestExecutables {
     static var blockingHost: FilePath { path("VirtqueueDeviceHost") }
     /// The same devices served with the async API.
     static var asyncHost: FilePath { path("VirtqueueAsyncDeviceHost") }
+
+    /// Starts `device` in a child process (the shared-memory level), served by the async host
+    /// when `async`, else by the blocking one.
+    static func launch<Device: DeviceComponent>(_ device: Device.Type, async: Bool) throws -> DeviceProcess {
+        var options = LaunchOptions()
+        options.executable = async ? asyncHost : blockingHost
+        return try SharedMemoryBackend.launch(device, layout: AsyncBackend.layout, options: options)
+    }
 }
 
 /// Descriptors of this process that are epoll instances, and threads named as event loops.
