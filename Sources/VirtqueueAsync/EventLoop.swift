@@ -23,6 +23,8 @@ public final class EventLoop: Sendable {
     let nextID = Atomic<UInt64>(1)
     let thread = Mutex<pthread_t?>(nil)
     let isShutDown = Atomic<Bool>(false)
+    /// Why the thread stopped on its own (`epoll_wait` failed), if it did.
+    let failure = Mutex<VirtqueueError?>(nil)
 
     /// The loop shared by every queue that names no loop of its own, started on first use.
     ///
@@ -131,8 +133,14 @@ public final class EventLoop: Sendable {
         for descriptor in waiter.descriptors { _ = vq_epoll_remove(epoll, descriptor) }
     }
 
+    /// Why no task can wait in this loop any more, or `nil` while it runs.
+    var stoppedReason: VirtqueueError? {
+        if isShutDown.load(ordering: .acquiring) { return Self.shutDownError }
+        return failure.withLock { $0 }
+    }
+
     func arm(_ waiter: Waiter) throws(VirtqueueError) {
-        guard !isShutDown.load(ordering: .acquiring) else { throw Self.shutDownError }
+        if let stoppedReason { throw stoppedReason }
         for descriptor in waiter.descriptors
         where vq_epoll_control(epoll, descriptor, VQ_EPOLLIN | VQ_EPOLLRDHUP | VQ_EPOLLONESHOT, waiter.id, 1) != 0 {
             throw systemError("epoll_ctl(EPOLL_CTL_MOD) of descriptor \(descriptor)")
@@ -150,6 +158,9 @@ public final class EventLoop: Sendable {
             let count = vq_epoll_wait(epoll, &identifiers, &events, 64, -1)
             if count < 0 {
                 if errno == EINTR { continue }
+                // The loop cannot wait any more: no task may be left asleep in it.
+                failure.withLock { $0 = systemError("epoll_wait") }
+                for waiter in waiters.withLock({ Array($0.values) }) { waiter.fire() }
                 return
             }
             for index in 0..<Int(count) {

@@ -26,7 +26,7 @@ public final class Readiness: Sendable {
     ///
     /// - Throws: `CancellationError` when a cancellable wait's task is cancelled;
     ///   ``VirtqueueError`` with code ``VirtqueueError/Code-swift.struct/notifierFailed`` when the
-    ///   loop was shut down or `epoll_ctl` failed.
+    ///   loop was shut down, or `epoll_ctl` or `epoll_wait` failed.
     public func wait(cancellable: Bool = true) async throws {
         if cancellable { try Task.checkCancellation() }
         waiter.reset()
@@ -41,7 +41,7 @@ public final class Readiness: Sendable {
         } else {
             await waiter.suspend()
         }
-        if waiter.loop.isShutDown.load(ordering: .acquiring) { throw EventLoop.shutDownError }
+        if let stopped = waiter.loop.stoppedReason { throw stopped }
     }
 }
 

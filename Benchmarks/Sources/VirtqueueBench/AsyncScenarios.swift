@@ -10,14 +10,15 @@ import VirtqueueSharedMemory
 /// the same workloads as the blocking driver's `virtqueue shm` rows: the difference between the two
 /// rows is what waiting in the event loop instead of in the notifier costs (or saves).
 enum AsyncChildProcesses {
+    typealias Driver = AsyncDriverQueue<SharedMemoryRegion, EventNotifier>
+
     /// Launches TouchDevice in a child (spinning `spins` before it sleeps), pins it, warms the
     /// ring up with the blocking driver, wraps the driver and runs `workload` on a task while this
     /// thread waits.
     static func withAsyncDriver<Result: Sendable>(
         size: Int,
         spins: Int,
-        _ workload: @escaping @Sendable (UnsafeMutablePointer<AsyncDriverQueue<SharedMemoryRegion, EventNotifier>>)
-            async throws -> Result
+        _ workload: @escaping @Sendable (UnsafeMutablePointer<Driver>) async throws -> Result
     ) throws -> Result {
         let slots = Int(CBaseline.ringSlots(size: size))
         let bufferSize = (size + 15) & ~15
