@@ -8,7 +8,8 @@ import VirtqueueTestDevices
 @Suite(.timeLimit(.minutes(1))) struct EventLoopTests {
     /// Shutting a loop down ends the waits in it with notifierFailed instead of leaving them asleep.
     struct ShutdownEndsWaits: PairTest {
-        func run<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(_ pair: Pair<Region, Notify>) async throws {
+        func run<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(_ pair: Pair<Region, Notify>) async throws
+        {
             let loop = try EventLoop()
             let (registered, registeredContinuation) = AsyncStream<Void>.makeStream()
             let waiting = Task {
@@ -35,7 +36,8 @@ import VirtqueueTestDevices
 
     /// A notifier registered twice with one loop is refused by name, not trapped on.
     struct RegisterTwice: PairTest {
-        func run<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(_ pair: Pair<Region, Notify>) async throws {
+        func run<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(_ pair: Pair<Region, Notify>) async throws
+        {
             let loop = try EventLoop()
             defer { loop.shutdown() }
             let first = try loop.register(pair.driver)
@@ -58,7 +60,8 @@ import VirtqueueTestDevices
 
     /// A submission is redeemed once, and only by its own queue.
     struct SubmissionsBelongToTheirQueue: PairTest {
-        func run<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(_ pair: Pair<Region, Notify>) async throws {
+        func run<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(_ pair: Pair<Region, Notify>) async throws
+        {
             let device = Task.detached {
                 try await onThread { try blockingEcho(region: pair.region, notifier: pair.device) }
             }
