@@ -1,6 +1,6 @@
 public import Virtqueue
 
-/// The device's end of a split virtqueue with an async API: a ``DeviceQueue`` and its notifier's
+/// The device's end of a split virtqueue with an async API: a `DeviceQueue` and its notifier's
 /// registration with an ``EventLoop``.
 ///
 /// ```swift
@@ -13,7 +13,7 @@ public import Virtqueue
 /// ```
 ///
 /// It is the same queue — one ring core, one validator, the same notification suppression —
-/// and ``queue`` is there for everything else (``DeviceQueue/stop()``, the counts). Waiting
+/// and ``queue`` is there for everything else (`DeviceQueue/stop()`, the counts). Waiting
 /// suspends the task; the loop's thread sleeps in `epoll_wait` for it.
 ///
 /// Requests are `~Copyable`, which `AsyncIteratorProtocol` (whose `Element` must be `Copyable`)
@@ -27,7 +27,7 @@ public struct AsyncDeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
 
     /// Wraps `queue`, registering its notifier with `loop` (``EventLoop/shared`` when `nil`).
     ///
-    /// - Throws: ``VirtqueueError`` with code ``VirtqueueError/Code-swift.struct/notifierFailed``
+    /// - Throws: `VirtqueueError` with code `VirtqueueError/Code/notifierFailed`
     ///   if the notifier cannot be registered.
     public init(_ queue: consuming DeviceQueue<Memory, Notify>, loop: EventLoop? = nil) throws(VirtqueueError) {
         readiness = try EventLoop.resolve(loop).register(queue.notifier)
@@ -36,15 +36,15 @@ public struct AsyncDeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
 
     /// Takes the next request, suspending until the driver makes one available.
     ///
-    /// - Throws: As ``DeviceQueue/nextRequest(waitingWith:)``.
+    /// - Throws: As `DeviceQueue/nextRequest(waitingWith:)`.
     public mutating func nextRequest() async throws -> DeviceRequest {
         try await queue.nextRequest(waitingWith: readiness)
     }
 
     /// Serves requests until the task is cancelled or the driver goes: see
-    /// ``DeviceQueue/serve(waitingWith:_:)``.
+    /// `DeviceQueue/serve(waitingWith:_:)`.
     ///
-    /// - Throws: As ``DeviceQueue/serve(waitingWith:_:)``: ``VirtqueueError/Code-swift.struct/peerDied``
+    /// - Throws: As `DeviceQueue/serve(waitingWith:_:)`: `VirtqueueError/Code/peerDied`
     ///   ends it when the driver has gone.
     public mutating func serve(
         _ handler: (borrowing DeviceRequest, borrowing DeviceQueue<Memory, Notify>) async throws -> Int

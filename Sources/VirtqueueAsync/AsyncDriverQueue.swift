@@ -16,7 +16,7 @@ public import Virtqueue
 /// try driver.free(used)
 /// ```
 ///
-/// It is the same ``DriverQueue`` — one ring core, one validator, the same notification
+/// It is the same `DriverQueue` — one ring core, one validator, the same notification
 /// suppression — plus a table, one entry per head, that turns a `Copyable` ``Submission`` back
 /// into its `~Copyable` `UsedChain`. Chains the device returns for other submissions wait in that
 /// table until they are asked for, in whatever order the device completes them.
@@ -27,9 +27,9 @@ public import Virtqueue
 /// (at the next call that collects completions, or ``settle()``). Nothing leaks; the ring is
 /// unchanged.
 ///
-/// **Peer death.** When the device dies, waits end with ``VirtqueueError`` code
-/// ``VirtqueueError/Code-swift.struct/peerDied``: every chain still in flight is taken back
-/// (``DriverQueue/takeAbandoned()``) and freed, and later calls report the same error.
+/// **Peer death.** When the device dies, waits end with `VirtqueueError` code
+/// `VirtqueueError/Code/peerDied`: every chain still in flight is taken back
+/// (`DriverQueue/takeAbandoned()`) and freed, and later calls report the same error.
 public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: ReadinessNotifier>: ~Copyable {
     enum Entry: UInt8 {
         /// No submission of this head is outstanding.
@@ -43,7 +43,7 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
     }
 
     /// The queue, for what this type does not wrap: reading used chains
-    /// (``DriverQueue/copyWrittenBytes(of:into:)``, ``DriverQueue/forEachSegment(of:_:)``) and the counts.
+    /// (`DriverQueue/copyWrittenBytes(of:into:)`, `DriverQueue/forEachSegment(of:_:)`) and the counts.
     public private(set) var queue: DriverQueue<Memory, Notify>
     /// The notifier's registration.
     public let readiness: Readiness
@@ -58,8 +58,8 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
     /// Wraps `queue`, registering its notifier with `loop` (``EventLoop/shared`` when `nil`).
     /// The queue must have no chain in flight.
     ///
-    /// - Throws: ``VirtqueueError``: ``VirtqueueError/Code-swift.struct/invalidConfiguration``
-    ///   for a queue with chains in flight; ``VirtqueueError/Code-swift.struct/notifierFailed``
+    /// - Throws: `VirtqueueError`: `VirtqueueError/Code/invalidConfiguration`
+    ///   for a queue with chains in flight; `VirtqueueError/Code/notifierFailed`
     ///   if the notifier cannot be registered.
     public init(_ queue: consuming DriverQueue<Memory, Notify>, loop: EventLoop? = nil) throws(VirtqueueError) {
         guard queue.inFlightCount == 0 else {
@@ -94,15 +94,15 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
     /// Submissions awaited by nobody whose chains the device still holds (their tasks were cancelled).
     public var givenUpSubmissionCount: Int { givenUpCount }
 
-    /// Starts a new, empty chain: ``DriverQueue/makeChain()``.
+    /// Starts a new, empty chain: `DriverQueue/makeChain()`.
     public func makeChain() -> Chain {
         queue.makeChain()
     }
 
     /// Appends a device-readable segment holding a copy of `bytes`:
-    /// ``DriverQueue/appendReadable(to:copying:)-(_,UnsafeRawBufferPointer)``.
+    /// `DriverQueue/appendReadable(to:copying:)-(_,UnsafeRawBufferPointer)`.
     ///
-    /// - Throws: As ``DriverQueue/appendReadable(to:count:_:)``.
+    /// - Throws: As `DriverQueue/appendReadable(to:count:_:)`.
     public mutating func appendReadable(to chain: inout Chain, copying bytes: UnsafeRawBufferPointer)
         throws(VirtqueueError)
     {
@@ -110,9 +110,9 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
     }
 
     /// Appends a device-readable segment of `count` bytes that `fill` writes in place:
-    /// ``DriverQueue/appendReadable(to:count:_:)``.
+    /// `DriverQueue/appendReadable(to:count:_:)`.
     ///
-    /// - Throws: As ``DriverQueue/appendReadable(to:count:_:)``.
+    /// - Throws: As `DriverQueue/appendReadable(to:count:_:)`.
     public mutating func appendReadable(
         to chain: inout Chain,
         count: Int,
@@ -121,24 +121,24 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
         try queue.appendReadable(to: &chain, count: count, fill)
     }
 
-    /// Appends a device-writable segment: ``DriverQueue/appendWritable(to:capacity:)``.
+    /// Appends a device-writable segment: `DriverQueue/appendWritable(to:capacity:)`.
     ///
-    /// - Throws: As ``DriverQueue/appendWritable(to:capacity:)``.
+    /// - Throws: As `DriverQueue/appendWritable(to:capacity:)`.
     public mutating func appendWritable(to chain: inout Chain, capacity: Int? = nil) throws(VirtqueueError) {
         try queue.appendWritable(to: &chain, capacity: capacity)
     }
 
-    /// Gives a chain that was never submitted back to the pool: ``DriverQueue/discard(_:)``.
+    /// Gives a chain that was never submitted back to the pool: `DriverQueue/discard(_:)`.
     ///
-    /// - Throws: As ``DriverQueue/discard(_:)``.
+    /// - Throws: As `DriverQueue/discard(_:)`.
     public mutating func discard(_ chain: consuming Chain) throws(VirtqueueError) {
         try queue.discard(chain)
     }
 
-    /// Makes a chain available to the device (``DriverQueue/submit(_:)``) and returns the claim
+    /// Makes a chain available to the device (`DriverQueue/submit(_:)`) and returns the claim
     /// on its completion. Notify with ``notifyIfNeeded()`` after a batch.
     ///
-    /// - Throws: As ``DriverQueue/submit(_:)``.
+    /// - Throws: As `DriverQueue/submit(_:)`.
     public mutating func submit(_ chain: consuming Chain) throws(VirtqueueError) -> Submission {
         let head = try queue.submit(chain)
         nextSequence &+= 1
@@ -147,17 +147,17 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
         return Submission(id: head, sequence: nextSequence, queueIdentity: identity)
     }
 
-    /// Kicks the device if it asked to be: ``DriverQueue/notifyIfNeeded()``.
+    /// Kicks the device if it asked to be: `DriverQueue/notifyIfNeeded()`.
     ///
-    /// - Throws: As ``DriverQueue/notifyIfNeeded()``.
+    /// - Throws: As `DriverQueue/notifyIfNeeded()`.
     @discardableResult
     public mutating func notifyIfNeeded() throws(VirtqueueError) -> Bool {
         try queue.notifyIfNeeded()
     }
 
-    /// Returns a used chain's buffers to the pool: ``DriverQueue/free(_:)``.
+    /// Returns a used chain's buffers to the pool: `DriverQueue/free(_:)`.
     ///
-    /// - Throws: As ``DriverQueue/free(_:)``.
+    /// - Throws: As `DriverQueue/free(_:)`.
     public mutating func free(_ used: consuming UsedChain) throws(VirtqueueError) {
         try queue.free(used)
     }
@@ -168,15 +168,15 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
     ///
     /// Chains returned meanwhile for other submissions are kept for their own calls. The task
     /// sleeps in the event loop, never on a thread of the cooperative pool; between sleeps the
-    /// queue asks for a notification and re-checks (``DriverQueue/prepareToWaitForUsed()``), as
+    /// queue asks for a notification and re-checks (`DriverQueue/prepareToWaitForUsed()`), as
     /// the blocking wait does.
     ///
-    /// - Returns: The used chain, ``UsedChain/Status-swift.enum/completed``. Free it with ``free(_:)``.
+    /// - Returns: The used chain, `UsedChain/Status-swift.enum/completed`. Free it with ``free(_:)``.
     /// - Throws: `CancellationError` if the task is cancelled first — the submission is then
-    ///   given up and its chain freed when it comes back; ``VirtqueueError`` with code
-    ///   ``VirtqueueError/Code-swift.struct/peerDied`` when the device has gone (or the violation
+    ///   given up and its chain freed when it comes back; `VirtqueueError` with code
+    ///   `VirtqueueError/Code/peerDied` when the device has gone (or the violation
     ///   that broke the queue), after every chain in flight was taken back and freed;
-    ///   ``VirtqueueError/Code-swift.struct/notOwned`` for a submission of another queue, or one
+    ///   `VirtqueueError/Code/notOwned` for a submission of another queue, or one
     ///   whose chain was already handed over or given up.
     public mutating func completion(of submission: Submission) async throws -> UsedChain {
         let head = Int(submission.id)
@@ -213,7 +213,7 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
     /// once none is left — or at once, when none is. It is cleanup, so the task's cancellation
     /// does not end it; the device's death does (the chains are then taken back and freed).
     ///
-    /// - Throws: ``VirtqueueError`` if the queue broke for another reason than the device's
+    /// - Throws: `VirtqueueError` if the queue broke for another reason than the device's
     ///   death, or the event loop failed.
     public mutating func settle() async throws {
         while givenUpCount > 0 {

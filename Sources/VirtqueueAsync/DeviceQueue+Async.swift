@@ -4,12 +4,12 @@ extension DeviceQueue where Memory: ~Copyable, Notify: ReadinessNotifier {
     /// Takes the next request the driver made available, suspending the task — not blocking
     /// its thread — until there is one.
     ///
-    /// Between sleeps it keeps the blocking wait's protocol (``DeviceQueue/prepareToWaitForRequests()``):
+    /// Between sleeps it keeps the blocking wait's protocol (`DeviceQueue/prepareToWaitForRequests()`):
     /// ask for a kick, re-check, and only then sleep in `readiness`'s event loop.
     ///
     /// - Parameter readiness: This queue's notifier, registered with an ``EventLoop``.
     /// - Returns: The request, which the caller completes as any other.
-    /// - Throws: ``VirtqueueError`` (``VirtqueueError/Code-swift.struct/peerDied`` when the driver
+    /// - Throws: `VirtqueueError` (`VirtqueueError/Code/peerDied` when the driver
     ///   has gone, which breaks the queue, or a violation); `CancellationError` when the task is
     ///   cancelled while it sleeps — nothing was taken, the ring is as it was.
     public mutating func nextRequest(waitingWith readiness: Readiness) async throws -> DeviceRequest {
@@ -21,8 +21,8 @@ extension DeviceQueue where Memory: ~Copyable, Notify: ReadinessNotifier {
     }
 
     /// Serves requests until the task is cancelled or the queue ends: takes each request,
-    /// passes it to `handler` with the queue (for ``DeviceQueue/forEachReadable(in:_:)``,
-    /// ``DeviceQueue/scatter(_:into:)`` and the rest), completes it with the bytes `handler`
+    /// passes it to `handler` with the queue (for `DeviceQueue/forEachReadable(in:_:)`,
+    /// `DeviceQueue/scatter(_:into:)` and the rest), completes it with the bytes `handler`
     /// returns, and notifies the driver at the end of each batch and every 16 completions within one.
     ///
     /// A request whose handler throws — cancellation included — is completed with 0 bytes
@@ -31,8 +31,8 @@ extension DeviceQueue where Memory: ~Copyable, Notify: ReadinessNotifier {
     /// - Parameters:
     ///   - readiness: This queue's notifier, registered with an ``EventLoop``.
     ///   - handler: Handles one request; returns the bytes written into its writable segments.
-    /// - Throws: ``VirtqueueError`` with code ``VirtqueueError/Code-swift.struct/peerDied`` when
-    ///   the driver has gone, another ``VirtqueueError`` for a violation, `CancellationError`, or
+    /// - Throws: `VirtqueueError` with code `VirtqueueError/Code/peerDied` when
+    ///   the driver has gone, another `VirtqueueError` for a violation, `CancellationError`, or
     ///   whatever `handler` throws.
     public mutating func serve(
         waitingWith readiness: Readiness,

@@ -6,7 +6,7 @@ public import Virtqueue
 /// A thread that sleeps in `epoll_wait(2)` for the queues that wait asynchronously, so that no
 /// task blocks a thread of Swift's cooperative pool.
 ///
-/// A queue registers its notifier's ``ReadinessNotifier/readinessDescriptors`` once
+/// A queue registers its notifier's `ReadinessNotifier/readinessDescriptors` once
 /// (``register(_:)``); each time it has to sleep, its task suspends and the loop resumes it when
 /// a descriptor is readable. Registrations are one-shot (`EPOLLONESHOT`) and re-armed by each
 /// wait, so a descriptor nobody waits on costs the loop nothing.
@@ -28,7 +28,7 @@ public final class EventLoop: Sendable {
 
     /// The loop shared by every queue that names no loop of its own, started on first use.
     ///
-    /// - Throws: ``VirtqueueError`` with code ``VirtqueueError/Code-swift.struct/notifierFailed``
+    /// - Throws: `VirtqueueError` with code `VirtqueueError/Code/notifierFailed`
     ///   if its descriptors or thread could not be created.
     public static var shared: EventLoop {
         get throws(VirtqueueError) { try sharedLoop.get() }
@@ -44,7 +44,7 @@ public final class EventLoop: Sendable {
 
     /// Starts a loop on a new thread.
     ///
-    /// - Throws: ``VirtqueueError`` with code ``VirtqueueError/Code-swift.struct/notifierFailed``
+    /// - Throws: `VirtqueueError` with code `VirtqueueError/Code/notifierFailed`
     ///   if `epoll_create1`, `eventfd` or `pthread_create` fails.
     public init() throws(VirtqueueError) {
         epoll = vq_epoll_create()
@@ -87,7 +87,7 @@ public final class EventLoop: Sendable {
     public var registrationCount: Int { waiters.withLock { $0.count } }
 
     /// Stops the loop: wakes every task sleeping in it (their waits then throw
-    /// ``VirtqueueError/Code-swift.struct/notifierFailed``), joins its thread and closes its
+    /// `VirtqueueError/Code/notifierFailed`), joins its thread and closes its
     /// descriptors. Later registrations and waits fail the same way. Calling it again does nothing.
     public func shutdown() {
         guard !isShutDown.exchange(true, ordering: .acquiringAndReleasing) else { return }
@@ -106,7 +106,7 @@ public final class EventLoop: Sendable {
 
     /// Registers `notifier`'s descriptors; the registration ends when the returned value goes away.
     ///
-    /// - Throws: ``VirtqueueError`` with code ``VirtqueueError/Code-swift.struct/notifierFailed``
+    /// - Throws: `VirtqueueError` with code `VirtqueueError/Code/notifierFailed`
     ///   if the loop was shut down or `epoll_ctl` refuses a descriptor (one already registered
     ///   with this loop, say).
     public func register(_ notifier: some ReadinessNotifier) throws(VirtqueueError) -> Readiness {

@@ -25,7 +25,7 @@ public final class Readiness: Sendable {
     /// `cancellable` — the task is cancelled. It may return spuriously: callers re-check.
     ///
     /// - Throws: `CancellationError` when a cancellable wait's task is cancelled;
-    ///   ``VirtqueueError`` with code ``VirtqueueError/Code-swift.struct/notifierFailed`` when the
+    ///   `VirtqueueError` with code `VirtqueueError/Code/notifierFailed` when the
     ///   loop was shut down, or `epoll_ctl` or `epoll_wait` failed.
     public func wait(cancellable: Bool = true) async throws {
         if cancellable { try Task.checkCancellation() }

@@ -19,7 +19,7 @@ public struct HeapEventNotifier: ReadinessNotifier {
 
     /// Makes the two connected ends: one for the driver, one for the device.
     ///
-    /// - Throws: ``VirtqueueError`` with code ``VirtqueueError/Code-swift.struct/notifierFailed``
+    /// - Throws: `VirtqueueError` with code `VirtqueueError/Code/notifierFailed`
     ///   if an eventfd cannot be created.
     public static func makePair() throws(VirtqueueError) -> (driver: HeapEventNotifier, device: HeapEventNotifier) {
         let toDevice = try Signal()
