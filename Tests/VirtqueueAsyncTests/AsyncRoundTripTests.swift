@@ -90,6 +90,33 @@ import VirtqueueTestDevices
         try await backend.run(BlockingDriverAsyncDevice())
     }
 
+    /// Both sides async, sleeping in one event loop: the same exchange.
+    struct BothAsync: PairTest {
+        func run<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(_ pair: Pair<Region, Notify>) async throws
+        {
+            let served = Task {
+                var device = try AsyncDeviceQueue(DeviceQueue(region: pair.region, notifier: pair.device))
+                var echo = EchoDevice(configuration: DeviceConfiguration())
+                do {
+                    try await device.serve { request, queue in try echo.handle(request, on: queue) }
+                } catch {
+                    return (error as? VirtqueueError)?.code
+                }
+                return nil
+            }
+            var driver = try AsyncDriverQueue(DriverQueue(region: pair.region, notifier: pair.driver, bufferSize: 256))
+            try await exchange(&driver)
+            #expect(driver.queue.freeBufferCount == driver.queue.bufferCount)
+            pair.closeDriver()
+            #expect(try await served.value == .peerDied)
+        }
+    }
+
+    @Test(arguments: AsyncBackend.allCases)
+    func asyncDriverAgainstAsyncDevice(_ backend: AsyncBackend) async throws {
+        try await backend.run(BothAsync())
+    }
+
     /// A blocking driver against `ChecksumDevice` served with the async API in a child process
     /// (`DeviceHost.Entry(async:)`): the checksums of 200 distinct payloads come back right.
     @Test func blockingDriverAgainstAsyncDeviceProcess() async throws {
