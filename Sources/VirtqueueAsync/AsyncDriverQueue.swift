@@ -17,8 +17,10 @@ public import Virtqueue
 /// ```
 ///
 /// It is the same `DriverQueue` — one ring core, one validator, the same notification
-/// suppression — plus a table, one entry per head, that turns a `Copyable` ``Submission`` back
-/// into its `~Copyable` `UsedChain`. Chains the device returns for other submissions wait in that
+/// suppression — plus a table, one entry per pool buffer (a chain is named by its first
+/// segment's buffer, which stays its own until freed, while its head descriptor is reused as soon
+/// as the chain is taken back), that turns a `Copyable` ``Submission`` back into its `~Copyable`
+/// `UsedChain`. Chains the device returns for other submissions wait in that
 /// table until they are asked for, in whatever order the device completes them.
 ///
 /// **Cancellation.** The device cannot be made to give a chain back early. When a task is
@@ -32,7 +34,7 @@ public import Virtqueue
 /// (`DriverQueue/takeAbandoned()`) and freed, and later calls report the same error.
 public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: ReadinessNotifier>: ~Copyable {
     enum Entry: UInt8 {
-        /// No submission of this head is outstanding.
+        /// No submission's chain starts with this pool buffer.
         case idle
         /// Submitted; the device holds it.
         case inFlight
@@ -49,7 +51,8 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
     public let readiness: Readiness
     let entries: UnsafeMutablePointer<Entry>
     let sequences: UnsafeMutablePointer<UInt64>
-    /// Used chains returned for submissions not yet asked for: initialized where `entries` says `.parked`.
+    /// Used chains returned for submissions not yet asked for, by first pool buffer: initialized
+    /// where `entries` says `.parked`.
     let parked: UnsafeMutablePointer<UsedChain>
     var nextSequence: UInt64 = 0
     var givenUpCount = 0
@@ -69,7 +72,7 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
             )
         }
         readiness = try EventLoop.resolve(loop).register(queue.notifier)
-        let size = queue.queueSize
+        let size = queue.bufferCount
         entries = .allocate(capacity: size)
         entries.initialize(repeating: .idle, count: size)
         sequences = .allocate(capacity: size)
@@ -81,8 +84,8 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
 
     deinit {
         // Parked chains give their buffers back to the queue, which is still alive here.
-        for head in 0..<queue.queueSize where entries[head] == .parked {
-            _ = (parked + head).move()
+        for slot in 0..<queue.bufferCount where entries[slot] == .parked {
+            _ = (parked + slot).move()
         }
         parked.deallocate()
         entries.deallocate()
@@ -140,11 +143,13 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
     ///
     /// - Throws: As `DriverQueue/submit(_:)`.
     public mutating func submit(_ chain: consuming Chain) throws(VirtqueueError) -> Submission {
+        // Read before submit consumes the chain; an empty chain (no buffer) is refused by submit.
+        let slot = chain.firstPoolBuffer
         let head = try queue.submit(chain)
         nextSequence &+= 1
-        entries[Int(head)] = .inFlight
-        sequences[Int(head)] = nextSequence
-        return Submission(id: head, sequence: nextSequence, queueIdentity: identity)
+        entries[Int(slot)] = .inFlight
+        sequences[Int(slot)] = nextSequence
+        return Submission(id: head, slot: slot, sequence: nextSequence, queueIdentity: identity)
     }
 
     /// Kicks the device if it asked to be: `DriverQueue/notifyIfNeeded()`.
@@ -179,17 +184,17 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
     ///   `VirtqueueError/Code/notOwned` for a submission of another queue, or one
     ///   whose chain was already handed over or given up.
     public mutating func completion(of submission: Submission) async throws -> UsedChain {
-        let head = Int(submission.id)
-        guard submission.queueIdentity == identity, head < queue.queueSize,
-            sequences[head] == submission.sequence
+        let slot = Int(submission.slot)
+        guard submission.queueIdentity == identity, slot < queue.bufferCount,
+            sequences[slot] == submission.sequence
         else {
             throw VirtqueueError(.notOwned, "\(submission) is not this queue's, or its chain was handed over")
         }
         while true {
-            switch entries[head] {
+            switch entries[slot] {
             case .parked:
-                entries[head] = .idle
-                return (parked + head).move()
+                entries[slot] = .idle
+                return (parked + slot).move()
             case .inFlight:
                 break
             case .idle, .givenUp:
@@ -198,11 +203,11 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
             }
             guard try await collectOrSleep(cancellable: true) else { continue }
             // Cancelled: the chain is not wanted any more.
-            if entries[head] == .parked {
-                entries[head] = .idle
-                try queue.free((parked + head).move())
-            } else if entries[head] == .inFlight {
-                entries[head] = .givenUp
+            if entries[slot] == .parked {
+                entries[slot] = .idle
+                try queue.free((parked + slot).move())
+            } else if entries[slot] == .inFlight {
+                entries[slot] = .givenUp
                 givenUpCount += 1
             }
             throw CancellationError()
@@ -253,23 +258,23 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
 
     /// Keeps a returned chain for its submission, or frees it if the submission was given up.
     mutating func park(_ used: consuming UsedChain) {
-        let head = Int(used.id)
-        if entries[head] == .givenUp {
-            entries[head] = .idle
+        let slot = Int(used.firstPoolBuffer)
+        if entries[slot] == .givenUp {
+            entries[slot] = .idle
             givenUpCount -= 1
             _ = try? queue.free(used)
         } else {
-            entries[head] = .parked
-            (parked + head).initialize(to: used)
+            entries[slot] = .parked
+            (parked + slot).initialize(to: used)
         }
     }
 
     /// After the queue broke: takes back and frees every chain still in flight.
     mutating func reclaimAbandoned() {
         while let used = queue.takeAbandoned() {
-            let head = Int(used.id)
-            if entries[head] == .givenUp { givenUpCount -= 1 }
-            entries[head] = .idle
+            let slot = Int(used.firstPoolBuffer)
+            if entries[slot] == .givenUp { givenUpCount -= 1 }
+            entries[slot] = .idle
             _ = try? queue.free(used)
         }
     }

@@ -6,9 +6,12 @@
 /// hands it over. The submission is only a name for it, `Copyable` and `Sendable` so it can be
 /// stored, compared and passed around; a stale copy (its chain already handed over) is refused.
 public struct Submission: Hashable, Sendable, CustomStringConvertible {
-    /// The chain's id: its head descriptor index.
+    /// The chain's id: its head descriptor index, as the device sees it.
     public let id: UInt16
-    /// Which submission of that head this is: heads are reused.
+    /// The pool buffer of the chain's first segment, the queue's name for it until it is freed
+    /// (its head may be reused as soon as the chain is back).
+    let slot: UInt32
+    /// Which submission of that slot this is: buffers are reused.
     let sequence: UInt64
     /// The queue that made it.
     let queueIdentity: UInt64

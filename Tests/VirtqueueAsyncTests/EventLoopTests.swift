@@ -91,6 +91,49 @@ import VirtqueueTestDevices
         }
     }
 
+    /// A chain that came back for a submission nobody has asked for yet keeps its place while
+    /// its head descriptor is reused by later submissions (the head is free once the chain is
+    /// taken back; its buffers are not).
+    struct ParkedChainOutlivesItsHead: PairTest {
+        func run<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(_ pair: Pair<Region, Notify>) async throws
+        {
+            let device = Task.detached {
+                try await onThread { try blockingEcho(region: pair.region, notifier: pair.device) }
+            }
+            var driver = try AsyncDriverQueue(DriverQueue(region: pair.region, notifier: pair.driver, bufferSize: 256))
+            var waiting: [(Submission, Int)] = []
+            var heads: Set<UInt16> = []
+            var reused = false
+            // Each round: submit two, redeem the second (which parks the first), keep the first
+            // waiting; the next rounds' submissions take the heads the parked chains gave up.
+            for round in 0..<5 {
+                let first = try driver.submit(echoChain(message(2 * round), on: &driver))
+                let second = try driver.submit(echoChain(message(2 * round + 1), on: &driver))
+                reused = reused || heads.contains(first.id) || heads.contains(second.id)
+                heads.formUnion([first.id, second.id])
+                try driver.notifyIfNeeded()
+                let used = try await driver.completion(of: second)
+                #expect(try reply(of: used, on: driver) == message(2 * round + 1))
+                try driver.free(used)
+                waiting.append((first, 2 * round))
+            }
+            #expect(reused, "no head was reused: the test did not exercise reuse")
+            for (submission, index) in waiting {
+                let used = try await driver.completion(of: submission)
+                #expect(try reply(of: used, on: driver) == message(index))
+                try driver.free(used)
+            }
+            #expect(driver.queue.freeBufferCount == driver.queue.bufferCount)
+            pair.closeDriver()
+            try await device.value
+        }
+    }
+
+    @Test(arguments: AsyncBackend.allCases)
+    func aParkedChainOutlivesItsHead(_ backend: AsyncBackend) async throws {
+        try await backend.run(ParkedChainOutlivesItsHead())
+    }
+
     @Test(arguments: AsyncBackend.allCases)
     func submissionsBelongToTheirQueue(_ backend: AsyncBackend) async throws {
         try await backend.run(SubmissionsBelongToTheirQueue())
