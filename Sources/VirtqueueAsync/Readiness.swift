@@ -48,7 +48,9 @@ public final class Readiness: Sendable {
 /// The state one registration's task and the loop's thread share.
 final class Waiter: Sendable {
     struct State: ~Copyable {
-        var continuation: CheckedContinuation<Void, Never>?
+        /// The suspended task's continuation. Unsafe (no check against a second resume, and no
+        /// allocation for one): the state machine resumes it once, under the lock.
+        var continuation: UnsafeContinuation<Void, Never>?
         /// The loop fired while no task was suspended: the next suspension returns at once.
         var fired = false
         /// The waiting task was cancelled.
@@ -75,7 +77,7 @@ final class Waiter: Sendable {
     }
 
     func suspend() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             let resumeNow = state.withLock { state in
                 if state.fired || state.cancelled {
                     state.fired = false
@@ -93,7 +95,7 @@ final class Waiter: Sendable {
         let continuation = state.withLock { state in
             guard let continuation = state.continuation.take() else {
                 state.fired = true
-                return nil as CheckedContinuation<Void, Never>?
+                return nil as UnsafeContinuation<Void, Never>?
             }
             return continuation
         }

@@ -97,7 +97,9 @@ enum AsyncWorkloads {
         groupSize: Int,
         groupTimes: UnsafeMutableBufferPointer<UInt64>
     ) async throws -> (kicks: Int, groups: Int) {
-        let capacity = driver.queue.queueSize
+        // Submissions not yet redeemed: a chain taken back frees its descriptor but keeps its
+        // buffer until redeemed and freed, so there can be as many as there are buffers.
+        let capacity = driver.queue.bufferCount
         let pending = UnsafeMutableBufferPointer<Submission>.allocate(capacity: capacity)
         defer { pending.deallocate() }
         var oldest = 0
