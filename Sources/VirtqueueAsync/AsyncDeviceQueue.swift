@@ -24,31 +24,43 @@ public struct AsyncDeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
     public var queue: DeviceQueue<Memory, Notify>
     /// The notifier's registration.
     public let readiness: Readiness
+    /// How many times a wait reads `avail.idx` before it sleeps, as `DeviceQueue.waitForRequests(spins:)`.
+    public var spins: Int
 
     /// Wraps `queue`, registering its notifier with `loop` (``EventLoop/shared`` when `nil`).
     ///
     /// - Throws: `VirtqueueError` with code `VirtqueueError/Code/notifierFailed`
     ///   if the notifier cannot be registered.
-    public init(_ queue: consuming DeviceQueue<Memory, Notify>, loop: EventLoop? = nil) throws(VirtqueueError) {
+    ///
+    /// - Parameters:
+    ///   - queue: The queue.
+    ///   - loop: The event loop to sleep in; ``EventLoop/shared`` when `nil`.
+    ///   - spins: How many times a wait reads `avail.idx` before it sleeps (see ``spins``).
+    public init(
+        _ queue: consuming DeviceQueue<Memory, Notify>,
+        loop: EventLoop? = nil,
+        spins: Int = 256
+    ) throws(VirtqueueError) {
         readiness = try EventLoop.resolve(loop).register(queue.notifier)
+        self.spins = spins
         self.queue = queue
     }
 
     /// Takes the next request, suspending until the driver makes one available.
     ///
-    /// - Throws: As `DeviceQueue/nextRequest(waitingWith:)`.
+    /// - Throws: As `DeviceQueue/nextRequest(waitingWith:spins:)`.
     public mutating func nextRequest() async throws -> DeviceRequest {
-        try await queue.nextRequest(waitingWith: readiness)
+        try await queue.nextRequest(waitingWith: readiness, spins: spins)
     }
 
     /// Serves requests until the task is cancelled or the driver goes: see
-    /// `DeviceQueue/serve(waitingWith:_:)`.
+    /// `DeviceQueue/serve(waitingWith:spins:_:)`.
     ///
-    /// - Throws: As `DeviceQueue/serve(waitingWith:_:)`: `VirtqueueError/Code/peerDied`
+    /// - Throws: As `DeviceQueue/serve(waitingWith:spins:_:)`: `VirtqueueError/Code/peerDied`
     ///   ends it when the driver has gone.
     public mutating func serve(
         _ handler: (borrowing DeviceRequest, borrowing DeviceQueue<Memory, Notify>) async throws -> Int
     ) async throws {
-        try await queue.serve(waitingWith: readiness, handler)
+        try await queue.serve(waitingWith: readiness, spins: spins, handler)
     }
 }

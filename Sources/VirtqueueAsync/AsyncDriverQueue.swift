@@ -57,14 +57,24 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
     var nextSequence: UInt64 = 0
     var givenUpCount = 0
     let identity: UInt64
+    /// How many times a wait reads `used.idx` before it sleeps, as `DriverQueue.waitForUsed(spins:)`.
+    public var spins: Int
 
     /// Wraps `queue`, registering its notifier with `loop` (``EventLoop/shared`` when `nil`).
     /// The queue must have no chain in flight.
     ///
+    /// - Parameters:
+    ///   - queue: The queue; it has no chain in flight.
+    ///   - loop: The event loop to sleep in; ``EventLoop/shared`` when `nil`.
+    ///   - spins: How many times a wait reads `used.idx` before it sleeps (see ``spins``).
     /// - Throws: `VirtqueueError`: `VirtqueueError/Code/invalidConfiguration`
     ///   for a queue with chains in flight; `VirtqueueError/Code/notifierFailed`
     ///   if the notifier cannot be registered.
-    public init(_ queue: consuming DriverQueue<Memory, Notify>, loop: EventLoop? = nil) throws(VirtqueueError) {
+    public init(
+        _ queue: consuming DriverQueue<Memory, Notify>,
+        loop: EventLoop? = nil,
+        spins: Int = 256
+    ) throws(VirtqueueError) {
         guard queue.inFlightCount == 0 else {
             throw VirtqueueError(
                 .invalidConfiguration,
@@ -79,6 +89,7 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
         sequences.initialize(repeating: 0, count: size)
         parked = .allocate(capacity: size)
         identity = asyncQueueIdentities.add(1, ordering: .relaxed).newValue
+        self.spins = spins
         self.queue = queue
     }
 
@@ -232,16 +243,19 @@ public struct AsyncDriverQueue<Memory: GuestMemory & ~Copyable, Notify: Readines
         }
     }
 
-    /// Takes every used chain the device has returned; if none of those was new, prepares to
-    /// sleep and sleeps once. Returns `true` if the task was cancelled while it slept.
+    /// Takes every used chain the device has returned; if none of those was new, polls ``spins``
+    /// times, then prepares to sleep and sleeps once. Returns `true` if the task was cancelled
+    /// while it slept.
     mutating func collectOrSleep(cancellable: Bool) async throws -> Bool {
         do throws(VirtqueueError) {
-            var collected = false
-            while let used = try queue.takeUsed() {
-                collected = true
-                park(used)
+            for _ in 0...max(spins, 0) {
+                var collected = false
+                while let used = try queue.takeUsed() {
+                    collected = true
+                    park(used)
+                }
+                if collected { return false }
             }
-            if collected { return false }
             if try queue.prepareToWaitForUsed() { return false }
         } catch {
             reclaimAbandoned()

@@ -66,7 +66,7 @@ enum AsyncHosting {
         }
         hosting.started()
         do {
-            try await queue.pointee.serve(waitingWith: readiness) { request, queue in
+            try await queue.pointee.serve(waitingWith: readiness, spins: hosting.spins) { request, queue in
                 try instance.handle(request, on: queue)
             }
         } catch {

@@ -7,14 +7,19 @@ extension DeviceQueue where Memory: ~Copyable, Notify: ReadinessNotifier {
     /// Between sleeps it keeps the blocking wait's protocol (`DeviceQueue/prepareToWaitForRequests()`):
     /// ask for a kick, re-check, and only then sleep in `readiness`'s event loop.
     ///
-    /// - Parameter readiness: This queue's notifier, registered with an ``EventLoop``.
+    /// - Parameters:
+    ///   - readiness: This queue's notifier, registered with an ``EventLoop``.
+    ///   - spins: How many times it reads `avail.idx` before it sleeps, as
+    ///     `DeviceQueue.waitForRequests(spins:)`.
     /// - Returns: The request, which the caller completes as any other.
     /// - Throws: `VirtqueueError` (`VirtqueueError/Code/peerDied` when the driver
     ///   has gone, which breaks the queue, or a violation); `CancellationError` when the task is
     ///   cancelled while it sleeps — nothing was taken, the ring is as it was.
-    public mutating func nextRequest(waitingWith readiness: Readiness) async throws -> DeviceRequest {
+    public mutating func nextRequest(waitingWith readiness: Readiness, spins: Int = 256) async throws -> DeviceRequest {
         while true {
-            if let request = try nextRequest() { return request }
+            for _ in 0...max(spins, 0) {
+                if let request = try nextRequest() { return request }
+            }
             if try prepareToWaitForRequests() { continue }
             try await readiness.wait()
         }
@@ -30,22 +35,26 @@ extension DeviceQueue where Memory: ~Copyable, Notify: ReadinessNotifier {
     ///
     /// - Parameters:
     ///   - readiness: This queue's notifier, registered with an ``EventLoop``.
+    ///   - spins: How many times it reads `avail.idx` before it sleeps.
     ///   - handler: Handles one request; returns the bytes written into its writable segments.
     /// - Throws: `VirtqueueError` with code `VirtqueueError/Code/peerDied` when
     ///   the driver has gone, another `VirtqueueError` for a violation, `CancellationError`, or
     ///   whatever `handler` throws.
     public mutating func serve(
         waitingWith readiness: Readiness,
+        spins: Int = 256,
         _ handler: (borrowing DeviceRequest, borrowing Self) async throws -> Int
     ) async throws {
         var completed = 0
         while true {
-            guard let request = try nextRequest() else {
+            let request: DeviceRequest
+            if let next = try nextRequest() {
+                request = next
+            } else {
+                // The end of a batch: tell the driver, then sleep until the next one.
                 completed = 0
                 try notifyIfNeeded()
-                if try prepareToWaitForRequests() { continue }
-                try await readiness.wait()
-                continue
+                request = try await nextRequest(waitingWith: readiness, spins: spins)
             }
             let written: Int
             do {

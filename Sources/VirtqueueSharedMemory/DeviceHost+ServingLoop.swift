@@ -9,6 +9,9 @@ extension DeviceHost {
         /// The device's configuration (`DeviceComponent/init(configuration:)`).
         package var configuration: DeviceConfiguration { role.configuration }
 
+        /// How many times the loop polls before it sleeps (`LaunchOptions.spins`).
+        package var spins: Int { role.spins }
+
         /// Reports that the device was created and serves.
         package func started() {
             DeviceHost.started(role)
