@@ -13,22 +13,13 @@ import VirtqueueTestDevices
     struct DriverHangsUp: PairTest {
         func run<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(_ pair: Pair<Region, Notify>) async throws
         {
-            let served = Task {
-                var device = try AsyncDeviceQueue(DeviceQueue(region: pair.region, notifier: pair.device))
-                var echo = EchoDevice(configuration: DeviceConfiguration())
-                do {
-                    try await device.serve { request, queue in try echo.handle(request, on: queue) }
-                } catch {
-                    return (error as? VirtqueueError)?.code
-                }
-                return nil
-            }
+            let served = startAsyncEcho(pair)
             try await onThread {
                 var driver = try DriverQueue(region: pair.region, notifier: pair.driver, bufferSize: 256)
                 _ = try blockingRoundTrip(message(3), on: &driver)
                 pair.closeDriver()
             }
-            #expect(try await served.value == .peerDied)
+            #expect(try await served.value.code == .peerDied)
         }
     }
 

@@ -14,9 +14,7 @@ import VirtqueueTestDevices
     struct AsyncDriverBlockingDevice: PairTest {
         func run<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(_ pair: Pair<Region, Notify>) async throws
         {
-            let device = Task.detached {
-                try await onThread { try blockingEcho(region: pair.region, notifier: pair.device) }
-            }
+            let device = startBlockingEcho(pair)
             var driver = try AsyncDriverQueue(DriverQueue(region: pair.region, notifier: pair.driver, bufferSize: 256))
             let buffers = driver.queue.bufferCount
             try await exchange(&driver)
@@ -56,21 +54,7 @@ import VirtqueueTestDevices
     struct BlockingDriverAsyncDevice: PairTest {
         func run<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(_ pair: Pair<Region, Notify>) async throws
         {
-            let served = Task {
-                var device = try AsyncDeviceQueue(DeviceQueue(region: pair.region, notifier: pair.device))
-                var count = 0
-                do {
-                    var echo = EchoDevice(configuration: DeviceConfiguration())
-                    try await device.serve { request, queue in
-                        count += 1
-                        return try echo.handle(request, on: queue)
-                    }
-                } catch {
-                    // The driver hung up: the sequence of requests ends with peerDied.
-                    guard let error = error as? VirtqueueError, error.code == .peerDied else { throw error }
-                }
-                return count
-            }
+            let served = startAsyncEcho(pair)
             let replies = try await onThread {
                 var driver = try DriverQueue(region: pair.region, notifier: pair.driver, bufferSize: 256)
                 var mismatches = 0
@@ -81,7 +65,9 @@ import VirtqueueTestDevices
                 return mismatches
             }
             #expect(replies == 0)
-            #expect(try await served.value == 300)
+            let (code, count) = try await served.value
+            #expect(code == .peerDied)
+            #expect(count == 300)
         }
     }
 
@@ -94,21 +80,12 @@ import VirtqueueTestDevices
     struct BothAsync: PairTest {
         func run<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(_ pair: Pair<Region, Notify>) async throws
         {
-            let served = Task {
-                var device = try AsyncDeviceQueue(DeviceQueue(region: pair.region, notifier: pair.device))
-                var echo = EchoDevice(configuration: DeviceConfiguration())
-                do {
-                    try await device.serve { request, queue in try echo.handle(request, on: queue) }
-                } catch {
-                    return (error as? VirtqueueError)?.code
-                }
-                return nil
-            }
+            let served = startAsyncEcho(pair)
             var driver = try AsyncDriverQueue(DriverQueue(region: pair.region, notifier: pair.driver, bufferSize: 256))
             try await exchange(&driver)
             #expect(driver.queue.freeBufferCount == driver.queue.bufferCount)
             pair.closeDriver()
-            #expect(try await served.value == .peerDied)
+            #expect(try await served.value.code == .peerDied)
         }
     }
 

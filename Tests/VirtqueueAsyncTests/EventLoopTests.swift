@@ -62,9 +62,7 @@ import VirtqueueTestDevices
     struct SubmissionsBelongToTheirQueue: PairTest {
         func run<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(_ pair: Pair<Region, Notify>) async throws
         {
-            let device = Task.detached {
-                try await onThread { try blockingEcho(region: pair.region, notifier: pair.device) }
-            }
+            let device = startBlockingEcho(pair)
             var driver = try AsyncDriverQueue(DriverQueue(region: pair.region, notifier: pair.driver, bufferSize: 256))
             // A second queue of another ring, only to make a submission that is not the first's.
             let strangerNotifiers = try HeapEventNotifier.makePair()
@@ -97,9 +95,7 @@ import VirtqueueTestDevices
     struct ParkedChainOutlivesItsHead: PairTest {
         func run<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(_ pair: Pair<Region, Notify>) async throws
         {
-            let device = Task.detached {
-                try await onThread { try blockingEcho(region: pair.region, notifier: pair.device) }
-            }
+            let device = startBlockingEcho(pair)
             var driver = try AsyncDriverQueue(DriverQueue(region: pair.region, notifier: pair.driver, bufferSize: 256))
             var waiting: [(Submission, Int)] = []
             var heads: Set<UInt16> = []

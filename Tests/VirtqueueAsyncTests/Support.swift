@@ -5,6 +5,7 @@ import Virtqueue
 import VirtqueueAsync
 import VirtqueueHeap
 import VirtqueueSharedMemory
+import VirtqueueTestDevices
 
 /// The backends whose notifiers expose readiness, so either side may wait with the async API.
 /// (``HeapNotifier`` sleeps on a semaphore no event loop can watch: the heap level's async pair
@@ -106,6 +107,36 @@ func blockingEcho<Region: MemoryRegion, Notify: Notifier>(
             if error.code == .peerDied { return }
             throw error
         }
+    }
+}
+
+/// Starts the blocking echo device on a thread of its own, serving `pair`'s device end until
+/// the driver hangs up.
+func startBlockingEcho<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(
+    _ pair: Pair<Region, Notify>
+) -> Task<Void, any Error> {
+    Task.detached { try await onThread { try blockingEcho(region: pair.region, notifier: pair.device) } }
+}
+
+/// Serves `pair`'s device end with the async API and `EchoDevice` on a task; its value is the
+/// code of the error that ended the loop (peerDied once the driver hangs up) and the number of
+/// requests served.
+func startAsyncEcho<Region: MemoryRegion & Sendable, Notify: ReadinessNotifier>(
+    _ pair: Pair<Region, Notify>
+) -> Task<(code: VirtqueueError.Code?, served: Int), any Error> {
+    Task {
+        var device = try AsyncDeviceQueue(DeviceQueue(region: pair.region, notifier: pair.device))
+        var echo = EchoDevice(configuration: DeviceConfiguration())
+        var served = 0
+        do {
+            try await device.serve { request, queue in
+                served += 1
+                return try echo.handle(request, on: queue)
+            }
+        } catch {
+            return ((error as? VirtqueueError)?.code, served)
+        }
+        return (nil, served)
     }
 }
 
