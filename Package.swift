@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "VirtqueueHeap", targets: ["VirtqueueHeap"]),
         .library(name: "VirtqueueSharedMemory", targets: ["VirtqueueSharedMemory"]),
         .library(name: "VirtqueueSandbox", targets: ["VirtqueueSandbox"]),
+        .library(name: "VirtqueueAsync", targets: ["VirtqueueAsync"]),
         .library(name: "VirtqueueConformance", targets: ["VirtqueueConformance"]),
         // The conformance suite's helper process (peerProcessDeath): a backend's test target
         // depends on it so that SwiftPM builds it beside the test binary.
@@ -34,7 +35,7 @@ let package = Package(
     ],
     targets: [
         .target(name: "Virtqueue", swiftSettings: swiftSettings),
-        .target(name: "VirtqueueHeap", dependencies: ["Virtqueue"], swiftSettings: swiftSettings),
+        .target(name: "VirtqueueHeap", dependencies: ["Virtqueue", "CVirtqueueSystem"], swiftSettings: swiftSettings),
         .target(
             name: "VirtqueueConformance",
             dependencies: ["Virtqueue", "CVirtqueueSystem"],
@@ -64,6 +65,11 @@ let package = Package(
                 "CVirtqueueSystem",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "VirtqueueAsync",
+            dependencies: ["Virtqueue", "CVirtqueueSystem", "VirtqueueSharedMemory"],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -176,6 +182,13 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .executableTarget(name: "VirtqueueCPeer", path: "Tests/VirtqueueCPeer"),
+        // The test devices served with the async API, for VirtqueueAsyncTests' child processes.
+        .executableTarget(
+            name: "VirtqueueAsyncDeviceHost",
+            dependencies: ["VirtqueueAsync", "VirtqueueSharedMemory", "VirtqueueSandbox", "VirtqueueTestDevices"],
+            path: "Tests/VirtqueueAsyncDeviceHost",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "VirtqueueTests",
             dependencies: ["Virtqueue", "VirtqueueHeap", "VirtqueueConformance", "_VirtqueueFuzzHarness"],
@@ -216,6 +229,15 @@ let package = Package(
             name: "VirtqueueVhostUserTests",
             dependencies: [
                 "Virtqueue", "VirtqueueVhostUser", "VirtqueueSandbox", "VirtioBlock", "VirtioNet", "CVirtqueueSystem",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VirtqueueAsyncTests",
+            dependencies: [
+                "Virtqueue", "VirtqueueAsync", "VirtqueueHeap", "VirtqueueSharedMemory", "VirtqueueSandbox",
+                "VirtqueueTestDevices", "VirtqueueAsyncDeviceHost", "VirtqueueDeviceHost",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: swiftSettings

@@ -42,6 +42,7 @@ let package = Package(
                 .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
                 .product(name: "VirtqueueSharedMemory", package: "swift-virtqueue"),
                 .product(name: "VirtqueueSandbox", package: "swift-virtqueue"),
+                .product(name: "VirtqueueAsync", package: "swift-virtqueue"),
             ],
             path: "Sources/VirtqueueBench",
             swiftSettings: swiftSettings

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-targets=(Virtqueue VirtqueueHeap VirtqueueSharedMemory VirtqueueSandbox VirtqueueConformance)
+targets=(Virtqueue VirtqueueHeap VirtqueueSharedMemory VirtqueueSandbox VirtqueueAsync VirtqueueConformance)
 args=()
 for target in "${targets[@]}"; do args+=(--target "$target"); done
 exec swift package generate-documentation --enable-experimental-combined-documentation "${args[@]}" "$@"

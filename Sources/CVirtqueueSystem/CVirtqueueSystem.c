@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -368,3 +369,25 @@ int vq_wifexited(int status) { return WIFEXITED(status); }
 int vq_wexitstatus(int status) { return WEXITSTATUS(status); }
 int vq_wifsignaled(int status) { return WIFSIGNALED(status); }
 int vq_wtermsig(int status) { return WTERMSIG(status); }
+
+int vq_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int vq_epoll_control(int epfd, int fd, uint32_t events, uint64_t data, int modify) {
+    struct epoll_event event = {.events = events, .data.u64 = data};
+    return epoll_ctl(epfd, modify ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &event);
+}
+
+int vq_epoll_remove(int epfd, int fd) { return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL); }
+
+int vq_epoll_wait(int epfd, uint64_t *data, uint32_t *events, int capacity, int timeout) {
+    struct epoll_event ready[64];
+    if (capacity > 64) capacity = 64;
+    int count = epoll_wait(epfd, ready, capacity, timeout);
+    for (int index = 0; index < count; index++) {
+        data[index] = ready[index].data.u64;
+        events[index] = ready[index].events;
+    }
+    return count;
+}
+
+int vq_thread_set_name(pthread_t thread, const char *name) { return pthread_setname_np(thread, name); }

@@ -35,6 +35,20 @@ public struct SandboxConfinement: ChildConfinement {
     /// `true`: this step applies the policy the launcher sent.
     public var appliesSandboxPolicy: Bool { true }
 
+    /// Why a serving loop that creates threads cannot run under the policy the launcher sent
+    /// (``SandboxPolicy/callsMissingForThreads``), or `nil` if it can or no policy was sent.
+    public func threadRestriction(_ context: DeviceHost.Context) -> String? {
+        guard let index = context.arguments.firstIndex(of: Self.policyArgument),
+            index + 1 < context.arguments.count,
+            let policy = SandboxPolicy(argumentEncoding: context.arguments[index + 1])
+        else { return nil }
+        let missing = policy.callsMissingForThreads
+        guard !missing.isEmpty else { return nil }
+        return "\(context.deviceName) serves with the async API (VirtqueueAsync), which needs threads of its own, "
+            + "but the sandbox policy does not allow \(missing.joined(separator: ", ")); serve it with the "
+            + "blocking API (DeviceHost.Entry(Device.self)), or launch it with a policy that allows threads"
+    }
+
     public func confine(_ context: DeviceHost.Context) throws {
         guard let index = context.arguments.firstIndex(of: Self.policyArgument) else { return }
         guard index + 1 < context.arguments.count,

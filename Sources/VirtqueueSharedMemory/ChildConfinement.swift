@@ -18,11 +18,23 @@ public protocol ChildConfinement {
     /// ``DeviceHost/ExitCode/confinementFailed``); the parent's check of the confinement report
     /// fails the launch either way.
     var appliesSandboxPolicy: Bool { get }
+
+    /// Why a serving loop that creates threads (`VirtqueueAsync`'s event loop and Swift's
+    /// cooperative pool) cannot run under this confinement, or `nil` if it can. ``DeviceHost``
+    /// asks after ``confine(_:)`` and before serving such a device; an answer ends the child with
+    /// exit code ``DeviceHost/ExitCode/confinementFailed`` and that message in its start-up
+    /// report, instead of a forbidden `clone` later.
+    ///
+    /// - Parameter context: The device, its descriptors and its arguments.
+    func threadRestriction(_ context: DeviceHost.Context) -> String?
 }
 
 extension ChildConfinement {
     /// `false`: a confinement step applies no sandbox policy unless it says so.
     public var appliesSandboxPolicy: Bool { false }
+
+    /// `nil`: a confinement step forbids no threads unless it says so.
+    public func threadRestriction(_ context: DeviceHost.Context) -> String? { nil }
 }
 
 /// No confinement: the shared-memory isolation level.

@@ -146,6 +146,9 @@ public enum DeviceHost {
         @usableFromInline let supportedFeatures: @Sendable () -> Features
         /// Creates the device and serves `queue` with it; returns the exit code.
         @usableFromInline let serve: @Sendable (inout DeviceQueue<SharedMemoryRegion, EventNotifier>, Role) -> Int32
+        /// Whether the serving loop creates threads (`VirtqueueAsync`'s): the host then asks the
+        /// confinement whether they are allowed before it serves (``ChildConfinement/threadRestriction(_:)``).
+        package var requiresThreads = false
 
         /// Creates the entry for `device`.
         ///
@@ -308,6 +311,9 @@ public enum DeviceHost {
             try confinement.confine(context)
         } catch {
             return failToStart(ExitCode.confinementFailed, "confinement failed: \(error)", confined: false)
+        }
+        if device.requiresThreads, let restriction = confinement.threadRestriction(context) {
+            return failToStart(ExitCode.confinementFailed, restriction, confined: true)
         }
         var queue: DeviceQueue<SharedMemoryRegion, EventNotifier>
         do {

@@ -130,18 +130,27 @@ public struct EventNotifier: Notifier {
     ///   the liveness descriptor reports the peer gone, and no notification is pending;
     ///   `VirtqueueError/Code/notifierFailed` if `poll` or `recv` fails otherwise.
     public func wait() throws(VirtqueueError) {
+        while try !poll(timeout: -1) {}
+    }
+
+    /// One `poll(2)` of the wait end and the liveness descriptor, `timeout` milliseconds at most
+    /// (-1: no limit), then the pending notifications received: ``wait()`` repeats it until a
+    /// notification arrives, ``tryWait()`` does it once with no timeout.
+    ///
+    /// - Returns: Whether a notification arrived (`false`: none, or a spurious wake-up).
+    /// - Throws: As ``wait()``.
+    func poll(timeout: CInt) throws(VirtqueueError) -> Bool {
         let waitFD = channel.waitFD
         let livenessFD = channel.livenessFD
         var entries = (
             pollfd(fd: waitFD, events: Int16(POLLIN) | Int16(VQ_POLLRDHUP), revents: 0),
             pollfd(fd: livenessFD, events: Int16(POLLIN) | Int16(VQ_POLLRDHUP), revents: 0)
         )
-        while true {
-            entries.0.revents = 0
-            entries.1.revents = 0
-            let ready = withUnsafeMutablePointer(to: &entries) { pair in
+        var ready: CInt = -1
+        while ready < 0 {
+            ready = withUnsafeMutablePointer(to: &entries) { pair in
                 pair.withMemoryRebound(to: pollfd.self, capacity: 2) { entry in
-                    poll(entry, livenessFD >= 0 ? 2 : 1, -1)
+                    Glibc.poll(entry, livenessFD >= 0 ? 2 : 1, timeout)
                 }
             }
             if ready < 0 {
@@ -149,40 +158,41 @@ public struct EventNotifier: Notifier {
                 if error == .interrupted { continue }
                 throw VirtqueueError(.notifierFailed, "poll failed: \(error)", underlyingErrno: error.rawValue)
             }
-            let events = entries.0.revents
-            if events & Int16(POLLNVAL) != 0 {
-                throw VirtqueueError(.notifierFailed, "notification socket \(waitFD) is not open (POLLNVAL)")
+        }
+        let events = entries.0.revents
+        if events & Int16(POLLNVAL) != 0 {
+            throw VirtqueueError(.notifierFailed, "notification socket \(waitFD) is not open (POLLNVAL)")
+        }
+        if events != 0 {
+            let hungUp = events & (Int16(VQ_POLLRDHUP) | Int16(POLLHUP)) != 0
+            let drained = vq_notification_drain(waitFD, Self.drainLimit, hungUp ? 1 : 0)
+            if drained > 0 { return true }
+            if drained == VQ_NOTIFICATION_END {
+                throw VirtqueueError(.peerDied, "the peer closed its end of the notification socket")
             }
-            if events != 0 {
-                let hungUp = events & (Int16(VQ_POLLRDHUP) | Int16(POLLHUP)) != 0
-                let drained = vq_notification_drain(waitFD, Self.drainLimit, hungUp ? 1 : 0)
-                if drained > 0 { return }
-                if drained == VQ_NOTIFICATION_END {
-                    throw VirtqueueError(.peerDied, "the peer closed its end of the notification socket")
-                }
-                if drained < 0 {
-                    let error = Errno.current
-                    if error == .connectionReset || error == .brokenPipe {
-                        throw VirtqueueError(
-                            .peerDied,
-                            "the peer closed its end of the notification socket (recv: \(error))",
-                            underlyingErrno: error.rawValue
-                        )
-                    }
+            if drained < 0 {
+                let error = Errno.current
+                if error == .connectionReset || error == .brokenPipe {
                     throw VirtqueueError(
-                        .notifierFailed,
-                        "recv on notification socket \(waitFD) failed: \(error)",
+                        .peerDied,
+                        "the peer closed its end of the notification socket (recv: \(error))",
                         underlyingErrno: error.rawValue
                     )
                 }
-            }
-            if entries.1.revents != 0 {
                 throw VirtqueueError(
-                    .peerDied,
-                    channel.livenessIsProcess ? "the peer process exited" : "the peer hung up"
+                    .notifierFailed,
+                    "recv on notification socket \(waitFD) failed: \(error)",
+                    underlyingErrno: error.rawValue
                 )
             }
         }
+        if entries.1.revents != 0 {
+            throw VirtqueueError(
+                .peerDied,
+                channel.livenessIsProcess ? "the peer process exited" : "the peer hung up"
+            )
+        }
+        return false
     }
 
     /// Hangs up this end: the peer's waits end with `VirtqueueError/Code/peerDied`, and so do

@@ -7,6 +7,9 @@ enum Transport: String, CaseIterable, Codable, Sendable {
     case virtqueueThreads = "virtqueue 2 threads"
     /// This package's queues over shared memory, device in a child process.
     case virtqueueSharedMemory = "virtqueue shm"
+    /// As shared memory, the driver using the async API (`VirtqueueAsync`): it awaits each
+    /// completion, and an event loop thread sleeps in epoll for it.
+    case virtqueueSharedMemoryAsync = "virtqueue shm async"
     /// As shared memory, the child confined by seccomp.
     case virtqueueSandbox = "virtqueue sandbox"
     /// The plain C single-producer single-consumer ring in shared memory.

@@ -141,6 +141,12 @@ func makeScenarios() -> [Scenario] {
     for size in [64, 4096] {
         for batch in [1, 32] { addThroughput(size: size, batch: batch) }
     }
+    // The async driver on the same workload (AsyncScenarios.swift).
+    add(
+        Scenario(workload: .throughput(size: 64, batch: 32), transport: .virtqueueSharedMemoryAsync) {
+            try AsyncChildProcesses.throughput(size: 64, batch: 32, count: $0)
+        }
+    )
     for size in sweepSizes { addThroughput(size: size, batch: 32) }
 
     // MARK: Round trip
@@ -184,6 +190,11 @@ func makeScenarios() -> [Scenario] {
         }
     }
     addRoundTrip(size: 64, modes: [.busyPoll, .eventfd])
+    add(
+        Scenario(workload: .roundTrip(size: 64, mode: .eventfd), transport: .virtqueueSharedMemoryAsync) {
+            try AsyncChildProcesses.roundTrip(size: 64, count: $0)
+        }
+    )
     for size in sweepSizes { addRoundTrip(size: size, modes: [.busyPoll]) }
     return scenarios
 }

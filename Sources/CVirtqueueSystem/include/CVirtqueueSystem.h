@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <pthread.h>
 
 // memfd_create flags (linux/memfd.h).
 #define VQ_MFD_CLOEXEC 0x0001U
@@ -128,5 +129,28 @@ int vq_wifexited(int status);
 int vq_wexitstatus(int status);
 int vq_wifsignaled(int status);
 int vq_wtermsig(int status);
+
+// ---- epoll (VirtqueueAsync's event loop) ----
+// Glibc's struct epoll_event is packed on x86_64, which Swift does not import reliably: these
+// take and return its fields one by one.
+
+/// epoll_create1(EPOLL_CLOEXEC).
+int vq_epoll_create(void);
+/// epoll_ctl(epfd, EPOLL_CTL_ADD / MOD, fd, {events, data.u64 = data}); `modify` selects MOD.
+int vq_epoll_control(int epfd, int fd, uint32_t events, uint64_t data, int modify);
+/// epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL).
+int vq_epoll_remove(int epfd, int fd);
+/// epoll_wait(2) into parallel arrays of at most `capacity` (≤ 64) entries. Returns how many
+/// are ready, or -1 with errno (EINTR included: the caller retries).
+int vq_epoll_wait(int epfd, uint64_t *data, uint32_t *events, int capacity, int timeout);
+/// pthread_setname_np(3): names a thread (at most 15 bytes) in /proc/self/task/*/comm.
+int vq_thread_set_name(pthread_t thread, const char *name);
+
+// epoll event bits (sys/epoll.h), for Swift.
+#define VQ_EPOLLIN 0x001U
+#define VQ_EPOLLERR 0x008U
+#define VQ_EPOLLHUP 0x010U
+#define VQ_EPOLLRDHUP 0x2000U
+#define VQ_EPOLLONESHOT (1U << 30)
 
 #endif
