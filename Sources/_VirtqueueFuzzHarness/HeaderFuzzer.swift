@@ -112,32 +112,28 @@ public enum HeaderFuzzer {
     /// A packed region's header is valid, but neither queue may attach until the queues run
     /// the packed ring: both refuse with featureNotSupported naming RING_PACKED.
     static func checkPackedRefused(_ region: FuzzRegion) throws(InvariantFailure) {
-        do {
+        try expectPackedRefused("a device") { () throws(VirtqueueError) in
             _ = try DeviceQueue(region: region, notifier: FuzzNotifier())
-            throw InvariantFailure("a device attached to a packed region")
-        } catch let error as VirtqueueError {
-            try check(
-                error.code == .featureNotSupported && error.message.contains("RING_PACKED"),
-                "a device refused a packed region with \(error)"
-            )
-        } catch let error as InvariantFailure {
-            throw error
-        } catch {
-            throw InvariantFailure("a device refused a packed region with \(error)")
         }
-        do {
+        try expectPackedRefused("a driver") { () throws(VirtqueueError) in
             _ = try DriverQueue(region: region, notifier: FuzzNotifier(), bufferSize: 16)
-            throw InvariantFailure("a driver attached to a packed region")
-        } catch let error as VirtqueueError {
+        }
+    }
+
+    static func expectPackedRefused(
+        _ side: String,
+        _ attach: () throws(VirtqueueError) -> Void
+    ) throws(InvariantFailure) {
+        do {
+            try attach()
+        } catch {
             try check(
                 error.code == .featureNotSupported && error.message.contains("RING_PACKED"),
-                "a driver refused a packed region with \(error)"
+                "\(side) refused a packed region with \(error)"
             )
-        } catch let error as InvariantFailure {
-            throw error
-        } catch {
-            throw InvariantFailure("a driver refused a packed region with \(error)")
+            return
         }
+        throw InvariantFailure("\(side) attached to a packed region")
     }
 
     static func attachDevice(_ region: FuzzRegion, queueIndex: Int) throws(InvariantFailure) {
