@@ -302,3 +302,27 @@ public struct PackedEventSuppression: Hashable, Sendable, CustomStringConvertibl
         }
     }
 }
+
+/// The bus address of every field of one packed ring: a peer's view, for tools that write ring
+/// memory directly (a hostile peer in a test, a fuzz harness), as ``SplitRingAddresses`` is for
+/// the split ring.
+public struct PackedRingAddresses: Hashable, Sendable {
+    /// The placement the addresses come from.
+    public let placement: QueuePlacement
+
+    /// Creates the addresses of `placement`'s fields.
+    public init(_ placement: QueuePlacement) { self.placement = placement }
+
+    /// Descriptor `index % size` of the descriptor ring.
+    public func descriptor(_ index: Int) -> UInt64 {
+        placement.descriptorArea &+ UInt64(PackedRingFields.descriptor(index % placement.size))
+    }
+    /// The `flags` of descriptor `index % size`.
+    public func descriptorFlags(_ index: Int) -> UInt64 {
+        descriptor(index) &+ UInt64(PackedRingFields.flagsOffset)
+    }
+    /// The driver event-suppression structure (`off_wrap`, then `flags`).
+    public var driverEvent: UInt64 { placement.driverArea }
+    /// The device event-suppression structure (`off_wrap`, then `flags`).
+    public var deviceEvent: UInt64 { placement.deviceArea }
+}

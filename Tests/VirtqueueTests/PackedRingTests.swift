@@ -279,6 +279,15 @@ struct PackedRingTests {
         #expect(RingFormat.packed.areas(size: size).map(\.alignment) == [16, 4, 4])
     }
 
+    @Test func fieldAddressesOfAPackedPlacement() {
+        let fields = PackedRingAddresses(Self.packed(size: 5, descriptors: 0x1000, driver: 0x2000, device: 0x2004))
+        #expect(fields.descriptor(0) == 0x1000)
+        #expect(fields.descriptor(4) == 0x1040)
+        #expect(fields.descriptor(7) == 0x1020)  // 7 mod 5 = 2
+        #expect(fields.descriptorFlags(4) == 0x104E)
+        #expect(fields.driverEvent == 0x2000 && fields.deviceEvent == 0x2004)
+    }
+
     @Test func aSplitSizeMustStillBeAPowerOfTwo() {
         let error = #expect(throws: VirtqueueError.self) {
             try QueuePlacement(size: 5, descriptorArea: 0x1000, driverArea: 0x2000, deviceArea: 0x3000).validate()
