@@ -8,8 +8,8 @@
 /// and used rings. This library places each part on a 64-byte boundary so the driver's and the
 /// device's hot fields never share a cache line.
 public struct QueueLayout: Hashable, Sendable {
-    /// The largest queue size virtio allows.
-    public static let maximumSize = 32768
+    /// The largest queue size virtio allows (``RingFormat/maximumQueueSize``).
+    public static let maximumSize = RingFormat.maximumQueueSize
 
     /// The ring format: the region's (``RegionLayout/format``).
     public let format: RingFormat
@@ -33,7 +33,8 @@ public struct QueueLayout: Hashable, Sendable {
     /// Bytes in the used ring of a queue of `size` entries.
     public static func usedRingByteCount(size: Int) -> Int { SplitRingFields.areaByteCounts(size: size).device }
 
-    /// Checks that `size` is a valid virtio queue size: a power of two from 1 to 32768.
+    /// Checks that `size` is a valid split-ring queue size: a power of two from 1 to 32768
+    /// (``RingFormat/validate(size:)`` checks either format).
     ///
     /// - Throws: ``VirtqueueError/Code-swift.struct/invalidQueueSize``, naming the value.
     public static func validate(size: Int) throws(VirtqueueError) {
