@@ -55,7 +55,7 @@ public enum HeaderFuzzer {
         try check((1...RegionLayout.maximumQueueCount).contains(layout.queues.count), "\(layout.queues.count) queues")
         try check(
             layout.features.contains(.version1)
-                && layout.features.subtracting(Features.all.union(Features.wireOnlyTransport)).isEmpty,
+                && layout.features.subtracting(Features.all.union(.wireOnlyTransport).union(.deviceType)).isEmpty,
             "features \(layout.features)"
         )
         try check(
@@ -139,7 +139,13 @@ public enum HeaderFuzzer {
     static func attachDevice(_ region: FuzzRegion, queueIndex: Int) throws(InvariantFailure) {
         var device: DeviceQueue<FuzzRegion, FuzzNotifier>
         do {
-            device = try DeviceQueue(region: region, notifier: FuzzNotifier(), queueIndex: queueIndex)
+            // A device that implements every device-type bit: the rings ignore them.
+            device = try DeviceQueue(
+                region: region,
+                notifier: FuzzNotifier(),
+                queueIndex: queueIndex,
+                supportedFeatures: Features.all.union(.deviceType)
+            )
         } catch {
             throw InvariantFailure("a device could not attach to a valid layout: \(error)")
         }
@@ -237,7 +243,11 @@ enum ReferenceHeader {
         guard u32(12) == header else { return .invalid("header size") }
         guard header <= UInt64(bytes.count) else { return .invalid("header past the end") }
         let features = u64(16)
-        guard features & ~(1 << 28 | 1 << 29 | 1 << 32 | 1 << 34 | 1 << 35) == 0, features & (1 << 32) != 0 else {
+        // Transport bits 24–41 and reserved bits 42–49: only 28, 29, 32, 34 and 35. Device-type
+        // bits (0–23, 50–63) pass through to the device.
+        let transportAndReserved: UInt64 = (1 << 50 - 1) & ~(1 << 24 - 1)
+        let allowed: UInt64 = 1 << 28 | 1 << 29 | 1 << 32 | 1 << 34 | 1 << 35
+        guard features & transportAndReserved & ~allowed == 0, features & (1 << 32) != 0 else {
             return .invalid("features")
         }
         let packed = features & (1 << 34) != 0
