@@ -36,9 +36,10 @@ public enum HeaderFuzzer {
         }
         try checkLayout(layout, in: bytes)
         try checkRoundTrip(layout)
-        if layout.format == .packed {
-            // The queues do not run the packed ring yet: attaching must be refused, by name.
-            try checkPackedRefused(region)
+        let wireOnly = layout.features.intersection(.wireOnlyTransport)
+        if !wireOnly.isEmpty {
+            // The queues do not run RING_PACKED or IN_ORDER yet: attaching must be refused, by name.
+            try checkRefused(region, naming: Features.name(ofBit: wireOnly.rawValue.trailingZeroBitCount))
             try region.checkCanaries()
             return
         }
@@ -109,31 +110,32 @@ public enum HeaderFuzzer {
         try copy.checkCanaries()
     }
 
-    /// A packed region's header is valid, but neither queue may attach until the queues run
-    /// the packed ring: both refuse with featureNotSupported naming RING_PACKED.
-    static func checkPackedRefused(_ region: FuzzRegion) throws(InvariantFailure) {
-        try expectPackedRefused("a device") { () throws(VirtqueueError) in
-            _ = try DeviceQueue(region: region, notifier: FuzzNotifier())
+    /// A region with RING_PACKED or IN_ORDER has a valid header, but neither queue may attach
+    /// until the queues run them: both refuse with featureNotSupported naming the bit (`feature`).
+    static func checkRefused(_ region: FuzzRegion, naming feature: String) throws(InvariantFailure) {
+        try expectRefused("a device", naming: feature) { () throws(VirtqueueError) in
+            _ = try DeviceQueue(region: region, notifier: FuzzNotifier(), supportedFeatures: Features(rawValue: ~0))
         }
-        try expectPackedRefused("a driver") { () throws(VirtqueueError) in
+        try expectRefused("a driver", naming: feature) { () throws(VirtqueueError) in
             _ = try DriverQueue(region: region, notifier: FuzzNotifier(), bufferSize: 16)
         }
     }
 
-    static func expectPackedRefused(
+    static func expectRefused(
         _ side: String,
+        naming feature: String,
         _ attach: () throws(VirtqueueError) -> Void
     ) throws(InvariantFailure) {
         do {
             try attach()
         } catch {
             try check(
-                error.code == .featureNotSupported && error.message.contains("RING_PACKED"),
-                "\(side) refused a packed region with \(error)"
+                error.code == .featureNotSupported && error.message.contains(feature),
+                "\(side) refused a region with \(feature) with \(error)"
             )
             return
         }
-        throw InvariantFailure("\(side) attached to a packed region")
+        throw InvariantFailure("\(side) attached to a region with \(feature)")
     }
 
     static func attachDevice(_ region: FuzzRegion, queueIndex: Int) throws(InvariantFailure) {
