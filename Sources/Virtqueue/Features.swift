@@ -37,9 +37,16 @@ public struct Features: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public static let version1 = Features(rawValue: 1 << 32)
     /// VIRTIO_F_ACCESS_PLATFORM (bit 33): addresses go through a platform IOMMU.
     public static let accessPlatform = Features(rawValue: 1 << 33)
-    /// VIRTIO_F_RING_PACKED (bit 34): the packed ring layout (virtio 1.1 §2.8).
+    /// VIRTIO_F_RING_PACKED (bit 34): the packed ring layout of virtio 1.1+ §2.8 — one
+    /// descriptor ring of `{le64 addr, le32 len, le16 id, le16 flags}` whose `AVAIL` / `USED` bits
+    /// and each side's wrap counter say who owns each descriptor, and two event-suppression
+    /// structures in place of the split ring's flags and event indices. Its wire layer is in
+    /// place (``PackedRingFields``, ``RingFormat/packed``, a region header's ring format); the
+    /// queues do not run it yet, and ``validateForRing()`` refuses it.
     public static let ringPacked = Features(rawValue: 1 << 34)
-    /// VIRTIO_F_IN_ORDER (bit 35): buffers are used in the order they were made available.
+    /// VIRTIO_F_IN_ORDER (bit 35): the device uses buffers in the order they were made
+    /// available, and may report a batch with one used entry (the last buffer's), which stands
+    /// for every buffer before it. The queues do not run it yet, and ``validateForRing()`` refuses it.
     public static let inOrder = Features(rawValue: 1 << 35)
     /// VIRTIO_F_ORDER_PLATFORM (bit 36): platform-strength memory barriers.
     public static let orderPlatform = Features(rawValue: 1 << 36)
@@ -75,6 +82,11 @@ public struct Features: OptionSet, Hashable, Sendable, CustomStringConvertible {
         offered.intersection(wanted).intersection(implementedTransport.union(.deviceType)).union(.version1)
     }
 
+    /// The transport bits whose wire format is defined (``PackedRingFields``, a region header's
+    /// ring format) but which the queues do not run yet: RING_PACKED and IN_ORDER. A region
+    /// header may carry them; a queue refuses them.
+    public static let wireOnlyTransport: Features = [.ringPacked, .inOrder]
+
     /// The transport and reserved bits of this set that the ring core does not implement.
     public var unimplementedRingBits: Features {
         subtracting(.deviceType).subtracting(.implementedTransport)
@@ -86,12 +98,29 @@ public struct Features: OptionSet, Hashable, Sendable, CustomStringConvertible {
     /// - Throws: ``VirtqueueError/Code-swift.struct/featureNotSupported`` naming the first bit
     ///   the ring core does not implement, or VERSION_1 when it is missing.
     public func validateForRing() throws(VirtqueueError) {
-        let unimplemented = unimplementedRingBits
+        try validate(allowing: .implementedTransport)
+    }
+
+    /// Checks that a region header may carry this set: as ``validateForRing()``, but RING_PACKED
+    /// and IN_ORDER (``wireOnlyTransport``), whose wire format is defined, pass; the queues
+    /// refuse them when they are built.
+    func validateForLayout() throws(VirtqueueError) {
+        try validate(allowing: Self.implementedTransport.union(Self.wireOnlyTransport))
+    }
+
+    /// The one rule of both checks: VERSION_1 is present and every transport or reserved bit is
+    /// in `allowed`.
+    private func validate(allowing allowed: Features) throws(VirtqueueError) {
+        let unimplemented = subtracting(.deviceType).subtracting(allowed)
         if !unimplemented.isEmpty {
             let bit = unimplemented.rawValue.trailingZeroBitCount
+            let wireOnly = Self.wireOnlyTransport.contains(Features(rawValue: 1 << UInt64(bit)))
             throw VirtqueueError(
                 .featureNotSupported,
                 "feature \(Features.name(ofBit: bit)) (bit \(bit)) is not implemented by the ring core"
+                    + (wireOnly
+                        ? " yet: its wire format is defined (docs/wire-format.md §12), but the queues run the split ring without it"
+                        : "")
                     + (unimplemented.rawValue.nonzeroBitCount > 1 ? "; all unimplemented: \(unimplemented)" : "")
             )
         }

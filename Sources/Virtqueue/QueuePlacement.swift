@@ -1,4 +1,8 @@
-/// The layout of a ring in memory: virtio's split ring now; the packed ring plugs in beside it.
+/// The layout of a ring in memory: virtio's split ring (§2.7) or packed ring (§2.8).
+///
+/// The format decides the queue sizes allowed and the size and alignment of the three areas;
+/// ``areas(size:)`` is the one table of them. The queues run the split ring only, for now: a
+/// packed placement validates, but a queue refuses it (``VirtqueueError/Code-swift.struct/featureNotSupported``).
 public struct RingFormat: Hashable, Sendable, CustomStringConvertible {
     @usableFromInline let rawValue: UInt8
 
@@ -6,16 +10,85 @@ public struct RingFormat: Hashable, Sendable, CustomStringConvertible {
 
     /// The split virtqueue of virtio 1.x §2.7: a descriptor table, an available ring and a used ring.
     public static let split = RingFormat(rawValue: 0)
+    /// The packed virtqueue of virtio 1.1+ §2.8: one descriptor ring and two event-suppression
+    /// structures (VIRTIO_F_RING_PACKED, bit 34).
+    public static let packed = RingFormat(rawValue: 1)
+
+    /// The largest queue size virtio allows, in either format.
+    public static let maximumQueueSize = 32768
+
+    /// The format numbered `value` in a region header (0 split, 1 packed), or `nil`.
+    public init?(headerValue value: UInt16) {
+        switch value {
+        case 0: self = .split
+        case 1: self = .packed
+        default: return nil
+        }
+    }
+
+    /// The number a region header gives this format.
+    public var headerValue: UInt16 { UInt16(rawValue) }
 
     public var description: String {
         switch self {
         case .split: "split"
+        case .packed: "packed"
         default: "format(\(rawValue))"
         }
+    }
+
+    /// Checks that `size` is a valid queue size for this format: for the split ring a power of
+    /// two from 1 to 32768, for the packed ring any size from 1 to 32768.
+    ///
+    /// - Throws: ``VirtqueueError/Code-swift.struct/invalidQueueSize`` naming the value, or
+    ///   ``VirtqueueError/Code-swift.struct/invalidPlacement`` for a format that is neither.
+    public func validate(size: Int) throws(VirtqueueError) {
+        let limit = Self.maximumQueueSize
+        switch self {
+        case .split:
+            guard size >= 1, size <= limit, size & (size - 1) == 0 else {
+                throw VirtqueueError(
+                    .invalidQueueSize,
+                    "queue size \(size) is not a power of two between 1 and \(limit)"
+                )
+            }
+        case .packed:
+            guard size >= 1, size <= limit else {
+                throw VirtqueueError(.invalidQueueSize, "packed queue size \(size) is not between 1 and \(limit)")
+            }
+        default:
+            throw VirtqueueError(.invalidPlacement, "ring format \(self) is neither split nor packed")
+        }
+    }
+
+    /// The three areas of a queue of `size` in this format, in the order descriptor, driver,
+    /// device: virtio's name for each, its bytes and its alignment.
+    ///
+    /// | format | descriptor area | driver area | device area |
+    /// |---|---|---|---|
+    /// | split | descriptor table, 16·N, 16 | available ring, 6 + 2·N, 2 | used ring, 6 + 8·N, 4 |
+    /// | packed | descriptor ring, 16·N, 16 | driver event suppression, 4, 4 | device event suppression, 4, 4 |
+    public func areas(size: Int) -> [(name: String, byteCount: Int, alignment: Int)] {
+        if self == .packed {
+            let event = PackedRingFields.eventSuppressionByteCount
+            return [
+                ("descriptor ring", PackedRingFields.descriptorRingByteCount(size: size), 16),
+                ("driver event suppression", event, 4), ("device event suppression", event, 4),
+            ]
+        }
+        let sizes = SplitRingFields.areaByteCounts(size: size)
+        return [
+            ("descriptor table", sizes.descriptor, 16), ("available ring", sizes.driver, 2),
+            ("used ring", sizes.device, 4),
+        ]
     }
 }
 
 /// Where a running ring stands: the index of the next entry each side will publish.
+///
+/// For the split ring both are free-running 16-bit indices. For the packed ring each is a
+/// position in the descriptor ring (bits 0–14) and that side's wrap counter (bit 15), as
+/// vhost-user's `SET_VRING_BASE` carries them (``PackedRingPosition/cursorValue``).
 ///
 /// A new ring starts at zero. A device queue that stops reports its cursor
 /// (``DeviceQueue/stop()``, vhost-user's `GET_VRING_BASE`), and a new device queue built with
@@ -33,8 +106,15 @@ public struct QueueCursor: Hashable, Sendable, CustomStringConvertible {
         self.nextUsed = nextUsed
     }
 
-    /// A fresh ring's cursor: both indices at zero.
+    /// A fresh split ring's cursor: both indices at zero.
     public static let start = QueueCursor()
+
+    /// A fresh packed ring's cursor: both sides at position 0 with their wrap counters at 1
+    /// (`0x8000`, as vhost-user's `SET_VRING_BASE` writes it; ``PackedRingPosition/cursorValue``).
+    public static let packedStart = QueueCursor(
+        nextAvailable: PackedRingPosition.start.cursorValue,
+        nextUsed: PackedRingPosition.start.cursorValue
+    )
 
     public var description: String { "(next available \(nextAvailable), next used \(nextUsed))" }
 }
@@ -70,11 +150,13 @@ public struct QueuePlacement: Hashable, Sendable {
     ///
     /// - Parameters:
     ///   - format: The ring format.
-    ///   - size: The queue size; for the split ring a power of two from 1 to 32768.
+    ///   - size: The queue size; for the split ring a power of two from 1 to 32768, for the
+    ///     packed ring any size from 1 to 32768.
     ///   - descriptorArea: Bus address of the descriptor table.
     ///   - driverArea: Bus address of the available ring.
     ///   - deviceArea: Bus address of the used ring.
-    ///   - cursor: Where the ring starts; ``QueueCursor/start`` for a new ring.
+    ///   - cursor: Where the ring starts; `nil` for a new ring of the format
+    ///     (``QueueCursor/start``, or ``QueueCursor/packedStart`` for the packed ring).
     ///   - bufferArea: Where buffers must lie; `nil` for anywhere in memory.
     public init(
         format: RingFormat = .split,
@@ -82,7 +164,7 @@ public struct QueuePlacement: Hashable, Sendable {
         descriptorArea: UInt64,
         driverArea: UInt64,
         deviceArea: UInt64,
-        cursor: QueueCursor = .start,
+        cursor: QueueCursor? = nil,
         bufferArea: Range<UInt64>? = nil
     ) {
         self.format = format
@@ -90,18 +172,16 @@ public struct QueuePlacement: Hashable, Sendable {
         self.descriptorArea = descriptorArea
         self.driverArea = driverArea
         self.deviceArea = deviceArea
-        self.cursor = cursor
+        self.cursor = cursor ?? (format == .packed ? .packedStart : .start)
         self.bufferArea = bufferArea
     }
 
-    /// The three areas' bus ranges, with their names, in the order descriptor, driver, device.
+    /// The three areas' bus ranges, with their names, in the order descriptor, driver, device
+    /// (``RingFormat/areas(size:)``).
     public var areas: [(name: String, range: Range<UInt64>)] {
-        let sizes = SplitRingFields.areaByteCounts(size: size)
-        return [
-            ("descriptor table", descriptorArea..<descriptorArea &+ UInt64(sizes.descriptor)),
-            ("available ring", driverArea..<driverArea &+ UInt64(sizes.driver)),
-            ("used ring", deviceArea..<deviceArea &+ UInt64(sizes.device)),
-        ]
+        zip(format.areas(size: size), [descriptorArea, driverArea, deviceArea]).map { area, address in
+            (area.name, address..<address &+ UInt64(area.byteCount))
+        }
     }
 
     /// Checks what a placement can be checked for without memory: the format, the size, the
@@ -110,22 +190,18 @@ public struct QueuePlacement: Hashable, Sendable {
     /// - Throws: ``VirtqueueError`` naming the value: ``VirtqueueError/Code-swift.struct/invalidQueueSize``,
     ///   ``VirtqueueError/Code-swift.struct/misaligned`` or ``VirtqueueError/Code-swift.struct/invalidPlacement``.
     public func validate() throws(VirtqueueError) {
-        guard format == .split else {
-            throw VirtqueueError(.invalidPlacement, "ring format \(format) is not implemented")
-        }
-        try QueueLayout.validate(size: size)
-        for (name, address, alignment) in [
-            ("descriptor table", descriptorArea, UInt64(16)), ("available ring", driverArea, 2),
-            ("used ring", deviceArea, 4),
-        ] where address % alignment != 0 {
-            throw VirtqueueError(.misaligned, "\(name) at bus address \(hex(address)) is not \(alignment)-byte aligned")
-        }
-        let sizes = SplitRingFields.areaByteCounts(size: size)
-        for (name, address, count) in [
-            ("descriptor table", descriptorArea, sizes.descriptor), ("available ring", driverArea, sizes.driver),
-            ("used ring", deviceArea, sizes.device),
-        ] where address > UInt64.max - UInt64(count) {
-            throw VirtqueueError(.invalidPlacement, "\(name) at bus address \(hex(address)) runs past 2^64")
+        try format.validate(size: size)
+        let addresses = [descriptorArea, driverArea, deviceArea]
+        for (area, address) in zip(format.areas(size: size), addresses) {
+            guard address % UInt64(area.alignment) == 0 else {
+                throw VirtqueueError(
+                    .misaligned,
+                    "\(area.name) at bus address \(hex(address)) is not \(area.alignment)-byte aligned"
+                )
+            }
+            guard address <= UInt64.max - UInt64(area.byteCount) else {
+                throw VirtqueueError(.invalidPlacement, "\(area.name) at bus address \(hex(address)) runs past 2^64")
+            }
         }
         let areas = self.areas
         for first in areas.indices {
@@ -136,10 +212,34 @@ public struct QueuePlacement: Hashable, Sendable {
                 )
             }
         }
+        if format == .packed {
+            try validatePackedCursor()
+            return
+        }
         guard Int(cursor.nextAvailable &- cursor.nextUsed) <= size else {
             throw VirtqueueError(
                 .invalidPlacement,
                 "cursor \(cursor) has \(Int(cursor.nextAvailable &- cursor.nextUsed)) entries between its indices, more than the queue size \(size)"
+            )
+        }
+    }
+
+    /// A packed ring's cursor holds two positions (``PackedRingPosition/cursorValue``): each must
+    /// lie in the ring, and the driver may be at most one ring ahead of the device.
+    func validatePackedCursor() throws(VirtqueueError) {
+        let available = PackedRingPosition(cursorValue: cursor.nextAvailable)
+        let used = PackedRingPosition(cursorValue: cursor.nextUsed)
+        for (name, position) in [("next available", available), ("next used", used)] where Int(position.index) >= size {
+            throw VirtqueueError(
+                .invalidPlacement,
+                "cursor's \(name) position \(position) is not below the packed queue size \(size)"
+            )
+        }
+        let ahead = available.distance(from: used, size: size)
+        guard ahead <= size else {
+            throw VirtqueueError(
+                .invalidPlacement,
+                "cursor \(available) is \(ahead) descriptors ahead of \(used), more than the packed queue size \(size)"
             )
         }
     }

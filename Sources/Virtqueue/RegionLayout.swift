@@ -1,20 +1,27 @@
-/// Where one split virtqueue's three parts lie inside a region.
+/// Where one virtqueue's three parts lie inside a region.
 ///
-/// Sizes follow virtio 1.x §2.7 for queue size N: a descriptor table of 16·N bytes (alignment
-/// 16), an available ring of 6 + 2·N bytes (alignment 2) and a used ring of 6 + 8·N bytes
-/// (alignment 4). This library places each part on a 64-byte boundary so the driver's and the
+/// Sizes follow virtio 1.x for queue size N (``RingFormat/areas(size:)``): for the split ring
+/// (§2.7) a descriptor table of 16·N bytes (alignment 16), an available ring of 6 + 2·N bytes
+/// (alignment 2) and a used ring of 6 + 8·N bytes (alignment 4); for the packed ring (§2.8) a
+/// descriptor ring of 16·N bytes (alignment 16) and the driver's and the device's
+/// event-suppression structures of 4 bytes each (alignment 4), in the places of the available
+/// and used rings. This library places each part on a 64-byte boundary so the driver's and the
 /// device's hot fields never share a cache line.
 public struct QueueLayout: Hashable, Sendable {
-    /// The largest queue size virtio allows.
-    public static let maximumSize = 32768
+    /// The largest queue size virtio allows (``RingFormat/maximumQueueSize``).
+    public static let maximumSize = RingFormat.maximumQueueSize
 
+    /// The ring format: the region's (``RegionLayout/format``).
+    public let format: RingFormat
     /// The queue size N: the number of descriptors, and of entries in each ring.
     public let size: Int
     /// Offset of the descriptor table from the start of the region.
     public let descriptorTableOffset: Int
-    /// Offset of the available ring (`flags`, `idx`, `ring[N]`, `used_event`).
+    /// Offset of the available ring (`flags`, `idx`, `ring[N]`, `used_event`); for the packed
+    /// ring, of the driver event-suppression structure.
     public let availableRingOffset: Int
-    /// Offset of the used ring (`flags`, `idx`, `ring[N]`, `avail_event`).
+    /// Offset of the used ring (`flags`, `idx`, `ring[N]`, `avail_event`); for the packed ring,
+    /// of the device event-suppression structure.
     public let usedRingOffset: Int
 
     /// Bytes in the descriptor table of a queue of `size` entries.
@@ -26,21 +33,24 @@ public struct QueueLayout: Hashable, Sendable {
     /// Bytes in the used ring of a queue of `size` entries.
     public static func usedRingByteCount(size: Int) -> Int { SplitRingFields.areaByteCounts(size: size).device }
 
-    /// Checks that `size` is a valid virtio queue size: a power of two from 1 to 32768.
+    /// Checks that `size` is a valid split-ring queue size: a power of two from 1 to 32768
+    /// (``RingFormat/validate(size:)`` checks either format).
     ///
     /// - Throws: ``VirtqueueError/Code-swift.struct/invalidQueueSize``, naming the value.
     public static func validate(size: Int) throws(VirtqueueError) {
-        guard size >= 1, size <= maximumSize, size & (size - 1) == 0 else {
-            throw VirtqueueError(
-                .invalidQueueSize,
-                "queue size \(size) is not a power of two between 1 and \(maximumSize)"
-            )
-        }
+        try RingFormat.split.validate(size: size)
     }
 
     /// Creates a layout from explicit offsets. Use ``RegionLayout/init(queueSizes:dataAreaSize:features:)``
     /// to compute one.
-    public init(size: Int, descriptorTableOffset: Int, availableRingOffset: Int, usedRingOffset: Int) {
+    public init(
+        size: Int,
+        descriptorTableOffset: Int,
+        availableRingOffset: Int,
+        usedRingOffset: Int,
+        format: RingFormat = .split
+    ) {
+        self.format = format
         self.size = size
         self.descriptorTableOffset = descriptorTableOffset
         self.availableRingOffset = availableRingOffset
@@ -49,16 +59,14 @@ public struct QueueLayout: Hashable, Sendable {
 
     /// The byte ranges of the three parts, for overlap and bounds checks.
     var ranges: [Range<Int>] {
-        [
-            descriptorTableOffset..<descriptorTableOffset + Self.descriptorTableByteCount(size: size),
-            availableRingOffset..<availableRingOffset + Self.availableRingByteCount(size: size),
-            usedRingOffset..<usedRingOffset + Self.usedRingByteCount(size: size),
-        ]
+        zip([descriptorTableOffset, availableRingOffset, usedRingOffset], format.areas(size: size)).map {
+            $0..<$0 + $1.byteCount
+        }
     }
 }
 
-/// The layout of a whole region: a versioned header, one or more split virtqueues and a data
-/// area that holds the buffers.
+/// The layout of a whole region: a versioned header, one or more virtqueues of one ring format
+/// and a data area that holds the buffers.
 ///
 /// The header lets a peer attach knowing only the region (a file descriptor, say); its byte
 /// layout is specified in `docs/wire-format.md`. The creator computes a layout with
@@ -68,8 +76,9 @@ public struct QueueLayout: Hashable, Sendable {
 public struct RegionLayout: Hashable, Sendable {
     /// The header's magic number: the ASCII bytes `SWIFTVQ` followed by a zero byte.
     public static let magic: UInt64 = 0x0051_5654_4649_5753
-    /// The header format version this library writes and reads.
-    public static let version: UInt16 = 1
+    /// The header format version this library writes and reads. Version 2 added the ring
+    /// format (offset `0x30`); a version-1 reader refuses it, and this one refuses version 1.
+    public static let version: UInt16 = 2
     /// The most queues a region may hold.
     public static let maximumQueueCount = 64
     /// Bytes of the fixed header, before the per-queue entries.
@@ -83,6 +92,10 @@ public struct RegionLayout: Hashable, Sendable {
     public let queues: [QueueLayout]
     /// The negotiated features; both sides of every queue use exactly these.
     public let features: Features
+    /// The ring format of every queue: ``RingFormat/packed`` when ``features`` has
+    /// ``Features/ringPacked``, else ``RingFormat/split``. The queues run the split ring only
+    /// for now, and refuse a packed region's features.
+    public let format: RingFormat
     /// Offset of the data area, where buffers live.
     public let dataAreaOffset: Int
     /// Bytes in the data area.
@@ -94,12 +107,15 @@ public struct RegionLayout: Hashable, Sendable {
     public var headerByteCount: Int { Self.fixedHeaderByteCount + Self.queueEntryByteCount * queues.count }
 
     /// Computes a packed layout: header, then each queue's descriptor table, available ring and
-    /// used ring, then the data area.
+    /// used ring (for the packed ring: descriptor ring and the two event-suppression
+    /// structures), then the data area.
     ///
     /// - Parameters:
-    ///   - queueSizes: The size of each queue; each a power of two from 1 to 32768.
+    ///   - queueSizes: The size of each queue; each a power of two from 1 to 32768 (for the
+    ///     packed ring, any size from 1 to 32768).
     ///   - dataAreaSize: Bytes for buffers (the driver's pool is carved out of them).
-    ///   - features: The negotiated features; ``Features/version1`` is added if missing.
+    ///   - features: The negotiated features; ``Features/version1`` is added if missing. With
+    ///     ``Features/ringPacked`` the queues are packed ones.
     /// - Throws: ``VirtqueueError`` naming the bad value.
     public init(queueSizes: [Int], dataAreaSize: Int, features: Features) throws(VirtqueueError) {
         guard (1...Self.maximumQueueCount).contains(queueSizes.count) else {
@@ -111,28 +127,30 @@ public struct RegionLayout: Hashable, Sendable {
         guard dataAreaSize >= 0, dataAreaSize <= Int(UInt32.max) * 16 else {
             throw VirtqueueError(.invalidConfiguration, "data area size \(dataAreaSize) is out of range")
         }
-        try features.union(.version1).validateForRing()
+        try features.union(.version1).validateForLayout()
+        let format: RingFormat = features.contains(.ringPacked) ? .packed : .split
         var offset = Self.align(Self.fixedHeaderByteCount + Self.queueEntryByteCount * queueSizes.count)
         var queues: [QueueLayout] = []
         for size in queueSizes {
-            try QueueLayout.validate(size: size)
-            let descriptors = offset
-            offset = Self.align(offset + QueueLayout.descriptorTableByteCount(size: size))
-            let available = offset
-            offset = Self.align(offset + QueueLayout.availableRingByteCount(size: size))
-            let used = offset
-            offset = Self.align(offset + QueueLayout.usedRingByteCount(size: size))
+            try format.validate(size: size)
+            var offsets: [Int] = []
+            for area in format.areas(size: size) {
+                offsets.append(offset)
+                offset = Self.align(offset + area.byteCount)
+            }
             queues.append(
                 QueueLayout(
                     size: size,
-                    descriptorTableOffset: descriptors,
-                    availableRingOffset: available,
-                    usedRingOffset: used
+                    descriptorTableOffset: offsets[0],
+                    availableRingOffset: offsets[1],
+                    usedRingOffset: offsets[2],
+                    format: format
                 )
             )
         }
         self.queues = queues
         self.features = features.union(.version1)
+        self.format = format
         self.dataAreaOffset = offset
         self.dataAreaSize = dataAreaSize
         self.regionSize = offset + dataAreaSize
@@ -159,6 +177,7 @@ public struct RegionLayout: Hashable, Sendable {
             raw.storeBytes(of: UInt64(regionSize).littleEndian, toByteOffset: 0x18, as: UInt64.self)
             raw.storeBytes(of: UInt64(dataAreaOffset).littleEndian, toByteOffset: 0x20, as: UInt64.self)
             raw.storeBytes(of: UInt64(dataAreaSize).littleEndian, toByteOffset: 0x28, as: UInt64.self)
+            raw.storeBytes(of: format.headerValue.littleEndian, toByteOffset: 0x30, as: UInt16.self)
             for (index, queue) in queues.enumerated() {
                 let entry = Self.fixedHeaderByteCount + index * Self.queueEntryByteCount
                 raw.storeBytes(of: UInt16(queue.size).littleEndian, toByteOffset: entry, as: UInt16.self)
@@ -240,8 +259,8 @@ public struct RegionLayout: Hashable, Sendable {
         return try RegionLayout(reading: memory)
     }
 
-    /// The placement of queue `index`: its areas at their offsets (bus address = offset), a fresh
-    /// cursor, and buffers confined to the data area.
+    /// The placement of queue `index`: the region's ring format, its areas at their offsets (bus
+    /// address = offset), a fresh cursor, and buffers confined to the data area.
     ///
     /// - Throws: ``VirtqueueError/Code-swift.struct/noSuchQueue`` if `index` is not one of the queues.
     public func placement(ofQueue index: Int) throws(VirtqueueError) -> QueuePlacement {
@@ -253,12 +272,12 @@ public struct RegionLayout: Hashable, Sendable {
         }
         let queue = queues[index]
         return QueuePlacement(
-            format: .split,
+            format: format,
             size: queue.size,
             descriptorArea: UInt64(queue.descriptorTableOffset),
             driverArea: UInt64(queue.availableRingOffset),
             deviceArea: UInt64(queue.usedRingOffset),
-            cursor: .start,
+            cursor: nil,
             bufferArea: UInt64(dataAreaOffset)..<UInt64(dataAreaOffset + dataAreaSize)
         )
     }
@@ -323,7 +342,13 @@ public struct RegionLayout: Hashable, Sendable {
             throw bad("magic \(Self.describeMagic(magic)) is not \(Self.describeMagic(Self.magic))")
         }
         let version = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x08, as: UInt16.self))
-        guard version == Self.version else { throw bad("version \(version) is not \(Self.version)") }
+        guard version == Self.version else {
+            throw bad(
+                "version \(version) is not \(Self.version)"
+                    + (version == 1
+                        ? " (version 1 has no ring-format field; rebuild the peer against this header)" : "")
+            )
+        }
         let queueCount = Int(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x0A, as: UInt16.self)))
         guard (1...Self.maximumQueueCount).contains(queueCount) else {
             throw bad("queue count \(queueCount) is not between 1 and \(Self.maximumQueueCount)")
@@ -340,9 +365,19 @@ public struct RegionLayout: Hashable, Sendable {
             rawValue: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x10, as: UInt64.self))
         )
         do {
-            try features.validateForRing()
+            try features.validateForLayout()
         } catch {
             throw bad(error.message)
+        }
+        let formatValue = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x30, as: UInt16.self))
+        guard let format = RingFormat(headerValue: formatValue) else {
+            throw bad("ring format \(formatValue) is neither split (0) nor packed (1)")
+        }
+        guard (format == .packed) == features.contains(.ringPacked) else {
+            throw bad(
+                "ring format \(format) (\(formatValue)) disagrees with features \(features): RING_PACKED (bit 34) is "
+                    + (format == .packed ? "not set" : "set")
+            )
         }
         let regionSize64 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0x18, as: UInt64.self))
         guard regionSize64 <= UInt64(mappedBytes) else {
@@ -367,18 +402,19 @@ public struct RegionLayout: Hashable, Sendable {
             let entry = Self.fixedHeaderByteCount + index * Self.queueEntryByteCount
             let size = Int(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: entry, as: UInt16.self)))
             do {
-                try QueueLayout.validate(size: size)
+                try format.validate(size: size)
             } catch {
                 throw bad("queue \(index): \(error.message)")
             }
+            let parts = format.areas(size: size)
             var offsets: [Int] = []
-            for (field, alignment) in [(8, 16), (16, 2), (24, 4)] {
+            for (field, area) in zip([8, 16, 24], parts) {
                 let value = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: entry + field, as: UInt64.self))
                 guard value <= regionSize64 else {
-                    throw bad("queue \(index): offset \(value) is past the region's \(regionSize) bytes")
+                    throw bad("queue \(index): \(area.name) offset \(value) is past the region's \(regionSize) bytes")
                 }
-                guard Int(value) % alignment == 0 else {
-                    throw bad("queue \(index): offset \(value) is not \(alignment)-byte aligned")
+                guard Int(value) % area.alignment == 0 else {
+                    throw bad("queue \(index): \(area.name) offset \(value) is not \(area.alignment)-byte aligned")
                 }
                 offsets.append(Int(value))
             }
@@ -386,9 +422,10 @@ public struct RegionLayout: Hashable, Sendable {
                 size: size,
                 descriptorTableOffset: offsets[0],
                 availableRingOffset: offsets[1],
-                usedRingOffset: offsets[2]
+                usedRingOffset: offsets[2],
+                format: format
             )
-            for (part, range) in zip(["descriptor table", "available ring", "used ring"], queue.ranges) {
+            for (part, range) in zip(parts.map(\.name), queue.ranges) {
                 guard range.lowerBound >= headerSize, range.upperBound <= regionSize else {
                     throw bad("queue \(index): \(part) at \(range) lies outside \(headerSize)..<\(regionSize)")
                 }
@@ -407,6 +444,7 @@ public struct RegionLayout: Hashable, Sendable {
         }
         self.queues = queues
         self.features = features
+        self.format = format
         self.dataAreaOffset = dataOffset
         self.dataAreaSize = dataSize
         self.regionSize = regionSize

@@ -202,7 +202,8 @@ public enum FuzzSeeds {
     }
 
     /// Seeds for ``HeaderFuzzer``: headers ``RegionLayout/initialize(_:)`` wrote for a few
-    /// layouts, one with a chain already in its ring, and a truncated one.
+    /// layouts, one with a chain already in its ring, a packed one (sizes not powers of two), and
+    /// a truncated one.
     public static func header() -> [Seed] {
         var seeds: [Seed] = []
         let layouts: [(String, [Int], Int, Features)] = [
@@ -210,6 +211,7 @@ public enum FuzzSeeds {
             ("two-queues", [2, 8], 256, [.eventIndex]),
             ("all-features", [16], 512, .all),
             ("four-queues", [1, 2, 4, 1], 64, [.indirectDescriptors]),
+            ("packed", [3, 5], 128, [.ringPacked, .eventIndex]),
         ]
         for (name, sizes, dataSize, features) in layouts {
             guard let layout = try? RegionLayout(queueSizes: sizes, dataAreaSize: dataSize, features: features) else {

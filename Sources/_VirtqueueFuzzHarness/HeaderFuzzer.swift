@@ -36,6 +36,13 @@ public enum HeaderFuzzer {
         }
         try checkLayout(layout, in: bytes)
         try checkRoundTrip(layout)
+        let wireOnly = layout.features.intersection(.wireOnlyTransport)
+        if !wireOnly.isEmpty {
+            // The queues do not run RING_PACKED or IN_ORDER yet: attaching must be refused, by name.
+            try checkRefused(region, naming: Features.name(ofBit: wireOnly.rawValue.trailingZeroBitCount))
+            try region.checkCanaries()
+            return
+        }
         for queueIndex in 0..<min(layout.queues.count, 4) {
             try attachDevice(region, queueIndex: queueIndex)
             try attachDriver(region, queueIndex: queueIndex)
@@ -48,17 +55,25 @@ public enum HeaderFuzzer {
         try check(layout.headerByteCount <= layout.regionSize, "header \(layout.headerByteCount) > region")
         try check((1...RegionLayout.maximumQueueCount).contains(layout.queues.count), "\(layout.queues.count) queues")
         try check(
-            layout.features.contains(.version1) && layout.features.subtracting(.all.union(.deviceType)).isEmpty,
+            layout.features.contains(.version1)
+                && layout.features.subtracting(Features.all.union(.wireOnlyTransport).union(.deviceType)).isEmpty,
             "features \(layout.features)"
+        )
+        try check(
+            (layout.format == .packed) == layout.features.contains(.ringPacked),
+            "format \(layout.format) with features \(layout.features)"
         )
         var areas: [Range<Int>] = [layout.dataAreaOffset..<layout.dataAreaOffset + layout.dataAreaSize]
         for (index, queue) in layout.queues.enumerated() {
+            let powerOfTwo = queue.size & (queue.size - 1) == 0
             try check(
-                queue.size > 0 && queue.size & (queue.size - 1) == 0 && queue.size <= 32768,
+                queue.size > 0 && queue.size <= 32768 && (powerOfTwo || layout.format == .packed),
                 "queue size \(queue.size)"
             )
+            try check(queue.format == layout.format, "queue \(index) is \(queue.format) in a \(layout.format) region")
+            let driverAlignment = layout.format == .packed ? 4 : 2
             try check(
-                queue.descriptorTableOffset % 16 == 0 && queue.availableRingOffset % 2 == 0
+                queue.descriptorTableOffset % 16 == 0 && queue.availableRingOffset % driverAlignment == 0
                     && queue.usedRingOffset % 4 == 0,
                 "queue offsets misaligned: \(queue)"
             )
@@ -95,15 +110,43 @@ public enum HeaderFuzzer {
         try copy.checkCanaries()
     }
 
+    /// A region with RING_PACKED or IN_ORDER has a valid header, but neither queue may attach
+    /// until the queues run them: both refuse with featureNotSupported naming the bit (`feature`).
+    static func checkRefused(_ region: FuzzRegion, naming feature: String) throws(InvariantFailure) {
+        try expectRefused("a device", naming: feature) { () throws(VirtqueueError) in
+            _ = try DeviceQueue(region: region, notifier: FuzzNotifier(), supportedFeatures: Features(rawValue: ~0))
+        }
+        try expectRefused("a driver", naming: feature) { () throws(VirtqueueError) in
+            _ = try DriverQueue(region: region, notifier: FuzzNotifier(), bufferSize: 16)
+        }
+    }
+
+    static func expectRefused(
+        _ side: String,
+        naming feature: String,
+        _ attach: () throws(VirtqueueError) -> Void
+    ) throws(InvariantFailure) {
+        do {
+            try attach()
+        } catch {
+            try check(
+                error.code == .featureNotSupported && error.message.contains(feature),
+                "\(side) refused a region with \(feature) with \(error)"
+            )
+            return
+        }
+        throw InvariantFailure("\(side) attached to a region with \(feature)")
+    }
+
     static func attachDevice(_ region: FuzzRegion, queueIndex: Int) throws(InvariantFailure) {
         var device: DeviceQueue<FuzzRegion, FuzzNotifier>
         do {
-            // A device that implements whatever device-type bits the header negotiated.
+            // A device that implements every device-type bit: the rings ignore them.
             device = try DeviceQueue(
                 region: region,
                 notifier: FuzzNotifier(),
                 queueIndex: queueIndex,
-                supportedFeatures: .all.union(.deviceType)
+                supportedFeatures: Features.all.union(.deviceType)
             )
         } catch {
             throw InvariantFailure("a device could not attach to a valid layout: \(error)")
@@ -195,19 +238,22 @@ enum ReferenceHeader {
         func u64(_ offset: Int) -> UInt64 { u32(offset) | u32(offset + 4) << 32 }
         guard bytes.count >= 64 else { return .invalid("short") }
         guard u64(0) == 0x0051_5654_4649_5753 else { return .invalid("magic") }
-        guard u16(8) == 1 else { return .invalid("version") }
+        guard u16(8) == 2 else { return .invalid("version") }
         let queueCount = u16(10)
         guard queueCount >= 1, queueCount <= 64 else { return .invalid("queue count") }
         let header = 64 + 32 * queueCount
         guard u32(12) == header else { return .invalid("header size") }
         guard header <= UInt64(bytes.count) else { return .invalid("header past the end") }
         let features = u64(16)
-        // Bits 24 to 49 are the transport's and reserved: only INDIRECT_DESC (28), EVENT_IDX (29)
-        // and VERSION_1 (32, required) are implemented. Device-type bits pass through.
-        let transportAndReserved: UInt64 = ((1 << 50) - 1) & ~((1 << 24) - 1)
-        guard features & transportAndReserved & ~(1 << 28 | 1 << 29 | 1 << 32) == 0, features & (1 << 32) != 0 else {
+        // Transport bits 24–41 and reserved bits 42–49: only 28, 29, 32, 34 and 35. Device-type
+        // bits (0–23, 50–63) pass through to the device.
+        let transportAndReserved: UInt64 = (1 << 50 - 1) & ~(1 << 24 - 1)
+        let allowed: UInt64 = 1 << 28 | 1 << 29 | 1 << 32 | 1 << 34 | 1 << 35
+        guard features & transportAndReserved & ~allowed == 0, features & (1 << 32) != 0 else {
             return .invalid("features")
         }
+        let packed = features & (1 << 34) != 0
+        guard u16(0x30) == (packed ? 1 : 0) else { return .invalid("ring format") }
         let regionSize = u64(24)
         guard regionSize <= UInt64(bytes.count), regionSize >= header else { return .invalid("region size") }
         let dataOffset = u64(32)
@@ -220,11 +266,15 @@ enum ReferenceHeader {
         for queue in 0..<Int(queueCount) {
             let entry = 64 + 32 * queue
             let size = u16(entry)
-            guard size >= 1, size <= 32768, size & (size - 1) == 0 else { return .invalid("queue size") }
+            guard size >= 1, size <= 32768, packed || size & (size - 1) == 0 else { return .invalid("queue size") }
+            // Split: descriptor table, available ring, used ring; packed: descriptor ring and
+            // the two 4-byte event-suppression structures.
+            let driverPart: (alignment: UInt64, length: UInt64) = packed ? (4, 4) : (2, 6 + 2 * size)
+            let devicePart: (alignment: UInt64, length: UInt64) = packed ? (4, 4) : (4, 6 + 8 * size)
             let parts: [(offset: UInt64, alignment: UInt64, length: UInt64)] = [
                 (u64(entry + 8), 16, 16 * size),
-                (u64(entry + 16), 2, 6 + 2 * size),
-                (u64(entry + 24), 4, 6 + 8 * size),
+                (u64(entry + 16), driverPart.alignment, driverPart.length),
+                (u64(entry + 24), devicePart.alignment, devicePart.length),
             ]
             for part in parts {
                 guard part.offset <= regionSize, part.offset % part.alignment == 0 else {

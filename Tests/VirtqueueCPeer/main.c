@@ -120,7 +120,8 @@ struct queue {
 static int read_header(uint8_t *base, uint64_t file_size, uint16_t index, uint64_t offered_features,
                        struct queue *q) {
     if (file_size < 64) return 4;
-    if (le64(base) != 0x0051565446495753ULL || le16(base + 8) != 1) return 4;
+    if (le64(base) != 0x0051565446495753ULL || le16(base + 8) != 2) return 4;
+    if (le16(base + 0x30) != 0) return 4;  // ring format: this peer runs the split ring only
     uint16_t count = le16(base + 0x0A);
     uint32_t header = le32(base + 0x0C);
     uint64_t features = le64(base + 0x10);

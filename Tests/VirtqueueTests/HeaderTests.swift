@@ -38,7 +38,7 @@ struct HeaderTests {
 
     static let corruptions: [(name: String, offset: Int, value: UInt64, width: Int)] = [
         ("magic", 0x00, 0x1234, 8),
-        ("version", 0x08, 2, 2),
+        ("version", 0x08, 3, 2),
         ("queue count zero", 0x0A, 0, 2),
         ("queue count too large", 0x0A, 65, 2),
         ("header size", 0x0C, 96, 4),
@@ -83,6 +83,107 @@ struct HeaderTests {
             _ = try DeviceQueue(region: region, notifier: CountingNotifier())
         }
         #expect(region.guardsIntact)
+    }
+
+    /// Version 2 (docs/wire-format.md §2.1) carries the ring format at 0x30: 0 for split.
+    @Test func theHeaderIsVersionTwoWithARingFormat() throws {
+        let (_, layout, ring) = try makeRegion()
+        #expect(RegionLayout.version == 2)
+        #expect(ring.load(UInt16.self, at: 0x08) == 2)
+        #expect(ring.load(UInt16.self, at: 0x30) == 0)
+        #expect(layout.format == .split)
+        #expect(try layout.placement(ofQueue: 0).format == .split)
+    }
+
+    /// Each refusal names the value: a version-1 header (which has no ring-format field), a
+    /// later version, an unknown ring format, and a format that disagrees with RING_PACKED.
+    static let versionAndFormatRefusals: [(offset: Int, width: Int, value: UInt64, words: String)] = [
+        (0x08, 2, 1, "version 1 is not 2 (version 1 has no ring-format field"),
+        (0x08, 2, 3, "version 3 is not 2"),
+        (0x30, 2, 7, "ring format 7 is neither split (0) nor packed (1)"),
+        (0x30, 2, 0x100, "ring format 256 is neither split (0) nor packed (1)"),
+        (
+            0x30, 2, 1,
+            "ring format packed (1) disagrees with features [INDIRECT_DESC, EVENT_IDX, VERSION_1]: RING_PACKED (bit 34) is not set"
+        ),
+        (
+            0x10, 8, 1 << 32 | 1 << 34,
+            "ring format split (0) disagrees with features [VERSION_1, RING_PACKED]: RING_PACKED (bit 34) is set"
+        ),
+    ]
+
+    @Test(arguments: versionAndFormatRefusals.indices)
+    func aVersionOrRingFormatIsRefusedByName(index: Int) throws {
+        let refusal = Self.versionAndFormatRefusals[index]
+        let (region, _, ring) = try makeRegion()
+        if refusal.width == 2 {
+            ring.store(UInt16(refusal.value), at: refusal.offset)
+        } else {
+            ring.store(refusal.value, at: refusal.offset)
+        }
+        let error = #expect(throws: VirtqueueError.self) { _ = try RegionLayout(reading: region) }
+        #expect(error?.code == .invalidHeader)
+        #expect(error?.message.contains(refusal.words) == true, "\(String(describing: error))")
+        #expect(region.guardsIntact)
+    }
+
+    /// A packed region, with queue sizes that are not powers of two: byte for byte as
+    /// docs/wire-format.md §2 lays it out, read back equal; the queues refuse it by name.
+    @Test func aPackedRegionRoundTripsAndTheQueuesRefuseIt() throws {
+        let layout = try RegionLayout(queueSizes: [3, 5], dataAreaSize: 256, features: [.ringPacked, .eventIndex])
+        #expect(layout.format == .packed)
+        let region = try GuardedRegion(layout: layout)
+        let ring = RingWriter(region: region, layout: layout)
+        #expect(ring.load(UInt16.self, at: 0x08) == 2)
+        #expect(ring.load(UInt16.self, at: 0x30) == 1)
+        #expect(ring.load(UInt64.self, at: 0x10) == 1 << 29 | 1 << 32 | 1 << 34)
+        // Header 64 + 2 × 32 = 128. Queue 0: ring of 3 × 16 at 0x80, events at 0xC0 and 0x100;
+        // queue 1: ring of 5 × 16 at 0x140, events at 0x1C0 and 0x200; data at 0x240.
+        let expected: [(Int, UInt16, [UInt64])] = [(0x40, 3, [0x80, 0xC0, 0x100]), (0x60, 5, [0x140, 0x1C0, 0x200])]
+        for (entry, size, offsets) in expected {
+            #expect(ring.load(UInt16.self, at: entry) == size)
+            #expect([8, 16, 24].map { ring.load(UInt64.self, at: entry + $0) } == offsets)
+        }
+        #expect(layout.dataAreaOffset == 0x240 && layout.regionSize == 0x340)
+        let read = try RegionLayout(reading: region)
+        #expect(read == layout)
+        #expect(read.queues.map(\.format) == [.packed, .packed])
+        let placement = try read.placement(ofQueue: 1)
+        #expect(placement.format == .packed && placement.size == 5 && placement.cursor == .packedStart)
+        #expect(placement.areas.map { $0.range.count } == [80, 4, 4])
+        try placement.validate()
+
+        let device = #expect(throws: VirtqueueError.self) {
+            _ = try DeviceQueue(region: region, notifier: CountingNotifier())
+        }
+        #expect(device?.code == .featureNotSupported)
+        #expect(
+            device?.message.contains("feature RING_PACKED (bit 34) is not implemented by the ring core yet") == true
+        )
+        let driver = #expect(throws: VirtqueueError.self) {
+            _ = try DriverQueue(region: region, notifier: CountingNotifier(), bufferSize: 64)
+        }
+        #expect(driver?.code == .featureNotSupported)
+        #expect(region.guardsIntact)
+    }
+
+    /// Packed queue entries keep the packed rules: sizes 1 to 32768, event structures 4-aligned.
+    @Test(arguments: [
+        (0x40, 2, UInt64(0), "queue 0: packed queue size 0 is not between 1 and 32768"),
+        (0x50, 8, 0xC2, "queue 0: driver event suppression offset 194 is not 4-byte aligned"),
+        (
+            0x58, 8, 0xC0,
+            "queue 0 driver event suppression 192..<196 overlaps queue 0 device event suppression 192..<196"
+        ),
+    ])
+    func aBadPackedQueueEntryIsRefusedByName(offset: Int, width: Int, value: UInt64, words: String) throws {
+        let layout = try RegionLayout(queueSizes: [3, 5], dataAreaSize: 256, features: [.ringPacked])
+        let region = try GuardedRegion(layout: layout)
+        let ring = RingWriter(region: region, layout: layout)
+        if width == 2 { ring.store(UInt16(value), at: offset) } else { ring.store(value, at: offset) }
+        let error = #expect(throws: VirtqueueError.self) { _ = try RegionLayout(reading: region) }
+        #expect(error?.code == .invalidHeader)
+        #expect(error?.message.contains(words) == true, "\(String(describing: error))")
     }
 
     @Test func truncatedBytesAreRefusedWithoutReadingPastThem() throws {

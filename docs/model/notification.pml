@@ -41,8 +41,6 @@
 #define EVENT_IDX 1
 #endif
 
-#define CAP 3            /* store-buffer entries per thread */
-
 /* Shared ring fields (the avail ring's are written by the driver, the used ring's by the device). */
 #define AVAIL_IDX   0
 #define AVAIL_FLAGS 1    /* VIRTQ_AVAIL_F_NO_INTERRUPT */
@@ -52,76 +50,13 @@
 #define AVAIL_EVENT 5
 #define FIELDS 6
 
-#define DRIVER 0
-#define DEVICE 1
-
-byte mem[FIELDS];
-byte bufField[2 * CAP];
-byte bufValue[2 * CAP];
-byte bufLength[2];
+#include "tso.pml"
 
 bool kickPending;        /* driver -> device notifier */
 bool interruptPending;   /* device -> driver notifier */
 bool driverClosed;       /* DeviceThread.stop(): the device's wait ends with peerDied */
 
 byte completed;          /* chains the driver has taken back */
-
-/* A store: into the thread's store buffer (blocks while the buffer is full). */
-inline store(who, field, value) {
-    atomic {
-        bufLength[who] < CAP ->
-        bufField[who * CAP + bufLength[who]] = field;
-        bufValue[who * CAP + bufLength[who]] = value;
-        bufLength[who]++
-    }
-}
-
-/* A load: the newest buffered store to the field, else memory. */
-inline load(who, field, result) {
-    atomic {
-        result = mem[field];
-        i = 0;
-        do
-        :: i < bufLength[who] ->
-            if
-            :: bufField[who * CAP + i] == field -> result = bufValue[who * CAP + i]
-            :: else -> skip
-            fi;
-            i++
-        :: else -> break
-        od;
-        i = 0
-    }
-}
-
-/* atomicMemoryFence(ordering: .sequentiallyConsistent), or any system call. */
-inline fence(who) {
-    bufLength[who] == 0
-}
-
-/* Drains one thread's store buffer, oldest first, whenever it likes. */
-proctype StoreBuffer(byte who) {
-    byte j;
-end:
-    do
-    :: atomic {
-        bufLength[who] > 0 ->
-        mem[bufField[who * CAP]] = bufValue[who * CAP];
-        j = 1;
-        do
-        :: j < bufLength[who] ->
-            bufField[who * CAP + j - 1] = bufField[who * CAP + j];
-            bufValue[who * CAP + j - 1] = bufValue[who * CAP + j];
-            j++
-        :: else -> break
-        od;
-        bufLength[who]--;
-        bufField[who * CAP + bufLength[who]] = 0;
-        bufValue[who * CAP + bufLength[who]] = 0;
-        j = 0
-    }
-    od
-}
 
 /*
  * DriverQueue.notifyIfNeeded / DeviceQueue.notifyIfNeeded, with

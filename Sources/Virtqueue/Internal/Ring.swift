@@ -65,23 +65,13 @@ internal struct SplitRing {
     ///
     /// - Throws: ``VirtqueueError`` naming the placement value that does not fit.
     init(_ placement: QueuePlacement, memory: AddressMap) throws(VirtqueueError) {
-        try placement.validate()
-        var pointers: [UnsafeMutableRawPointer] = []
-        for ((name, range), alignment) in zip(placement.areas, [16, 2, 4]) {
-            let bytes = try memory.contiguous(
-                address: range.lowerBound,
-                count: Int(range.upperBound - range.lowerBound),
-                what: name
+        guard placement.format != .packed else {
+            throw VirtqueueError(
+                .featureNotSupported,
+                "ring format packed is not run by the queues yet: they use the split ring only (docs/wire-format.md §12)"
             )
-            let base = bytes.baseAddress.unsafelyUnwrapped
-            guard UInt(bitPattern: base) % UInt(alignment) == 0 else {
-                throw VirtqueueError(
-                    .misaligned,
-                    "\(name) at bus address \(hex(range.lowerBound)) is mapped at 0x\(String(UInt(bitPattern: base), radix: 16)), not \(alignment)-byte aligned"
-                )
-            }
-            pointers.append(base)
         }
+        let pointers = try placement.resolveAreas(in: memory)
         size = placement.size
         mask = UInt16(truncatingIfNeeded: placement.size - 1)
         descriptors = pointers[0]
