@@ -28,3 +28,36 @@ extension RegionLayout {
         return start..<(share == count - 1 ? dataAreaSize : start + size)
     }
 }
+
+extension RegionLayout {
+    /// Checks a list of queues one device is to serve: at least one and at most
+    /// ``maximumQueueCount``, each an index from 0 to 65535 — below `queueCount` when the
+    /// region's queue count is known — and none listed twice. Every launcher, and the device
+    /// host reading its handshake, checks its list with it.
+    ///
+    /// - Parameters:
+    ///   - queues: The queue indices, in the order the device serves them.
+    ///   - queueCount: The region's number of queues, if known.
+    /// - Throws: ``VirtqueueError/Code-swift.struct/invalidConfiguration`` naming the value.
+    public static func validateServedQueues(_ queues: [Int], queueCount: Int? = nil) throws(VirtqueueError) {
+        guard (1...maximumQueueCount).contains(queues.count) else {
+            throw VirtqueueError(
+                .invalidConfiguration,
+                "\(queues.count) queues; a device serves from 1 to \(maximumQueueCount)"
+            )
+        }
+        let bound = queueCount ?? Int(UInt16.max) + 1
+        for (position, index) in queues.enumerated() {
+            guard (0..<bound).contains(index) else {
+                throw VirtqueueError(
+                    .invalidConfiguration,
+                    queueCount.map { "queue \(index) is not one of the region's \($0) queues" }
+                        ?? "queue index \(index) is out of range"
+                )
+            }
+            guard !queues[..<position].contains(index) else {
+                throw VirtqueueError(.invalidConfiguration, "queue \(index) is listed twice")
+            }
+        }
+    }
+}

@@ -74,7 +74,7 @@ public enum HeapBackend {
         spins: Int = 256,
         configuration: DeviceConfiguration = DeviceConfiguration()
     ) throws -> DeviceThread {
-        try DeviceThread.check(queues: queues, of: layout)
+        try RegionLayout.validateServedQueues(queues, queueCount: layout.queues.count)
         let region = try HeapRegion(layout: layout)
         let pairs = queues.map { _ in HeapNotifier.makePair() }
         let thread = DeviceThread(
@@ -161,23 +161,6 @@ public final class DeviceThread: DeviceHandle {
             return try step()
         } catch {
             throw StartFailure(error: error)
-        }
-    }
-
-    /// Checks a launcher's list of queues against the layout.
-    @usableFromInline
-    static func check(queues: [Int], of layout: RegionLayout) throws(VirtqueueError) {
-        guard !queues.isEmpty else { throw VirtqueueError(.invalidConfiguration, "a device must serve a queue") }
-        for (position, index) in queues.enumerated() {
-            guard layout.queues.indices.contains(index) else {
-                throw VirtqueueError(
-                    .invalidConfiguration,
-                    "queue \(index) is not one of the region's \(layout.queues.count) queues"
-                )
-            }
-            guard !queues[..<position].contains(index) else {
-                throw VirtqueueError(.invalidConfiguration, "queue \(index) is listed twice")
-            }
         }
     }
 

@@ -71,7 +71,7 @@ public enum DeviceHost {
         /// The liveness socket: hung up when the parent closes its end or dies.
         public static let liveness: CInt = 6
         /// The first of the `DeviceConfiguration/fileDescriptors` for a device that serves one
-        /// queue; they follow the last queue's notifier ends (``DeviceHost/Role`` computes it).
+        /// queue; they follow the highest notifier end the handshake names.
         public static let firstConfigured: CInt = 7
     }
 
@@ -566,20 +566,13 @@ public enum DeviceHost {
             role.queues.append(queue)
         }
         if role.queues.isEmpty { role.queues = [(0, InheritedDescriptor.kick, InheritedDescriptor.call)] }
-        guard role.queues.count <= RegionLayout.maximumQueueCount else {
-            return .failure(
-                SharedMemoryError(
-                    .invalidArgument,
-                    "\(role.queues.count) queues; a region holds at most \(RegionLayout.maximumQueueCount)"
-                )
-            )
+        do {
+            try RegionLayout.validateServedQueues(role.queues.map(\.index))
+        } catch {
+            return .failure(SharedMemoryError(.invalidArgument, error.message))
         }
         var seen: Set<CInt> = [InheritedDescriptor.region, InheritedDescriptor.liveness]
-        var indices: Set<Int> = []
         for queue in role.queues {
-            guard indices.insert(queue.index).inserted else {
-                return .failure(SharedMemoryError(.invalidArgument, "queue \(queue.index) is listed twice"))
-            }
             for fd in [queue.kick, queue.call] {
                 guard fd > 2, seen.insert(fd).inserted else {
                     return .failure(

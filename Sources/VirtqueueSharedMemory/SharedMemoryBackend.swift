@@ -85,19 +85,10 @@ public enum SharedMemoryBackend {
         interpreter: DeviceProcess.Interpreter?
     ) throws(SharedMemoryError) -> DeviceProcess {
         let queues = options.servedQueues
-        guard !queues.isEmpty, queues.count <= RegionLayout.maximumQueueCount else {
-            throw SharedMemoryError(
-                .invalidArgument,
-                "\(queues.count) queues; a device serves from 1 to \(RegionLayout.maximumQueueCount)"
-            )
-        }
-        for (position, index) in queues.enumerated() {
-            guard index >= 0, index <= Int(UInt16.max) else {
-                throw SharedMemoryError(.invalidArgument, "queue index \(index) is out of range")
-            }
-            guard !queues[..<position].contains(index) else {
-                throw SharedMemoryError(.invalidArgument, "queue \(index) is listed twice")
-            }
+        do {
+            try RegionLayout.validateServedQueues(queues)
+        } catch {
+            throw SharedMemoryError(.invalidArgument, error.message)
         }
         guard options.configuration.fileDescriptors.count <= DeviceHost.maximumConfiguredDescriptors else {
             throw SharedMemoryError(

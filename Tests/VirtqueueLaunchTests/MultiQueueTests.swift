@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Synchronization
+import SystemPackage
 import Testing
 import Virtqueue
 import VirtqueueHeap
@@ -310,5 +311,62 @@ struct MultiQueueTests {
         #expect(try nextTagReply(on: &driver).queue == 2)
         _ = consume driver
         device.stop()
+    }
+}
+
+/// The rules on the queues a device serves, and on the handshake that names them, each planted.
+@Suite("Several queues: the rules")
+struct MultiQueueRuleTests {
+    @Test(
+        "a list of served queues that is empty, too long, out of range or repeats a queue is refused by name",
+        arguments: [
+            ([Int](), nil as Int?, "0 queues"), (Array(0..<65), nil, "65 queues"), ([65536], nil, "65536"),
+            ([-1], nil, "-1"), ([0, 2, 0], nil, "queue 0 is listed twice"),
+            ([1, 2], 2, "queue 2 is not one of the region's 2 queues"),
+        ]
+    )
+    func servedQueueLists(queues: [Int], queueCount: Int?, named: String) {
+        do {
+            try RegionLayout.validateServedQueues(queues, queueCount: queueCount)
+            Issue.record("\(queues) was accepted")
+        } catch {
+            #expect(error.code == .invalidConfiguration)
+            #expect(error.message.contains(named), "\(error)")
+        }
+    }
+
+    @Test("shares of the data area: equal, 64-aligned, the last takes the rest; a share that does not exist is refused")
+    func dataAreaShares() throws {
+        let layout = try RegionLayout(queueSizes: [16, 16, 16], dataAreaSize: 1000, features: .all)
+        #expect(try layout.dataAreaShare(0, of: 3) == 0..<320)
+        #expect(try layout.dataAreaShare(1, of: 3) == 320..<640)
+        #expect(try layout.dataAreaShare(2, of: 3) == 640..<1000)
+        #expect(throws: VirtqueueError.self) { try layout.dataAreaShare(3, of: 3) }
+        #expect(throws: VirtqueueError.self) { try layout.dataAreaShare(0, of: 0) }
+        #expect(throws: VirtqueueError.self) { try layout.dataAreaShare(0, of: 16) }
+    }
+
+    @Test(
+        "the device host refuses a handshake whose queue list is malformed, with exit 64 and the value named",
+        arguments: [
+            (["0:4:4"], "descriptor 4"), (["0:3:5"], "descriptor 3"), (["0:4:6"], "descriptor 6"),
+            (["0:1:5"], "descriptor 1"), (["0:4"], "INDEX:KICK:CALL"), (["x"], "INDEX:KICK:CALL"),
+            (["70000"], "INDEX:KICK:CALL"), (["1", "1:7:8"], "queue 1 is listed twice"),
+            (["0:4:5", "1:7:4"], "descriptor 4"),
+        ]
+    )
+    func malformedHandshake(queues: [String], named: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Level.deviceHost.string)
+        process.arguments =
+            [DeviceHost.deviceArgument, QueueTagDevice.name]
+            + queues.flatMap { [DeviceHost.queueArgument, $0] }
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == DeviceHost.ExitCode.usage, "\(text)")
+        #expect(text.contains(named), "\(text)")
     }
 }
