@@ -161,6 +161,7 @@ func makeScenarios() -> [Scenario] {
     }
     addRoundTrip(size: 64, modes: [.busyPoll, .eventfd])
     for size in sweepSizes { addRoundTrip(size: size, modes: [.busyPoll]) }
+    QueueScaling.addScenarios(add)
     return scenarios
 }
 
