@@ -455,6 +455,8 @@ public enum DeviceHost {
         @inlinable
         func run(_ role: Role) {
             guard var queue = queue.take() else { return }
+            // Both on this thread's stack for the whole loop, as a single queue's always were.
+            var device = self.device
             do {
                 try queue.serve(&device, spins: role.spins)
             } catch {
