@@ -164,7 +164,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///   - queueIndex: Which of the region's queues to serve.
     ///   - supportedFeatures: The features this device implements. A region whose negotiated
     ///     features include anything else is refused.
-    ///   - segmentCapacity: See ``init(memory:placement:notifier:features:supportedFeatures:segmentCapacity:)``.
+    ///   - segmentCapacity: See ``init(memory:placement:notifier:features:supportedFeatures:segmentCapacity:queueIndex:)``.
     /// - Throws: ``VirtqueueError`` if the header is malformed or asks for unsupported features.
     public init(
         region: consuming Memory,
