@@ -370,3 +370,69 @@ struct MultiQueueRuleTests {
         #expect(text.contains(named), "\(text)")
     }
 }
+
+/// A sandboxed device that serves several queues runs under its policy with threads allowed, and
+/// with nothing more than threads.
+@Suite("Several queues in the sandbox", .serialized)
+struct MultiQueueSandboxTests {
+    /// Sends `call` to a `ForbiddenCallDevice` and returns what the call returned.
+    func attempt<R: GuestMemory & ~Copyable, N: Notifier>(
+        _ call: String,
+        on driver: inout DriverQueue<R, N>
+    ) throws -> Int64 {
+        var chain = driver.makeChain()
+        try driver.appendReadable(to: &chain, copying: Array(call.utf8))
+        try driver.appendWritable(to: &chain, capacity: 8)
+        _ = try driver.submit(chain)
+        _ = try driver.notifyIfNeeded()
+        while true {
+            if let used = try driver.takeUsed() {
+                var result: Int64 = 0
+                _ = try withUnsafeMutableBytes(of: &result) { try driver.copyWrittenBytes(of: used, into: $0) }
+                try driver.free(used)
+                return Int64(littleEndian: result)
+            }
+            try driver.waitForUsed()
+        }
+    }
+
+    @Test(
+        "threads, never a process, and never a new SIGSYS handler: the forbidden call is named",
+        arguments: [("fork", "clone"), ("sigaction-sigsys", "rt_sigaction"), ("openat", "openat")]
+    )
+    func onlyThreadsAreAdded(call: String, systemCall: String) throws {
+        let device = try Level.sandbox.launch(ForbiddenCallDevice.self, queues: [0, 1], queueCount: 2)
+        let sandboxed = try #require(device as? SandboxedDevice)
+        #expect(sandboxed.policy == SandboxPolicy.deviceLoop.allowingThreads)
+        #expect(sandboxed.policy.allowingThreads == sandboxed.policy, "adding it twice changes nothing")
+        try attemptForbidden(call, named: systemCall, on: sandboxed)
+    }
+
+    func attemptForbidden(_ call: String, named systemCall: String, on device: SandboxedDevice) throws {
+        var driver = try device.makeDriverQueue(queue: 1, bufferSize: 64)
+        // Any other signal's action may be read (glibc's first thread start does so).
+        #expect(try attempt("sigaction-sigusr1", on: &driver) == 0)
+        #expect(throws: VirtqueueError.self) { _ = try attempt(call, on: &driver) }
+        let failure = try #require(device.failure())
+        guard case .forbiddenSystemCall(let name, _) = failure.termination else {
+            Issue.record("\(failure)")
+            return
+        }
+        #expect(name == systemCall)
+    }
+
+    @Test("the thread rules survive the policy's argument encoding; a malformed argument condition is refused")
+    func threadRulesRoundTrip() throws {
+        let policy = SandboxPolicy.deviceLoop.allowingThreads
+        #expect(policy.rules.contains(.init("rt_sigaction", .unlessArgument(0, equals: 31))))
+        #expect(SandboxPolicy(argumentEncoding: policy.argumentEncoding) == policy)
+        #expect(
+            SandboxPolicy(argumentEncoding: "rt_sigaction@ne=0:1f")?.rules == [
+                .init("rt_sigaction", .unlessArgument(0, equals: 31))
+            ]
+        )
+        #expect(SandboxPolicy(argumentEncoding: "rt_sigaction@ne=6:1f") == nil)
+        #expect(SandboxPolicy(argumentEncoding: "rt_sigaction@ne=0") == nil)
+        #expect(SandboxPolicy(argumentEncoding: "rt_sigaction@ne=0:zz") == nil)
+    }
+}
