@@ -52,14 +52,51 @@ public protocol DeviceComponent: SendableMetatype {
     ///
     /// - Throws: Any error ends ``DeviceQueue/serve(_:spins:)`` with that error; the request is
     ///   completed with 0 bytes first, so the driver gets its buffers back.
+    ///
+    /// A device that serves several queues learns which one `request` came from in
+    /// `queue.queueIndex` (``DeviceQueue/queueIndex``).
     mutating func handle<M: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<M, N>
     ) throws -> Int
+
+    /// What the device values of one device share when it serves several queues — one value
+    /// per queue, each on its own thread: a network device's loopback between its transmit and
+    /// receive queues, a block device's statistics. `Void` (the default) for nothing.
+    ///
+    /// A launcher given several queues (`HeapBackend.launch(_:layout:queues:spins:configuration:)`,
+    /// and the `queues` of the process launchers' `LaunchOptions`) makes the shared state once
+    /// with ``makeSharedState(configuration:)``, then one device value per queue with
+    /// ``init(configuration:queue:shared:)``, and serves each queue on a thread of its own. A
+    /// device that serves one queue ignores all three.
+    associatedtype SharedState: Sendable = Void
+
+    /// Creates the state the queues of one device share, once, before any of its device values.
+    ///
+    /// - Throws: Anything: the device does not start, and its launcher reports the error.
+    static func makeSharedState(configuration: DeviceConfiguration) throws -> SharedState
+
+    /// Creates the device value that serves queue `queue`. The default calls
+    /// ``init(configuration:)``.
+    ///
+    /// - Parameters:
+    ///   - configuration: As for ``init(configuration:)``.
+    ///   - queue: The index of the queue this value serves (in the region, or the vhost-user ring).
+    ///   - shared: What ``makeSharedState(configuration:)`` made for the device.
+    /// - Throws: Anything: the device does not start, and its launcher reports the error.
+    init(configuration: DeviceConfiguration, queue: Int, shared: SharedState) throws
 }
 
 extension DeviceComponent {
     public static var supportedFeatures: Features { .all }
+
+    public init(configuration: DeviceConfiguration, queue: Int, shared: SharedState) throws {
+        try self.init(configuration: configuration)
+    }
+}
+
+extension DeviceComponent where SharedState == Void {
+    public static func makeSharedState(configuration: DeviceConfiguration) throws {}
 }
 
 /// What a launcher hands a device besides its queue: arguments and open file descriptors.

@@ -36,8 +36,17 @@ public protocol DeviceHandle: AnyObject, Sendable {
     /// Where the device runs: on a thread, or in a (sandboxed) process and which.
     var location: DeviceLocation { get }
 
-    /// The queue of the region the device serves.
+    /// The queue of the region the device serves; for a device that serves several, the first
+    /// of ``queueIndices``.
     var queueIndex: Int { get }
+
+    /// The queues of the region the device serves, in the order its launcher was given them,
+    /// each on a thread of its own; `[queueIndex]` (the default) for a device that serves one.
+    var queueIndices: [Int] { get }
+
+    /// The driver's notifier of queue `index`, or `nil` if the device does not serve it. The
+    /// default answers ``notifier`` for ``queueIndex``.
+    func notifier(forQueue index: Int) -> DriverNotifier?
 
     /// The driver's notifier: kicks the device, waits for it, and reports its death
     /// (``VirtqueueError/Code-swift.struct/peerDied``).
@@ -67,8 +76,14 @@ public protocol DeviceHandle: AnyObject, Sendable {
 }
 
 extension DeviceHandle {
+    public var queueIndices: [Int] { [queueIndex] }
+
+    public func notifier(forQueue index: Int) -> DriverNotifier? {
+        index == queueIndex ? notifier : nil
+    }
+
     /// Builds the driver's queue on the device's region and notifier, for the queue the device
-    /// serves.
+    /// serves (the first, ``queueIndex``, when it serves several).
     ///
     /// - Parameters:
     ///   - bufferSize: The size of each pool buffer; see `DriverQueue/init(region:notifier:queueIndex:bufferSize:poolRange:indirectThreshold:)`.
@@ -82,12 +97,62 @@ extension DeviceHandle {
         poolRange: Range<Int>? = nil,
         indirectThreshold: Int = 16
     ) throws -> DriverQueue<Region, DriverNotifier> {
-        try DriverQueue(
-            region: try makeRegion(),
-            notifier: notifier,
-            queueIndex: queueIndex,
+        try makeDriverQueue(
+            queue: queueIndex,
             bufferSize: bufferSize,
             poolRange: poolRange,
+            indirectThreshold: indirectThreshold
+        )
+    }
+
+    /// Builds the driver's queue for queue `index` of the region, one of the device's
+    /// ``queueIndices``, on that queue's notifier.
+    ///
+    /// Each queue's pool must be a part of the data area no other queue's pool overlaps. With
+    /// `poolRange` `nil`, a device that serves one queue gives it the whole data area, and a
+    /// device that serves several gives the queue at position *k* of ``queueIndices`` share *k*
+    /// of the data area cut in as many equal shares (``RegionLayout/dataAreaShare(_:of:)``).
+    ///
+    /// ```swift
+    /// let device = try HeapBackend.launch(Echo.self, layout: layout, queues: [0, 1])
+    /// var first = try device.makeDriverQueue(queue: 0)    // its own notifier and pool
+    /// var second = try device.makeDriverQueue(queue: 1)   // drive each on a thread of its own
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - index: The queue, as the region numbers it.
+    ///   - bufferSize: The size of each pool buffer.
+    ///   - poolRange: The part of the data area the pool takes, relative to its start; `nil`
+    ///     for the queue's share.
+    ///   - indirectThreshold: Chains longer than this use an indirect table.
+    /// - Returns: The driver's queue.
+    /// - Throws: ``VirtqueueError/Code-swift.struct/invalidConfiguration`` if the device does not
+    ///   serve queue `index`; the backend's error if the region cannot be mapped; a
+    ///   ``VirtqueueError`` if the queue cannot be built on it.
+    public func makeDriverQueue(
+        queue index: Int,
+        bufferSize: Int = 4096,
+        poolRange: Range<Int>? = nil,
+        indirectThreshold: Int = 16
+    ) throws -> DriverQueue<Region, DriverNotifier> {
+        let served = queueIndices
+        guard let position = served.firstIndex(of: index), let notifier = notifier(forQueue: index) else {
+            throw VirtqueueError(
+                .invalidConfiguration,
+                "device \(deviceName) does not serve queue \(index); it serves \(served.map(String.init).joined(separator: ", "))"
+            )
+        }
+        let region = try makeRegion()
+        var pool = poolRange
+        if pool == nil, served.count > 1 {
+            pool = try RegionLayout.of(region).dataAreaShare(position, of: served.count)
+        }
+        return try DriverQueue(
+            region: region,
+            notifier: notifier,
+            queueIndex: index,
+            bufferSize: bufferSize,
+            poolRange: pool,
             indirectThreshold: indirectThreshold
         )
     }

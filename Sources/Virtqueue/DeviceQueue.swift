@@ -87,6 +87,10 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     @usableFromInline let state: UnsafeMutablePointer<DeviceState>
     @usableFromInline let queueIdentity: UInt32
     @usableFromInline let indirect: Bool
+    /// Which queue of its device this is: the index in the region (or, for a virtual machine's
+    /// rings, the vhost-user ring index). A device that serves several queues reads it in
+    /// ``DeviceComponent/handle(_:on:)`` to learn which queue a request came from.
+    public let queueIndex: Int
 
     /// Builds the device's end of the ring `placement` describes in `memory`.
     ///
@@ -104,6 +108,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///     else is refused.
     ///   - segmentCapacity: How many segments the device can hold across all requests it has
     ///     taken and not completed; `nil` for four times the queue size.
+    ///   - queueIndex: Which queue of its device this is (``queueIndex``); 0 by default.
     /// - Throws: ``VirtqueueError`` naming the value: a placement outside memory or malformed
     ///   (``VirtqueueError/Code-swift.struct/invalidPlacement``,
     ///   ``VirtqueueError/Code-swift.struct/addressOutOfRange``,
@@ -115,7 +120,8 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         notifier: Notify,
         features: Features,
         supportedFeatures: Features = .all,
-        segmentCapacity: Int? = nil
+        segmentCapacity: Int? = nil,
+        queueIndex: Int = 0
     ) throws(VirtqueueError) {
         try features.validateForRing()
         let unsupported = features.subtracting(supportedFeatures.union(.version1))
@@ -138,6 +144,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         self.notifier = notifier
         self.features = features
         self.indirect = features.contains(.indirectDescriptors)
+        self.queueIndex = queueIndex
         self.state = .allocate(capacity: 1)
         self.state.initialize(
             to: DeviceState(
@@ -161,7 +168,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///   - queueIndex: Which of the region's queues to serve.
     ///   - supportedFeatures: The features this device implements. A region whose negotiated
     ///     features include anything else is refused.
-    ///   - segmentCapacity: See ``init(memory:placement:notifier:features:supportedFeatures:segmentCapacity:)``.
+    ///   - segmentCapacity: See ``init(memory:placement:notifier:features:supportedFeatures:segmentCapacity:queueIndex:)``.
     /// - Throws: ``VirtqueueError`` if the header is malformed or asks for unsupported features.
     public init(
         region: consuming Memory,
@@ -177,7 +184,8 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             notifier: notifier,
             features: layout.features,
             supportedFeatures: supportedFeatures,
-            segmentCapacity: segmentCapacity
+            segmentCapacity: segmentCapacity,
+            queueIndex: queueIndex
         )
     }
 

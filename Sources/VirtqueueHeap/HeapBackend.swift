@@ -41,27 +41,77 @@ public enum HeapBackend {
         spins: Int = 256,
         configuration: DeviceConfiguration = DeviceConfiguration()
     ) throws -> DeviceThread {
+        try launch(device, layout: layout, queues: [queueIndex], spins: spins, configuration: configuration)
+    }
+
+    /// Allocates a region for `layout` and starts `Device` serving each of `queues`, each on a
+    /// thread of its own with a notifier pair of its own, and returns the driver's handle once
+    /// every queue's device value is created.
+    ///
+    /// The device's `DeviceComponent/SharedState` is made once
+    /// (`DeviceComponent/makeSharedState(configuration:)`), then each thread attaches its queue and
+    /// creates its device value with `DeviceComponent/init(configuration:queue:shared:)`. The
+    /// driver builds each queue's end with `DeviceHandle/makeDriverQueue(queue:bufferSize:poolRange:indirectThreshold:)`.
+    /// When one queue's device throws, every queue's device end is closed: each driver queue's
+    /// wait ends with `VirtqueueError/Code/peerDied`, as when a device process dies.
+    ///
+    /// - Parameters:
+    ///   - device: The device type.
+    ///   - layout: The region's layout.
+    ///   - queues: The queues the device serves: distinct indices of `layout`'s queues, at least one.
+    ///   - spins: How long each queue's device polls before sleeping.
+    ///   - configuration: Handed to the device's factories.
+    /// - Returns: The driver's handle to the running device.
+    /// - Throws: `VirtqueueError` if `queues` is empty, repeats a queue or names one the layout
+    ///   lacks, or the layout cannot be allocated; `DeviceFailure` with
+    ///   `DeviceTermination/failedToStart(_:)` if a queue cannot attach, or the shared state or a
+    ///   device value cannot be created.
+    @inlinable
+    public static func launch<Device: DeviceComponent>(
+        _ device: Device.Type,
+        layout: RegionLayout,
+        queues: [Int],
+        spins: Int = 256,
+        configuration: DeviceConfiguration = DeviceConfiguration()
+    ) throws -> DeviceThread {
+        try RegionLayout.validateServedQueues(queues, queueCount: layout.queues.count)
         let region = try HeapRegion(layout: layout)
-        let notifiers = HeapNotifier.makePair()
+        let pairs = queues.map { _ in HeapNotifier.makePair() }
         let thread = DeviceThread(
             deviceName: Device.name,
-            queueIndex: queueIndex,
+            queueIndices: queues,
             region: region,
-            notifier: notifiers.driver,
-            deviceNotifier: notifiers.device
+            notifiers: pairs.map(\.driver),
+            deviceNotifiers: pairs.map(\.device)
         )
-        thread.start { started throws -> Void in
-            var queue = try DeviceThread.starting {
-                try DeviceQueue(
-                    region: region,
-                    notifier: notifiers.device,
-                    queueIndex: queueIndex,
-                    supportedFeatures: Device.supportedFeatures
-                )
+        let shared: Device.SharedState
+        do {
+            shared = try Device.makeSharedState(configuration: configuration)
+        } catch {
+            throw DeviceFailure(
+                deviceName: Device.name,
+                location: .thread,
+                termination: .failedToStart("\(error)"),
+                underlyingError: error
+            )
+        }
+        for (position, queueIndex) in queues.enumerated() {
+            let deviceNotifier = pairs[position].device
+            thread.start(position: position) { started throws -> Void in
+                var queue = try DeviceThread.starting {
+                    try DeviceQueue(
+                        region: region,
+                        notifier: deviceNotifier,
+                        queueIndex: queueIndex,
+                        supportedFeatures: Device.supportedFeatures
+                    )
+                }
+                var instance = try DeviceThread.starting {
+                    try Device(configuration: configuration, queue: queueIndex, shared: shared)
+                }
+                started()
+                try queue.serve(&instance, spins: spins)
             }
-            var instance = try DeviceThread.starting { try Device(configuration: configuration) }
-            started()
-            try queue.serve(&instance, spins: spins)
         }
         try thread.waitUntilStarted()
         return thread
@@ -77,21 +127,24 @@ public enum HeapBackend {
 public final class DeviceThread: DeviceHandle {
     /// The device's `DeviceComponent/name`.
     public let deviceName: String
-    /// The queue the device serves.
-    public let queueIndex: Int
-    /// The driver's end of the notifier pair.
-    public let notifier: HeapNotifier
+    /// The queues the device serves, one thread each.
+    public let queueIndices: [Int]
+    /// The driver's ends of the notifier pairs, one per queue, in the order of ``queueIndices``.
+    public let notifiers: [HeapNotifier]
     let region: HeapRegion
-    let deviceNotifier: HeapNotifier
-    /// Signalled once, when the device has started serving or has ended, whichever comes first.
+    let deviceNotifiers: [HeapNotifier]
+    /// Signalled once per queue, when its device has started serving or has ended, whichever
+    /// comes first.
     let settled = DispatchSemaphore(value: 0)
-    /// Signalled when the thread has finished (and again by each waiter, for the next).
-    let finished = DispatchSemaphore(value: 0)
+    /// Left by each queue's thread when it has finished.
+    let finished = DispatchGroup()
     let state = Mutex(State())
 
-    /// What the thread has done so far.
+    /// What the threads have done so far.
     struct State {
-        var started = false
+        var started = 0
+        var ended = 0
+        /// The first failure; `finished` once every thread returned without one.
         var ending: (termination: DeviceTermination, error: (any Error)?)?
     }
 
@@ -112,13 +165,29 @@ public final class DeviceThread: DeviceHandle {
     }
 
     @usableFromInline
-    init(deviceName: String, queueIndex: Int, region: HeapRegion, notifier: HeapNotifier, deviceNotifier: HeapNotifier)
-    {
+    init(
+        deviceName: String,
+        queueIndices: [Int],
+        region: HeapRegion,
+        notifiers: [HeapNotifier],
+        deviceNotifiers: [HeapNotifier]
+    ) {
         self.deviceName = deviceName
-        self.queueIndex = queueIndex
+        self.queueIndices = queueIndices
         self.region = region
-        self.notifier = notifier
-        self.deviceNotifier = deviceNotifier
+        self.notifiers = notifiers
+        self.deviceNotifiers = deviceNotifiers
+    }
+
+    /// The first queue the device serves.
+    public var queueIndex: Int { queueIndices[0] }
+
+    /// The driver's end of the first queue's notifier pair.
+    public var notifier: HeapNotifier { notifiers[0] }
+
+    /// The driver's end of queue `index`'s notifier pair, or `nil` if the device does not serve it.
+    public func notifier(forQueue index: Int) -> HeapNotifier? {
+        queueIndices.firstIndex(of: index).map { notifiers[$0] }
     }
 
     /// Where the device runs: `DeviceLocation/thread`.
@@ -127,60 +196,73 @@ public final class DeviceThread: DeviceHandle {
     /// The region the device serves (another handle to the same memory).
     public func makeRegion() -> HeapRegion { region }
 
-    /// Runs `body` on a new thread; `body` calls its argument once the device is created.
+    /// Runs `body` on a new thread for the queue at `position`; `body` calls its argument once
+    /// the device value is created.
     @usableFromInline
-    func start(_ body: @escaping @Sendable (_ started: () -> Void) throws -> Void) {
+    func start(position: Int, _ body: @escaping @Sendable (_ started: () -> Void) throws -> Void) {
+        finished.enter()
         let thread = Thread { [self] in
-            let ending: (DeviceTermination, (any Error)?)
+            var wasStarted = false
+            var failure: (DeviceTermination, (any Error)?)?
             do {
                 try body {
-                    state.withLock { $0.started = true }
+                    wasStarted = true
+                    state.withLock { $0.started += 1 }
                     settled.signal()
                 }
-                ending = (.finished, nil)
-            } catch let failure as StartFailure {
-                ending = (.failedToStart("\(failure.error)"), failure.error)
+            } catch let error as StartFailure {
+                failure = (.failedToStart("\(error.error)"), error.error)
             } catch {
-                ending = (.threw("\(error)"), error)
+                failure = (.threw("\(error)"), error)
             }
-            // Recorded before the device's end is closed, so a driver that sees peerDied finds
+            // Recorded before the device's ends are closed, so a driver that sees peerDied finds
             // the cause.
-            let wasStarted = state.withLock { state in
-                state.ending = ending
-                return state.started
+            let count = queueIndices.count
+            state.withLock { state in
+                state.ended += 1
+                if let failure, state.ending == nil || state.ending?.termination == .finished {
+                    state.ending = failure
+                } else if state.ending == nil && state.ended == count {
+                    state.ending = (.finished, nil)
+                }
             }
-            deviceNotifier.close()
+            if failure != nil {
+                // The device has died: every queue's driver hears it.
+                for notifier in deviceNotifiers { notifier.close() }
+            } else {
+                deviceNotifiers[position].close()
+            }
             if !wasStarted { settled.signal() }
-            finished.signal()
+            finished.leave()
         }
-        thread.name = "virtqueue-device"
+        thread.name = "virtqueue-device-\(queueIndices[position])"
         thread.start()
     }
 
-    /// Waits until the device serves, or throws why it could not start.
+    /// Waits until every queue's device serves, or throws why one could not start (the others
+    /// are stopped first).
     @usableFromInline
     func waitUntilStarted() throws(DeviceFailure) {
-        settled.wait()
+        for _ in queueIndices { settled.wait() }
         if let failure = failure() {
+            for notifier in notifiers { notifier.close() }
             finished.wait()
-            finished.signal()
             throw failure
         }
     }
 
-    /// Closes the driver's end, waits for the device thread to return, and says how it ended:
-    /// `DeviceTermination/finished` when it served until now,
-    /// `DeviceTermination/threw(_:)` when it threw (the error is in ``failure()``).
+    /// Closes the driver's ends, waits for every device thread to return, and says how the
+    /// device ended: `DeviceTermination/finished` when it served until now,
+    /// `DeviceTermination/threw(_:)` when one queue's device threw (the error is in ``failure()``).
     @discardableResult
     public func stop() -> DeviceTermination {
-        notifier.close()
+        for notifier in notifiers { notifier.close() }
         finished.wait()
-        finished.signal()
         return state.withLock { $0.ending?.termination } ?? .finished
     }
 
-    /// Why the device thread ended early, if it has: the error it threw, named with the device.
-    /// `nil` while it runs and when it served until its driver hung up.
+    /// Why the device ended early, if it has: the first error a queue's device threw, named with
+    /// the device. `nil` while it runs and when it served until its driver hung up.
     public func failure() -> DeviceFailure? {
         guard let ending = state.withLock({ $0.ending }), ending.termination != .finished else { return nil }
         return DeviceFailure(

@@ -87,7 +87,8 @@ public enum SandboxBackend {
 public final class SandboxedDevice: DeviceHandle {
     /// The child process.
     public let process: DeviceProcess
-    /// The policy the child runs under.
+    /// The policy the child runs under: the one it was launched with, with threads allowed
+    /// (``SandboxPolicy/allowingThreads``) when it serves several queues.
     public let policy: SandboxPolicy
     /// The restart policy.
     public let restartPolicy: RestartPolicy
@@ -123,6 +124,8 @@ public final class SandboxedDevice: DeviceHandle {
         options: LaunchOptions,
         restartCount: Int
     ) throws -> SandboxedDevice {
+        // A device that serves several queues serves each further one on a thread of its own.
+        let policy = options.servedQueues.count > 1 ? policy.allowingThreads : policy
         var childOptions = options
         childOptions.environment = [:]
         childOptions.arguments += [DeviceHost.sandboxPolicyArgument, policy.argumentEncoding]
@@ -181,11 +184,19 @@ public final class SandboxedDevice: DeviceHandle {
     /// Where the device runs: `DeviceLocation/sandboxedProcess(id:)`.
     public var location: DeviceLocation { process.location }
 
-    /// The queue the device serves.
+    /// The first queue the device serves.
     public var queueIndex: Int { process.queueIndex }
 
-    /// The driver's notifier: kicks the device, waits for it, and reports its death.
+    /// The queues the device serves (`LaunchOptions/queues`), each on a thread of its own.
+    public var queueIndices: [Int] { process.queueIndices }
+
+    /// The driver's notifier of the first queue: kicks the device, waits for it, and reports its death.
     public var notifier: EventNotifier { process.notifier }
+
+    /// The driver's notifier of queue `index`, or `nil` if the device does not serve it.
+    public func notifier(forQueue index: Int) -> EventNotifier? {
+        process.notifier(forQueue: index)
+    }
 
     /// Maps the region the device serves, for the driver's queue.
     ///

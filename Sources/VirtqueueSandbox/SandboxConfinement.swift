@@ -14,11 +14,11 @@ public import VirtqueueSharedMemory
 /// (``SandboxBackend/launch(_:layout:policy:restart:options:)``) it, in order:
 ///
 /// 1. changes the working directory to `/`;
-/// 2. closes every descriptor except the region file, the kick and call sockets, the liveness
-///    socket, the device's configured descriptors and standard output and error — standard
-///    input included;
-/// 3. lowers `RLIMIT_NOFILE` to just above the highest kept descriptor, and `RLIMIT_NPROC` and
-///    `RLIMIT_CORE` to 0;
+/// 2. closes every descriptor except the region file, every served queue's kick and call
+///    sockets, the liveness socket (and its per-queue copies), the device's configured
+///    descriptors and standard output and error — standard input included;
+/// 3. lowers `RLIMIT_NOFILE` to just above the highest kept descriptor, `RLIMIT_CORE` to 0 and,
+///    for a device that serves one queue, `RLIMIT_NPROC` to 0;
 /// 4. installs the SIGSYS reporter, sets `PR_SET_NO_NEW_PRIVS` and loads the seccomp filter;
 /// 5. under the filter, asks the kernel for its seccomp mode (`prctl(PR_GET_SECCOMP)`) and sends
 ///    the confinement report — that mode and the loaded policy's ``SandboxPolicy/digest`` — on
@@ -56,15 +56,25 @@ public struct SandboxConfinement: ChildConfinement {
         else {
             throw SandboxError(.invalidPolicy, "\(Self.policyArgument) needs a policy encoding")
         }
-        let kick = context.kickFileDescriptor.rawValue
-        let call = context.callFileDescriptor.rawValue
+        // Every queue's kick and call ends play the kick and call roles; each queue's liveness
+        // descriptor (6, and a duplicate per further queue) the liveness role.
+        let kicks = context.queues.map(\.kick.rawValue)
+        let calls = context.queues.map(\.call.rawValue)
+        let livenesses = context.queues.map(\.liveness.rawValue)
         let liveness = context.livenessFileDescriptor.rawValue
         let configured = context.configuration.fileDescriptors
         let region = context.regionFileDescriptor.rawValue
-        var roles: [SandboxPolicy.FileDescriptorRole: Int32] = [
-            .kick: kick, .call: call, .liveness: liveness, .report: liveness, .standardOutput: 1, .standardError: 2,
+        var roles: [SandboxPolicy.FileDescriptorRole: [Int32]] = [
+            .kick: kicks, .call: calls, .liveness: livenesses, .report: [liveness], .standardOutput: [1],
+            .standardError: [2],
         ]
-        for (index, descriptor) in configured.enumerated() { roles[.device(index)] = descriptor }
-        try policy.confineThisProcess(keeping: [1, 2, region, kick, call, liveness] + configured, roles: roles)
+        for (index, descriptor) in configured.enumerated() { roles[.device(index)] = [descriptor] }
+        // Several queues are served on threads of their own: the launcher sent a policy that
+        // allows them (SandboxPolicy.allowingThreads), and RLIMIT_NPROC must leave room for them.
+        try policy.confineThisProcess(
+            keeping: [1, 2, region, liveness] + kicks + calls + livenesses + configured,
+            descriptorsByRole: roles,
+            allowingThreads: context.queues.count > 1
+        )
     }
 }

@@ -29,7 +29,27 @@ extension SandboxPolicy {
         openFileLimit: UInt? = nil,
         allowingThreads: Bool = false
     ) throws(SandboxError) {
-        guard let report = roles[.report] else {
+        try confineThisProcess(
+            keeping: descriptors,
+            descriptorsByRole: roles.mapValues { [$0] },
+            openFileLimit: openFileLimit,
+            allowingThreads: allowingThreads
+        )
+    }
+
+    /// Confines the calling process as ``confineThisProcess(keeping:roles:openFileLimit:allowingThreads:)``
+    /// does, where a role may be played by several descriptors — the kick sockets of a device
+    /// that serves several queues, say: a rule on a role allows the call on each of them.
+    /// `descriptorsByRole[.report]` must name one descriptor; the report goes there.
+    ///
+    /// - Throws: ``SandboxError`` naming the step that failed.
+    public func confineThisProcess(
+        keeping descriptors: [CInt],
+        descriptorsByRole roles: [FileDescriptorRole: [Int32]],
+        openFileLimit: UInt? = nil,
+        allowingThreads: Bool = false
+    ) throws(SandboxError) {
+        guard let reports = roles[.report], reports.count == 1, let report = reports.first else {
             throw SandboxError(.invalidPolicy, "confining a process needs a report descriptor")
         }
         guard chdir("/") == 0 else { throw SandboxError.system("chdir(\"/\")") }
@@ -43,7 +63,7 @@ extension SandboxPolicy {
             allowingThreads ? vq_sandbox_lower_limits_keeping_threads(limit) : vq_sandbox_lower_limits(limit)
         guard lowered == 0 else { throw SandboxError.system("setrlimit") }
         do {
-            try install(fileDescriptors: roles)
+            try install(descriptorsByRole: roles)
         } catch {
             throw SandboxError(.invalidPolicy, "cannot load the seccomp filter: \(error)")
         }

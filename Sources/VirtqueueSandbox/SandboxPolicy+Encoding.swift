@@ -1,7 +1,7 @@
 extension SandboxPolicy {
     /// The policy as one command-line argument, so a launcher can hand it to the device child:
     /// rules separated by `;`, each `name`, `name@fd=role,role`, `name@noexec=N`,
-    /// `name@flags=N:HEXMASK` or `name@errno=E`.
+    /// `name@flags=N:HEXMASK`, `name@ne=N:HEXVALUE` or `name@errno=E`.
     public var argumentEncoding: String {
         rules.map { rule in
             switch rule.condition {
@@ -13,6 +13,8 @@ extension SandboxPolicy {
                 rule.systemCall + "@noexec=\(argument)"
             case .withFlags(let argument, let mask):
                 rule.systemCall + "@flags=\(argument):\(String(mask, radix: 16))"
+            case .unlessArgument(let argument, let value):
+                rule.systemCall + "@ne=\(argument):\(String(value, radix: 16))"
             case .failsWith(let error):
                 rule.systemCall + "@errno=\(error)"
             }
@@ -65,6 +67,12 @@ extension SandboxPolicy {
                     let mask = UInt64(fields[1], radix: 16), mask != 0
                 else { return nil }
                 rules.append(Rule(name, .withFlags(argument: argument, mask: mask)))
+            } else if condition.hasPrefix("ne=") {
+                let fields = condition.dropFirst(3).split(separator: ":")
+                guard fields.count == 2, let argument = Int(fields[0]), (0...5).contains(argument),
+                    let value = UInt64(fields[1], radix: 16)
+                else { return nil }
+                rules.append(Rule(name, .unlessArgument(argument, equals: value)))
             } else if condition.hasPrefix("errno="), let error = Int32(condition.dropFirst(6)),
                 (1...4095).contains(error)
             {

@@ -20,13 +20,23 @@ extension SandboxPolicy {
     /// - Throws: `VirtqueueError` with `VirtqueueError/Code/invalidConfiguration`
     ///   for a system call name libseccomp does not know, or the `errno` of a failed step.
     public func install(fileDescriptors: [FileDescriptorRole: Int32]) throws(VirtqueueError) {
-        if let report = fileDescriptors[.report], vq_sandbox_install_sigsys_reporter(report) != 0 {
+        try install(descriptorsByRole: fileDescriptors.mapValues { [$0] })
+    }
+
+    /// Confines the calling process as ``install(fileDescriptors:)`` does, where a role may be
+    /// played by several descriptors (a rule on the role allows the call on each); the report
+    /// descriptor is the first of `.report`.
+    ///
+    /// - Throws: `VirtqueueError` as ``install(fileDescriptors:)`` does.
+    public func install(descriptorsByRole fileDescriptors: [FileDescriptorRole: [Int32]]) throws(VirtqueueError) {
+        let report = fileDescriptors[.report]?.first
+        if let report, vq_sandbox_install_sigsys_reporter(report) != 0 {
             throw Self.failure("installing the SIGSYS reporter")
         }
         guard vq_sandbox_set_no_new_privs() == 0 else { throw Self.failure("prctl(PR_SET_NO_NEW_PRIVS)") }
         let filter = try makeFilter(fileDescriptors: fileDescriptors, defaultAction: cseccomp_act_trap())
         defer { seccomp_release(filter) }
-        try Self.addReportRules(filter, report: fileDescriptors[.report])
+        try Self.addReportRules(filter, report: report)
         let result = seccomp_load(filter)
         guard result == 0 else {
             throw VirtqueueError(.invalidConfiguration, "seccomp_load failed", underlyingErrno: -result)
@@ -35,7 +45,7 @@ extension SandboxPolicy {
 
     /// Builds the libseccomp filter context for this policy; the caller releases it.
     func makeFilter(
-        fileDescriptors: [FileDescriptorRole: Int32],
+        fileDescriptors: [FileDescriptorRole: [Int32]],
         defaultAction: UInt32
     ) throws(VirtqueueError) -> scmp_filter_ctx {
         guard let filter = seccomp_init(defaultAction) else {
@@ -58,14 +68,15 @@ extension SandboxPolicy {
                     try Self.add(filter, number, rule, conditions: [])
                 case .onFileDescriptors(let roles):
                     for role in roles.sorted(by: { $0.description < $1.description }) {
-                        guard let descriptor = fileDescriptors[role] else { continue }
-                        let condition = scmp_arg_cmp(
-                            arg: 0,
-                            op: SCMP_CMP_EQ,
-                            datum_a: scmp_datum_t(UInt32(bitPattern: descriptor)),
-                            datum_b: 0
-                        )
-                        try Self.add(filter, number, rule, conditions: [condition])
+                        for descriptor in fileDescriptors[role] ?? [] {
+                            let condition = scmp_arg_cmp(
+                                arg: 0,
+                                op: SCMP_CMP_EQ,
+                                datum_a: scmp_datum_t(UInt32(bitPattern: descriptor)),
+                                datum_b: 0
+                            )
+                            try Self.add(filter, number, rule, conditions: [condition])
+                        }
                     }
                 case .withoutExecute(let argument):
                     let condition = scmp_arg_cmp(
@@ -81,6 +92,14 @@ extension SandboxPolicy {
                         op: SCMP_CMP_MASKED_EQ,
                         datum_a: scmp_datum_t(mask),
                         datum_b: scmp_datum_t(mask)
+                    )
+                    try Self.add(filter, number, rule, conditions: [condition])
+                case .unlessArgument(let argument, let value):
+                    let condition = scmp_arg_cmp(
+                        arg: UInt32(argument),
+                        op: SCMP_CMP_NE,
+                        datum_a: scmp_datum_t(value),
+                        datum_b: 0
                     )
                     try Self.add(filter, number, rule, conditions: [condition])
                 case .failsWith(let error):

@@ -51,6 +51,9 @@ public struct SandboxPolicy: Hashable, Sendable, CustomStringConvertible {
         /// Only when argument `argument` has every bit of `mask` set — `clone` with
         /// `CLONE_THREAD`: a new thread, never a new process.
         case withFlags(argument: Int, mask: UInt64)
+        /// Only when argument `argument` is not `value` — `rt_sigaction` for any signal but
+        /// `SIGSYS`, whose handler is the sandbox's reporter.
+        case unlessArgument(Int, equals: UInt64)
         /// Never carried out, but refused with `errno` instead of killing the process: `clone3`
         /// (whose flags live in memory a filter cannot read) fails with `ENOSYS`, and the C
         /// library falls back to `clone`, whose flags the filter checks.
@@ -75,6 +78,7 @@ public struct SandboxPolicy: Hashable, Sendable, CustomStringConvertible {
             case .withoutExecute(let argument): "\(systemCall)(arg\(argument) & PROT_EXEC == 0)"
             case .withFlags(let argument, let mask):
                 "\(systemCall)(arg\(argument) & 0x\(String(mask, radix: 16)) == 0x\(String(mask, radix: 16)))"
+            case .unlessArgument(let argument, let value): "\(systemCall)(arg\(argument) != \(value))"
             case .failsWith(let error): "\(systemCall) → errno \(error)"
             }
         }
@@ -112,6 +116,35 @@ public struct SandboxPolicy: Hashable, Sendable, CustomStringConvertible {
         Rule("close"),
         Rule("exit_group"),
     ])
+
+    /// This policy also letting the process start threads and end them: what a device that
+    /// serves several queues needs, one thread per further queue. `SandboxBackend` launches such a
+    /// device under this policy (and says so in ``SandboxedDevice/policy``).
+    ///
+    /// Threads only, never a process: `clone` is allowed only with `CLONE_THREAD` set, `clone3`
+    /// (whose flags a filter cannot read) fails with `ENOSYS` so the C library falls back to
+    /// `clone`. Besides, what starting, running and joining a thread calls, measured with the
+    /// SIGSYS reporter (`docs/sandbox.md`): `rt_sigprocmask` around `clone`, `set_robust_list`
+    /// and `rseq` in the new thread, `futex` to join it, `gettid` and `exit` when it ends, and `rt_sigaction`
+    /// from the C library's first thread start — for any signal but `SIGSYS`, so the SIGSYS
+    /// reporter cannot be replaced and a forbidden call still ends the process. Memory for the
+    /// stacks comes through `mmap`, `mprotect` and `munmap`, which the policy allows already
+    /// (never with `PROT_EXEC`). Adding it twice changes nothing.
+    public var allowingThreads: SandboxPolicy {
+        var policy = self
+        for rule in Self.threadRules where !policy.rules.contains(rule) {
+            policy.rules.append(rule)
+        }
+        return policy
+    }
+
+    /// The rules ``allowingThreads`` adds.
+    static let threadRules: [Rule] = [
+        Rule("clone", .withFlags(argument: 0, mask: 0x0001_0000)),  // CLONE_THREAD
+        Rule("clone3", .failsWith(errno: 38)),  // ENOSYS
+        Rule("rt_sigprocmask"), Rule("set_robust_list"), Rule("rseq"), Rule("futex"), Rule("gettid"), Rule("exit"),
+        Rule("rt_sigaction", .unlessArgument(0, equals: 31)),  // any signal but SIGSYS
+    ]
 
     /// This policy with more calls allowed.
     public func allowing(_ extra: Rule...) -> SandboxPolicy {

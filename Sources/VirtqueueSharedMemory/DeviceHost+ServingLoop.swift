@@ -37,15 +37,36 @@ extension DeviceHost.Entry {
     ///   - supportedFeatures: The device's `DeviceComponent/supportedFeatures`.
     ///   - requiresThreads: Whether `serve` creates threads; a confinement that forbids them
     ///     then stops the device at start-up with a report that says why.
-    ///   - serve: Creates the device and serves the queue; returns the exit code.
+    ///   - serve: Creates the device and serves the queue (the launch's one queue); returns the exit code.
     package init(
         name: String,
         supportedFeatures: @escaping @Sendable () -> Features,
         requiresThreads: Bool,
         serve: @escaping @Sendable (inout DeviceQueue<SharedMemoryRegion, EventNotifier>, DeviceHost.Hosting) -> Int32
     ) {
-        self.init(name: name, supportedFeatures: supportedFeatures) { queue, role in
-            serve(&queue, DeviceHost.Hosting(role: role))
+        self.init(name: name, supportedFeatures: supportedFeatures) { attachment, role in
+            // Such a loop serves one queue: a launch that hands it several fails at start-up.
+            guard attachment.queues.count == 1, let (index, notifier) = attachment.queues.first else {
+                return DeviceHost.attachFailed(
+                    role,
+                    SharedMemoryError(
+                        .invalidArgument,
+                        "device \(name) serves one queue with this loop; the launch asked for \(attachment.queues.count)"
+                    )
+                )
+            }
+            var queue: DeviceQueue<SharedMemoryRegion, EventNotifier>
+            do {
+                queue = try DeviceQueue(
+                    region: attachment.region,
+                    notifier: notifier,
+                    queueIndex: index,
+                    supportedFeatures: attachment.supportedFeatures
+                )
+            } catch {
+                return DeviceHost.attachFailed(role, error)
+            }
+            return serve(&queue, DeviceHost.Hosting(role: role))
         }
         self.requiresThreads = requiresThreads
     }

@@ -14,18 +14,21 @@ public import Virtqueue
 ///
 /// The child, step by step:
 /// 1. finds the device type named by `--virtqueue-device` (exit 64 if unknown);
-/// 2. adopts descriptors 3 (region), 4 (kick), 5 (call) and 6 (liveness), marks them
-///    close-on-exec, checks that 4 and 5 are notification sockets and the region file's seals,
-///    and maps it (exit 71 on failure);
+/// 2. adopts descriptors 3 (region) and 6 (liveness) and each served queue's kick and call
+///    ends, as `--virtqueue-queue INDEX:KICK:CALL` names them (4 and 5 for the first queue),
+///    marks them close-on-exec, checks that the notifier ends are notification sockets and the
+///    region file's seals, and maps it (exit 71 on failure);
 /// 3. runs the ``ChildConfinement`` (exit 72 if it throws) — nothing has read ring memory yet;
 ///    in the sandboxed role (``sandboxPolicyArgument`` present) a confinement that does not
 ///    apply the sandbox policy (``ChildConfinement/appliesSandboxPolicy``, false for
 ///    ``NoConfinement``) is refused with exit 72 before anything is served;
-/// 4. reads and validates the header, builds the `DeviceQueue` (exit 65 if the
+/// 4. reads and validates the header, builds each queue's `DeviceQueue` (exit 65 if the
 ///    region is malformed);
-/// 5. creates the device with its `DeviceConfiguration` (exit 70 if that throws), tells the
-///    parent it started, and serves until the driver hangs up (exit 0), the driver breaks a
-///    ring rule (exit 65) or the device throws (exit 70).
+/// 5. creates the device with its `DeviceConfiguration` (exit 70 if that throws) — for several
+///    queues, the shared state once and one device value per queue — tells the parent it
+///    started, and serves until the driver hangs up (exit 0), the driver breaks a ring rule
+///    (exit 65) or the device throws (exit 70). Each further queue is served on a thread of its
+///    own; a queue that fails ends the whole process, so every queue's driver hears it.
 ///
 /// The child tells its parent how its device fares with status records on the liveness socket
 /// (`docs/wire-format.md`, section 8.1): that it started serving, or that it could not start or
@@ -36,7 +39,9 @@ public import Virtqueue
 public enum DeviceHost {
     /// The argument that selects the device role, followed by the device's name.
     public static let deviceArgument = "--virtqueue-device"
-    /// The argument followed by the queue index to serve.
+    /// The argument followed by a queue to serve, `INDEX:KICK:CALL` (the queue's index in the
+    /// region, and the descriptor numbers of its kick channel's wait end and call channel's
+    /// notify end), or `INDEX` alone for `INDEX:4:5`; once per queue (`docs/wire-format.md`, section 8).
     public static let queueArgument = "--virtqueue-queue"
     /// The argument followed by the spin count before sleeping.
     public static let spinsArgument = "--virtqueue-spins"
@@ -56,15 +61,17 @@ public enum DeviceHost {
     public enum InheritedDescriptor {
         /// The region file.
         public static let region: CInt = 3
-        /// The wait end of the kick channel: the driver notifies through the other end, the
-        /// device receives on this one.
+        /// The first queue's wait end of the kick channel: the driver notifies through the other
+        /// end, the device receives on this one. Further queues' ends follow the liveness socket,
+        /// named by ``DeviceHost/queueArgument``.
         public static let kick: CInt = 4
-        /// The notify end of the call channel: the device sends on it, the driver waits on the
-        /// other end.
+        /// The first queue's notify end of the call channel: the device sends on it, the driver
+        /// waits on the other end.
         public static let call: CInt = 5
         /// The liveness socket: hung up when the parent closes its end or dies.
         public static let liveness: CInt = 6
-        /// The first of the `DeviceConfiguration/fileDescriptors`.
+        /// The first of the `DeviceConfiguration/fileDescriptors` for a device that serves one
+        /// queue; they follow the highest notifier end the handshake names.
         public static let firstConfigured: CInt = 7
     }
 
@@ -84,22 +91,46 @@ public enum DeviceHost {
         public static let confinementFailed: Int32 = 72
     }
 
+    /// One served queue's notifier ends in a device process.
+    public struct QueueEnds: Hashable, Sendable {
+        /// The queue's index in the region.
+        public var queueIndex: Int
+        /// The kick channel's wait end: the device receives the driver's notifications on it.
+        public var kick: FileDescriptor
+        /// The call channel's notify end: the device notifies the driver on it.
+        public var call: FileDescriptor
+        /// The liveness descriptor this queue's notifier polls: descriptor 6 for the first
+        /// queue, a duplicate of it (made before confinement) for each further one.
+        public var liveness: FileDescriptor
+
+        /// Creates the ends.
+        public init(queueIndex: Int, kick: FileDescriptor, call: FileDescriptor, liveness: FileDescriptor) {
+            self.queueIndex = queueIndex
+            self.kick = kick
+            self.call = call
+            self.liveness = liveness
+        }
+    }
+
     /// What a device process knows about itself once it is set up; given to ``ChildConfinement``.
     public struct Context: Sendable {
         /// The device's name.
         public var deviceName: String
-        /// The queue it serves.
+        /// The first queue it serves.
         public var queueIndex: Int
+        /// Every queue it serves, with its notifier ends, in the order the launcher listed them.
+        public var queues: [QueueEnds]
         /// How long it polls before sleeping.
         public var spins: Int
         /// The whole command line, including ``LaunchOptions/arguments``.
         public var arguments: [String]
         /// The region file's descriptor (3).
         public var regionFileDescriptor: FileDescriptor
-        /// The notification socket the device waits on: the kick channel's wait end (4).
+        /// The notification socket the first queue's device waits on: the kick channel's wait
+        /// end (4).
         public var kickFileDescriptor: FileDescriptor
-        /// The notification socket the device notifies the driver through: the call channel's
-        /// notify end (5).
+        /// The notification socket the first queue's device notifies the driver through: the
+        /// call channel's notify end (5).
         public var callFileDescriptor: FileDescriptor
         /// The liveness socket (6).
         public var livenessFileDescriptor: FileDescriptor
@@ -113,7 +144,8 @@ public enum DeviceHost {
     @usableFromInline
     struct Role: Sendable {
         var deviceName: String
-        var queueIndex = 0
+        /// Each served queue: its index and the descriptor numbers of its kick and call ends.
+        var queues: [(index: Int, kick: CInt, call: CInt)] = []
         @usableFromInline var spins = 256
         var requireSeals = true
         @usableFromInline var configuration = DeviceConfiguration()
@@ -144,8 +176,8 @@ public enum DeviceHost {
         public let name: String
         /// The device's `DeviceComponent/supportedFeatures`, read in the device role only.
         @usableFromInline let supportedFeatures: @Sendable () -> Features
-        /// Creates the device and serves `queue` with it; returns the exit code.
-        @usableFromInline let serve: @Sendable (inout DeviceQueue<SharedMemoryRegion, EventNotifier>, Role) -> Int32
+        /// Creates the device and serves the attached queues with it; returns the exit code.
+        @usableFromInline let serve: @Sendable (Attachment, Role) -> Int32
         /// Whether the serving loop creates threads (`VirtqueueAsync`'s): the host then asks the
         /// confinement whether they are allowed before it serves (``ChildConfinement/threadRestriction(_:)``).
         package var requiresThreads = false
@@ -158,7 +190,7 @@ public enum DeviceHost {
             self.init(
                 name: Device.name,
                 supportedFeatures: { Device.supportedFeatures },
-                serve: { queue, role in DeviceHost.serve(Device.self, on: &queue, role: role) }
+                serve: { attachment, role in DeviceHost.serve(Device.self, attachment, role: role) }
             )
         }
 
@@ -166,7 +198,7 @@ public enum DeviceHost {
         init(
             name: String,
             supportedFeatures: @escaping @Sendable () -> Features,
-            serve: @escaping @Sendable (inout DeviceQueue<SharedMemoryRegion, EventNotifier>, Role) -> Int32
+            serve: @escaping @Sendable (Attachment, Role) -> Int32
         ) {
             self.name = name
             self.supportedFeatures = supportedFeatures
@@ -252,11 +284,9 @@ public enum DeviceHost {
             }
             return fail(code, "\(name): \(message)")
         }
+        let notifierEnds = role.queues.flatMap { [$0.kick, $0.call] }
         let inherited =
-            [
-                InheritedDescriptor.region, InheritedDescriptor.kick, InheritedDescriptor.call,
-                InheritedDescriptor.liveness,
-            ]
+            [InheritedDescriptor.region, InheritedDescriptor.liveness] + notifierEnds
             + role.configuration.fileDescriptors
         for fd in inherited where vq_set_cloexec(fd, 1) != 0 {
             return failToStart(
@@ -266,8 +296,16 @@ public enum DeviceHost {
             )
         }
         do throws(SharedMemoryError) {
-            try checkNotificationSocket(InheritedDescriptor.kick, "inherited descriptor 4 (kick)")
-            try checkNotificationSocket(InheritedDescriptor.call, "inherited descriptor 5 (call)")
+            for queue in role.queues {
+                try checkNotificationSocket(
+                    queue.kick,
+                    "inherited descriptor \(queue.kick) (queue \(queue.index) kick)"
+                )
+                try checkNotificationSocket(
+                    queue.call,
+                    "inherited descriptor \(queue.call) (queue \(queue.index) call)"
+                )
+            }
         } catch {
             return fail(ExitCode.systemError, "\(name): \(error.message)")
         }
@@ -282,19 +320,37 @@ public enum DeviceHost {
             let code = error.code == .systemCallFailed ? ExitCode.systemError : ExitCode.dataError
             return failToStart(code, "\(error)", confined: false)
         }
-        let notifier = EventNotifier(
-            waitingOn: FileDescriptor(rawValue: InheritedDescriptor.kick),
-            notifying: FileDescriptor(rawValue: InheritedDescriptor.call),
-            liveness: .connection(FileDescriptor(rawValue: InheritedDescriptor.liveness))
-        )
+        // Each queue's notifier owns its liveness descriptor: the first queue's is 6, each
+        // further one's a duplicate, made now while the process may still make one.
+        var ends: [QueueEnds] = []
+        for (position, queue) in role.queues.enumerated() {
+            let liveness =
+                position == 0 ? InheritedDescriptor.liveness : vq_dup_cloexec(InheritedDescriptor.liveness, 0)
+            guard liveness >= 0 else {
+                return failToStart(
+                    ExitCode.systemError,
+                    "dup of the liveness socket: \(Errno.current)",
+                    confined: false
+                )
+            }
+            ends.append(
+                QueueEnds(
+                    queueIndex: queue.index,
+                    kick: FileDescriptor(rawValue: queue.kick),
+                    call: FileDescriptor(rawValue: queue.call),
+                    liveness: FileDescriptor(rawValue: liveness)
+                )
+            )
+        }
         let context = Context(
             deviceName: name,
-            queueIndex: role.queueIndex,
+            queueIndex: ends[0].queueIndex,
+            queues: ends,
             spins: role.spins,
             arguments: arguments,
             regionFileDescriptor: FileDescriptor(rawValue: InheritedDescriptor.region),
-            kickFileDescriptor: FileDescriptor(rawValue: InheritedDescriptor.kick),
-            callFileDescriptor: FileDescriptor(rawValue: InheritedDescriptor.call),
+            kickFileDescriptor: ends[0].kick,
+            callFileDescriptor: ends[0].call,
             livenessFileDescriptor: FileDescriptor(rawValue: InheritedDescriptor.liveness),
             regionByteCount: region.count,
             configuration: role.configuration
@@ -315,41 +371,162 @@ public enum DeviceHost {
         if device.requiresThreads, let restriction = confinement.threadRestriction(context) {
             return failToStart(ExitCode.confinementFailed, restriction, confined: true)
         }
-        var queue: DeviceQueue<SharedMemoryRegion, EventNotifier>
-        do {
-            queue = try DeviceQueue(
-                region: region,
-                notifier: notifier,
-                queueIndex: role.queueIndex,
-                supportedFeatures: device.supportedFeatures()
-            )
-        } catch {
-            return failToStart(ExitCode.dataError, "\(error)", confined: true)
-        }
-        return device.serve(&queue, role)
+        let attachment = Attachment(
+            region: region,
+            queues: ends.map { end in
+                (
+                    end.queueIndex,
+                    EventNotifier(waitingOn: end.kick, notifying: end.call, liveness: .connection(end.liveness))
+                )
+            },
+            supportedFeatures: device.supportedFeatures()
+        )
+        return device.serve(attachment, role)
     }
 
-    /// Creates a `Device` and serves `queue` with it until the driver hangs up; returns the exit
-    /// code. Inlinable so that ``Entry/init(_:)`` specialises it for the device type.
+    /// What the device host attached for a device: the mapped region and each served queue's
+    /// index and notifier, in the order the launcher listed them.
+    @usableFromInline
+    struct Attachment: Sendable {
+        @usableFromInline let region: SharedMemoryRegion
+        @usableFromInline let queues: [(index: Int, notifier: EventNotifier)]
+        @usableFromInline let supportedFeatures: Features
+    }
+
+    /// Creates a `Device` and serves the attached queues with it until the driver hangs up;
+    /// returns the exit code. Inlinable so that ``Entry/init(_:)`` specialises it for the device type.
+    ///
+    /// One queue is served on this thread, as it always was. For several, every queue is
+    /// attached and every device value created first (a failure then fails the start), then each
+    /// further queue is served on a thread of its own and the first on this one; a queue whose
+    /// serving fails ends the process at once.
     @inlinable
     static func serve<Device: DeviceComponent>(
         _ device: Device.Type,
-        on queue: inout DeviceQueue<SharedMemoryRegion, EventNotifier>,
+        _ attachment: Attachment,
         role: Role
     ) -> Int32 {
-        var instance: Device
+        let shared: Device.SharedState
         do {
-            instance = try Device(configuration: role.configuration)
+            shared = try Device.makeSharedState(configuration: role.configuration)
         } catch {
             return creationFailed(role, error)
         }
-        started(role)
-        do {
-            try queue.serve(&instance, spins: role.spins)
-            return ExitCode.success
-        } catch {
-            return servingFailed(role, error)
+        var servers: [QueueServer<Device>] = []
+        for (index, notifier) in attachment.queues {
+            let queue: DeviceQueue<SharedMemoryRegion, EventNotifier>
+            do {
+                queue = try DeviceQueue(
+                    region: attachment.region,
+                    notifier: notifier,
+                    queueIndex: index,
+                    supportedFeatures: attachment.supportedFeatures
+                )
+            } catch {
+                return attachFailed(role, error)
+            }
+            let instance: Device
+            do {
+                instance = try Device(configuration: role.configuration, queue: index, shared: shared)
+            } catch {
+                return creationFailed(role, error)
+            }
+            servers.append(QueueServer(queue: queue, device: instance))
         }
+        started(role)
+        let threads = ServingThreads()
+        for server in servers.dropFirst() {
+            guard threads.start({ server.run(role) }) else {
+                return servingFailed(role, SharedMemoryError(.systemCallFailed, "a queue's thread could not start"))
+            }
+        }
+        servers[0].run(role)
+        threads.joinAll()
+        return ExitCode.success
+    }
+
+    /// One queue of a device process and its device value, handed to the thread that serves it.
+    @usableFromInline
+    final class QueueServer<Device: DeviceComponent>: @unchecked Sendable {
+        @usableFromInline var queue: DeviceQueue<SharedMemoryRegion, EventNotifier>?
+        @usableFromInline var device: Device
+
+        @usableFromInline
+        init(queue: consuming DeviceQueue<SharedMemoryRegion, EventNotifier>, device: Device) {
+            self.queue = consume queue
+            self.device = device
+        }
+
+        /// Serves the queue until the driver hangs up; ends the process if serving fails.
+        @inlinable
+        func run(_ role: Role) {
+            guard var queue = queue.take() else { return }
+            // Both on this thread's stack for the whole loop, as a single queue's always were.
+            var device = self.device
+            do {
+                try queue.serve(&device, spins: role.spins)
+            } catch {
+                DeviceHost.endProcess(DeviceHost.servingFailed(role, error))
+            }
+        }
+    }
+
+    /// Ends the process at once with `code` (`_exit`): a queue's serving failed, and every other
+    /// queue's driver must hear that the device died.
+    @usableFromInline
+    static func endProcess(_ code: Int32) -> Never {
+        _exit(code)
+    }
+
+    /// The threads that serve a device process's further queues.
+    @usableFromInline
+    final class ServingThreads {
+        var threads: [pthread_t] = []
+
+        @usableFromInline init() {}
+
+        /// Starts a joinable thread running `body`; `false` if it cannot be started.
+        @usableFromInline
+        func start(_ body: @escaping @Sendable () -> Void) -> Bool {
+            final class Box {
+                let body: @Sendable () -> Void
+                init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+            }
+            let box = Unmanaged.passRetained(Box(body)).toOpaque()
+            var thread = pthread_t()
+            let result = pthread_create(
+                &thread,
+                nil,
+                { raw in
+                    guard let raw else { return nil }
+                    Unmanaged<Box>.fromOpaque(raw).takeRetainedValue().body()
+                    return nil
+                },
+                box
+            )
+            guard result == 0 else {
+                Unmanaged<Box>.fromOpaque(box).release()
+                return false
+            }
+            threads.append(thread)
+            return true
+        }
+
+        /// Waits for every thread to end.
+        @usableFromInline
+        func joinAll() {
+            for thread in threads { pthread_join(thread, nil) }
+            threads.removeAll()
+        }
+    }
+
+    /// Reports that a queue could not be attached (a malformed region); returns the exit code.
+    @usableFromInline
+    static func attachFailed(_ role: Role, _ error: any Error) -> Int32 {
+        if role.reportsStatus {
+            DeviceStatusRecord(.failedToStart, "\(error)").send(on: InheritedDescriptor.liveness)
+        }
+        return fail(ExitCode.dataError, "\(role.deviceName): \(error)")
     }
 
     /// Tells the parent that the device was created and serves from now on.
@@ -388,12 +565,34 @@ public enum DeviceHost {
             return .failure(SharedMemoryError(.invalidArgument, "\(deviceArgument) needs a device name"))
         }
         var role = Role(deviceName: name)
-        if arguments.contains(queueArgument) {
-            guard let text = value(after: queueArgument), let index = Int(text), index >= 0 else {
-                return .failure(SharedMemoryError(.invalidArgument, "\(queueArgument) needs a queue index"))
+        for (position, argument) in arguments.enumerated() where argument == queueArgument {
+            guard position + 1 < arguments.count, let queue = parseQueue(arguments[position + 1]) else {
+                return .failure(
+                    SharedMemoryError(.invalidArgument, "\(queueArgument) needs INDEX or INDEX:KICK:CALL")
+                )
             }
-            role.queueIndex = index
+            role.queues.append(queue)
         }
+        if role.queues.isEmpty { role.queues = [(0, InheritedDescriptor.kick, InheritedDescriptor.call)] }
+        do {
+            try RegionLayout.validateServedQueues(role.queues.map(\.index))
+        } catch {
+            return .failure(SharedMemoryError(.invalidArgument, error.message))
+        }
+        var seen: Set<CInt> = [InheritedDescriptor.region, InheritedDescriptor.liveness]
+        for queue in role.queues {
+            for fd in [queue.kick, queue.call] {
+                guard fd > 2, seen.insert(fd).inserted else {
+                    return .failure(
+                        SharedMemoryError(
+                            .invalidArgument,
+                            "queue \(queue.index): descriptor \(fd) is a standard one, the region's, the liveness socket's or another queue's"
+                        )
+                    )
+                }
+            }
+        }
+        let firstConfigured = (seen.max() ?? InheritedDescriptor.liveness) + 1
         if arguments.contains(spinsArgument) {
             guard let text = value(after: spinsArgument), let spins = Int(text), spins >= 0 else {
                 return .failure(SharedMemoryError(.invalidArgument, "\(spinsArgument) needs a spin count"))
@@ -413,9 +612,20 @@ public enum DeviceHost {
             else {
                 return .failure(SharedMemoryError(.invalidArgument, "\(descriptorsArgument) needs a count up to 12"))
             }
-            role.configuration.fileDescriptors = (0..<count).map { InheritedDescriptor.firstConfigured + CInt($0) }
+            role.configuration.fileDescriptors = (0..<count).map { firstConfigured + CInt($0) }
         }
         return .success(role)
+    }
+
+    /// `INDEX` or `INDEX:KICK:CALL`, each a non-negative decimal number in range.
+    static func parseQueue(_ text: String) -> (index: Int, kick: CInt, call: CInt)? {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 1 || parts.count == 3, let index = Int(parts[0]), (0...Int(UInt16.max)).contains(index)
+        else { return nil }
+        guard parts.count == 3 else { return (index, InheritedDescriptor.kick, InheritedDescriptor.call) }
+        guard let kick = CInt(parts[1]), let call = CInt(parts[2]), (0...1024).contains(kick), (0...1024).contains(call)
+        else { return nil }
+        return (index, kick, call)
     }
 
     static func fail(_ code: Int32, _ message: String) -> Int32 {

@@ -22,12 +22,13 @@ public final class DeviceProcess: DeviceHandle {
     public let processID: Int32
     /// The `DeviceComponent/name` of the device the child runs.
     public let deviceName: String
-    /// The queue the child serves.
-    public let queueIndex: Int
+    /// The queues the child serves, in the order it was given them.
+    public let queueIndices: [Int]
     /// The region file the child maps.
     public let file: SharedMemoryFile
-    /// The driver's notifier: kicks the child, waits for its calls, and reports its death.
-    public let notifier: EventNotifier
+    /// The driver's notifiers, one per queue in the order of ``queueIndices``: each kicks the
+    /// child, waits for its calls on that queue, and reports its death.
+    public let notifiers: [EventNotifier]
     /// Where the child runs: `DeviceLocation/process(id:)`, or
     /// `DeviceLocation/sandboxedProcess(id:)` when the sandboxed level started it.
     public let location: DeviceLocation
@@ -58,9 +59,9 @@ public final class DeviceProcess: DeviceHandle {
         pidfd: CInt,
         livenessSocket: CInt,
         deviceName: String,
-        queueIndex: Int,
+        queueIndices: [Int],
         file: SharedMemoryFile,
-        notifier: EventNotifier,
+        notifiers: [EventNotifier],
         stopGracePeriod: Duration,
         interpreter: Interpreter?
     ) {
@@ -68,9 +69,9 @@ public final class DeviceProcess: DeviceHandle {
         self.pidfd = pidfd
         self.livenessSocket = livenessSocket
         self.deviceName = deviceName
-        self.queueIndex = queueIndex
+        self.queueIndices = queueIndices
         self.file = file
-        self.notifier = notifier
+        self.notifiers = notifiers
         self.defaultGracePeriod = stopGracePeriod
         self.interpreter = interpreter
         self.location = interpreter == nil ? .process(id: processID) : .sandboxedProcess(id: processID)
@@ -83,6 +84,17 @@ public final class DeviceProcess: DeviceHandle {
         }
         closeDescriptor(pidfd)
         closeDescriptor(livenessSocket)
+    }
+
+    /// The first queue the child serves.
+    public var queueIndex: Int { queueIndices[0] }
+
+    /// The driver's notifier of the first queue.
+    public var notifier: EventNotifier { notifiers[0] }
+
+    /// The driver's notifier of queue `index`, or `nil` if the child does not serve it.
+    public func notifier(forQueue index: Int) -> EventNotifier? {
+        queueIndices.firstIndex(of: index).map { notifiers[$0] }
     }
 
     /// Maps the region the child serves, for the driver's queue.
@@ -180,7 +192,7 @@ public final class DeviceProcess: DeviceHandle {
     /// as a process that exits does before it can be reaped: what the driver's notifier reports
     /// as `peerDied` may come a moment before the exit status.
     func childIsEnding() -> Bool {
-        var entries = [livenessSocket, notifier.channel.waitFD, notifier.channel.notifyFD].map {
+        var entries = ([livenessSocket] + notifiers.flatMap { [$0.channel.waitFD, $0.channel.notifyFD] }).map {
             pollfd(fd: $0, events: Int16(VQ_POLLRDHUP), revents: 0)
         }
         guard poll(&entries, nfds_t(entries.count), 0) > 0 else { return false }

@@ -15,8 +15,12 @@ public struct LaunchOptions: Sendable {
     public var arguments: [String]
     /// The child's environment; `nil` to inherit this process's.
     public var environment: [String: String]?
-    /// The queue of the region the device serves.
+    /// The queue of the region the device serves, when ``queues`` is `nil`.
     public var queueIndex: Int
+    /// The queues of the region the device serves, each on a thread of its own with a notifier
+    /// pair of its own; `nil` for the one queue ``queueIndex``. A sandboxed device that serves
+    /// several queues runs under its policy with threads allowed (`SandboxPolicy.allowingThreads`).
+    public var queues: [Int]?
     /// How long the device polls before sleeping; see `DeviceQueue/waitForRequests(spins:)`.
     public var spins: Int
     /// How long ``DeviceProcess/stop()`` waits, by default, for the device to exit
@@ -33,12 +37,16 @@ public struct LaunchOptions: Sendable {
     /// 8, … and its configuration lists those numbers.
     public var configuration: DeviceConfiguration
 
+    /// The queues the device serves: ``queues``, or ``queueIndex`` alone.
+    public var servedQueues: [Int] { queues ?? [queueIndex] }
+
     /// The defaults: this executable, no extra arguments, inherited environment, queue 0.
     public init() {
         executable = nil
         arguments = []
         environment = nil
         queueIndex = 0
+        queues = nil
         spins = 256
         stopGracePeriod = .seconds(5)
         startupTimeout = .seconds(10)

@@ -9,9 +9,11 @@ public import Virtqueue
 ///
 /// The child is started with `posix_spawn` (never `fork`) from an executable that hosts the
 /// device — usually this very executable, re-entered in the device role (see ``DeviceHost``).
-/// It inherits exactly four descriptors besides 0, 1 and 2: the region file as 3, the wait end
-/// of the kick channel as 4, the notify end of the call channel as 5 and a liveness socket as 6
-/// (`docs/wire-format.md`), then the descriptors of ``LaunchOptions/configuration`` as 7, 8, ….
+/// It inherits, besides 0, 1 and 2: the region file as 3, the first queue's wait end of the
+/// kick channel as 4 and notify end of the call channel as 5, a liveness socket as 6, each
+/// further queue's two ends as 7 and 8, 9 and 10, …, then the descriptors of
+/// ``LaunchOptions/configuration`` (`docs/wire-format.md`, section 8). Its arguments name each
+/// queue and its two descriptors.
 /// The parent keeps the other ends and none of the child's: nothing the child does to its
 /// descriptors can make the parent's `notify()` or `wait()` block.
 ///
@@ -27,8 +29,8 @@ public import Virtqueue
 ///
 /// The handle, a ``DeviceProcess``, is a `DeviceHandle` like the other levels' handles.
 public enum SharedMemoryBackend {
-    /// Creates a sealed region for `layout`, starts `Device` in a child process serving queue
-    /// `options.queueIndex`, and returns the driver's handle to it once the device is created.
+    /// Creates a sealed region for `layout`, starts `Device` in a child process serving
+    /// `options.servedQueues` (each further queue on a thread of its own), and returns the driver's handle to it once the device is created.
     ///
     /// The child attaches the device's queue and creates the device with
     /// ``LaunchOptions/configuration`` (`DeviceComponent/init(configuration:)`), then reports
@@ -82,8 +84,11 @@ public enum SharedMemoryBackend {
         options: LaunchOptions,
         interpreter: DeviceProcess.Interpreter?
     ) throws(SharedMemoryError) -> DeviceProcess {
-        guard options.queueIndex >= 0, options.queueIndex <= Int(UInt16.max) else {
-            throw SharedMemoryError(.invalidArgument, "queue index \(options.queueIndex) is out of range")
+        let queues = options.servedQueues
+        do {
+            try RegionLayout.validateServedQueues(queues)
+        } catch {
+            throw SharedMemoryError(.invalidArgument, error.message)
         }
         guard options.configuration.fileDescriptors.count <= DeviceHost.maximumConfiguredDescriptors else {
             throw SharedMemoryError(
@@ -103,9 +108,13 @@ public enum SharedMemoryBackend {
         var arguments = [
             executable,
             DeviceHost.deviceArgument, Device.name,
-            DeviceHost.queueArgument, String(options.queueIndex),
             DeviceHost.spinsArgument, String(options.spins),
         ]
+        // The first queue's ends are 4 and 5, the further queues' follow the liveness socket (6).
+        for (position, index) in queues.enumerated() {
+            let kick = position == 0 ? 4 : 5 + 2 * position
+            arguments += [DeviceHost.queueArgument, "\(index):\(kick):\(kick + 1)"]
+        }
         if !file.isSealed { arguments.append(DeviceHost.unsealedArgument) }
         for argument in options.configuration.arguments {
             arguments += [DeviceHost.configurationArgument, argument]
@@ -118,16 +127,27 @@ public enum SharedMemoryBackend {
 
         var owned: [CInt] = []
         do throws(SharedMemoryError) {
-            // The device waits on the kick channel and the driver on the call channel; the child
-            // gets the kick's wait end and the call's notify end, the parent keeps the others.
-            let kick = try EventNotifier.makeChannel()
-            owned += [kick.waitEnd.rawValue, kick.notifyEnd.rawValue]
-            let call = try EventNotifier.makeChannel()
-            owned += [call.waitEnd.rawValue, call.notifyEnd.rawValue]
+            // Per queue, the device waits on the kick channel and the driver on the call channel;
+            // the child gets the kick's wait end and the call's notify end, the parent keeps the others.
+            var channels:
+                [(
+                    kick: (waitEnd: FileDescriptor, notifyEnd: FileDescriptor),
+                    call: (waitEnd: FileDescriptor, notifyEnd: FileDescriptor)
+                )] = []
+            for _ in queues {
+                let kick = try EventNotifier.makeChannel()
+                owned += [kick.waitEnd.rawValue, kick.notifyEnd.rawValue]
+                let call = try EventNotifier.makeChannel()
+                owned += [call.waitEnd.rawValue, call.notifyEnd.rawValue]
+                channels.append((kick, call))
+            }
             var sockets: [CInt] = [-1, -1]
             try retrying("socketpair") { vq_socketpair(&sockets) }
             owned += sockets
-            let childEnds = [kick.waitEnd.rawValue, call.notifyEnd.rawValue, sockets[1]]
+            var childEnds = [channels[0].kick.waitEnd.rawValue, channels[0].call.notifyEnd.rawValue, sockets[1]]
+            for channel in channels.dropFirst() {
+                childEnds += [channel.kick.waitEnd.rawValue, channel.call.notifyEnd.rawValue]
+            }
             let inherited = [file.fileDescriptor.rawValue] + childEnds + options.configuration.fileDescriptors
             let pid = try spawn(executable, arguments: arguments, environment: environment, descriptors: inherited)
             closeDescriptors(childEnds)
@@ -135,12 +155,12 @@ public enum SharedMemoryBackend {
             // From here the child exists: every failure must still reap it, so the handle takes
             // the descriptors first and its deinit cleans up.
             let pidfd = vq_pidfd_open(pid)
-            let notifierLiveness: EventNotifier.Liveness
-            if pidfd >= 0, case let copy = vq_dup_cloexec(pidfd, 0), copy >= 0 {
-                notifierLiveness = .process(FileDescriptor(rawValue: copy))
-            } else {
-                let copy = vq_dup_cloexec(sockets[0], 0)
-                notifierLiveness = copy >= 0 ? .connection(FileDescriptor(rawValue: copy)) : .none
+            let notifiers = channels.map { channel in
+                EventNotifier(
+                    waitingOn: channel.call.waitEnd,
+                    notifying: channel.kick.notifyEnd,
+                    liveness: liveness(pidfd: pidfd, socket: sockets[0])
+                )
             }
             owned.removeAll()
             return DeviceProcess(
@@ -148,13 +168,9 @@ public enum SharedMemoryBackend {
                 pidfd: pidfd,
                 livenessSocket: sockets[0],
                 deviceName: Device.name,
-                queueIndex: options.queueIndex,
+                queueIndices: queues,
                 file: file,
-                notifier: EventNotifier(
-                    waitingOn: call.waitEnd,
-                    notifying: kick.notifyEnd,
-                    liveness: notifierLiveness
-                ),
+                notifiers: notifiers,
                 stopGracePeriod: options.stopGracePeriod,
                 interpreter: interpreter
             )
@@ -162,6 +178,16 @@ public enum SharedMemoryBackend {
             closeDescriptors(owned)
             throw error
         }
+    }
+
+    /// What a driver notifier watches for the child's death: a copy of its pidfd, or where the
+    /// kernel has none, a copy of the liveness socket.
+    static func liveness(pidfd: CInt, socket: CInt) -> EventNotifier.Liveness {
+        if pidfd >= 0, case let copy = vq_dup_cloexec(pidfd, 0), copy >= 0 {
+            return .process(FileDescriptor(rawValue: copy))
+        }
+        let copy = vq_dup_cloexec(socket, 0)
+        return copy >= 0 ? .connection(FileDescriptor(rawValue: copy)) : .none
     }
 
     /// This process's executable, from `/proc/self/exe`.

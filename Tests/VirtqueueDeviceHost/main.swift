@@ -12,7 +12,7 @@ let entries = [
     DeviceHost.Entry(DescriptorListingDevice.self), DeviceHost.Entry(ConfiguredDevice.self),
     DeviceHost.Entry(ForbiddenCallDevice.self), DeviceHost.Entry(ConformanceDevice.self),
     DeviceHost.Entry(NotifierTrapDevice.self), DeviceHost.Entry(GreetingDevice.self),
-    DeviceHost.Entry(PrintingDevice.self),
+    DeviceHost.Entry(PrintingDevice.self), DeviceHost.Entry(QueueTagDevice.self),
 ]
 
 // With `--test-confinement MODE` among the launch arguments, a host that does not confine itself

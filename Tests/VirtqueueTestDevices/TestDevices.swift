@@ -9,6 +9,7 @@ public enum TestDevices {
         SerialDevice.self, EchoDevice.self, ChecksumDevice.self, TruncatingDevice.self, FailingDevice.self,
         DescriptorListingDevice.self, ConfiguredDevice.self, ForbiddenCallDevice.self,
         ConformanceDevice.self, NotifierTrapDevice.self, GreetingDevice.self, PrintingDevice.self,
+        QueueTagDevice.self,
     ]
 }
 

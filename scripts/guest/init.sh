@@ -4,7 +4,8 @@
 # Mounts proc/sys/devtmpfs, loads the virtio modules listed in /modules/order, waits for
 # /dev/vda, runs the workload named on the kernel command line (vqtest.workload=NAME) and prints
 # machine-readable lines "VQTEST key=value" on the serial console, then "VQTEST done=1", and
-# powers off. Workloads: check, long-write, perf (see each function below).
+# powers off. Workloads: check, long-write, perf (see each function below); with more than one
+# CPU, check also reads from every CPU at once (per_cpu_reads).
 
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -117,7 +118,32 @@ workload_check() {
     blockdev --flushbufs /dev/vda
     back=$(dd if=/dev/vda bs=64k skip=64 count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
     say "readback_md5=$back"
+    per_cpu_reads
     say "io_errors=$(io_errors)"
+}
+
+# With more than one CPU: I/O from each CPU at once, so that blk-mq sends it down each CPU's
+# hardware queue (virtio-blk maps queue i to CPU i when there are as many queues as CPUs). One
+# direct-I/O reader per CPU, pinned to it with taskset, reads its own 4 MiB slice of the disk
+# (CPU c: bytes [4c MiB, 4c+4 MiB), in 64 KiB requests) and prints the slice's md5, which the
+# host compares with the image's.
+per_cpu_reads() {
+    cpus=$(nproc)
+    say "cpus=$cpus"
+    [ "$cpus" -gt 1 ] || return 0
+    c=0
+    while [ "$c" -lt "$cpus" ]; do
+        mask=$(printf '%x' $((1 << c)))
+        (taskset "$mask" dd if=/dev/vda bs=64k skip=$((c * 64)) count=64 iflag=direct 2>/tmp/cpu$c.err |
+            md5sum | cut -d' ' -f1 >/tmp/cpu$c.md5) &
+        c=$((c + 1))
+    done
+    wait
+    c=0
+    while [ "$c" -lt "$cpus" ]; do
+        say "cpu_slice_md5_$c=$(cat /tmp/cpu$c.md5)"
+        c=$((c + 1))
+    done
 }
 
 # long-write: a long stream (48 MiB at 8 MiB, 64 KiB direct-I/O blocks), slow under TCG, during

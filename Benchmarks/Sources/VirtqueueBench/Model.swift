@@ -47,6 +47,9 @@ enum Workload: Hashable, Codable, Sendable, CustomStringConvertible {
     case throughput(size: Int, batch: Int)
     /// A `size`-byte request and a 16-byte completion back.
     case roundTrip(size: Int, mode: WaitMode)
+    /// One device serving `queues` queues, each driven by a thread of its own streaming
+    /// messages of `size` bytes, publishing every `batch`: the aggregate rate.
+    case queueScaling(queues: Int, size: Int, batch: Int)
 
     var description: String {
         switch self {
@@ -56,13 +59,17 @@ enum Workload: Hashable, Codable, Sendable, CustomStringConvertible {
             "throughput \(formatBytes(size)), batch \(batch)"
         case .roundTrip(let size, let mode):
             "round trip \(formatBytes(size)), \(mode.rawValue)"
+        case .queueScaling(let queues, let size, let batch):
+            "throughput \(formatBytes(size)), batch \(batch) per queue, \(queues) queue\(queues == 1 ? "" : "s") (aggregate)"
         }
     }
 
     /// Whether the ratio compares rates (higher is better) rather than times (lower is better).
     var ratioIsThroughput: Bool {
-        if case .throughput = self { return true }
-        return false
+        switch self {
+        case .throughput, .queueScaling: true
+        default: false
+        }
     }
 
     /// Payload bytes one operation moves.
@@ -71,6 +78,7 @@ enum Workload: Hashable, Codable, Sendable, CustomStringConvertible {
         case .cycle(let segments, let payload): (segments == 1 ? 1 : segments - 1) * payload
         case .throughput(let size, _): size
         case .roundTrip(let size, _): size
+        case .queueScaling(_, let size, _): size
         }
     }
 
@@ -80,6 +88,8 @@ enum Workload: Hashable, Codable, Sendable, CustomStringConvertible {
         if case .roundTrip(let size, _) = self, transport == .pipe || transport == .socketpair {
             return .roundTrip(size: size, mode: .blocking)
         }
+        // Several queues' aggregate against one stream of the same messages.
+        if case .queueScaling(_, let size, let batch) = self { return .throughput(size: size, batch: batch) }
         return self
     }
 }

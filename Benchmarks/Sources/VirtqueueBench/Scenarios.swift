@@ -196,6 +196,7 @@ func makeScenarios() -> [Scenario] {
         }
     )
     for size in sweepSizes { addRoundTrip(size: size, modes: [.busyPoll]) }
+    QueueScaling.addScenarios(add)
     return scenarios
 }
 

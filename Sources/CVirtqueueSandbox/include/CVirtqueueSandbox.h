@@ -46,7 +46,8 @@ int vq_sandbox_lower_limits_keeping_threads(unsigned long open_files);
 
 /// Attempts the named forbidden operation, for policy tests and the demo's --misbehave path:
 /// "openat", "socket", "connect", "execve", "fork", "kill", "ptrace", "mmap-exec",
-/// "mprotect-exec", "write-foreign-fd", "getpid", and on a device child's notification sockets
+/// "mprotect-exec", "write-foreign-fd", "getpid", "sigaction-sigsys" and "sigaction-sigusr1" (reading
+/// the signal's action, `rt_sigaction` with no new one), and on a device child's notification sockets
 /// (descriptors 4, kick, and 5, call) the calls the policy does not allow there: "read-kick"
 /// (a read of 0 bytes), "sendto-kick" and "recvfrom-call" (both with MSG_DONTWAIT, so that none
 /// of them could block if a policy let it through). Returns only if the call was allowed (its

@@ -21,6 +21,8 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
     }
 
     let index: Int
+    /// Where the ring started this run.
+    let startCursor: QueueCursor
     let notifier: VhostUserEventNotifier
     /// The SET_VRING_ERR eventfd, signalled when the ring breaks.
     let errorTarget: Mutex<VhostUserFileDescriptor?>
@@ -31,8 +33,15 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
     /// Signalled when the thread has ended (an eventfd, so the session can wait with a timeout).
     private let done: CInt
 
-    private init(index: Int, notifier: VhostUserEventNotifier, error: VhostUserFileDescriptor?, done: CInt) {
+    private init(
+        index: Int,
+        startCursor: QueueCursor,
+        notifier: VhostUserEventNotifier,
+        error: VhostUserFileDescriptor?,
+        done: CInt
+    ) {
         self.index = index
+        self.startCursor = startCursor
         self.notifier = notifier
         self.errorTarget = Mutex(error)
         self.done = done
@@ -47,6 +56,7 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
     /// - Throws: ``VhostUserError/Code-swift.struct/deviceFailed`` if the thread cannot be started.
     static func start(
         index: Int,
+        startCursor: QueueCursor,
         queue: consuming VhostUserDeviceQueue,
         device: Device,
         error: VhostUserFileDescriptor?,
@@ -57,7 +67,13 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
     ) throws(VhostUserError) -> RingRunner {
         let done = vq_eventfd()
         guard done >= 0 else { throw .system("eventfd", Errno(rawValue: errno)) }
-        let runner = RingRunner(index: index, notifier: queue.notifier, error: error, done: done)
+        let runner = RingRunner(
+            index: index,
+            startCursor: startCursor,
+            notifier: queue.notifier,
+            error: error,
+            done: done
+        )
         let handoff = Handoff(queue: queue, device: device)
         do {
             try startThread {

@@ -11,9 +11,10 @@ public import Virtqueue
 /// extension Uppercase: VhostUserDevice {}
 /// ```
 ///
-/// The back-end creates one device value per queue (``DeviceComponent/init(configuration:)``)
-/// when the queue first starts, and keeps it across stops and restarts of that queue in the
-/// same connection.
+/// The back-end makes the connection's ``Virtqueue/DeviceComponent/SharedState`` once
+/// (``Virtqueue/DeviceComponent/makeSharedState(configuration:)``), and one device value per queue
+/// (``Virtqueue/DeviceComponent/init(configuration:queue:shared:)``) when the queue first starts,
+/// and keeps it across stops and restarts of that queue in the same connection.
 public protocol VhostUserDevice: DeviceComponent {
     /// The number of queues, 1…256 (the default is 1).
     static var queueCount: Int { get }
@@ -27,20 +28,6 @@ public protocol VhostUserDevice: DeviceComponent {
     /// The bytes of the config space the front-end may write with SET_CONFIG (the default is
     /// none). A write is kept in the connection's copy of the config space, which later reads return.
     static var writableConfigBytes: Range<Int> { get }
-
-    /// What the device values of one connection share — one per queue, each on its own thread:
-    /// a network device's loopback between its transmit and receive queues, a block device's
-    /// statistics. `Void` (the default) for nothing.
-    associatedtype SharedState: Sendable = Void
-
-    /// Creates the state the queues of a new connection share, once, before its first ring starts.
-    ///
-    /// - Throws: Anything: the ring is not started, and the request that asked for it is refused.
-    static func makeSharedState(configuration: DeviceConfiguration) throws -> SharedState
-
-    /// Creates the device value that serves queue `queue` of a connection. The default calls
-    /// ``Virtqueue/DeviceComponent/init(configuration:)``.
-    init(configuration: DeviceConfiguration, queue: Int, shared: SharedState) throws
 
     /// Serves `queue` until `shouldStop` says so or the driver goes away. The default is the
     /// core's loop, ``Virtqueue/DeviceQueue/serve(_:spins:journal:until:)``: take each request,
@@ -64,10 +51,6 @@ extension VhostUserDevice {
 
     public static var writableConfigBytes: Range<Int> { 0..<0 }
 
-    public init(configuration: DeviceConfiguration, queue: Int, shared: SharedState) throws {
-        try self.init(configuration: configuration)
-    }
-
     public mutating func serve<M: GuestMemory & ~Copyable, N: Notifier, J: RequestJournal>(
         _ queue: inout DeviceQueue<M, N>,
         spins: Int,
@@ -76,8 +59,4 @@ extension VhostUserDevice {
     ) throws {
         try queue.serve(&self, spins: spins, journal: &journal, until: shouldStop)
     }
-}
-
-extension VhostUserDevice where SharedState == Void {
-    public static func makeSharedState(configuration: DeviceConfiguration) throws {}
 }

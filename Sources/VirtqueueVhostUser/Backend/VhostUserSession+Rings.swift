@@ -88,7 +88,8 @@ extension VhostUserSession {
                 placement: placement,
                 notifier: try notifier(kick: kick, call: ring.call),
                 features: ringFeatures,
-                supportedFeatures: Device.supportedFeatures
+                supportedFeatures: Device.supportedFeatures,
+                queueIndex: index
             )
         } catch let error as VirtqueueError {
             throw VhostUserError(.invalidRing, "queue \(index) cannot start: \(error)")
@@ -112,6 +113,7 @@ extension VhostUserSession {
         rings[index].device = nil
         let runner = try RingRunner<Device>.start(
             index: index,
+            startCursor: placement.cursor,
             queue: queue,
             device: device,
             error: ring.error,
@@ -150,19 +152,27 @@ extension VhostUserSession {
                     + "it is abandoned"
             )
         }
-        settle(index, outcome, reason: reason)
+        settle(index, outcome, startCursor: runner.startCursor, reason: reason)
         return outcome.cursor.nextAvailable
     }
 
     /// Records how ring `index`'s thread ended.
-    mutating func settle(_ index: Int, _ outcome: RingRunner<Device>.Outcome, reason: String) {
+    ///
+    /// The log line counts the requests the ring completed in this run (the used index's advance
+    /// since it started) and in the whole connection: how a test learns that every queue carried
+    /// requests.
+    mutating func settle(_ index: Int, _ outcome: RingRunner<Device>.Outcome, startCursor: QueueCursor, reason: String)
+    {
         rings[index].runner = nil
         rings[index].base = outcome.cursor.nextAvailable
         rings[index].device = outcome.device
+        let served = Int(outcome.cursor.nextUsed &- startCursor.nextUsed)
+        rings[index].served += served
+        let count = "served \(served) requests in this run, \(rings[index].served) in this connection"
         if let failure = outcome.failure {
-            log(.error, "stopped at cursor \(outcome.cursor) after a failure: \(failure)", queue: index)
+            log(.error, "stopped at cursor \(outcome.cursor) after a failure (\(count)): \(failure)", queue: index)
         } else {
-            log(.info, "stopped at cursor \(outcome.cursor) (\(reason))", queue: index)
+            log(.info, "stopped at cursor \(outcome.cursor) (\(reason)); \(count)", queue: index)
         }
     }
 
@@ -172,7 +182,7 @@ extension VhostUserSession {
         for index in rings.indices {
             guard let runner = rings[index].runner, runner.hasEnded else { continue }
             if let outcome = runner.stop(timeout: .zero) {
-                settle(index, outcome, reason: "it ended")
+                settle(index, outcome, startCursor: runner.startCursor, reason: "it ended")
             } else {
                 rings[index].runner = nil
             }

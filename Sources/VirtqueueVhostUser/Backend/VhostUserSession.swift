@@ -41,6 +41,8 @@ struct VhostUserSession<Device: VhostUserDevice> {
         /// The device value of this ring, between runs.
         var device: Device?
         var runner: RingRunner<Device>?
+        /// Requests the ring completed in this connection, over all its runs.
+        var served = 0
     }
 
     /// A ring's kick, as SET_VRING_KICK set it.

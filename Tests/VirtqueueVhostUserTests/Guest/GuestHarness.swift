@@ -521,7 +521,7 @@ private func lastLines(_ text: String, _ count: Int) -> String {
     text.split(separator: "\n", omittingEmptySubsequences: false).suffix(count).joined(separator: "\n")
 }
 
-/// Boots the guest under QEMU (TCG, one vCPU, `memoryMiB` of shared memfd memory so a
+/// Boots the guest under QEMU (TCG, `cpus` vCPUs, one by default, `memoryMiB` of shared memfd memory so a
 /// vhost-user back-end can map it) with `disk` and runs `workload`.
 struct GuestRun: Sendable {
     var workload: GuestWorkload
@@ -531,19 +531,25 @@ struct GuestRun: Sendable {
     var memoryMiB: Int = 256
     /// Extra kernel command-line words.
     var kernelArguments: [String] = []
+    /// The guest's vCPUs (`-smp`). Linux's virtio-blk uses at most one request queue per CPU,
+    /// and blk-mq sends a CPU's I/O down its own queue: a disk with N queues needs N CPUs to use
+    /// them all (the `check` workload then reads from every CPU at once).
+    var cpus: Int = 1
 
     init(
         workload: GuestWorkload,
         disk: GuestDisk,
         timeout: Duration = .seconds(240),
         memoryMiB: Int = 256,
-        kernelArguments: [String] = []
+        kernelArguments: [String] = [],
+        cpus: Int = 1
     ) {
         self.workload = workload
         self.disk = disk
         self.timeout = timeout
         self.memoryMiB = memoryMiB
         self.kernelArguments = kernelArguments
+        self.cpus = cpus
     }
 
     /// The QEMU command line, console to `consolePath`.
@@ -553,7 +559,7 @@ struct GuestRun: Sendable {
             ["console=ttyS0", "panic=-1", "loglevel=4", "vqtest.workload=\(workload.rawValue)"] + kernelArguments
         return [
             peers.qemu,
-            "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "\(memoryMiB)M",
+            "-accel", "tcg", "-cpu", "max", "-smp", "\(cpus)", "-m", "\(memoryMiB)M",
             "-object", "memory-backend-memfd,id=mem,size=\(memoryMiB)M,share=on",
             "-numa", "node,memdev=mem",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",

@@ -32,6 +32,7 @@ extension VhostUserTests {
         /// value that crossed, and returns the result and the back-end's log.
         func check(
             _ options: [String],
+            cpus: Int = 1,
             disk configure: (String) -> GuestDisk = { GuestDisk(socketPath: $0) }
         ) throws -> (result: GuestResult, log: String) {
             _ = try GuestPeers.require()
@@ -42,7 +43,7 @@ extension VhostUserTests {
             let backEnd = try Self.backEnd(image, socket: scratch.path("blk.sock"), options)
             defer { backEnd.stop() }
 
-            let result = try GuestRun(workload: .check, disk: configure(backEnd.socketPath)).run()
+            let result = try GuestRun(workload: .check, disk: configure(backEnd.socketPath), cpus: cpus).run()
             // QEMU has exited; the worker sees the hang-up and the supervisor logs how it ended.
             let deadline = ContinuousClock.now + .seconds(30)
             while !backEnd.log.contains("connection ended"), ContinuousClock.now < deadline { usleep(50_000) }
@@ -62,7 +63,50 @@ extension VhostUserTests {
             let onDisk = try image.md5(offset: GuestImage.checkPatternOffset, length: GuestImage.checkPatternLength)
             #expect(onDisk == expected)
             #expect(result["io_errors"] == "0")
+            // With several CPUs, each read a 4 MiB slice of the disk at once (scripts/guest/init.sh).
+            #expect(result["cpus"] == "\(cpus)")
+            if cpus > 1 {
+                for cpu in 0..<cpus {
+                    let slice = try image.md5(offset: cpu << 22, length: 1 << 22)
+                    #expect(result["cpu_slice_md5_\(cpu)"] == slice, "the slice CPU \(cpu) read")
+                }
+            }
             return (result, log)
+        }
+
+        /// The requests each queue served in the connection, from the back-end's log: the last
+        /// `queue I: stopped at cursor … N in this connection` line of each queue (the worker
+        /// logs one whenever a ring stops, GET_VRING_BASE or the end of the connection).
+        static func servedPerQueue(in log: String) -> [Int: Int] {
+            var served: [Int: Int] = [:]
+            for line in log.split(separator: "\n") where line.contains(" in this connection") {
+                guard let queueRange = line.range(of: "queue "), let countEnd = line.range(of: " in this connection")
+                else { continue }
+                let queue = Int(line[queueRange.upperBound...].prefix { $0.isNumber })
+                let count = Int(String(line[..<countEnd.lowerBound].reversed().prefix { $0.isNumber }.reversed()))
+                if let queue, let count { served[queue] = max(served[queue] ?? 0, count) }
+            }
+            return served
+        }
+
+        @Test(
+            "several queues (num-queues = vCPUs): the guest's I/O from every CPU goes down its own queue, each served on a thread of its own",
+            arguments: [2, 4]
+        )
+        func checkWithSeveralQueues(_ queues: Int) throws {
+            let (result, log) = try check(["--isolation", "sandbox"], cpus: queues) {
+                GuestDisk(socketPath: $0, queueCount: queues)
+            }
+            #expect(result["queues"] == "\(queues)", "the guest's blk-mq hardware queues")
+            let features = Array(try #require(result["features"]))
+            #expect(features.count > 12 && features[12] == "1", "VIRTIO_BLK_F_MQ")
+            // Every queue carried requests: the worker's per-queue counts, and each CPU's slice read
+            // (checked in check()) went down the queue of its CPU.
+            let served = Self.servedPerQueue(in: log)
+            for queue in 0..<queues {
+                #expect((served[queue] ?? 0) > 0, "queue \(queue) served \(served[queue] ?? 0) requests:\n\(log)")
+            }
+            #expect(served.keys.allSatisfy { $0 < queues }, "\(served)")
         }
 
         @Test("shared-memory isolation: a worker process serves the guest's disk")
