@@ -1,6 +1,6 @@
 // The queue-scaling scenario's helper: undo the main thread's pin for one thread.
 #define _GNU_SOURCE
-#include "vqb_queue_scaling.h"
+#include "CBaselines.h"
 
 #include <errno.h>
 #include <sched.h>

@@ -31,7 +31,7 @@ enum QueueScaling {
         let outcome = Mutex<Swift.Result<Sample, any Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Thread {
-            _ = vqbUnpinThread()
+            _ = vqb_unpin_thread()
             let result = Swift.Result { try measure(queues: queues, size: size, batch: batch, count: count) }
             outcome.withLock { $0 = result }
             done.signal()
@@ -107,8 +107,3 @@ enum QueueScaling {
         )
     }
 }
-
-/// `vqb_unpin_thread` of `CBaselines/queue_scaling.c`, declared here so that the baselines'
-/// umbrella header (`CBaselines.h`, which another scenario's work edits) stays as it is.
-@_silgen_name("vqb_unpin_thread")
-func vqbUnpinThread() -> Int32

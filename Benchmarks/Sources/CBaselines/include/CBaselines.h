@@ -157,6 +157,10 @@ int vqb_pin_to_cpu(int cpu);
 /// sandboxed child, whose filter forbids sched_setaffinity.
 int vqb_pin_process(int pid, int cpu);
 
+/// Lets the calling thread run on every CPU (threads and processes it starts inherit that), for
+/// the queue-scaling scenario (Sources/VirtqueueBench/QueueScaling.swift). Returns 0, or errno.
+int vqb_unpin_thread(void);
+
 #ifdef __cplusplus
 }
 #endif
