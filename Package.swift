@@ -69,13 +69,16 @@ let package = Package(
         ),
         .target(
             name: "VirtqueueAsync",
-            dependencies: ["Virtqueue", "CVirtqueueSystem", "VirtqueueSharedMemory"],
+            dependencies: [
+                "Virtqueue", "CVirtqueueSystem", "VirtqueueSharedMemory",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "VirtqueueVhostUser",
             dependencies: [
-                "Virtqueue", "CVirtqueueSystem", "VirtqueueSandbox",
+                "Virtqueue", "CVirtqueueSystem", "VirtqueueSharedMemory", "VirtqueueSandbox",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: swiftSettings

@@ -1,7 +1,9 @@
 import CVirtqueueSystem
 import Glibc
 import Synchronization
+import SystemPackage
 public import Virtqueue
+import VirtqueueSharedMemory
 
 /// A thread that sleeps in `epoll_wait(2)` for the queues that wait asynchronously, so that no
 /// task blocks a thread of Swift's cooperative pool.
@@ -61,23 +63,17 @@ public final class EventLoop: Sendable {
             _ = Glibc.close(wake)
             throw error
         }
-        let context = Unmanaged.passRetained(self).toOpaque()
-        var created = pthread_t()
-        let status = pthread_create(
-            &created,
-            nil,
-            { context in
-                guard let context else { return nil }
-                Unmanaged<EventLoop>.fromOpaque(context).takeRetainedValue().run()
-                return nil
-            },
-            context
-        )
-        guard status == 0 else {
-            Unmanaged<EventLoop>.fromOpaque(context).release()
+        let created: pthread_t
+        do {
+            created = try startJoinableThread { [self] in run() }
+        } catch {
             _ = Glibc.close(epoll)
             _ = Glibc.close(wake)
-            throw VirtqueueError(.notifierFailed, "pthread_create failed: errno \(status)", underlyingErrno: status)
+            throw VirtqueueError(
+                .notifierFailed,
+                "pthread_create failed: errno \(error.rawValue)",
+                underlyingErrno: error.rawValue
+            )
         }
         _ = vq_thread_set_name(created, Self.threadName)
         thread.withLock { $0 = created }

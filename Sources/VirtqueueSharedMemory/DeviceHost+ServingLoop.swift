@@ -57,12 +57,7 @@ extension DeviceHost.Entry {
             }
             var queue: DeviceQueue<SharedMemoryRegion, EventNotifier>
             do {
-                queue = try DeviceQueue(
-                    region: attachment.region,
-                    notifier: notifier,
-                    queueIndex: index,
-                    supportedFeatures: attachment.supportedFeatures
-                )
+                queue = try attachment.queue(index, notifier: notifier)
             } catch {
                 return DeviceHost.attachFailed(role, error)
             }

@@ -391,6 +391,14 @@ public enum DeviceHost {
         @usableFromInline let region: SharedMemoryRegion
         @usableFromInline let queues: [(index: Int, notifier: EventNotifier)]
         @usableFromInline let supportedFeatures: Features
+
+        /// The device's end of queue `index` of the region, notifying and waiting through `notifier`.
+        @inlinable
+        func queue(_ index: Int, notifier: EventNotifier) throws(VirtqueueError)
+            -> DeviceQueue<SharedMemoryRegion, EventNotifier>
+        {
+            try DeviceQueue(region: region, notifier: notifier, queueIndex: index, supportedFeatures: supportedFeatures)
+        }
     }
 
     /// Creates a `Device` and serves the attached queues with it until the driver hangs up;
@@ -416,12 +424,7 @@ public enum DeviceHost {
         for (index, notifier) in attachment.queues {
             let queue: DeviceQueue<SharedMemoryRegion, EventNotifier>
             do {
-                queue = try DeviceQueue(
-                    region: attachment.region,
-                    notifier: notifier,
-                    queueIndex: index,
-                    supportedFeatures: attachment.supportedFeatures
-                )
+                queue = try attachment.queue(index, notifier: notifier)
             } catch {
                 return attachFailed(role, error)
             }
@@ -488,26 +491,7 @@ public enum DeviceHost {
         /// Starts a joinable thread running `body`; `false` if it cannot be started.
         @usableFromInline
         func start(_ body: @escaping @Sendable () -> Void) -> Bool {
-            final class Box {
-                let body: @Sendable () -> Void
-                init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-            }
-            let box = Unmanaged.passRetained(Box(body)).toOpaque()
-            var thread = pthread_t()
-            let result = pthread_create(
-                &thread,
-                nil,
-                { raw in
-                    guard let raw else { return nil }
-                    Unmanaged<Box>.fromOpaque(raw).takeRetainedValue().body()
-                    return nil
-                },
-                box
-            )
-            guard result == 0 else {
-                Unmanaged<Box>.fromOpaque(box).release()
-                return false
-            }
+            guard let thread = try? startJoinableThread(body) else { return false }
             threads.append(thread)
             return true
         }

@@ -3,6 +3,7 @@ import Glibc
 import Synchronization
 import SystemPackage
 import Virtqueue
+import VirtqueueSharedMemory
 
 /// The device queue of a vhost-user back-end.
 typealias VhostUserDeviceQueue = DeviceQueue<VhostUserMemory, VhostUserEventNotifier>
@@ -76,10 +77,11 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
         )
         let handoff = Handoff(queue: queue, device: device)
         do {
-            try startThread {
+            let thread = try startJoinableThread {
                 guard let queue = handoff.takeQueue(), let device = handoff.takeDevice() else { return }
                 runner.run(queue, device, journal: journal, resubmit: resubmit, spins: spins, log: log)
             }
+            _ = pthread_detach(thread)
         } catch {
             throw VhostUserError(.deviceFailed, "queue \(index): could not start its thread", underlyingError: error)
         }
@@ -195,31 +197,4 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
 
         func takeDevice() -> Device? { device.take() }
     }
-}
-
-/// Starts a detached thread running `body`.
-///
-/// - Throws: `Errno` if `pthread_create` fails.
-func startThread(_ body: @escaping @Sendable () -> Void) throws(Errno) {
-    final class Box {
-        let body: @Sendable () -> Void
-        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-    }
-    let box = Unmanaged.passRetained(Box(body)).toOpaque()
-    var thread = pthread_t()
-    let result = pthread_create(
-        &thread,
-        nil,
-        { raw in
-            guard let raw else { return nil }
-            Unmanaged<Box>.fromOpaque(raw).takeRetainedValue().body()
-            return nil
-        },
-        box
-    )
-    guard result == 0 else {
-        Unmanaged<Box>.fromOpaque(box).release()
-        throw Errno(rawValue: result)
-    }
-    _ = pthread_detach(thread)
 }
