@@ -23,7 +23,7 @@ public final class EventLoop: Sendable {
     /// The registered waiters by id (0 is the wake descriptor).
     let waiters = Mutex<[UInt64: Waiter]>([:])
     let nextID = Atomic<UInt64>(1)
-    let thread = Mutex<pthread_t?>(nil)
+    let thread = Mutex<StartedThread?>(nil)
     let isShutDown = Atomic<Bool>(false)
     /// Why the thread stopped on its own (`epoll_wait` failed), if it did.
     let failure = Mutex<VirtqueueError?>(nil)
@@ -63,7 +63,7 @@ public final class EventLoop: Sendable {
             _ = Glibc.close(wake)
             throw error
         }
-        let created: pthread_t
+        let created: StartedThread
         do {
             created = try startJoinableThread { [self] in run() }
         } catch {
@@ -75,7 +75,7 @@ public final class EventLoop: Sendable {
                 underlyingErrno: error.rawValue
             )
         }
-        _ = vq_thread_set_name(created, Self.threadName)
+        created.setName(Self.threadName)
         thread.withLock { $0 = created }
     }
 
@@ -89,7 +89,7 @@ public final class EventLoop: Sendable {
         guard !isShutDown.exchange(true, ordering: .acquiringAndReleasing) else { return }
         _ = vq_eventfd_signal(wake)
         if let running = thread.withLock({ $0.take() }) {
-            _ = pthread_join(running, nil)
+            running.join()
         }
         let stranded = waiters.withLock { waiters in
             defer { waiters.removeAll() }

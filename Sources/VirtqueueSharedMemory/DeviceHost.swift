@@ -484,7 +484,7 @@ public enum DeviceHost {
     /// The threads that serve a device process's further queues.
     @usableFromInline
     final class ServingThreads {
-        var threads: [pthread_t] = []
+        var threads: [StartedThread] = []
 
         @usableFromInline init() {}
 
@@ -499,7 +499,7 @@ public enum DeviceHost {
         /// Waits for every thread to end.
         @usableFromInline
         func joinAll() {
-            for thread in threads { pthread_join(thread, nil) }
+            for thread in threads { thread.join() }
             threads.removeAll()
         }
     }

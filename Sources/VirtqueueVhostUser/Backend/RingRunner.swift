@@ -81,7 +81,7 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
                 guard let queue = handoff.takeQueue(), let device = handoff.takeDevice() else { return }
                 runner.run(queue, device, journal: journal, resubmit: resubmit, spins: spins, log: log)
             }
-            _ = pthread_detach(thread)
+            thread.detach()
         } catch {
             throw VhostUserError(.deviceFailed, "queue \(index): could not start its thread", underlyingError: error)
         }
