@@ -10,7 +10,9 @@ extension DeviceHost.Entry {
     /// that forbids them (a `SandboxConfinement` whose policy does not allow `clone`, as
     /// `SandboxPolicy.deviceLoop` does not) stops the device at start-up with a report that says
     /// so, and the launch fails with that message; see <doc:ChoosingAnAPI>. When the driver goes
-    /// the loop ends and the child exits with status 0, as the blocking loop does.
+    /// the loop ends and the child exits with status 0, as the blocking loop does. The async
+    /// loop serves one queue: a launch that hands it several fails at start-up, naming the count
+    /// (serve several queues with the blocking entry, ``DeviceHost/Entry/init(_:)``).
     ///
     /// - Parameter device: The device type; its `handle` runs on the task.
     public init<Device: DeviceComponent>(async device: Device.Type) {
