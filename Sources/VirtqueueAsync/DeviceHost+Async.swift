@@ -12,7 +12,7 @@ extension DeviceHost.Entry {
     /// so, and the launch fails with that message; see <doc:ChoosingAnAPI>. When the driver goes
     /// the loop ends and the child exits with status 0, as the blocking loop does. The async
     /// loop serves one queue: a launch that hands it several fails at start-up, naming the count
-    /// (serve several queues with the blocking entry, ``DeviceHost/Entry/init(_:)``).
+    /// (serve several queues with the blocking entry, `DeviceHost.Entry(_:)`).
     ///
     /// - Parameter device: The device type; its `handle` runs on the task.
     public init<Device: DeviceComponent>(async device: Device.Type) {
