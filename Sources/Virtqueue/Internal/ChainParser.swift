@@ -59,13 +59,17 @@ extension DeviceState {
     @inlinable @inline(__always)
     mutating func takeChain(head: UInt16) throws(VirtqueueError) {
         var chain = ParsedChain(head: head)
-        guard var index = try hotStep(head, head: head, chain: &chain) else {
-            return
-        }
-        while true {
-            guard let next = try hotStep(index, head: head, chain: &chain) else {
-                return
-            }
+        guard let next = try hotStep(head, head: head, chain: &chain) else { return }
+        try takeChainRest(next, chain: chain)
+    }
+
+    /// Goes on with a chain of more than one descriptor, from slot `index`: the same hot path, in
+    /// a loop, out of line.
+    @usableFromInline @inline(never)
+    mutating func takeChainRest(_ index: UInt16, chain: ParsedChain) throws(VirtqueueError) {
+        var chain = chain
+        var index = index
+        while let next = try hotStep(index, head: chain.head, chain: &chain) {
             index = next
         }
     }
