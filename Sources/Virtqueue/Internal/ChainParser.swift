@@ -24,6 +24,33 @@ internal struct ParsedChain {
     @inlinable init(head: UInt16) {
         self.head = head
     }
+
+    /// A chain the hot path has parsed so far (no overflow segments yet), from its counts: the
+    /// out-of-line paths take the counts as scalars, so that the hot path's chain never has its
+    /// address taken and stays in registers.
+    @inlinable init(head: UInt16, counts: ChainCounts) {
+        self.head = head
+        self.count = counts.count
+        self.readableSegmentCount = counts.readableSegments
+        self.readableByteCount = counts.readableBytes
+        self.writableByteCount = counts.writableBytes
+    }
+}
+
+/// The counts of a chain the hot path has parsed so far, packed to be passed in registers.
+@usableFromInline
+internal struct ChainCounts {
+    @usableFromInline var count: Int
+    @usableFromInline var readableSegments: Int
+    @usableFromInline var readableBytes: Int
+    @usableFromInline var writableBytes: Int
+
+    @inlinable init(_ chain: ParsedChain) {
+        count = chain.count
+        readableSegments = chain.readableSegmentCount
+        readableBytes = chain.readableByteCount
+        writableBytes = chain.writableByteCount
+    }
 }
 
 extension DeviceState {
@@ -51,25 +78,25 @@ extension DeviceState {
     /// of them — is parsed here, with the chain in registers and the first descriptor peeled
     /// out of the loop. The first descriptor that is anything else (indirect, outside the hot
     /// window, or a violation there) hands the chain, and that descriptor as already read, to
-    /// ``parseChainRest(_:at:visited:head:chain:)``, out of line, which finishes
+    /// ``parseChainRest(_:at:visited:head:counts:)``, out of line, which finishes
     /// and commits the chain with every rule: each descriptor is still read once. The hot path
     /// counts no descriptors for the loop rule: it stops at ``hotSegmentLimit`` (at most N),
-    /// one segment per descriptor, and ``parseChainFrom(_:visited:head:chain:)``
+    /// one segment per descriptor, and ``parseChainFrom(_:visited:head:counts:)``
     /// counts on.
     @inlinable @inline(__always)
     mutating func takeChain(head: UInt16) throws(VirtqueueError) {
         var chain = ParsedChain(head: head)
         guard let next = try hotStep(head, head: head, chain: &chain) else { return }
-        try takeChainRest(next, chain: chain)
+        try takeChainRest(next, head: head, counts: ChainCounts(chain))
     }
 
     /// Goes on with a chain of more than one descriptor, from slot `index`: the same hot path, in
     /// a loop, out of line.
     @usableFromInline @inline(never)
-    mutating func takeChainRest(_ index: UInt16, chain: ParsedChain) throws(VirtqueueError) {
-        var chain = chain
+    mutating func takeChainRest(_ index: UInt16, head: UInt16, counts: ChainCounts) throws(VirtqueueError) {
+        var chain = ParsedChain(head: head, counts: counts)
         var index = index
-        while let next = try hotStep(index, head: chain.head, chain: &chain) {
+        while let next = try hotStep(index, head: head, chain: &chain) {
             index = next
         }
     }
@@ -92,7 +119,7 @@ extension DeviceState {
                 at: index,
                 visited: chain.count &+ 1,
                 head: head,
-                chain: chain
+                counts: ChainCounts(chain)
             )
             return nil
         }
@@ -114,7 +141,7 @@ extension DeviceState {
                 descriptor.next,
                 visited: chain.count &+ 1,
                 head: head,
-                chain: chain
+                counts: ChainCounts(chain)
             )
             return nil
         }
@@ -128,7 +155,7 @@ extension DeviceState {
         _ index: UInt16,
         visited: Int,
         head: UInt16,
-        chain: ParsedChain
+        counts: ChainCounts
     ) throws(VirtqueueError) {
         guard visited <= ring.size else { throw side.breakQueue(.descriptorLoop(head: head, size: ring.size)) }
         try parseChainRest(
@@ -136,7 +163,7 @@ extension DeviceState {
             at: index,
             visited: visited,
             head: head,
-            chain: chain
+            counts: counts
         )
     }
 
@@ -149,9 +176,9 @@ extension DeviceState {
         at index: UInt16,
         visited: Int,
         head: UInt16,
-        chain: ParsedChain
+        counts: ChainCounts
     ) throws(VirtqueueError) {
-        var chain = chain
+        var chain = ParsedChain(head: head, counts: counts)
         var descriptor = descriptor
         var index = index
         var visited = visited
