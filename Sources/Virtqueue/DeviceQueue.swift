@@ -453,25 +453,33 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         _ body: (UnsafeMutableRawBufferPointer) throws(E) -> Void
     ) throws(E) {
         let record = state.pointee.heads + Int(request.id)
+        let count = Int(record.pointee.segmentCount)
         let readable = Int(record.pointee.readableSegmentCount)
-        let end = writable ? Int(record.pointee.segmentCount) : readable
+        let end = writable ? count : readable
         var index = writable ? readable : 0
         let slots = state.pointee.inlineSegments + Int(request.id) &* DeviceState.inlineSegmentCount
-        let inlineEnd = min(end, DeviceState.inlineSegmentCount)
-        while index < inlineEnd {
-            try body(UnsafeMutableRawBufferPointer(start: slots[index].host, count: Int(slots[index].length)))
-            index &+= 1
+        guard count > DeviceState.inlineSegmentCount else {
+            while index < end {
+                try body(UnsafeMutableRawBufferPointer(start: slots[index].host, count: Int(slots[index].length)))
+                index &+= 1
+            }
+            return
         }
-        guard end > DeviceState.inlineSegmentCount else { return }
-        // The rest of a long chain: the overflow store, linked in order.
+        // A long chain: its first segments in the head's slots, the rest in the overflow store,
+        // linked in order.
         let segments = state.pointee.segments
-        var segment = record.pointee.overflowFirst
-        for position in DeviceState.inlineSegmentCount..<end {
-            let stored = segments[Int(segment)]
+        var overflow = record.pointee.overflowFirst
+        for position in 0..<end {
+            let stored: SegmentRecord
+            if position < DeviceState.inlineSegmentCount {
+                stored = slots[position]
+            } else {
+                stored = segments[Int(overflow)]
+                overflow = stored.next
+            }
             if position >= index {
                 try body(UnsafeMutableRawBufferPointer(start: stored.host, count: Int(stored.length)))
             }
-            segment = stored.next
         }
     }
 }
