@@ -94,7 +94,9 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///   - supportedFeatures: The features this device implements. A negotiated set with anything
     ///     else is refused.
     ///   - segmentCapacity: How many segments the device can hold across all requests it has
-    ///     taken and not completed; `nil` for four times the queue size.
+    ///     taken and not completed; `nil` for four times the queue size. (Each head keeps the
+    ///     first four segments of its request in slots of its own, allocated here whatever the
+    ///     capacity; the rest of a longer chain goes to an overflow store of this many entries.)
     ///   - queueIndex: Which queue of its device this is (``queueIndex``); 0 by default.
     /// - Throws: ``VirtqueueError`` naming the value: a placement outside memory or malformed
     ///   (``VirtqueueError/Code-swift.struct/invalidPlacement``,
