@@ -36,7 +36,7 @@ public struct DeviceRequest: ~Copyable {
     }
 
     /// The device's private record of the request (read once from the ring, validated).
-    @inlinable var record: UnsafeMutablePointer<HeldHead> { state.pointee.heads + Int(id) }
+    @inlinable var record: UnsafeMutablePointer<HeldHead> { state.pointee.record(id) }
     /// Bytes in the device-readable segments.
     @inlinable public var readableByteCount: Int { record.pointee.readableByteCount }
     /// Bytes of room in the device-writable segments.
@@ -225,7 +225,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
                 .headOutOfRange(head, slot: position & state.pointee.ring.mask, size: size)
             )
         }
-        guard state.pointee.heads[Int(head)].segmentCount == 0 else {
+        guard state.pointee.record(head).pointee.segmentCount == 0 else {
             throw state.pointee.side.breakQueue(.headAlreadyInFlight(head))
         }
         try state.pointee.takeChain(head: head)
@@ -255,7 +255,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         guard Int(head) < size else {
             throw state.pointee.side.breakQueue(.resubmittedHeadOutOfRange(head, size: size))
         }
-        guard state.pointee.heads[Int(head)].segmentCount == 0 else {
+        guard state.pointee.record(head).pointee.segmentCount == 0 else {
             throw state.pointee.side.breakQueue(.headAlreadyInFlight(head))
         }
         let inFlight = Int(state.pointee.side.consumed &- state.pointee.side.published)
@@ -454,12 +454,12 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         writable: Bool,
         _ body: (UnsafeMutableRawBufferPointer) throws(E) -> Void
     ) throws(E) {
-        let record = state.pointee.heads + Int(request.id)
+        let record = state.pointee.record(request.id)
         let count = Int(record.pointee.segmentCount)
         let readable = Int(record.pointee.readableSegmentCount)
         let end = writable ? count : readable
         var index = writable ? readable : 0
-        let slots = state.pointee.inlineSegments + Int(request.id) &* DeviceState.inlineSegmentCount
+        let slots = state.pointee.slots(request.id)
         guard count > DeviceState.inlineSegmentCount else {
             while index < end {
                 try body(UnsafeMutableRawBufferPointer(start: slots[index].host, count: Int(slots[index].length)))

@@ -124,7 +124,7 @@ extension DeviceState {
             return nil
         }
         try checkOrder(writable: writable, at: index, in: &chain)
-        let slot = inlineSegments + (Int(head) &* Self.inlineSegmentCount &+ chain.count)
+        let slot = slots(head) + chain.count
         slot.pointee.host = host
         slot.pointee.length = descriptor.length
         chain.add(descriptor.length, writable: writable)
@@ -227,7 +227,7 @@ extension DeviceState {
     @inlinable @inline(__always)
     mutating func commit(_ chain: ParsedChain, head: UInt16) throws(VirtqueueError) {
         guard chain.count <= segmentRoom else { throw .segmentStoreExhausted(capacity: segmentCapacity) }
-        let record = heads + Int(head)
+        let record = self.record(head)
         record.pointee.readableByteCount = chain.readableByteCount
         record.pointee.writableByteCount = chain.writableByteCount
         record.pointee.segmentCount = UInt32(truncatingIfNeeded: chain.count)
@@ -393,7 +393,7 @@ extension DeviceState {
         to chain: inout ParsedChain
     ) throws(VirtqueueError) {
         if chain.count < Self.inlineSegmentCount {
-            let slot = inlineSegments + (Int(chain.head) &* Self.inlineSegmentCount &+ chain.count)
+            let slot = slots(chain.head) + chain.count
             slot.pointee.host = host
             slot.pointee.length = length
         } else {

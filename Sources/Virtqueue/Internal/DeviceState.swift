@@ -14,7 +14,7 @@ internal struct SegmentRecord {
 
 /// What the device holds for one head: the request that starts there, validated and copied into
 /// private memory. Its first ``DeviceState/inlineSegmentCount`` segments sit in the head's own
-/// slots (``DeviceState/inlineSegments``); any further ones in the overflow store, linked from
+/// slots (after it in ``DeviceState/records``); any further ones in the overflow store, linked from
 /// ``overflowFirst`` to ``overflowLast``.
 ///
 /// Device-readable segments come before device-writable ones (the parser refuses any other
@@ -39,6 +39,24 @@ internal struct HeldHead {
 internal struct DeviceState: TokenHoldingState {
     /// Segments each head keeps in its own slots; a longer chain puts the rest in the overflow store.
     @usableFromInline static var inlineSegmentCount: Int { 4 }
+    /// Where a head's segment slots start in its record.
+    @usableFromInline static var slotsOffset: Int { MemoryLayout<HeldHead>.stride }
+    /// The bytes of one head's record: the ``HeldHead`` and its segment slots.
+    @usableFromInline static var recordStride: Int {
+        slotsOffset + inlineSegmentCount * MemoryLayout<SegmentRecord>.stride
+    }
+
+    /// What the device holds at `head` (below N).
+    @inlinable @inline(__always)
+    func record(_ head: UInt16) -> UnsafeMutablePointer<HeldHead> {
+        (records + Int(head) &* Self.recordStride).assumingMemoryBound(to: HeldHead.self)
+    }
+
+    /// The segment slots of `head` (below N).
+    @inlinable @inline(__always)
+    func slots(_ head: UInt16) -> UnsafeMutablePointer<SegmentRecord> {
+        (records + (Int(head) &* Self.recordStride &+ Self.slotsOffset)).assumingMemoryBound(to: SegmentRecord.self)
+    }
 
     /// The ring, resolved at set-up. Kept here, behind the queue's one pointer, so that the hot
     /// path reads the fields it needs instead of copying the whole ring.
@@ -53,10 +71,11 @@ internal struct DeviceState: TokenHoldingState {
     /// queue by this state's address).
     @usableFromInline let identity: UInt32
 
-    /// One record per head: what the device holds there (``HeldHead/segmentCount`` 0 if nothing).
-    @usableFromInline let heads: UnsafeMutablePointer<HeldHead>
-    /// ``inlineSegmentCount`` segment slots per head: head `h`'s are at `h * inlineSegmentCount`.
-    @usableFromInline let inlineSegments: UnsafeMutablePointer<SegmentRecord>
+    /// One record per head, ``recordStride`` bytes each: what the device holds there
+    /// (``HeldHead``, its ``HeldHead/segmentCount`` 0 if nothing), followed by the head's own
+    /// ``inlineSegmentCount`` segment slots, so that a request's record and its first segments
+    /// are found from one address.
+    @usableFromInline let records: UnsafeMutableRawPointer
     /// How many segments the parser's loop stores before it hands the chain to the out-of-line
     /// path: `min(inlineSegmentCount, N)`, so that the loop itself cannot visit more than N
     /// descriptors (the out-of-line path counts them).
@@ -93,10 +112,19 @@ internal struct DeviceState: TokenHoldingState {
         buffers = setup.buffers
         side = QueueSide(driver: false, ring: setup.ring, eventIndex: eventIndex, cursor: cursor)
         self.identity = identity
-        heads = .allocate(capacity: queueSize)
-        heads.initialize(repeating: HeldHead(), count: queueSize)
-        inlineSegments = .allocate(capacity: queueSize * Self.inlineSegmentCount)
-        inlineSegments.initialize(repeating: SegmentRecord(), count: queueSize * Self.inlineSegmentCount)
+        records = .allocate(
+            byteCount: queueSize * Self.recordStride,
+            alignment: max(MemoryLayout<HeldHead>.alignment, MemoryLayout<SegmentRecord>.alignment)
+        )
+        for head in 0..<queueSize {
+            let record = records + head * Self.recordStride
+            record.initializeMemory(as: HeldHead.self, repeating: HeldHead(), count: 1)
+            (record + Self.slotsOffset).initializeMemory(
+                as: SegmentRecord.self,
+                repeating: SegmentRecord(),
+                count: Self.inlineSegmentCount
+            )
+        }
         hotSegmentLimit = min(Self.inlineSegmentCount, queueSize)
         // Overflow segments never exceed the segments held, which never exceed the capacity.
         segments = .allocate(capacity: segmentCapacity)
@@ -122,8 +150,7 @@ internal struct DeviceState: TokenHoldingState {
     }
 
     @usableFromInline func deallocate() {
-        heads.deallocate()
-        inlineSegments.deallocate()
+        records.deallocate()
         segments.deallocate()
         buffers.deallocate()
     }
@@ -145,7 +172,7 @@ internal struct DeviceState: TokenHoldingState {
     /// - Returns: The request's writable byte count.
     @inlinable @inline(__always)
     mutating func release(head: UInt16) -> Int {
-        let record = heads + Int(head)
+        let record = self.record(head)
         let count = record.pointee.segmentCount
         if Int(count) > Self.inlineSegmentCount {
             segments[Int(record.pointee.overflowLast)].next = freeSegmentHead
