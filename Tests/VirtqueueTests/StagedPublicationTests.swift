@@ -190,7 +190,10 @@ struct StagedPublicationTests {
             let heard = log.heard
             #expect(heard.map(\.reported) == [1, 2, 3, 4, 5])
             if recording {
-                #expect(heard.map(\.published) == [1, 2, 3, 4, 5], "a recording journal hears of published completions")
+                #expect(
+                    heard.map(\.published) == [1, 2, 3, 4, 5],
+                    "a recording journal hears of published completions"
+                )
             } else {
                 #expect(heard.map(\.published) == [0, 0, 0, 0, 0], "without one the run is published once")
             }
