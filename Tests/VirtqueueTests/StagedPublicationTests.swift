@@ -9,23 +9,17 @@ import VirtqueueConformance
 struct StagedPublicationTests {
     static let modes: [Features] = [[.eventIndex, .indirectDescriptors], [.indirectDescriptors]]
 
-    struct Pair: ~Copyable {
-        var driver: DriverQueue<GuardedRegion, CountingNotifier>
-        var device: DeviceQueue<GuardedRegion, CountingNotifier>
-        let notifiers: (driver: CountingNotifier, device: CountingNotifier)
-        let ring: RingWriter
-    }
+    typealias Pair = NotificationTests.Pair
+    /// The notification tests' pair (queue size 16) and their way of submitting a chain.
+    let notification = NotificationTests()
 
     func makePair(features: Features) throws -> Pair {
-        let layout = try RegionLayout(queueSizes: [16], dataAreaSize: 64 * 64, features: features)
-        let region = try GuardedRegion(layout: layout)
-        let notifiers = CountingNotifier.makePair()
-        return Pair(
-            driver: try DriverQueue(region: region, notifier: notifiers.driver, bufferSize: 64),
-            device: try DeviceQueue(region: region, notifier: notifiers.device),
-            notifiers: notifiers,
-            ring: RingWriter(region: region, layout: layout)
-        )
+        try notification.makePair(features: features, queueSize: 16)
+    }
+
+    /// Submits `count` chains, each publishing `avail.idx`: one readable byte, 8 writable.
+    func submit(_ count: Int, on driver: inout DriverQueue<GuardedRegion, CountingNotifier>) throws {
+        for byte in 0..<count { try notification.submitOne(&driver, byte: UInt8(byte)) }
     }
 
     func stageOne(_ driver: inout DriverQueue<GuardedRegion, CountingNotifier>, byte: UInt8) throws {
@@ -80,12 +74,7 @@ struct StagedPublicationTests {
     @Test(arguments: modes)
     func stagedCompletionsAreInvisibleUntilPublished(features: Features) throws {
         var pair = try makePair(features: features)
-        for byte in 0..<4 {
-            var chain = pair.driver.makeChain()
-            try pair.driver.appendReadable(to: &chain, copying: [UInt8(byte)])
-            try pair.driver.appendWritable(to: &chain, capacity: 8)
-            try pair.driver.submit(chain)
-        }
+        try submit(4, on: &pair.driver)
         for _ in 0..<4 {
             let request = try pair.device.requireRequest()
             try pair.device.complete(request, written: 2, publish: false)
@@ -106,11 +95,7 @@ struct StagedPublicationTests {
     @Test(arguments: modes)
     func aWrongLengthStillPublishesWhatWasStaged(features: Features) throws {
         var pair = try makePair(features: features)
-        for _ in 0..<2 {
-            var chain = pair.driver.makeChain()
-            try pair.driver.appendWritable(to: &chain, capacity: 8)
-            try pair.driver.submit(chain)
-        }
+        try submit(2, on: &pair.driver)
         let first = try pair.device.requireRequest()
         try pair.device.complete(first, written: 8, publish: false)
         let second = try pair.device.requireRequest()
@@ -126,9 +111,7 @@ struct StagedPublicationTests {
     @Test(arguments: modes)
     func stopPublishesStagedCompletions(features: Features) throws {
         var pair = try makePair(features: features)
-        var chain = pair.driver.makeChain()
-        try pair.driver.appendWritable(to: &chain, capacity: 8)
-        try pair.driver.submit(chain)
+        try submit(1, on: &pair.driver)
         let request = try pair.device.requireRequest()
         try pair.device.complete(request, written: 3, publish: false)
         let cursor = try pair.device.stop()
@@ -171,12 +154,7 @@ struct StagedPublicationTests {
         #expect(RecordingJournal.needsEachCompletionPublished)
         for recording in [false, true] {
             var pair = try makePair(features: features)
-            for byte in 0..<5 {
-                var chain = pair.driver.makeChain()
-                try pair.driver.appendReadable(to: &chain, copying: [UInt8(byte)])
-                try pair.driver.appendWritable(to: &chain, capacity: 8)
-                try pair.driver.submit(chain)
-            }
+            try submit(5, on: &pair.driver)
             let ring = pair.ring
             var device = OneByteDevice()
             let log = Log()
