@@ -350,7 +350,10 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     // MARK: Completing (seed steps 6 and 7)
 
     /// Returns a request to the driver through the used ring with the number of bytes written,
-    /// and publishes the new `used.idx`.
+    /// and publishes the new `used.idx` — or, with `publish: false`, stages it: the used element
+    /// is written and the index is published later, once for the whole batch, by ``publish()``,
+    /// ``notifyIfNeeded()``, ``waitForRequests(spins:)`` or ``stop()`` (QEMU's `virtqueue_fill`
+    /// and `virtqueue_flush`).
     ///
     /// Completing does not notify the driver: complete a batch, then call ``notifyIfNeeded()``.
     ///
@@ -358,13 +361,18 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///   - request: The request to return; consumed.
     ///   - written: Bytes written into the writable segments, at most
     ///     ``DeviceRequest/writableByteCount``.
+    ///   - publish: Whether to publish `used.idx` now (the default) or leave it to the next
+    ///     ``publish()``, ``notifyIfNeeded()``, wait or ``stop()``. The driver does not see a
+    ///     staged completion until then; a queue that breaks first never publishes it.
     /// - Throws: ``VirtqueueError/Code-swift.struct/writtenLengthTooLarge`` if `written` is out of
     ///   range — the request is still returned, with 0 bytes written, so the driver never loses
     ///   its buffers; ``VirtqueueError/Code-swift.struct/notOwned`` for another queue's request,
     ///   which is not returned (<doc:TrustModel#A-token-belongs-to-its-queue>);
     ///   ``VirtqueueError/Code-swift.struct/queueBroken`` if the queue broke meanwhile.
     @inlinable @inline(__always)
-    public mutating func complete(_ request: consuming DeviceRequest, written: Int) throws(VirtqueueError) {
+    public mutating func complete(_ request: consuming DeviceRequest, written: Int, publish: Bool = true)
+        throws(VirtqueueError)
+    {
         try checkOwned(request, passedTo: "complete")
         let id = request.id
         request.end()
@@ -376,10 +384,23 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         let element = state.pointee.ring.usedElement(state.pointee.side.published)
         element.storeBytes(of: UInt32(id).littleEndian, as: UInt32.self)
         element.storeBytes(of: length.littleEndian, toByteOffset: 4, as: UInt32.self)
-        state.pointee.side.publish()
+        if publish {
+            state.pointee.side.publish()
+        } else {
+            state.pointee.side.stage()
+        }
         guard valid else {
+            state.pointee.side.publishStaged()
             throw .writtenLengthTooLarge(written, writable: writable, request: id)
         }
+    }
+
+    /// Publishes `used.idx` for the requests completed with `publish: false` since the last
+    /// publication; nothing when there are none. ``notifyIfNeeded()``, ``waitForRequests(spins:)``
+    /// and ``stop()`` do this first on their own.
+    @inlinable
+    public mutating func publish() {
+        state.pointee.side.publishStaged()
     }
 
     /// Notifies the driver if it asked to hear about the requests completed since the last call
@@ -430,6 +451,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
                 "\(state.pointee.takenCount) requests were taken and not completed; complete them before stopping"
             )
         }
+        state.pointee.side.publishStaged()
         let cursor = self.cursor
         _ = state.pointee.side.breakQueue(
             VirtqueueError(.queueStopped, "the queue was stopped at cursor \(cursor)")
