@@ -28,6 +28,18 @@ public protocol DeviceComponent: SendableMetatype {
     /// The features the device implements; the default is everything this library supports.
     static var supportedFeatures: Features { get }
 
+    /// Whether ``handle(_:on:)`` always returns promptly: it computes on the request's bytes and
+    /// waits on nothing — no I/O, no lock another party holds, no other process. `false` unless
+    /// a device says so.
+    ///
+    /// ``DeviceQueue/serve(_:spins:)`` then stages its completions and publishes `used.idx` once
+    /// per run (every 16 completions and at the end of each batch,
+    /// ``DeviceQueue/complete(_:written:publish:)``), so the driver's CPU fetches the index once
+    /// per run instead of once per request. A device that may block in `handle` keeps the
+    /// default: each completion is published as it is made, so a request that stalls never
+    /// holds back the ones finished before it.
+    static var completesWithoutBlocking: Bool { get }
+
     /// Creates the device from what its launcher handed over: its arguments and the file
     /// descriptors it needs (a disk image's, say). This is the device's factory, and the only
     /// way a backend creates one.
@@ -89,6 +101,8 @@ public protocol DeviceComponent: SendableMetatype {
 
 extension DeviceComponent {
     public static var supportedFeatures: Features { .all }
+    /// A device may block in `handle` unless it says otherwise.
+    public static var completesWithoutBlocking: Bool { false }
 
     public init(configuration: DeviceConfiguration, queue: Int, shared: SharedState) throws {
         try self.init(configuration: configuration)
@@ -117,9 +131,11 @@ public struct DeviceConfiguration: Hashable, Sendable {
 extension DeviceQueue where Memory: ~Copyable {
     /// Runs `device` until the driver goes away: waits for requests, serves every available one,
     /// completes it, and notifies the driver — when it asked to be notified — after every 16
-    /// completions and at the end of each batch. Completions are staged and `used.idx` is
+    /// completions and at the end of each batch. For a device whose `handle` never blocks
+    /// (``DeviceComponent/completesWithoutBlocking``) completions are staged and `used.idx` is
     /// published at those points too (``complete(_:written:publish:)``), so the driver's CPU
-    /// fetches it once per run rather than once per request.
+    /// fetches it once per run rather than once per request; any other device's completions are
+    /// published one by one.
     ///
     /// Returns normally when the driver closes its end (the notifier reports
     /// ``VirtqueueError/Code-swift.struct/peerDied`` while the device waits or notifies).
@@ -261,7 +277,11 @@ extension DeviceQueue where Memory: ~Copyable {
         }
         let head = request.id
         journal.completing(head: head)
-        try complete(request, written: failure == nil ? written : 0, publish: Journal.needsEachCompletionPublished)
+        try complete(
+            request,
+            written: failure == nil ? written : 0,
+            publish: !Device.completesWithoutBlocking || Journal.needsEachCompletionPublished
+        )
         journal.completed(head: head, usedIndex: cursor.nextUsed)
         if let failure {
             _ = try? notifyIfNeeded()
@@ -286,8 +306,10 @@ public protocol RequestJournal {
     mutating func completed(head: UInt16, usedIndex: UInt16)
     /// Whether ``DeviceQueue/serve(_:spins:journal:until:)`` must publish `used.idx` after each
     /// completion, before ``completed(head:usedIndex:)`` — `true` unless a journal says
-    /// otherwise. With `false` the loop stages completions and publishes them once per run
-    /// (``DeviceQueue/complete(_:written:publish:)``), so `usedIndex` may not be published yet.
+    /// otherwise. With `false`, a device that never blocks
+    /// (``DeviceComponent/completesWithoutBlocking``) has its completions staged and published
+    /// once per run (``DeviceQueue/complete(_:written:publish:)``), so `usedIndex` may not be
+    /// published yet.
     static var needsEachCompletionPublished: Bool { get }
 }
 

@@ -6,6 +6,8 @@ public import VirtqueueHeap
 /// drive `serve`.
 public struct BatchDevice: DeviceComponent {
     public static let name = "benchmark-batch"
+    /// `handle` only reads the payload and writes the reply: completions are published per run.
+    public static let completesWithoutBlocking = true
     @usableFromInline var touch = TouchDevice()
     @usableFromInline var served = 0
     /// Requests to serve before `serve` returns.

@@ -12,6 +12,8 @@ public import Virtqueue
 /// to CPU N before it serves anything.
 public struct TouchDevice: DeviceComponent {
     public static let name = "benchmark-touch"
+    /// `handle` only reads the payload and writes the reply: completions are published per run.
+    public static let completesWithoutBlocking = true
 
     /// A device that pins nothing.
     public init() {}
