@@ -228,10 +228,11 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         _ fill: (UnsafeMutableRawBufferPointer) -> Void
     ) throws(VirtqueueError) {
         try checkOwned("chain", of: chain.queueIdentity, passedTo: "appendReadable", on: queueIdentity)
-        guard !chain.hasWritable else { throw .readableAfterWritable(count: count) }
-        let buffer = try appendSegment(to: &chain, length: count, writable: false)
-        fill(UnsafeMutableRawBufferPointer(start: state.pointee.buffers[Int(buffer)].host, count: count))
-        chain._readableByteCount &+= count
+        if chain.head != noBuffer, state.pointee.heads[Int(chain.head)].hasWritable {
+            throw .readableAfterWritable(count: count)
+        }
+        let host = try appendSegment(to: &chain, length: count, writable: false)
+        fill(UnsafeMutableRawBufferPointer(start: host, count: count))
     }
 
     /// Appends a device-readable segment holding a copy of `bytes`.
@@ -269,10 +270,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     @inlinable @inline(__always)
     public mutating func appendWritable(to chain: inout Chain, capacity: Int? = nil) throws(VirtqueueError) {
         try checkOwned("chain", of: chain.queueIdentity, passedTo: "appendWritable", on: queueIdentity)
-        let length = capacity ?? bufferSize
-        _ = try appendSegment(to: &chain, length: length, writable: true)
-        chain._writableByteCount &+= length
-        chain.hasWritable = true
+        _ = try appendSegment(to: &chain, length: capacity ?? bufferSize, writable: true)
     }
 
     /// Gives a chain that was never submitted back to the pool.
@@ -299,59 +297,28 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     @discardableResult
     public mutating func submit(_ chain: consuming Chain) throws(VirtqueueError) -> UInt16 {
         try checkOwned("chain", of: chain.queueIdentity, passedTo: "submit", on: queueIdentity)
-        guard chain._segmentCount > 0 else { throw .emptyChain() }
+        let head = chain.head
+        guard head != noBuffer else { throw .emptyChain() }
+        let state = self.state
         if let broken = state.pointee.side.broken {
             releaseUnsubmitted(chain)
             throw .broken(by: broken)
         }
-        let buffers = state.pointee.buffers
-        let head = buffers[Int(chain.firstBuffer)].descriptor
-        let ring = state.pointee.ring
-        let bufferSize = UInt64(self.bufferSize)
-        var buffer = chain.firstBuffer
-        let last = chain._segmentCount &- 1
-        if chain.indirectTable != noBuffer {
-            // The chain's descriptors go into its table buffer, linked by position; the ring's
-            // head descriptor points at the table.
-            let table = buffers[Int(chain.indirectTable)].host.unsafelyUnwrapped
-            for index in 0..<chain._segmentCount {
-                let record = buffers[Int(buffer)]
-                descriptor(buffer, record, next: index == last ? nil : UInt16(truncatingIfNeeded: index &+ 1))
-                    .store(to: table + index &* Descriptor.byteCount)
-                buffer = record.next
-            }
-            Descriptor(
-                address: poolStart &+ UInt64(chain.indirectTable) &* bufferSize,
-                length: UInt32(chain._segmentCount * Descriptor.byteCount),
-                flags: Descriptor.indirectFlag,
-                next: 0
-            ).store(to: ring.descriptor(head))
-        } else {
-            // The chain's descriptors go into the ring's table, linked as the private list links them.
-            for index in 0..<chain._segmentCount {
-                let record = buffers[Int(buffer)]
-                descriptor(
-                    buffer,
-                    record,
-                    next: index == last ? nil : state.pointee.descriptorNext[Int(record.descriptor)]
-                )
-                .store(to: ring.descriptor(record.descriptor))
-                buffer = record.next
-            }
+        // The chain's descriptors are in the ring (or its table) already, written as it was built;
+        // the device may read them only once `avail.idx` publishes the head.
+        let table = state.pointee.heads[Int(head)].indirectTable
+        if table != noBuffer {
+            storeIndirectHead(UInt16(truncatingIfNeeded: head), table: table)
         }
-        ring.availableEntry(state.pointee.side.published).storeBytes(of: head.littleEndian, as: UInt16.self)
-        state.pointee.side.publish()
-        state.pointee.heads[Int(head)] = HeadRecord(
-            firstBuffer: chain.firstBuffer,
-            lastBuffer: chain.lastBuffer,
-            segmentCount: UInt32(chain._segmentCount),
-            writableByteCount: UInt64(chain._writableByteCount),
-            indirectTable: chain.indirectTable,
-            inFlight: true
+        let ring = state.pointee.ring
+        ring.availableEntry(state.pointee.side.published).storeBytes(
+            of: UInt16(truncatingIfNeeded: head).littleEndian,
+            as: UInt16.self
         )
-        state.pointee.inFlightCount &+= 1
+        state.pointee.side.publish()
+        state.pointee.heads[Int(head)].inFlight = true
         chain.end()
-        return head
+        return UInt16(truncatingIfNeeded: head)
     }
 
     /// Kicks the device if it has asked to be notified of the chains submitted since the last
@@ -391,7 +358,9 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         let id = UInt32(littleEndian: element.loadUnaligned(as: UInt32.self))
         let length = UInt32(littleEndian: element.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
         let size = state.pointee.ring.size
-        guard id < UInt32(size) else { throw state.pointee.side.breakQueue(.usedIDOutOfRange(id, size: size)) }
+        guard id < UInt32(truncatingIfNeeded: size) else {
+            throw state.pointee.side.breakQueue(.usedIDOutOfRange(id, size: size))
+        }
         let head = UInt16(truncatingIfNeeded: id)
         let record = state.pointee.heads[Int(head)]
         guard record.inFlight else { throw state.pointee.side.breakQueue(.usedIDNotInFlight(id)) }
@@ -401,7 +370,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             )
         }
         state.pointee.side.consumed = position &+ 1
-        state.pointee.retire(head)
+        state.pointee.retire(head, record)
         return UsedChain(
             id: head,
             writtenByteCount: Int(length),
@@ -427,7 +396,8 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             state.pointee.abandonCursor += 1
             let record = state.pointee.heads[head]
             guard record.inFlight else { continue }
-            state.pointee.retire(UInt16(truncatingIfNeeded: head))
+            state.pointee.retire(UInt16(truncatingIfNeeded: head), record)
+            state.pointee.abandonedCount &+= 1
             return UsedChain(
                 id: UInt16(truncatingIfNeeded: head),
                 writtenByteCount: 0,
@@ -556,23 +526,92 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         )
     }
 
-    /// Takes a buffer (and, for a direct chain, a descriptor) and links it to the chain. The caller
-    /// has checked that `chain` is this queue's (``checkOwned(_:of:passedTo:on:)``).
+    /// Chains the descriptor at `pointer` (written with no successor) to `next`: its flags and
+    /// next field, written in one store. `writable` is the flag it was written with.
     @inlinable @inline(__always)
-    mutating func appendSegment(to chain: inout Chain, length: Int, writable: Bool) throws(VirtqueueError) -> UInt32 {
+    static func link(_ pointer: UnsafeMutableRawPointer, writable: Bool, to next: UInt16) {
+        let flags = (writable ? Descriptor.writeFlag : 0) | Descriptor.nextFlag
+        pointer.storeBytes(of: (UInt32(flags) | UInt32(next) &<< 16).littleEndian, toByteOffset: 12, as: UInt32.self)
+    }
+
+    /// Writes the ring's head descriptor of an indirect chain: it points at the chain's table.
+    @inlinable
+    func storeIndirectHead(_ head: UInt16, table: UInt32) {
+        let count = state.pointee.heads[Int(head)].segmentCount
+        Descriptor(
+            address: poolStart &+ UInt64(table) &* UInt64(bufferSize),
+            length: count &* UInt32(Descriptor.byteCount),
+            flags: Descriptor.indirectFlag,
+            next: 0
+        ).store(to: state.pointee.ring.descriptor(head))
+    }
+
+    /// Takes a buffer (and, for a direct chain, a descriptor), links it to the chain and writes
+    /// its descriptor — into the ring's table for a direct chain, the chain's table buffer for an
+    /// indirect one. The device cannot look at a descriptor before `submit` publishes its head,
+    /// and the driver never reads one back: what it needs later is in its private records. The
+    /// caller has checked that `chain` is this queue's (``checkOwned(_:of:passedTo:on:)``).
+    ///
+    /// - Returns: The buffer's bytes in this process.
+    @inlinable @inline(__always)
+    mutating func appendSegment(
+        to chain: inout Chain,
+        length: Int,
+        writable: Bool
+    ) throws(VirtqueueError) -> UnsafeMutableRawPointer? {
+        let state = self.state
         try state.pointee.side.checkUsable()
-        guard length >= 0, length <= bufferSize else { throw .payloadTooLarge(length, bufferSize: bufferSize) }
-        guard chain._segmentCount < maximumChainLength else {
-            throw .chainTooLong(segments: chain._segmentCount + 1, limit: maximumChainLength)
+        // One unsigned comparison: a negative length is a huge one.
+        guard UInt(bitPattern: length) <= UInt(bitPattern: bufferSize) else {
+            throw .payloadTooLarge(length, bufferSize: bufferSize)
         }
-        if !chain.isIndirect && chain._segmentCount > 0 && indirect
-            && (chain._segmentCount >= indirectThreshold || state.pointee.freeDescriptorCount == 0)
+        guard chain.head != noBuffer else {
+            // The chain's first segment: its descriptor becomes the head, which names its record.
+            guard state.pointee.freeDescriptorCount > 0 else { throw .ringFull(size: state.pointee.ring.size) }
+            guard state.pointee.freeBufferCount > 0 else {
+                throw .poolExhausted(bufferCount: state.pointee.bufferCount)
+            }
+            let buffer = state.pointee.popBuffer()
+            let head = state.pointee.popDescriptor()
+            let record = BufferRecord(
+                length: UInt32(truncatingIfNeeded: length),
+                writable: writable,
+                host: state.pointee.buffers[Int(buffer)].host
+            )
+            state.pointee.buffers[Int(buffer)] = record
+            descriptor(buffer, record, next: nil).store(to: state.pointee.ring.descriptor(head))
+            state.pointee.heads[Int(head)] = HeadRecord(
+                head: head,
+                buffer: buffer,
+                writableByteCount: writable ? UInt64(length) : 0,
+                hasWritable: writable
+            )
+            chain.head = UInt32(head)
+            return record.host
+        }
+        return try appendFurtherSegment(to: chain.head, length: length, writable: writable)
+    }
+
+    /// Appends a segment after the first: the rest of ``appendSegment(to:length:writable:)``.
+    @inlinable @inline(__always)
+    mutating func appendFurtherSegment(
+        to head: UInt32,
+        length: Int,
+        writable: Bool
+    ) throws(VirtqueueError) -> UnsafeMutableRawPointer? {
+        let state = self.state
+        let chain = state.pointee.heads.advanced(by: Int(head))
+        let count = Int(chain.pointee.segmentCount)
+        guard count < maximumChainLength else { throw .chainTooLong(segments: count + 1, limit: maximumChainLength) }
+        if chain.pointee.indirectTable == noBuffer && indirect
+            && (count >= indirectThreshold || state.pointee.freeDescriptorCount == 0)
         {
-            try convertToIndirect(&chain)
+            try convertToIndirect(head: UInt16(truncatingIfNeeded: head))
         }
-        if chain.isIndirect {
-            guard (chain._segmentCount + 1) * Descriptor.byteCount <= bufferSize else {
-                throw .indirectTableTooSmall(segments: chain._segmentCount + 1, bufferSize: bufferSize)
+        let table = chain.pointee.indirectTable
+        if table != noBuffer {
+            guard (count + 1) * Descriptor.byteCount <= bufferSize else {
+                throw .indirectTableTooSmall(segments: count + 1, bufferSize: bufferSize)
             }
         } else {
             guard state.pointee.freeDescriptorCount > 0 else { throw .ringFull(size: state.pointee.ring.size) }
@@ -581,51 +620,79 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             throw .poolExhausted(bufferCount: state.pointee.bufferCount)
         }
         let buffer = state.pointee.popBuffer()
-        if !chain.isIndirect || chain._segmentCount == 0 {
-            let descriptor = state.pointee.popDescriptor()
-            state.pointee.buffers[Int(buffer)].descriptor = descriptor
-            if chain._segmentCount > 0 {
-                // Link the direct chain in the private descriptor list, as it will be on the ring.
-                state.pointee.descriptorNext[Int(state.pointee.buffers[Int(chain.lastBuffer)].descriptor)] = descriptor
-            }
-        }
-        state.pointee.buffers[Int(buffer)].length = UInt32(length)
-        state.pointee.buffers[Int(buffer)].flags = writable ? BufferRecord.writableFlag : 0
-        if chain.lastBuffer == noBuffer {
-            chain.firstBuffer = buffer
+        let record = BufferRecord(
+            length: UInt32(truncatingIfNeeded: length),
+            writable: writable,
+            host: state.pointee.buffers[Int(buffer)].host
+        )
+        state.pointee.buffers[Int(buffer)] = record
+        state.pointee.buffers[Int(chain.pointee.lastBuffer)].next = buffer
+        let previousWritable = chain.pointee.hasWritable
+        if table != noBuffer {
+            // Indirect: descriptors go into the table buffer, linked by position.
+            let entries = state.pointee.buffers[Int(table)].host.unsafelyUnwrapped
+            descriptor(buffer, record, next: nil).store(to: entries + count &* Descriptor.byteCount)
+            Self.link(
+                entries + (count &- 1) &* Descriptor.byteCount,
+                writable: previousWritable,
+                to: UInt16(truncatingIfNeeded: count)
+            )
         } else {
-            state.pointee.buffers[Int(chain.lastBuffer)].next = buffer
+            // Direct: the descriptor goes into the ring's table, linked as the private list links it.
+            let next = state.pointee.popDescriptor()
+            let previous = chain.pointee.lastDescriptor
+            state.pointee.descriptorNext[Int(previous)] = next
+            let ring = state.pointee.ring
+            descriptor(buffer, record, next: nil).store(to: ring.descriptor(next))
+            Self.link(ring.descriptor(previous), writable: previousWritable, to: next)
+            chain.pointee.lastDescriptor = next
         }
-        chain.lastBuffer = buffer
-        chain._segmentCount &+= 1
-        return buffer
+        chain.pointee.lastBuffer = buffer
+        chain.pointee.segmentCount &+= 1
+        if writable {
+            chain.pointee.writableByteCount &+= UInt64(length)
+            chain.pointee.hasWritable = true
+        }
+        return record.host
     }
 
-    /// Moves a chain that is still private onto an indirect table: its first descriptor becomes
-    /// the head, the others go back to the free list, and a pool buffer will hold the table.
+    /// Moves a chain that is still private onto an indirect table: its first descriptor stays the
+    /// head, the others go back to the free list, a pool buffer holds the table, and the
+    /// segments so far are written into it.
     @inlinable
-    mutating func convertToIndirect(_ chain: inout Chain) throws(VirtqueueError) {
-        guard (chain._segmentCount + 1) * Descriptor.byteCount <= bufferSize else { return }
+    mutating func convertToIndirect(head: UInt16) throws(VirtqueueError) {
+        let record = state.pointee.heads[Int(head)]
+        let count = Int(record.segmentCount)
+        guard (count + 1) * Descriptor.byteCount <= bufferSize else { return }
         guard state.pointee.freeBufferCount > 0 else {
             throw .poolExhausted(bufferCount: state.pointee.bufferCount)
         }
-        chain.indirectTable = state.pointee.popBuffer()
-        var buffer = state.pointee.buffers[Int(chain.firstBuffer)].next
-        for _ in 1..<chain._segmentCount {
-            state.pointee.pushDescriptor(state.pointee.buffers[Int(buffer)].descriptor)
-            buffer = state.pointee.buffers[Int(buffer)].next
+        let table = state.pointee.popBuffer()
+        state.pointee.heads[Int(head)].indirectTable = table
+        // The descriptors after the head go back to the free list; what their appends wrote into
+        // the ring's table is cleared, so a free descriptor holds nothing of an unpublished chain.
+        let ring = state.pointee.ring
+        var descriptor = state.pointee.descriptorNext[Int(head)]
+        for _ in 1..<count {
+            let next = state.pointee.descriptorNext[Int(descriptor)]
+            ring.descriptor(descriptor).initializeMemory(as: UInt8.self, repeating: 0, count: Descriptor.byteCount)
+            state.pointee.pushDescriptor(descriptor)
+            descriptor = next
+        }
+        let entries = state.pointee.buffers[Int(table)].host.unsafelyUnwrapped
+        var buffer = record.firstBuffer
+        for index in 0..<count {
+            let segment = state.pointee.buffers[Int(buffer)]
+            self.descriptor(buffer, segment, next: index == count &- 1 ? nil : UInt16(truncatingIfNeeded: index &+ 1))
+                .store(to: entries + index &* Descriptor.byteCount)
+            buffer = segment.next
         }
     }
 
     /// Gives a chain of this queue that was never submitted back to the free lists, and ends it.
     @inlinable
     func releaseUnsubmitted(_ chain: consuming Chain) {
-        state.pointee.releaseUnsubmitted(
-            firstBuffer: chain.firstBuffer,
-            lastBuffer: chain.lastBuffer,
-            segmentCount: chain._segmentCount,
-            indirectTable: chain.indirectTable
-        )
+        state.pointee.releaseUnsubmitted(head: chain.head)
         chain.end()
     }
 }
