@@ -41,6 +41,10 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     @usableFromInline let state: UnsafeMutablePointer<DriverState>
     @usableFromInline let queueIdentity: UInt32
     @usableFromInline let indirect: Bool
+    /// A direct chain with fewer segments than this takes its next segment without moving into
+    /// an indirect table or growing too long: the smaller of the queue size and, when
+    /// VIRTIO_F_INDIRECT_DESC is negotiated, ``indirectThreshold``.
+    @usableFromInline let directLimit: Int
     /// Bus address of the first pool buffer.
     @usableFromInline let poolStart: UInt64
 
@@ -115,6 +119,8 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         self.bufferSize = bufferSize
         self.indirectThreshold = indirectThreshold
         self.indirect = features.contains(.indirectDescriptors)
+        self.directLimit =
+            features.contains(.indirectDescriptors) ? min(indirectThreshold, setup.ring.size) : setup.ring.size
         self.poolStart = pool.lowerBound
         self.state = .allocate(capacity: 1)
         self.state.initialize(
@@ -518,7 +524,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     @inlinable @inline(__always)
     func descriptor(_ buffer: UInt32, _ record: BufferRecord, next: UInt16?) -> Descriptor {
         Descriptor(
-            address: poolStart &+ UInt64(buffer) &* UInt64(bufferSize),
+            address: poolStart &+ UInt64(buffer) &* UInt64(truncatingIfNeeded: bufferSize),
             length: record.length,
             flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
                 | (next == nil ? 0 : Descriptor.nextFlag),
@@ -539,7 +545,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     func storeIndirectHead(_ head: UInt16, table: UInt32) {
         let count = state.pointee.heads[Int(head)].segmentCount
         Descriptor(
-            address: poolStart &+ UInt64(table) &* UInt64(bufferSize),
+            address: poolStart &+ UInt64(table) &* UInt64(truncatingIfNeeded: bufferSize),
             length: count &* UInt32(Descriptor.byteCount),
             flags: Descriptor.indirectFlag,
             next: 0
@@ -583,7 +589,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             state.pointee.heads[Int(head)] = HeadRecord(
                 head: head,
                 buffer: buffer,
-                writableByteCount: writable ? UInt64(length) : 0,
+                writableByteCount: writable ? UInt64(truncatingIfNeeded: length) : 0,
                 hasWritable: writable
             )
             chain.head = UInt32(head)
@@ -593,8 +599,85 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     }
 
     /// Appends a segment after the first: the rest of ``appendSegment(to:length:writable:)``.
+    /// The usual case — a direct chain that stays direct, with a descriptor and a buffer free — is
+    /// decided with one test per condition and inlined; everything else (the chain too long, a
+    /// move into an indirect table, an indirect chain, a refusal) is out of line.
     @inlinable @inline(__always)
     mutating func appendFurtherSegment(
+        to head: UInt32,
+        length: Int,
+        writable: Bool
+    ) throws(VirtqueueError) -> UnsafeMutableRawPointer? {
+        let state = self.state
+        let chain = state.pointee.heads.advanced(by: Int(head))
+        guard chain.pointee.indirectTable == noBuffer, Int(chain.pointee.segmentCount) < directLimit,
+            state.pointee.freeDescriptorCount > 0, state.pointee.freeBufferCount > 0
+        else {
+            return try appendOtherSegment(to: head, length: length, writable: writable)
+        }
+        return appendDirectSegment(to: chain, length: length, writable: writable)
+    }
+
+    /// Appends a segment to a direct chain that has one or more: its descriptor goes into the
+    /// ring's table, linked as the private list links it. The caller has checked that a
+    /// descriptor and a buffer are free and that the chain stays direct.
+    @inlinable @inline(__always)
+    mutating func appendDirectSegment(
+        to chain: UnsafeMutablePointer<HeadRecord>,
+        length: Int,
+        writable: Bool
+    ) -> UnsafeMutableRawPointer? {
+        let state = self.state
+        let buffer = state.pointee.popBuffer()
+        let record = takeBuffer(buffer, after: chain, length: length, writable: writable)
+        let next = state.pointee.popDescriptor()
+        let previous = chain.pointee.lastDescriptor
+        state.pointee.descriptorNext[Int(previous)] = next
+        let ring = state.pointee.ring
+        descriptor(buffer, record, next: nil).store(to: ring.descriptor(next))
+        Self.link(ring.descriptor(previous), writable: chain.pointee.hasWritable, to: next)
+        chain.pointee.lastDescriptor = next
+        grow(chain, to: buffer, length: length, writable: writable)
+        return record.host
+    }
+
+    /// Writes the record of pool buffer `buffer`, taken for a segment of `length` bytes, and links
+    /// it after the chain's last buffer.
+    @inlinable @inline(__always)
+    func takeBuffer(
+        _ buffer: UInt32,
+        after chain: UnsafeMutablePointer<HeadRecord>,
+        length: Int,
+        writable: Bool
+    ) -> BufferRecord {
+        let buffers = state.pointee.buffers
+        let record = BufferRecord(
+            length: UInt32(truncatingIfNeeded: length),
+            writable: writable,
+            host: buffers[Int(buffer)].host
+        )
+        buffers[Int(buffer)] = record
+        buffers[Int(chain.pointee.lastBuffer)].next = buffer
+        return record
+    }
+
+    /// Counts a segment of `length` bytes on `buffer` into the chain's record.
+    @inlinable @inline(__always)
+    func grow(_ chain: UnsafeMutablePointer<HeadRecord>, to buffer: UInt32, length: Int, writable: Bool) {
+        chain.pointee.lastBuffer = buffer
+        chain.pointee.segmentCount &+= 1
+        if writable {
+            chain.pointee.writableByteCount &+= UInt64(truncatingIfNeeded: length)
+            chain.pointee.hasWritable = true
+        }
+    }
+
+    /// Every append after the first that is not the usual one: checks the chain's length, moves
+    /// the chain into an indirect table when it reaches ``indirectThreshold`` or descriptors run
+    /// out (VIRTIO_F_INDIRECT_DESC), appends to an indirect chain (the descriptor goes into the
+    /// table buffer, linked by position), or refuses with the error that applies.
+    @inlinable @inline(never)
+    mutating func appendOtherSegment(
         to head: UInt32,
         length: Int,
         writable: Bool
@@ -619,40 +702,17 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         guard state.pointee.freeBufferCount > 0 else {
             throw .poolExhausted(bufferCount: state.pointee.bufferCount)
         }
+        guard table != noBuffer else { return appendDirectSegment(to: chain, length: length, writable: writable) }
         let buffer = state.pointee.popBuffer()
-        let record = BufferRecord(
-            length: UInt32(truncatingIfNeeded: length),
-            writable: writable,
-            host: state.pointee.buffers[Int(buffer)].host
+        let record = takeBuffer(buffer, after: chain, length: length, writable: writable)
+        let entries = state.pointee.buffers[Int(table)].host.unsafelyUnwrapped
+        descriptor(buffer, record, next: nil).store(to: entries + count &* Descriptor.byteCount)
+        Self.link(
+            entries + (count &- 1) &* Descriptor.byteCount,
+            writable: chain.pointee.hasWritable,
+            to: UInt16(truncatingIfNeeded: count)
         )
-        state.pointee.buffers[Int(buffer)] = record
-        state.pointee.buffers[Int(chain.pointee.lastBuffer)].next = buffer
-        let previousWritable = chain.pointee.hasWritable
-        if table != noBuffer {
-            // Indirect: descriptors go into the table buffer, linked by position.
-            let entries = state.pointee.buffers[Int(table)].host.unsafelyUnwrapped
-            descriptor(buffer, record, next: nil).store(to: entries + count &* Descriptor.byteCount)
-            Self.link(
-                entries + (count &- 1) &* Descriptor.byteCount,
-                writable: previousWritable,
-                to: UInt16(truncatingIfNeeded: count)
-            )
-        } else {
-            // Direct: the descriptor goes into the ring's table, linked as the private list links it.
-            let next = state.pointee.popDescriptor()
-            let previous = chain.pointee.lastDescriptor
-            state.pointee.descriptorNext[Int(previous)] = next
-            let ring = state.pointee.ring
-            descriptor(buffer, record, next: nil).store(to: ring.descriptor(next))
-            Self.link(ring.descriptor(previous), writable: previousWritable, to: next)
-            chain.pointee.lastDescriptor = next
-        }
-        chain.pointee.lastBuffer = buffer
-        chain.pointee.segmentCount &+= 1
-        if writable {
-            chain.pointee.writableByteCount &+= UInt64(length)
-            chain.pointee.hasWritable = true
-        }
+        grow(chain, to: buffer, length: length, writable: writable)
         return record.host
     }
 
