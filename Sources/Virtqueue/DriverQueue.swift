@@ -26,6 +26,24 @@
 ///
 /// The queue is generic over its region and notifier so that every call specialises: the hot
 /// path makes no allocation, takes no lock, calls no existential and retains nothing.
+///
+/// ### Descriptors and pool buffers
+///
+/// The pool is independent of the queue size: ``bufferCount`` buffers and ``queueSize``
+/// descriptors, each with its own free list. A segment of a direct chain takes one of each; a
+/// segment of an indirect chain takes only a buffer (its descriptor lives in the chain's table,
+/// itself one more buffer), so an indirect chain can carry more buffers than there are
+/// descriptors. An append to a chain of one or more segments that finds no free descriptor moves
+/// the chain into an indirect table when VIRTIO_F_INDIRECT_DESC is negotiated; otherwise, and
+/// for a chain's first segment (its head), it throws
+/// ``VirtqueueError/Code-swift.struct/ringFull``. One that finds no free buffer throws
+/// ``VirtqueueError/Code-swift.struct/poolExhausted``. ``freeDescriptorCount`` and
+/// ``freeBufferCount`` count the two; a chain's descriptors come back when ``takeUsed()`` takes it
+/// (its head is free for reuse at once), its buffers when ``free(_:)`` gives them back.
+///
+/// Each chain has one private record, indexed by its head descriptor, taken with its first
+/// segment: the ``Chain`` token carries only the head and its queue's identity, and each append
+/// writes its descriptor straight into the ring, where ``submit(_:)`` publishes it.
 public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
     /// The memory the rings and buffers live in; the queue owns it (it is released with the queue).
     @usableFromInline let memory: Memory
@@ -292,6 +310,11 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     // MARK: Submitting and notifying (seed steps 2 and 3)
 
     /// Makes a chain available to the device and publishes the new `avail.idx`.
+    ///
+    /// The chain's descriptors are already in the ring: each append wrote its own (and linked the
+    /// one before), so submitting writes the available entry and the index — and, for an
+    /// indirect chain, the head descriptor that points at its table. The device may read a
+    /// descriptor only once the index publishes its head; the driver never reads one back.
     ///
     /// Submitting does not notify the device: submit a batch, then call ``notifyIfNeeded()`` once.
     ///
