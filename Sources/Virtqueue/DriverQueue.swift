@@ -244,7 +244,9 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///   ``VirtqueueError/Code-swift.struct/readableAfterWritable``, ``VirtqueueError/Code-swift.struct/chainTooLong``,
     ///   ``VirtqueueError/Code-swift.struct/poolExhausted`` or ``VirtqueueError/Code-swift.struct/ringFull``;
     ///   ``VirtqueueError/Code-swift.struct/notOwned`` for another queue's chain
-    ///   (<doc:TrustModel#A-token-belongs-to-its-queue>). The chain is unchanged.
+    ///   (<doc:TrustModel#A-token-belongs-to-its-queue>); ``VirtqueueError/Code-swift.struct/queueBroken``
+    ///   for a chain's first segment once the queue is broken (the check is made once per chain:
+    ///   a chain begun before the break is refused by ``submit(_:)``). The chain is unchanged.
     @inlinable @inline(__always)
     public mutating func appendReadable(
         to chain: inout Chain,
@@ -589,7 +591,9 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         writable: Bool
     ) throws(VirtqueueError) -> UnsafeMutableRawPointer? {
         let state = self.state
-        try state.pointee.side.checkUsable()
+        // A broken queue refuses a chain's first segment. A chain begun before the queue broke
+        // may grow, and is refused (its buffers given back) when it is submitted: once per chain.
+        if chain.head == noBuffer { try state.pointee.side.checkUsable() }
         // One unsigned comparison: a negative length is a huge one.
         guard UInt(bitPattern: length) <= UInt(bitPattern: bufferSize) else {
             throw .payloadTooLarge(length, bufferSize: bufferSize)
