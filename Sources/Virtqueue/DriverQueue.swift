@@ -499,7 +499,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             let start = UnsafeRawPointer(record.host)
             if record.flags & BufferRecord.writableFlag != 0 {
                 let written = min(remaining, Int(record.length))
-                remaining -= written
+                remaining &-= written  // written ≤ remaining
                 try body(true, UnsafeRawBufferPointer(start: start, count: written))
             } else {
                 try body(false, UnsafeRawBufferPointer(start: start, count: Int(record.length)))

@@ -230,10 +230,11 @@ internal struct DriverState: TokenHoldingState {
         heads[Int(head)].inFlight = false
     }
 
-    /// Returns a chain's `count` buffers, linked from `first` to `last`, to the pool.
+    /// Returns a chain's `count` buffers, linked from `first` to `last`, to the pool. Every chain
+    /// that holds buffers holds one or more: a chain's record is taken with its first segment, and
+    /// `submit` refuses an empty chain, so a used chain has at least one.
     @inlinable @inline(__always)
     mutating func releaseBuffers(first: UInt32, last: UInt32, count: Int) {
-        guard count > 0 else { return }
         buffers[Int(last)].next = freeBufferHead
         freeBufferHead = first
         freeBufferCount &+= count
