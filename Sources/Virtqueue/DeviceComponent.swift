@@ -117,7 +117,9 @@ public struct DeviceConfiguration: Hashable, Sendable {
 extension DeviceQueue where Memory: ~Copyable {
     /// Runs `device` until the driver goes away: waits for requests, serves every available one,
     /// completes it, and notifies the driver — when it asked to be notified — after every 16
-    /// completions and at the end of each batch.
+    /// completions and at the end of each batch. Completions are staged and `used.idx` is
+    /// published at those points too (``complete(_:written:publish:)``), so the driver's CPU
+    /// fetches it once per run rather than once per request.
     ///
     /// Returns normally when the driver closes its end (the notifier reports
     /// ``VirtqueueError/Code-swift.struct/peerDied`` while the device waits or notifies).
@@ -259,7 +261,7 @@ extension DeviceQueue where Memory: ~Copyable {
         }
         let head = request.id
         journal.completing(head: head)
-        try complete(request, written: failure == nil ? written : 0)
+        try complete(request, written: failure == nil ? written : 0, publish: Journal.needsEachCompletionPublished)
         journal.completed(head: head, usedIndex: cursor.nextUsed)
         if let failure {
             _ = try? notifyIfNeeded()
@@ -282,6 +284,16 @@ public protocol RequestJournal {
     mutating func completing(head: UInt16)
     /// The chain at `head` was returned; `used.idx` is now `usedIndex`.
     mutating func completed(head: UInt16, usedIndex: UInt16)
+    /// Whether ``DeviceQueue/serve(_:spins:journal:until:)`` must publish `used.idx` after each
+    /// completion, before ``completed(head:usedIndex:)`` — `true` unless a journal says
+    /// otherwise. With `false` the loop stages completions and publishes them once per run
+    /// (``DeviceQueue/complete(_:written:publish:)``), so `usedIndex` may not be published yet.
+    static var needsEachCompletionPublished: Bool { get }
+}
+
+extension RequestJournal {
+    /// A journal relies on `used.idx` being published when it hears of a completion.
+    @inlinable public static var needsEachCompletionPublished: Bool { true }
 }
 
 /// The journal of a device that records nothing: what ``DeviceQueue/serve(_:spins:until:)``
@@ -292,4 +304,6 @@ public struct NoRequestJournal: RequestJournal {
     @inlinable public mutating func taken(head: UInt16) {}
     @inlinable public mutating func completing(head: UInt16) {}
     @inlinable public mutating func completed(head: UInt16, usedIndex: UInt16) {}
+    /// Nothing is recorded, so completions are staged and published once per run.
+    @inlinable public static var needsEachCompletionPublished: Bool { false }
 }

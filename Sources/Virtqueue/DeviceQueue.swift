@@ -13,39 +13,20 @@
 public struct DeviceRequest: ~Copyable {
     /// The chain's id: its head descriptor index. The device echoes it in the used ring.
     public let id: UInt16
-    /// Bytes in the device-readable segments.
-    public let readableByteCount: Int
-    /// Bytes of room in the device-writable segments.
-    public let writableByteCount: Int
-    /// The number of segments.
-    public let segmentCount: Int
-    @usableFromInline let firstSegment: UInt32
-    @usableFromInline let lastSegment: UInt32
-    @usableFromInline let queueIdentity: UInt32
-    /// The queue's private state, where a dropped request is completed; kept alive while any of
-    /// the queue's requests is (``DeviceState/takenCount``).
+    /// The queue's private state: the record of this request's head, and where a dropped
+    /// request is completed; kept alive while any of the queue's requests is
+    /// (``DeviceState/takenCount``). Its address is the request's owner: no two live queues
+    /// share one.
     @usableFromInline let state: UnsafeMutablePointer<DeviceState>
 
     @inlinable
-    init(id: UInt16, chain: ParsedChain, queueIdentity: UInt32, state: UnsafeMutablePointer<DeviceState>) {
+    init(id: UInt16, state: UnsafeMutablePointer<DeviceState>) {
         self.id = id
-        self.readableByteCount = chain.readableByteCount
-        self.writableByteCount = chain.writableByteCount
-        self.segmentCount = chain.count
-        self.firstSegment = chain.first
-        self.lastSegment = chain.last
-        self.queueIdentity = queueIdentity
         self.state = state
     }
 
     deinit {
-        DeviceState.requestDropped(
-            state,
-            id: id,
-            firstSegment: firstSegment,
-            lastSegment: lastSegment,
-            segmentCount: segmentCount
-        )
+        DeviceState.requestDropped(state, id: id)
     }
 
     /// Ends the request once its queue has completed it: no deinit runs.
@@ -54,6 +35,14 @@ public struct DeviceRequest: ~Copyable {
         discard self
     }
 
+    /// The device's private record of the request (read once from the ring, validated).
+    @inlinable var record: UnsafeMutablePointer<HeldHead> { state.pointee.record(id) }
+    /// Bytes in the device-readable segments.
+    @inlinable public var readableByteCount: Int { record.pointee.readableByteCount }
+    /// Bytes of room in the device-writable segments.
+    @inlinable public var writableByteCount: Int { record.pointee.writableByteCount }
+    /// The number of segments.
+    @inlinable public var segmentCount: Int { Int(record.pointee.segmentCount) }
     /// All bytes of the chain, readable and writable: the seed's `virtqueue_scattered_available_size`.
     @inlinable public var totalByteCount: Int { readableByteCount + writableByteCount }
 }
@@ -85,8 +74,6 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// The features negotiated for this queue.
     public let features: Features
     @usableFromInline let state: UnsafeMutablePointer<DeviceState>
-    @usableFromInline let queueIdentity: UInt32
-    @usableFromInline let indirect: Bool
     /// Which queue of its device this is: the index in the region (or, for a virtual machine's
     /// rings, the vhost-user ring index). A device that serves several queues reads it in
     /// ``DeviceComponent/handle(_:on:)`` to learn which queue a request came from.
@@ -107,7 +94,9 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///   - supportedFeatures: The features this device implements. A negotiated set with anything
     ///     else is refused.
     ///   - segmentCapacity: How many segments the device can hold across all requests it has
-    ///     taken and not completed; `nil` for four times the queue size.
+    ///     taken and not completed; `nil` for four times the queue size. (Each head keeps the
+    ///     first four segments of its request in slots of its own, allocated here whatever the
+    ///     capacity; the rest of a longer chain goes to an overflow store of this many entries.)
     ///   - queueIndex: Which queue of its device this is (``queueIndex``); 0 by default.
     /// - Throws: ``VirtqueueError`` naming the value: a placement outside memory or malformed
     ///   (``VirtqueueError/Code-swift.struct/invalidPlacement``,
@@ -143,7 +132,6 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         self.memory.initialize(to: memory)
         self.notifier = notifier
         self.features = features
-        self.indirect = features.contains(.indirectDescriptors)
         self.queueIndex = queueIndex
         self.state = .allocate(capacity: 1)
         self.state.initialize(
@@ -151,10 +139,11 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
                 setup: setup,
                 eventIndex: features.contains(.eventIndex),
                 cursor: placement.cursor,
-                segmentCapacity: capacity
+                segmentCapacity: capacity,
+                indirectAllowed: features.contains(.indirectDescriptors),
+                identity: makeQueueIdentity()
             )
         )
-        self.queueIdentity = makeQueueIdentity()
     }
 
     /// Attaches the device to queue `queueIndex` of one of this package's regions, reading and
@@ -236,15 +225,13 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
                 .headOutOfRange(head, slot: position & state.pointee.ring.mask, size: size)
             )
         }
-        guard !state.pointee.headTaken[Int(head)] else {
+        guard state.pointee.record(head).pointee.segmentCount == 0 else {
             throw state.pointee.side.breakQueue(.headAlreadyInFlight(head))
         }
-        let chain = try state.pointee.parseChain(head: head, indirectAllowed: indirect)
-        state.pointee.commit(chain)
+        try state.pointee.takeChain(head: head)
         state.pointee.side.consumed = position &+ 1
-        state.pointee.headTaken[Int(head)] = true
         state.pointee.takenCount &+= 1
-        return DeviceRequest(id: head, chain: chain, queueIdentity: queueIdentity, state: state)
+        return DeviceRequest(id: head, state: state)
     }
 
     /// Takes the chain that starts at `head` again, without reading the available ring: for a
@@ -268,18 +255,16 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         guard Int(head) < size else {
             throw state.pointee.side.breakQueue(.resubmittedHeadOutOfRange(head, size: size))
         }
-        guard !state.pointee.headTaken[Int(head)] else {
+        guard state.pointee.record(head).pointee.segmentCount == 0 else {
             throw state.pointee.side.breakQueue(.headAlreadyInFlight(head))
         }
         let inFlight = Int(state.pointee.side.consumed &- state.pointee.side.published)
         guard state.pointee.takenCount < inFlight else {
             throw state.pointee.side.breakQueue(.tooManyResubmitted(head, inFlight: inFlight))
         }
-        let chain = try state.pointee.parseChain(head: head, indirectAllowed: indirect)
-        state.pointee.commit(chain)
-        state.pointee.headTaken[Int(head)] = true
+        try state.pointee.takeChain(head: head)
         state.pointee.takenCount &+= 1
-        return DeviceRequest(id: head, chain: chain, queueIdentity: queueIdentity, state: state)
+        return DeviceRequest(id: head, state: state)
     }
 
     /// Calls `body` with each device-readable segment of `request`, in order, as a view into the
@@ -295,7 +280,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         in request: borrowing DeviceRequest,
         _ body: (UnsafeRawBufferPointer) throws(E) -> Void
     ) throws {
-        try checkOwned("request", of: request.queueIdentity, passedTo: "forEachReadable", on: queueIdentity)
+        try checkOwned(request, passedTo: "forEachReadable")
         try forEachSegment(of: request, writable: false) { (bytes) throws(E) in
             try body(UnsafeRawBufferPointer(bytes))
         }
@@ -313,7 +298,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         in request: borrowing DeviceRequest,
         _ body: (UnsafeMutableRawBufferPointer) throws(E) -> Void
     ) throws {
-        try checkOwned("request", of: request.queueIdentity, passedTo: "forEachWritable", on: queueIdentity)
+        try checkOwned(request, passedTo: "forEachWritable")
         try forEachSegment(of: request, writable: true, body)
     }
 
@@ -327,7 +312,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         _ request: borrowing DeviceRequest,
         into destination: UnsafeMutableRawBufferPointer
     ) throws(VirtqueueError) -> Int {
-        try checkOwned("request", of: request.queueIdentity, passedTo: "gather", on: queueIdentity)
+        try checkOwned(request, passedTo: "gather")
         var copied = 0
         forEachSegment(of: request, writable: false) { bytes in
             let count = min(bytes.count, destination.count - copied)
@@ -350,7 +335,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         _ bytes: UnsafeRawBufferPointer,
         into request: borrowing DeviceRequest
     ) throws(VirtqueueError) -> Int {
-        try checkOwned("request", of: request.queueIdentity, passedTo: "scatter", on: queueIdentity)
+        try checkOwned(request, passedTo: "scatter")
         var written = 0
         forEachSegment(of: request, writable: true) { destination in
             let count = min(destination.count, bytes.count - written)
@@ -365,7 +350,10 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     // MARK: Completing (seed steps 6 and 7)
 
     /// Returns a request to the driver through the used ring with the number of bytes written,
-    /// and publishes the new `used.idx`.
+    /// and publishes the new `used.idx` — or, with `publish: false`, stages it: the used element
+    /// is written and the index is published later, once for the whole batch, by ``publish()``,
+    /// ``notifyIfNeeded()``, ``waitForRequests(spins:)`` or ``stop()`` (QEMU's `virtqueue_fill`
+    /// and `virtqueue_flush`).
     ///
     /// Completing does not notify the driver: complete a batch, then call ``notifyIfNeeded()``.
     ///
@@ -373,23 +361,22 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///   - request: The request to return; consumed.
     ///   - written: Bytes written into the writable segments, at most
     ///     ``DeviceRequest/writableByteCount``.
+    ///   - publish: Whether to publish `used.idx` now (the default) or leave it to the next
+    ///     ``publish()``, ``notifyIfNeeded()``, wait or ``stop()``. The driver does not see a
+    ///     staged completion until then; a queue that breaks first never publishes it.
     /// - Throws: ``VirtqueueError/Code-swift.struct/writtenLengthTooLarge`` if `written` is out of
     ///   range — the request is still returned, with 0 bytes written, so the driver never loses
     ///   its buffers; ``VirtqueueError/Code-swift.struct/notOwned`` for another queue's request,
     ///   which is not returned (<doc:TrustModel#A-token-belongs-to-its-queue>);
     ///   ``VirtqueueError/Code-swift.struct/queueBroken`` if the queue broke meanwhile.
     @inlinable @inline(__always)
-    public mutating func complete(_ request: consuming DeviceRequest, written: Int) throws(VirtqueueError) {
-        try checkOwned("request", of: request.queueIdentity, passedTo: "complete", on: queueIdentity)
+    public mutating func complete(_ request: consuming DeviceRequest, written: Int, publish: Bool = true)
+        throws(VirtqueueError)
+    {
+        try checkOwned(request, passedTo: "complete")
         let id = request.id
-        let writable = request.writableByteCount
-        state.pointee.releaseSegments(
-            first: request.firstSegment,
-            last: request.lastSegment,
-            count: request.segmentCount
-        )
         request.end()
-        state.pointee.headTaken[Int(id)] = false
+        let writable = state.pointee.release(head: id)
         state.pointee.takenCount &-= 1
         try state.pointee.side.checkUsable()
         let valid = written >= 0 && written <= writable
@@ -397,10 +384,23 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         let element = state.pointee.ring.usedElement(state.pointee.side.published)
         element.storeBytes(of: UInt32(id).littleEndian, as: UInt32.self)
         element.storeBytes(of: length.littleEndian, toByteOffset: 4, as: UInt32.self)
-        state.pointee.side.publish()
+        if publish {
+            state.pointee.side.publish()
+        } else {
+            state.pointee.side.stage()
+        }
         guard valid else {
+            state.pointee.side.publishStaged()
             throw .writtenLengthTooLarge(written, writable: writable, request: id)
         }
+    }
+
+    /// Publishes `used.idx` for the requests completed with `publish: false` since the last
+    /// publication; nothing when there are none. ``notifyIfNeeded()``, ``waitForRequests(spins:)``
+    /// and ``stop()`` do this first on their own.
+    @inlinable
+    public mutating func publish() {
+        state.pointee.side.publishStaged()
     }
 
     /// Notifies the driver if it asked to hear about the requests completed since the last call
@@ -451,6 +451,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
                 "\(state.pointee.takenCount) requests were taken and not completed; complete them before stopping"
             )
         }
+        state.pointee.side.publishStaged()
         let cursor = self.cursor
         _ = state.pointee.side.breakQueue(
             VirtqueueError(.queueStopped, "the queue was stopped at cursor \(cursor)")
@@ -458,22 +459,51 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         return cursor
     }
 
+    /// The token rule (<doc:TrustModel#A-token-belongs-to-its-queue>): `request` must be this
+    /// queue's — made with this queue's state, which no other live queue shares.
+    @inlinable @inline(__always)
+    func checkOwned(_ request: borrowing DeviceRequest, passedTo call: StaticString) throws(VirtqueueError) {
+        guard request.state == state else {
+            throw DeviceState.notOwned(request.state, passedTo: call, on: state)
+        }
+    }
+
     /// Calls `body` with each of `request`'s segments that is `writable` (or not). The caller has
-    /// checked that `request` is this queue's (``checkOwned(_:of:passedTo:on:)``).
+    /// checked that `request` is this queue's (``checkOwned(_:passedTo:)``).
     @inlinable @inline(__always)
     func forEachSegment<E: Error>(
         of request: borrowing DeviceRequest,
         writable: Bool,
         _ body: (UnsafeMutableRawBufferPointer) throws(E) -> Void
     ) throws(E) {
-        let segments = state.pointee.segments
-        var segment = request.firstSegment
-        for _ in 0..<request.segmentCount {
-            let record = segments[Int(segment)]
-            if record.writable == writable {
-                try body(UnsafeMutableRawBufferPointer(start: record.host, count: Int(record.length)))
+        let record = state.pointee.record(request.id)
+        let count = Int(record.pointee.segmentCount)
+        let readable = Int(record.pointee.readableSegmentCount)
+        let end = writable ? count : readable
+        var index = writable ? readable : 0
+        let slots = state.pointee.slots(request.id)
+        guard count > DeviceState.inlineSegmentCount else {
+            while index < end {
+                try body(UnsafeMutableRawBufferPointer(start: slots[index].host, count: Int(slots[index].length)))
+                index &+= 1
             }
-            segment = record.next
+            return
+        }
+        // A long chain: its first segments in the head's slots, the rest in the overflow store,
+        // linked in order.
+        let segments = state.pointee.segments
+        var overflow = record.pointee.overflowFirst
+        for position in 0..<end {
+            let stored: SegmentRecord
+            if position < DeviceState.inlineSegmentCount {
+                stored = slots[position]
+            } else {
+                stored = segments[Int(overflow)]
+                overflow = stored.next
+            }
+            if position >= index {
+                try body(UnsafeMutableRawBufferPointer(start: stored.host, count: Int(stored.length)))
+            }
         }
     }
 }

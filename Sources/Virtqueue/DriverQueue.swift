@@ -311,22 +311,32 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
 
     // MARK: Submitting and notifying (seed steps 2 and 3)
 
-    /// Makes a chain available to the device and publishes the new `avail.idx`.
+    /// Makes a chain available to the device and publishes the new `avail.idx` — or, with
+    /// `publish: false`, stages it: the descriptors and the available entry are written, and the
+    /// index is published later, once for the whole batch, by ``publish()``,
+    /// ``notifyIfNeeded()`` or ``waitForUsed(spins:)``.
     ///
     /// The chain's descriptors are already in the ring: each append wrote its own (and linked the
-    /// one before), so submitting writes the available entry and the index — and, for an
-    /// indirect chain, the head descriptor that points at its table. The device may read a
+    /// one before), so submitting writes the available entry and, unless staged, the index — and,
+    /// for an indirect chain, the head descriptor that points at its table. The device may read a
     /// descriptor only once the index publishes its head; the driver never reads one back.
     ///
     /// Submitting does not notify the device: submit a batch, then call ``notifyIfNeeded()`` once.
+    /// Staging the batch as well means the device's CPU fetches `avail.idx` once per batch instead
+    /// of once per chain (docs/performance.md, "Publishing once per batch").
     ///
+    /// - Parameters:
+    ///   - chain: The chain to submit; consumed.
+    ///   - publish: Whether to publish `avail.idx` now (the default) or leave it to the next
+    ///     ``publish()``, ``notifyIfNeeded()`` or wait. The device does not see a staged chain
+    ///     until then.
     /// - Returns: The chain's id (its head descriptor), which the device reports back.
     /// - Throws: ``VirtqueueError/Code-swift.struct/emptyChain``, ``VirtqueueError/Code-swift.struct/notOwned``
     ///   (<doc:TrustModel#A-token-belongs-to-its-queue>), or ``VirtqueueError/Code-swift.struct/queueBroken``.
     ///   The chain's buffers go back to its own queue's pool on error.
     @inlinable @inline(__always)
     @discardableResult
-    public mutating func submit(_ chain: consuming Chain) throws(VirtqueueError) -> UInt16 {
+    public mutating func submit(_ chain: consuming Chain, publish: Bool = true) throws(VirtqueueError) -> UInt16 {
         try checkOwned("chain", of: chain.queueIdentity, passedTo: "submit", on: queueIdentity)
         let head = chain.head
         guard head != noBuffer else { throw .emptyChain() }
@@ -346,10 +356,22 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             of: UInt16(truncatingIfNeeded: head).littleEndian,
             as: UInt16.self
         )
-        state.pointee.side.publish()
+        if publish {
+            state.pointee.side.publish()
+        } else {
+            state.pointee.side.stage()
+        }
         state.pointee.heads[Int(head)].inFlight = true
         chain.end()
         return UInt16(truncatingIfNeeded: head)
+    }
+
+    /// Publishes `avail.idx` for the chains submitted with `publish: false` since the last
+    /// publication; nothing when there are none. ``notifyIfNeeded()`` and ``waitForUsed(spins:)``
+    /// do this first on their own.
+    @inlinable
+    public mutating func publish() {
+        state.pointee.side.publishStaged()
     }
 
     /// Kicks the device if it has asked to be notified of the chains submitted since the last

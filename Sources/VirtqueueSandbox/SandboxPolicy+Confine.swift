@@ -102,7 +102,7 @@ extension SandboxPolicy {
         if let kernelMode = SandboxedDevice.seccompMode(ofProcess: processID),
             kernelMode != ConfinementReport.filterMode
         {
-            return (.notFiltered, "the kernel reports Seccomp: \(kernelMode) for it, not 2 (filter)")
+            return (.notFiltered, "the kernel reports Seccomp: \(kernelMode) for a thread of it, not 2 (filter)")
         }
         return nil
     }

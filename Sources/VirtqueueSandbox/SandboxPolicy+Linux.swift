@@ -37,6 +37,12 @@ extension SandboxPolicy {
         let filter = try makeFilter(fileDescriptors: fileDescriptors, defaultAction: cseccomp_act_trap())
         defer { seccomp_release(filter) }
         try Self.addReportRules(filter, report: report)
+        // Every thread of the process, not only the caller: a thread started before the filter
+        // (by the host's own code before it hands over, or a runtime's) would otherwise run
+        // unfiltered for good. The kernel also gives those threads PR_SET_NO_NEW_PRIVS.
+        guard seccomp_attr_set(filter, SCMP_FLTATR_CTL_TSYNC, 1) == 0 else {
+            throw VirtqueueError(.invalidConfiguration, "seccomp_attr_set(SCMP_FLTATR_CTL_TSYNC) failed")
+        }
         let result = seccomp_load(filter)
         guard result == 0 else {
             throw VirtqueueError(.invalidConfiguration, "seccomp_load failed", underlyingErrno: -result)

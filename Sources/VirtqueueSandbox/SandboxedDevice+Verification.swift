@@ -7,7 +7,8 @@ extension SandboxedDevice {
     /// Waits up to `timeout` for the child's confinement report on the liveness socket (noticing
     /// its death meanwhile), then requires the digest of `policy`, the seccomp mode 2 (filter)
     /// from the child's `prctl(PR_GET_SECCOMP)`, and — where `/proc` is mounted — `Seccomp: 2`
-    /// in the kernel's `/proc/PID/status` for the child, which the child cannot forge.
+    /// in the kernel's `/proc/PID/task/TID/status` for every thread of the child, which the
+    /// child cannot forge.
     ///
     /// - Throws: ``SandboxError/Code-swift.struct/notConfined`` naming what was wrong.
     static func verifyConfinement(
@@ -61,11 +62,29 @@ extension SandboxedDevice {
         return (nil, "")
     }
 
-    /// The `Seccomp:` field of `/proc/PID/status`, or `nil` where it cannot be read.
+    /// The lowest `Seccomp:` field of `/proc/PID/task/TID/status` over the process's threads
+    /// (a thread with no filter reports 0), or `nil` where none can be read.
     ///
     /// The child is not reaped yet, so its process id still names it.
     static func seccompMode(ofProcess pid: Int32) -> Int32? {
-        let fd = open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)
+        guard let tasks = opendir("/proc/\(pid)/task") else { return seccompMode(statusPath: "/proc/\(pid)/status") }
+        defer { closedir(tasks) }
+        var lowest: Int32?
+        while let entry = readdir(tasks) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { bytes in
+                String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard let thread = Int32(name) else { continue }
+            if let mode = seccompMode(statusPath: "/proc/\(pid)/task/\(thread)/status") {
+                lowest = min(lowest ?? mode, mode)
+            }
+        }
+        return lowest
+    }
+
+    /// The `Seccomp:` field of the status file at `path`, or `nil` where it cannot be read.
+    static func seccompMode(statusPath path: String) -> Int32? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var bytes: [UInt8] = []

@@ -38,6 +38,12 @@ if let index = CommandLine.arguments.firstIndex(of: "--test-confinement"), index
             arguments[policyIndex + 1] = SandboxPolicy.deviceLoop.allowing(.init("getpid")).argumentEncoding
         }
         DeviceHost.runIfDeviceRole(devices: entries, confinement: SandboxConfinement(), arguments: arguments)
+    case "early-thread":
+        // Starts a thread before the host confines itself. It waits, making no system call,
+        // until a ForbiddenCallDevice request releases it, then attempts openat: the filter must
+        // cover it too, though it was not the thread that loaded the filter.
+        ForbiddenCallDevice.startEarlyThread()
+        DeviceHost.runIfDeviceRole(devices: entries, confinement: SandboxConfinement(), arguments: arguments)
     case "forged":
         // Sends a well-formed report claiming the policy it was sent and seccomp mode 2, and serves
         // unconfined: only the kernel's account in /proc can tell.

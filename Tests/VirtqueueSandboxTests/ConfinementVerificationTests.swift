@@ -131,6 +131,33 @@ struct ConfinementVerificationTests {
         #expect(device.failure()?.termination.forbiddenCall == "openat")
     }
 
+    /// A thread the host started before it confined itself is filtered too (the filter is
+    /// loaded with SECCOMP_FILTER_FLAG_TSYNC): its forbidden call ends the device, named, and
+    /// the launcher's check found every thread in seccomp mode 2.
+    @Test func aThreadStartedBeforeConfinementIsConfinedToo() throws {
+        let device = try SandboxBackend.launch(
+            ForbiddenCallDevice.self,
+            layout: try Host.layout(),
+            options: Self.options("early-thread")
+        )
+        var driver = try DriverQueue(region: try device.makeRegion(), notifier: device.notifier)
+        #expect(try send("nothing", on: &driver) == -2)
+        #expect(try send("release-early-thread", on: &driver) == 0)
+        // The released thread's openat ends the process; until it does, the device still answers.
+        var answered = 0
+        do {
+            while answered < 100_000 {
+                _ = try send("nothing", on: &driver)
+                answered += 1
+            }
+            Issue.record("the early thread's openat was allowed: the device answered \(answered) more requests")
+        } catch {
+            #expect(error.code == .peerDied, "\(error)")
+        }
+        #expect(device.failure()?.termination.forbiddenCall == "openat")
+        device.stop()
+    }
+
     @Test func theDigestIsStableAndTellsPoliciesApart() throws {
         let policy = SandboxPolicy.deviceLoop.allowing(.init("pread64", .onFileDescriptors([.device(1), .device(0)])))
         let decoded = try #require(SandboxPolicy(argumentEncoding: policy.argumentEncoding))

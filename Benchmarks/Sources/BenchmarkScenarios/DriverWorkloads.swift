@@ -40,7 +40,9 @@ public enum DriverWorkloads {
                 let current = sequence
                 var chain = driver.makeChain()
                 try driver.appendReadable(to: &chain, count: size) { bytes in Message.write(current, into: bytes) }
-                try driver.submit(chain)
+                // Staged: `notifyIfNeeded` publishes `avail.idx` once for the batch, as the C
+                // virtqueue baseline does.
+                try driver.submit(chain, publish: false)
                 sequence &+= 1
             }
             if try driver.notifyIfNeeded() { kicks += 1 }

@@ -8,6 +8,7 @@ extension QueueSide {
     @inlinable
     mutating func prepareToWait<Notify: ReadinessNotifier>(notifier: Notify) throws(VirtqueueError) -> Bool {
         try checkUsable()
+        publishStaged()
         do throws(VirtqueueError) {
             _ = try notifier.tryWait()
         } catch {
