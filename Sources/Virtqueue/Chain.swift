@@ -16,14 +16,10 @@
 /// is not `Sendable`.
 @frozen
 public struct Chain: ~Copyable {
-    @usableFromInline var firstBuffer: UInt32 = noBuffer
-    @usableFromInline var lastBuffer: UInt32 = noBuffer
-    @usableFromInline var _segmentCount = 0
-    @usableFromInline var _readableByteCount = 0
-    @usableFromInline var _writableByteCount = 0
-    @usableFromInline var hasWritable = false
-    /// The pool buffer that will hold the indirect table, or ``noBuffer`` while direct.
-    @usableFromInline var indirectTable: UInt32 = noBuffer
+    /// The chain's head descriptor, which indexes its record in the queue's private state
+    /// (``HeadRecord``), or ``noBuffer`` while the chain has no segment. The token carries only
+    /// what its deinit and the owner check need; everything else about the chain is in the record.
+    @usableFromInline var head: UInt32 = noBuffer
     @usableFromInline let queueIdentity: UInt32
     /// The queue's private state, where a dropped chain gives its buffers back. The queue keeps it
     /// alive while any of its chains is (``DriverState/liveChains``).
@@ -37,13 +33,7 @@ public struct Chain: ~Copyable {
     }
 
     deinit {
-        DriverState.chainDropped(
-            state,
-            firstBuffer: firstBuffer,
-            lastBuffer: lastBuffer,
-            segmentCount: _segmentCount,
-            indirectTable: indirectTable
-        )
+        DriverState.chainDropped(state, head: head)
     }
 
     /// Ends the chain once the queue has taken (or released) its buffers: no deinit runs.
@@ -57,14 +47,29 @@ public struct Chain: ~Copyable {
         state.pointee.liveChains &-= 1
     }
 
+    /// The chain's record in its queue's private state, or `nil` while it has no segment.
+    @inlinable var record: HeadRecord? {
+        head == noBuffer ? nil : state.pointee.heads[Int(head)]
+    }
+
     /// The number of segments appended so far.
-    @inlinable public var segmentCount: Int { _segmentCount }
+    @inlinable public var segmentCount: Int { Int(record?.segmentCount ?? 0) }
     /// Bytes in the device-readable segments.
-    @inlinable public var readableByteCount: Int { _readableByteCount }
+    public var readableByteCount: Int {
+        guard let record else { return 0 }
+        var total = 0
+        var buffer = record.firstBuffer
+        for _ in 0..<record.segmentCount {
+            let segment = state.pointee.buffers[Int(buffer)]
+            if segment.flags & BufferRecord.writableFlag == 0 { total += Int(segment.length) }
+            buffer = segment.next
+        }
+        return total
+    }
     /// Bytes of room in the device-writable segments.
-    @inlinable public var writableByteCount: Int { _writableByteCount }
+    @inlinable public var writableByteCount: Int { Int(record?.writableByteCount ?? 0) }
     /// Whether the chain will be sent through an indirect descriptor table.
-    @inlinable public var isIndirect: Bool { indirectTable != noBuffer }
+    @inlinable public var isIndirect: Bool { (record?.indirectTable ?? noBuffer) != noBuffer }
 }
 
 /// A chain the device has returned (or, after the queue broke, one the driver took back).

@@ -26,6 +26,24 @@
 ///
 /// The queue is generic over its region and notifier so that every call specialises: the hot
 /// path makes no allocation, takes no lock, calls no existential and retains nothing.
+///
+/// ### Descriptors and pool buffers
+///
+/// The pool is independent of the queue size: ``bufferCount`` buffers and ``queueSize``
+/// descriptors, each with its own free list. A segment of a direct chain takes one of each; a
+/// segment of an indirect chain takes only a buffer (its descriptor lives in the chain's table,
+/// itself one more buffer), so an indirect chain can carry more buffers than there are
+/// descriptors. An append to a chain of one or more segments that finds no free descriptor moves
+/// the chain into an indirect table when VIRTIO_F_INDIRECT_DESC is negotiated; otherwise, and
+/// for a chain's first segment (its head), it throws
+/// ``VirtqueueError/Code-swift.struct/ringFull``. One that finds no free buffer throws
+/// ``VirtqueueError/Code-swift.struct/poolExhausted``. ``freeDescriptorCount`` and
+/// ``freeBufferCount`` count the two; a chain's descriptors come back when ``takeUsed()`` takes it
+/// (its head is free for reuse at once), its buffers when ``free(_:)`` gives them back.
+///
+/// Each chain has one private record, indexed by its head descriptor, taken with its first
+/// segment: the ``Chain`` token carries only the head and its queue's identity, and each append
+/// writes its descriptor straight into the ring, where ``submit(_:)`` publishes it.
 public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
     /// The memory the rings and buffers live in; the queue owns it (it is released with the queue).
     @usableFromInline let memory: Memory
@@ -41,6 +59,10 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     @usableFromInline let state: UnsafeMutablePointer<DriverState>
     @usableFromInline let queueIdentity: UInt32
     @usableFromInline let indirect: Bool
+    /// A direct chain with fewer segments than this takes its next segment without moving into
+    /// an indirect table or growing too long: the smaller of the queue size and, when
+    /// VIRTIO_F_INDIRECT_DESC is negotiated, ``indirectThreshold``.
+    @usableFromInline let directLimit: Int
     /// Bus address of the first pool buffer.
     @usableFromInline let poolStart: UInt64
 
@@ -115,6 +137,8 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         self.bufferSize = bufferSize
         self.indirectThreshold = indirectThreshold
         self.indirect = features.contains(.indirectDescriptors)
+        self.directLimit =
+            features.contains(.indirectDescriptors) ? min(indirectThreshold, setup.ring.size) : setup.ring.size
         self.poolStart = pool.lowerBound
         self.state = .allocate(capacity: 1)
         self.state.initialize(
@@ -220,7 +244,9 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///   ``VirtqueueError/Code-swift.struct/readableAfterWritable``, ``VirtqueueError/Code-swift.struct/chainTooLong``,
     ///   ``VirtqueueError/Code-swift.struct/poolExhausted`` or ``VirtqueueError/Code-swift.struct/ringFull``;
     ///   ``VirtqueueError/Code-swift.struct/notOwned`` for another queue's chain
-    ///   (<doc:TrustModel#A-token-belongs-to-its-queue>). The chain is unchanged.
+    ///   (<doc:TrustModel#A-token-belongs-to-its-queue>); ``VirtqueueError/Code-swift.struct/queueBroken``
+    ///   for a chain's first segment once the queue is broken (the check is made once per chain:
+    ///   a chain begun before the break is refused by ``submit(_:)``). The chain is unchanged.
     @inlinable @inline(__always)
     public mutating func appendReadable(
         to chain: inout Chain,
@@ -228,10 +254,11 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         _ fill: (UnsafeMutableRawBufferPointer) -> Void
     ) throws(VirtqueueError) {
         try checkOwned("chain", of: chain.queueIdentity, passedTo: "appendReadable", on: queueIdentity)
-        guard !chain.hasWritable else { throw .readableAfterWritable(count: count) }
-        let buffer = try appendSegment(to: &chain, length: count, writable: false)
-        fill(UnsafeMutableRawBufferPointer(start: state.pointee.buffers[Int(buffer)].host, count: count))
-        chain._readableByteCount &+= count
+        if chain.head != noBuffer, state.pointee.heads[Int(chain.head)].hasWritable {
+            throw .readableAfterWritable(count: count)
+        }
+        let host = try appendSegment(to: &chain, length: count, writable: false)
+        fill(UnsafeMutableRawBufferPointer(start: host, count: count))
     }
 
     /// Appends a device-readable segment holding a copy of `bytes`.
@@ -269,10 +296,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     @inlinable @inline(__always)
     public mutating func appendWritable(to chain: inout Chain, capacity: Int? = nil) throws(VirtqueueError) {
         try checkOwned("chain", of: chain.queueIdentity, passedTo: "appendWritable", on: queueIdentity)
-        let length = capacity ?? bufferSize
-        _ = try appendSegment(to: &chain, length: length, writable: true)
-        chain._writableByteCount &+= length
-        chain.hasWritable = true
+        _ = try appendSegment(to: &chain, length: capacity ?? bufferSize, writable: true)
     }
 
     /// Gives a chain that was never submitted back to the pool.
@@ -292,6 +316,11 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// index is published later, once for the whole batch, by ``publish()``,
     /// ``notifyIfNeeded()`` or ``waitForUsed(spins:)``.
     ///
+    /// The chain's descriptors are already in the ring: each append wrote its own (and linked the
+    /// one before), so submitting writes the available entry and, unless staged, the index — and,
+    /// for an indirect chain, the head descriptor that points at its table. The device may read a
+    /// descriptor only once the index publishes its head; the driver never reads one back.
+    ///
     /// Submitting does not notify the device: submit a batch, then call ``notifyIfNeeded()`` once.
     /// Staging the batch as well means the device's CPU fetches `avail.idx` once per batch instead
     /// of once per chain (docs/performance.md, "Publishing once per batch").
@@ -309,63 +338,32 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     @discardableResult
     public mutating func submit(_ chain: consuming Chain, publish: Bool = true) throws(VirtqueueError) -> UInt16 {
         try checkOwned("chain", of: chain.queueIdentity, passedTo: "submit", on: queueIdentity)
-        guard chain._segmentCount > 0 else { throw .emptyChain() }
+        let head = chain.head
+        guard head != noBuffer else { throw .emptyChain() }
+        let state = self.state
         if let broken = state.pointee.side.broken {
             releaseUnsubmitted(chain)
             throw .broken(by: broken)
         }
-        let buffers = state.pointee.buffers
-        let head = buffers[Int(chain.firstBuffer)].descriptor
-        let ring = state.pointee.ring
-        let bufferSize = UInt64(self.bufferSize)
-        var buffer = chain.firstBuffer
-        let last = chain._segmentCount &- 1
-        if chain.indirectTable != noBuffer {
-            // The chain's descriptors go into its table buffer, linked by position; the ring's
-            // head descriptor points at the table.
-            let table = buffers[Int(chain.indirectTable)].host.unsafelyUnwrapped
-            for index in 0..<chain._segmentCount {
-                let record = buffers[Int(buffer)]
-                descriptor(buffer, record, next: index == last ? nil : UInt16(truncatingIfNeeded: index &+ 1))
-                    .store(to: table + index &* Descriptor.byteCount)
-                buffer = record.next
-            }
-            Descriptor(
-                address: poolStart &+ UInt64(chain.indirectTable) &* bufferSize,
-                length: UInt32(chain._segmentCount * Descriptor.byteCount),
-                flags: Descriptor.indirectFlag,
-                next: 0
-            ).store(to: ring.descriptor(head))
-        } else {
-            // The chain's descriptors go into the ring's table, linked as the private list links them.
-            for index in 0..<chain._segmentCount {
-                let record = buffers[Int(buffer)]
-                descriptor(
-                    buffer,
-                    record,
-                    next: index == last ? nil : state.pointee.descriptorNext[Int(record.descriptor)]
-                )
-                .store(to: ring.descriptor(record.descriptor))
-                buffer = record.next
-            }
+        // The chain's descriptors are in the ring (or its table) already, written as it was built;
+        // the device may read them only once `avail.idx` publishes the head.
+        let table = state.pointee.heads[Int(head)].indirectTable
+        if table != noBuffer {
+            storeIndirectHead(UInt16(truncatingIfNeeded: head), table: table)
         }
-        ring.availableEntry(state.pointee.side.published).storeBytes(of: head.littleEndian, as: UInt16.self)
+        let ring = state.pointee.ring
+        ring.availableEntry(state.pointee.side.published).storeBytes(
+            of: UInt16(truncatingIfNeeded: head).littleEndian,
+            as: UInt16.self
+        )
         if publish {
             state.pointee.side.publish()
         } else {
             state.pointee.side.stage()
         }
-        state.pointee.heads[Int(head)] = HeadRecord(
-            firstBuffer: chain.firstBuffer,
-            lastBuffer: chain.lastBuffer,
-            segmentCount: UInt32(chain._segmentCount),
-            writableByteCount: UInt64(chain._writableByteCount),
-            indirectTable: chain.indirectTable,
-            inFlight: true
-        )
-        state.pointee.inFlightCount &+= 1
+        state.pointee.heads[Int(head)].inFlight = true
         chain.end()
-        return head
+        return UInt16(truncatingIfNeeded: head)
     }
 
     /// Publishes `avail.idx` for the chains submitted with `publish: false` since the last
@@ -413,7 +411,9 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         let id = UInt32(littleEndian: element.loadUnaligned(as: UInt32.self))
         let length = UInt32(littleEndian: element.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
         let size = state.pointee.ring.size
-        guard id < UInt32(size) else { throw state.pointee.side.breakQueue(.usedIDOutOfRange(id, size: size)) }
+        guard id < UInt32(truncatingIfNeeded: size) else {
+            throw state.pointee.side.breakQueue(.usedIDOutOfRange(id, size: size))
+        }
         let head = UInt16(truncatingIfNeeded: id)
         let record = state.pointee.heads[Int(head)]
         guard record.inFlight else { throw state.pointee.side.breakQueue(.usedIDNotInFlight(id)) }
@@ -423,7 +423,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             )
         }
         state.pointee.side.consumed = position &+ 1
-        state.pointee.retire(head)
+        state.pointee.retire(head, record)
         return UsedChain(
             id: head,
             writtenByteCount: Int(length),
@@ -449,7 +449,8 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             state.pointee.abandonCursor += 1
             let record = state.pointee.heads[head]
             guard record.inFlight else { continue }
-            state.pointee.retire(UInt16(truncatingIfNeeded: head))
+            state.pointee.retire(UInt16(truncatingIfNeeded: head), record)
+            state.pointee.abandonedCount &+= 1
             return UsedChain(
                 id: UInt16(truncatingIfNeeded: head),
                 writtenByteCount: 0,
@@ -520,7 +521,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             let start = UnsafeRawPointer(record.host)
             if record.flags & BufferRecord.writableFlag != 0 {
                 let written = min(remaining, Int(record.length))
-                remaining -= written
+                remaining &-= written  // written ≤ remaining
                 try body(true, UnsafeRawBufferPointer(start: start, count: written))
             } else {
                 try body(false, UnsafeRawBufferPointer(start: start, count: Int(record.length)))
@@ -570,7 +571,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     @inlinable @inline(__always)
     func descriptor(_ buffer: UInt32, _ record: BufferRecord, next: UInt16?) -> Descriptor {
         Descriptor(
-            address: poolStart &+ UInt64(buffer) &* UInt64(bufferSize),
+            address: poolStart &+ UInt64(buffer) &* UInt64(truncatingIfNeeded: bufferSize),
             length: record.length,
             flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
                 | (next == nil ? 0 : Descriptor.nextFlag),
@@ -578,23 +579,171 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         )
     }
 
-    /// Takes a buffer (and, for a direct chain, a descriptor) and links it to the chain. The caller
-    /// has checked that `chain` is this queue's (``checkOwned(_:of:passedTo:on:)``).
+    /// Chains the descriptor at `pointer` (written with no successor) to `next`: its flags and
+    /// next field, written in one store. `writable` is the flag it was written with.
     @inlinable @inline(__always)
-    mutating func appendSegment(to chain: inout Chain, length: Int, writable: Bool) throws(VirtqueueError) -> UInt32 {
-        try state.pointee.side.checkUsable()
-        guard length >= 0, length <= bufferSize else { throw .payloadTooLarge(length, bufferSize: bufferSize) }
-        guard chain._segmentCount < maximumChainLength else {
-            throw .chainTooLong(segments: chain._segmentCount + 1, limit: maximumChainLength)
+    static func link(_ pointer: UnsafeMutableRawPointer, writable: Bool, to next: UInt16) {
+        let flags = (writable ? Descriptor.writeFlag : 0) | Descriptor.nextFlag
+        pointer.storeBytes(of: (UInt32(flags) | UInt32(next) &<< 16).littleEndian, toByteOffset: 12, as: UInt32.self)
+    }
+
+    /// Writes the ring's head descriptor of an indirect chain: it points at the chain's table.
+    @inlinable
+    func storeIndirectHead(_ head: UInt16, table: UInt32) {
+        let count = state.pointee.heads[Int(head)].segmentCount
+        Descriptor(
+            address: poolStart &+ UInt64(table) &* UInt64(truncatingIfNeeded: bufferSize),
+            length: count &* UInt32(Descriptor.byteCount),
+            flags: Descriptor.indirectFlag,
+            next: 0
+        ).store(to: state.pointee.ring.descriptor(head))
+    }
+
+    /// Takes a buffer (and, for a direct chain, a descriptor), links it to the chain and writes
+    /// its descriptor — into the ring's table for a direct chain, the chain's table buffer for an
+    /// indirect one. The device cannot look at a descriptor before `submit` publishes its head,
+    /// and the driver never reads one back: what it needs later is in its private records. The
+    /// caller has checked that `chain` is this queue's (``checkOwned(_:of:passedTo:on:)``).
+    ///
+    /// - Returns: The buffer's bytes in this process.
+    @inlinable @inline(__always)
+    mutating func appendSegment(
+        to chain: inout Chain,
+        length: Int,
+        writable: Bool
+    ) throws(VirtqueueError) -> UnsafeMutableRawPointer? {
+        let state = self.state
+        // A broken queue refuses a chain's first segment. A chain begun before the queue broke
+        // may grow, and is refused (its buffers given back) when it is submitted: once per chain.
+        if chain.head == noBuffer { try state.pointee.side.checkUsable() }
+        // One unsigned comparison: a negative length is a huge one.
+        guard UInt(bitPattern: length) <= UInt(bitPattern: bufferSize) else {
+            throw .payloadTooLarge(length, bufferSize: bufferSize)
         }
-        if !chain.isIndirect && chain._segmentCount > 0 && indirect
-            && (chain._segmentCount >= indirectThreshold || state.pointee.freeDescriptorCount == 0)
+        guard chain.head != noBuffer else {
+            // The chain's first segment: its descriptor becomes the head, which names its record.
+            guard state.pointee.freeDescriptorCount > 0 else { throw .ringFull(size: state.pointee.ring.size) }
+            guard state.pointee.freeBufferCount > 0 else {
+                throw .poolExhausted(bufferCount: state.pointee.bufferCount)
+            }
+            let buffer = state.pointee.popBuffer()
+            let head = state.pointee.popDescriptor()
+            let record = BufferRecord(
+                length: UInt32(truncatingIfNeeded: length),
+                writable: writable,
+                host: state.pointee.buffers[Int(buffer)].host
+            )
+            state.pointee.buffers[Int(buffer)] = record
+            descriptor(buffer, record, next: nil).store(to: state.pointee.ring.descriptor(head))
+            state.pointee.heads[Int(head)] = HeadRecord(
+                head: head,
+                buffer: buffer,
+                writableByteCount: writable ? UInt64(truncatingIfNeeded: length) : 0,
+                hasWritable: writable
+            )
+            chain.head = UInt32(head)
+            return record.host
+        }
+        return try appendFurtherSegment(to: chain.head, length: length, writable: writable)
+    }
+
+    /// Appends a segment after the first: the rest of ``appendSegment(to:length:writable:)``.
+    /// The usual case — a direct chain that stays direct, with a descriptor and a buffer free — is
+    /// decided with one test per condition and inlined; everything else (the chain too long, a
+    /// move into an indirect table, an indirect chain, a refusal) is out of line.
+    @inlinable @inline(__always)
+    mutating func appendFurtherSegment(
+        to head: UInt32,
+        length: Int,
+        writable: Bool
+    ) throws(VirtqueueError) -> UnsafeMutableRawPointer? {
+        let state = self.state
+        let chain = state.pointee.heads.advanced(by: Int(head))
+        guard chain.pointee.indirectTable == noBuffer, Int(chain.pointee.segmentCount) < directLimit,
+            state.pointee.freeDescriptorCount > 0, state.pointee.freeBufferCount > 0
+        else {
+            return try appendOtherSegment(to: head, length: length, writable: writable)
+        }
+        return appendDirectSegment(to: chain, length: length, writable: writable)
+    }
+
+    /// Appends a segment to a direct chain that has one or more: its descriptor goes into the
+    /// ring's table, linked as the private list links it. The caller has checked that a
+    /// descriptor and a buffer are free and that the chain stays direct.
+    @inlinable @inline(__always)
+    mutating func appendDirectSegment(
+        to chain: UnsafeMutablePointer<HeadRecord>,
+        length: Int,
+        writable: Bool
+    ) -> UnsafeMutableRawPointer? {
+        let state = self.state
+        let buffer = state.pointee.popBuffer()
+        let record = takeBuffer(buffer, after: chain, length: length, writable: writable)
+        let next = state.pointee.popDescriptor()
+        let previous = chain.pointee.lastDescriptor
+        state.pointee.descriptorNext[Int(previous)] = next
+        let ring = state.pointee.ring
+        descriptor(buffer, record, next: nil).store(to: ring.descriptor(next))
+        Self.link(ring.descriptor(previous), writable: chain.pointee.hasWritable, to: next)
+        chain.pointee.lastDescriptor = next
+        grow(chain, to: buffer, length: length, writable: writable)
+        return record.host
+    }
+
+    /// Writes the record of pool buffer `buffer`, taken for a segment of `length` bytes, and links
+    /// it after the chain's last buffer.
+    @inlinable @inline(__always)
+    func takeBuffer(
+        _ buffer: UInt32,
+        after chain: UnsafeMutablePointer<HeadRecord>,
+        length: Int,
+        writable: Bool
+    ) -> BufferRecord {
+        let buffers = state.pointee.buffers
+        let record = BufferRecord(
+            length: UInt32(truncatingIfNeeded: length),
+            writable: writable,
+            host: buffers[Int(buffer)].host
+        )
+        buffers[Int(buffer)] = record
+        buffers[Int(chain.pointee.lastBuffer)].next = buffer
+        return record
+    }
+
+    /// Counts a segment of `length` bytes on `buffer` into the chain's record.
+    @inlinable @inline(__always)
+    func grow(_ chain: UnsafeMutablePointer<HeadRecord>, to buffer: UInt32, length: Int, writable: Bool) {
+        chain.pointee.lastBuffer = buffer
+        chain.pointee.segmentCount &+= 1
+        if writable {
+            chain.pointee.writableByteCount &+= UInt64(truncatingIfNeeded: length)
+            chain.pointee.hasWritable = true
+        }
+    }
+
+    /// Every append after the first that is not the usual one: checks the chain's length, moves
+    /// the chain into an indirect table when it reaches ``indirectThreshold`` or descriptors run
+    /// out (VIRTIO_F_INDIRECT_DESC), appends to an indirect chain (the descriptor goes into the
+    /// table buffer, linked by position), or refuses with the error that applies.
+    @inlinable @inline(never)
+    mutating func appendOtherSegment(
+        to head: UInt32,
+        length: Int,
+        writable: Bool
+    ) throws(VirtqueueError) -> UnsafeMutableRawPointer? {
+        let state = self.state
+        let chain = state.pointee.heads.advanced(by: Int(head))
+        let count = Int(chain.pointee.segmentCount)
+        guard count < maximumChainLength else { throw .chainTooLong(segments: count + 1, limit: maximumChainLength) }
+        if chain.pointee.indirectTable == noBuffer && indirect
+            && (count >= indirectThreshold || state.pointee.freeDescriptorCount == 0)
         {
-            try convertToIndirect(&chain)
+            try convertToIndirect(head: UInt16(truncatingIfNeeded: head))
         }
-        if chain.isIndirect {
-            guard (chain._segmentCount + 1) * Descriptor.byteCount <= bufferSize else {
-                throw .indirectTableTooSmall(segments: chain._segmentCount + 1, bufferSize: bufferSize)
+        let table = chain.pointee.indirectTable
+        if table != noBuffer {
+            guard (count + 1) * Descriptor.byteCount <= bufferSize else {
+                throw .indirectTableTooSmall(segments: count + 1, bufferSize: bufferSize)
             }
         } else {
             guard state.pointee.freeDescriptorCount > 0 else { throw .ringFull(size: state.pointee.ring.size) }
@@ -602,52 +751,57 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         guard state.pointee.freeBufferCount > 0 else {
             throw .poolExhausted(bufferCount: state.pointee.bufferCount)
         }
+        guard table != noBuffer else { return appendDirectSegment(to: chain, length: length, writable: writable) }
         let buffer = state.pointee.popBuffer()
-        if !chain.isIndirect || chain._segmentCount == 0 {
-            let descriptor = state.pointee.popDescriptor()
-            state.pointee.buffers[Int(buffer)].descriptor = descriptor
-            if chain._segmentCount > 0 {
-                // Link the direct chain in the private descriptor list, as it will be on the ring.
-                state.pointee.descriptorNext[Int(state.pointee.buffers[Int(chain.lastBuffer)].descriptor)] = descriptor
-            }
-        }
-        state.pointee.buffers[Int(buffer)].length = UInt32(length)
-        state.pointee.buffers[Int(buffer)].flags = writable ? BufferRecord.writableFlag : 0
-        if chain.lastBuffer == noBuffer {
-            chain.firstBuffer = buffer
-        } else {
-            state.pointee.buffers[Int(chain.lastBuffer)].next = buffer
-        }
-        chain.lastBuffer = buffer
-        chain._segmentCount &+= 1
-        return buffer
+        let record = takeBuffer(buffer, after: chain, length: length, writable: writable)
+        let entries = state.pointee.buffers[Int(table)].host.unsafelyUnwrapped
+        descriptor(buffer, record, next: nil).store(to: entries + count &* Descriptor.byteCount)
+        Self.link(
+            entries + (count &- 1) &* Descriptor.byteCount,
+            writable: chain.pointee.hasWritable,
+            to: UInt16(truncatingIfNeeded: count)
+        )
+        grow(chain, to: buffer, length: length, writable: writable)
+        return record.host
     }
 
-    /// Moves a chain that is still private onto an indirect table: its first descriptor becomes
-    /// the head, the others go back to the free list, and a pool buffer will hold the table.
+    /// Moves a chain that is still private onto an indirect table: its first descriptor stays the
+    /// head, the others go back to the free list, a pool buffer holds the table, and the
+    /// segments so far are written into it.
     @inlinable
-    mutating func convertToIndirect(_ chain: inout Chain) throws(VirtqueueError) {
-        guard (chain._segmentCount + 1) * Descriptor.byteCount <= bufferSize else { return }
+    mutating func convertToIndirect(head: UInt16) throws(VirtqueueError) {
+        let record = state.pointee.heads[Int(head)]
+        let count = Int(record.segmentCount)
+        guard (count + 1) * Descriptor.byteCount <= bufferSize else { return }
         guard state.pointee.freeBufferCount > 0 else {
             throw .poolExhausted(bufferCount: state.pointee.bufferCount)
         }
-        chain.indirectTable = state.pointee.popBuffer()
-        var buffer = state.pointee.buffers[Int(chain.firstBuffer)].next
-        for _ in 1..<chain._segmentCount {
-            state.pointee.pushDescriptor(state.pointee.buffers[Int(buffer)].descriptor)
-            buffer = state.pointee.buffers[Int(buffer)].next
+        let table = state.pointee.popBuffer()
+        state.pointee.heads[Int(head)].indirectTable = table
+        // The descriptors after the head go back to the free list; what their appends wrote into
+        // the ring's table is cleared, so a free descriptor holds nothing of an unpublished chain.
+        let ring = state.pointee.ring
+        var descriptor = state.pointee.descriptorNext[Int(head)]
+        for _ in 1..<count {
+            let next = state.pointee.descriptorNext[Int(descriptor)]
+            ring.descriptor(descriptor).initializeMemory(as: UInt8.self, repeating: 0, count: Descriptor.byteCount)
+            state.pointee.pushDescriptor(descriptor)
+            descriptor = next
+        }
+        let entries = state.pointee.buffers[Int(table)].host.unsafelyUnwrapped
+        var buffer = record.firstBuffer
+        for index in 0..<count {
+            let segment = state.pointee.buffers[Int(buffer)]
+            self.descriptor(buffer, segment, next: index == count &- 1 ? nil : UInt16(truncatingIfNeeded: index &+ 1))
+                .store(to: entries + index &* Descriptor.byteCount)
+            buffer = segment.next
         }
     }
 
     /// Gives a chain of this queue that was never submitted back to the free lists, and ends it.
     @inlinable
     func releaseUnsubmitted(_ chain: consuming Chain) {
-        state.pointee.releaseUnsubmitted(
-            firstBuffer: chain.firstBuffer,
-            lastBuffer: chain.lastBuffer,
-            segmentCount: chain._segmentCount,
-            indirectTable: chain.indirectTable
-        )
+        state.pointee.releaseUnsubmitted(head: chain.head)
         chain.end()
     }
 }

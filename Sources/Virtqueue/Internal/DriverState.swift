@@ -9,8 +9,6 @@ internal struct BufferRecord {
     @usableFromInline var next: UInt32
     /// Bytes of the segment this buffer carries.
     @usableFromInline var length: UInt32
-    /// The descriptor a direct chain uses for this buffer.
-    @usableFromInline var descriptor: UInt16
     @usableFromInline var flags: UInt8
     /// The buffer's bytes in this process, translated once when the pool was set up.
     @usableFromInline var host: UnsafeMutableRawPointer?
@@ -19,40 +17,50 @@ internal struct BufferRecord {
     init(next: UInt32, host: UnsafeMutableRawPointer?) {
         self.next = next
         self.length = 0
-        self.descriptor = 0
         self.flags = 0
+        self.host = host
+    }
+
+    /// The record of a buffer taken for a segment of `length` bytes (its `next` is set when a
+    /// segment follows).
+    @inlinable @inline(__always)
+    init(length: UInt32, writable: Bool, host: UnsafeMutableRawPointer?) {
+        self.next = noBuffer
+        self.length = length
+        self.flags = writable ? BufferRecord.writableFlag : 0
         self.host = host
     }
 }
 
-/// The driver's private record of a chain in flight, indexed by its head descriptor.
+/// The driver's private record of a chain, indexed by its head descriptor: written while the chain
+/// is built (the head is taken with its first segment), kept while it is in flight. The `Chain`
+/// token carries only the head, so the chain's state lives here, in one place.
 @usableFromInline
 internal struct HeadRecord {
     @usableFromInline var firstBuffer: UInt32 = noBuffer
     @usableFromInline var lastBuffer: UInt32 = noBuffer
     @usableFromInline var segmentCount: UInt32 = 0
-    @usableFromInline var writableByteCount: UInt64 = 0
     /// The pool buffer holding the indirect table, or ``noBuffer`` for a direct chain.
     @usableFromInline var indirectTable: UInt32 = noBuffer
+    @usableFromInline var writableByteCount: UInt64 = 0
+    /// A direct chain's last descriptor (its descriptors are linked head to last in
+    /// `descriptorNext`); the head of an indirect one.
+    @usableFromInline var lastDescriptor: UInt16 = 0
+    /// Whether a device-writable segment has been appended (none readable may follow).
+    @usableFromInline var hasWritable = false
     @usableFromInline var inFlight = false
 
     @inlinable init() {}
 
-    @inlinable
-    init(
-        firstBuffer: UInt32,
-        lastBuffer: UInt32,
-        segmentCount: UInt32,
-        writableByteCount: UInt64,
-        indirectTable: UInt32,
-        inFlight: Bool
-    ) {
-        self.firstBuffer = firstBuffer
-        self.lastBuffer = lastBuffer
-        self.segmentCount = segmentCount
+    /// The record of a chain whose first segment is `buffer` on descriptor `head`.
+    @inlinable @inline(__always)
+    init(head: UInt16, buffer: UInt32, writableByteCount: UInt64, hasWritable: Bool) {
+        firstBuffer = buffer
+        lastBuffer = buffer
+        segmentCount = 1
         self.writableByteCount = writableByteCount
-        self.indirectTable = indirectTable
-        self.inFlight = inFlight
+        lastDescriptor = head
+        self.hasWritable = hasWritable
     }
 }
 
@@ -79,7 +87,14 @@ internal struct DriverState: TokenHoldingState {
 
     // Chains in flight, by head descriptor.
     @usableFromInline let heads: UnsafeMutablePointer<HeadRecord>
-    @usableFromInline var inFlightCount = 0
+    /// Chains submitted and not yet taken back: those published and not consumed, less those taken
+    /// back by `takeAbandoned` (no counter to keep on the hot path). At most N, so the 16-bit
+    /// difference of the two indices is exact.
+    @usableFromInline var inFlightCount: Int {
+        Int(side.published &- side.consumed) &- abandonedCount
+    }
+    /// Chains taken back by `takeAbandoned` after the queue broke (their used entries never came).
+    @usableFromInline var abandonedCount = 0
     @usableFromInline var abandonCursor = 0
 
     // The buffer pool: fixed-size slots of the pool's bus range, with a free list. A slot that
@@ -129,20 +144,9 @@ internal struct DriverState: TokenHoldingState {
 
     /// A chain was dropped without being submitted or discarded: its descriptors and buffers go
     /// back to the free lists (if the queue is still there).
-    static func chainDropped(
-        _ state: UnsafeMutablePointer<DriverState>,
-        firstBuffer: UInt32,
-        lastBuffer: UInt32,
-        segmentCount: Int,
-        indirectTable: UInt32
-    ) {
+    static func chainDropped(_ state: UnsafeMutablePointer<DriverState>, head: UInt32) {
         guard state.tokenDropped() else { return }
-        state.pointee.releaseUnsubmitted(
-            firstBuffer: firstBuffer,
-            lastBuffer: lastBuffer,
-            segmentCount: segmentCount,
-            indirectTable: indirectTable
-        )
+        state.pointee.releaseUnsubmitted(head: head)
     }
 
     /// A used chain was dropped without being freed: its buffers go back to the free list (if the
@@ -157,18 +161,14 @@ internal struct DriverState: TokenHoldingState {
         state.pointee.releaseBuffers(first: firstBuffer, last: lastBuffer, count: segmentCount)
     }
 
-    /// Returns the descriptors and buffers of a chain that was never submitted.
+    /// Returns the descriptors and buffers of a chain that was never submitted (`head` is
+    /// ``noBuffer`` for a chain with no segment, which holds nothing).
     @inlinable
-    mutating func releaseUnsubmitted(firstBuffer: UInt32, lastBuffer: UInt32, segmentCount: Int, indirectTable: UInt32)
-    {
-        guard segmentCount > 0 else { return }
-        releaseDescriptors(
-            head: buffers[Int(firstBuffer)].descriptor,
-            lastBuffer: lastBuffer,
-            count: segmentCount,
-            indirectTable: indirectTable
-        )
-        releaseBuffers(first: firstBuffer, last: lastBuffer, count: segmentCount)
+    mutating func releaseUnsubmitted(head: UInt32) {
+        guard head != noBuffer else { return }
+        let record = heads[Int(head)]
+        releaseDescriptors(head: UInt16(truncatingIfNeeded: head), record)
+        releaseBuffers(first: record.firstBuffer, last: record.lastBuffer, count: Int(record.segmentCount))
     }
 
     @usableFromInline func deallocate() {
@@ -210,35 +210,31 @@ internal struct DriverState: TokenHoldingState {
     /// Returns the descriptors of a chain — linked head to last in `descriptorNext` when direct,
     /// the head alone plus the table's buffer when indirect — to the free lists.
     @inlinable @inline(__always)
-    mutating func releaseDescriptors(head: UInt16, lastBuffer: UInt32, count: Int, indirectTable: UInt32) {
-        if indirectTable != noBuffer {
+    mutating func releaseDescriptors(head: UInt16, _ record: HeadRecord) {
+        if record.indirectTable != noBuffer {
             pushDescriptor(head)
-            pushBuffer(indirectTable)
+            pushBuffer(record.indirectTable)
         } else {
-            descriptorNext[Int(buffers[Int(lastBuffer)].descriptor)] = freeDescriptorHead
+            descriptorNext[Int(record.lastDescriptor)] = freeDescriptorHead
             freeDescriptorHead = head
-            freeDescriptorCount &+= count
+            freeDescriptorCount &+= Int(record.segmentCount)
         }
     }
 
-    /// Returns the descriptors of the chain in flight whose head is `head` and marks it done.
+    /// Returns the descriptors of the chain in flight whose head is `head`, described by
+    /// `record`, and marks it done (the caller accounts for it: `takeUsed` consumes its used entry,
+    /// `takeAbandoned` counts it in `abandonedCount`).
     @inlinable @inline(__always)
-    mutating func retire(_ head: UInt16) {
-        let record = heads[Int(head)]
-        releaseDescriptors(
-            head: head,
-            lastBuffer: record.lastBuffer,
-            count: Int(record.segmentCount),
-            indirectTable: record.indirectTable
-        )
+    mutating func retire(_ head: UInt16, _ record: HeadRecord) {
+        releaseDescriptors(head: head, record)
         heads[Int(head)].inFlight = false
-        inFlightCount &-= 1
     }
 
-    /// Returns a chain's `count` buffers, linked from `first` to `last`, to the pool.
+    /// Returns a chain's `count` buffers, linked from `first` to `last`, to the pool. Every chain
+    /// that holds buffers holds one or more: a chain's record is taken with its first segment, and
+    /// `submit` refuses an empty chain, so a used chain has at least one.
     @inlinable @inline(__always)
     mutating func releaseBuffers(first: UInt32, last: UInt32, count: Int) {
-        guard count > 0 else { return }
         buffers[Int(last)].next = freeBufferHead
         freeBufferHead = first
         freeBufferCount &+= count
