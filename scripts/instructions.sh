@@ -34,6 +34,8 @@ Device loops (per message, the driver's side included):
 The device child of a 64 B batch-32 stream across processes (per message, the child alone):
   shm-child    the Swift shared-memory backend's device process (TouchDevice, an entry)
   c-child      the C virtqueue's device process, on the same stream and wake-ups
+  c-child-full the same C device doing the Swift core's checks (each chain walked and kept
+               privately before use, the heads in flight recorded)
 EOF
 }
 
@@ -44,7 +46,7 @@ for argument in "$@"; do
         usage
         exit 0
         ;;
-    one | three | c | cvq | cvq3 | cvq-full | cvq3-full | serve | serve-generic | threads | shm-child | c-child)
+    one | three | c | cvq | cvq3 | cvq-full | cvq3-full | serve | serve-generic | threads | shm-child | c-child | c-child-full)
         scenarios+=("$argument")
         ;;
     *)
@@ -115,6 +117,7 @@ for scenario in "${scenarios[@]}"; do
     case "$scenario" in
     shm-child) count=(child_instructions shm) ;;
     c-child) count=(child_instructions cvq-shm) ;;
+    c-child-full) count=(child_instructions cvq-shm-full) ;;
     *) count=(instructions "$scenario") ;;
     esac
     small=$("${count[@]}" 100000)

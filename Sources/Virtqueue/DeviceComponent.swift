@@ -197,7 +197,7 @@ extension DeviceQueue where Memory: ~Copyable {
             while !shouldStop(), let request = try nextRequest() {
                 journal.taken(head: request.id)
                 try serve(request, with: &device, journal: &journal)
-                completed += 1
+                completed &+= 1
                 if completed == Self.notifyInterval {
                     completed = 0
                     guard try notifyUnlessDriverGone() else { return }

@@ -20,14 +20,18 @@ public struct BatchDevice: DeviceComponent {
     public init(configuration: DeviceConfiguration) {}
 
     /// Touches the request like ``TouchDevice``; throws ``BatchServed`` on every `batch`-th.
-    @inlinable
+    /// Always inlined into the serving loop, as ``TouchDevice/handle(_:on:)`` is.
+    @inlinable @inline(__always)
     public mutating func handle<R: GuestMemory & ~Copyable, N: Notifier>(
         _ request: borrowing DeviceRequest,
         on queue: borrowing DeviceQueue<R, N>
     ) throws -> Int {
         let written = try touch.handle(request, on: queue)
-        served += 1
-        if served % batch == 0 { throw BatchServed() }
+        served &+= 1
+        if served >= batch {
+            served = 0
+            throw BatchServed()
+        }
         return written
     }
 }

@@ -38,6 +38,8 @@ struct vqb_control {
         uint64_t size;
         uint32_t slots;
         int32_t spins;
+        /// `vqb_checks`: the minimal ones, or the Swift core's.
+        int32_t checks;
     } spawned;
 };
 
@@ -394,6 +396,20 @@ static int vq_reclaim(struct vq_end *end, uint16_t *next_free, uint16_t *free_he
     return 0;
 }
 
+/// One segment of a chain the full-checks device has taken, in its private memory.
+struct vq_private_segment {
+    unsigned char *bytes;
+    uint32_t length;
+    uint32_t writable;
+};
+
+/// What the full-checks device keeps privately: which heads it is serving, and the segments of
+/// the chain in hand (at most N).
+struct vq_device_records {
+    uint8_t *in_flight;
+    struct vq_private_segment *segments;
+};
+
 /// Device: serves `messages` one-descriptor chains, completing each run of them at once. For such
 /// chains its checks are the Swift core's device-side ones (avail.idx at most N ahead, head below
 /// N, the buffer inside the data area, no chained or indirect descriptor) but one: it keeps no
@@ -419,6 +435,74 @@ static int vq_serve(struct vq_end *end, uint64_t messages, uint64_t *checksum, u
         atomic_store_explicit(end->used_index, end->own, memory_order_release);
         vqb_kick_if_sleeping(&end->wake, end->peer_sleeping);
     }
+    return 0;
+}
+
+/// Device, VQB_CHECKS_FULL: `vq_serve` with the Swift core's device-side validation, as
+/// `local_virtqueue.c`'s full chain cycle does it: a head it is not already serving (recorded
+/// while it serves it), the chain walked (at most N descriptors, next below N), each buffer
+/// inside the data area, no indirect descriptor, readable before writable, the whole chain kept
+/// in its private segment list before any of it is used, and its completion no larger than the
+/// chain's writable bytes.
+static __attribute__((noinline)) int vq_serve_full(struct vq_end *end, uint64_t messages, uint64_t *checksum,
+                                                   uint64_t *corrupt, const struct vq_device_records *records) {
+    // The geometry is fixed at set-up: kept in locals (registers), as a careful C device keeps it,
+    // since the stores into the private records could otherwise alias `end`.
+    const struct vqb_descriptor *const descriptors = end->descriptors;
+    const uint16_t *const available_ring = end->available_ring;
+    struct vqb_used_element *const used_ring = end->used_ring;
+    unsigned char *const region = end->region;
+    const uint64_t data_start = end->data_start, data_end = end->data_end;
+    const uint16_t size = end->size, mask = end->mask;
+    uint8_t *const in_flight = records->in_flight;
+    struct vq_private_segment *const private_segments = records->segments;
+    uint16_t seen = end->seen, own = end->own;
+    uint64_t sum = 0, damaged = 0;
+    for (uint64_t taken = 0; taken < messages;) {
+        uint16_t available = atomic_load_explicit(end->available_index, memory_order_acquire);
+        if (available == seen) available = vq_wait(end, end->available_index, seen);
+        if ((uint16_t)(available - seen) > size) return EPROTO;
+        for (; seen != available; seen++, taken++) {
+            uint16_t head = available_ring[seen & mask];
+            if (head >= size || in_flight[head]) return EPROTO;
+            in_flight[head] = 1;
+            unsigned segments = 0;
+            uint32_t after_writable = 0, written = 0;
+            uint64_t capacity = 0;
+            for (uint16_t at = head;;) {
+                if (segments == size) return EPROTO;
+                struct vqb_descriptor descriptor = descriptors[at];
+                if (descriptor.addr < data_start || descriptor.len > data_end ||
+                    descriptor.addr > data_end - descriptor.len)
+                    return EPROTO;
+                uint32_t is_writable = descriptor.flags & 2;
+                if ((descriptor.flags & 4) != 0 || (after_writable && !is_writable)) return EPROTO;
+                after_writable |= is_writable;
+                if (is_writable) capacity += descriptor.len;
+                private_segments[segments++] =
+                    (struct vq_private_segment){region + descriptor.addr, descriptor.len, is_writable};
+                if ((descriptor.flags & 1) == 0) break;
+                if (descriptor.next >= size) return EPROTO;
+                at = descriptor.next;
+            }
+            for (unsigned s = 0; s < segments; s++) {
+                struct vq_private_segment segment = private_segments[s];
+                if (segment.writable) continue;
+                if (segment.length < 16) return EPROTO;
+                sum += vqb_touch_message(segment.bytes, segment.length, &damaged);
+            }
+            if (written > capacity) return EPROTO;
+            in_flight[head] = 0;
+            used_ring[own & mask] = (struct vqb_used_element){head, written};
+            own++;
+        }
+        end->seen = seen;
+        end->own = own;
+        atomic_store_explicit(end->used_index, own, memory_order_release);
+        vqb_kick_if_sleeping(&end->wake, end->peer_sleeping);
+    }
+    *checksum += sum;
+    *corrupt += damaged;
     return 0;
 }
 
@@ -462,6 +546,8 @@ struct throughput_parameters {
     uint64_t messages;
     unsigned slots;
     int spins;
+    /// `vqb_checks`, for the C virtqueue's device.
+    int checks;
 };
 
 static void throughput_child(struct vqb_setup *setup, void *context) {
@@ -471,8 +557,19 @@ static void throughput_child(struct vqb_setup *setup, void *context) {
     if (setup->transport == VQB_VIRTQUEUE) {
         prefault(setup->queue, setup->queue_layout.bytes);
         struct vq_end end = vq_end_make(setup, p->slots, p->size, setup->to_parent[1], setup->to_child[0], p->spins, 0);
+        struct vq_device_records records = {NULL, NULL};
+        if (p->checks == VQB_CHECKS_FULL) {
+            records.in_flight = map_private(p->slots);
+            records.segments = map_private(p->slots * sizeof *records.segments);
+            if (records.in_flight == NULL || records.segments == NULL) {
+                control->error = ENOMEM;
+                atomic_store(&control->child_ready, 1);
+                return;
+            }
+        }
         child_ready_and_wait(setup);
-        int error = vq_serve(&end, p->messages, &checksum, &corrupt);
+        int error = p->checks == VQB_CHECKS_FULL ? vq_serve_full(&end, p->messages, &checksum, &corrupt, &records)
+                                                 : vq_serve(&end, p->messages, &checksum, &corrupt);
         if (error != 0) {
             control->error = error;
             return;
@@ -753,7 +850,8 @@ static size_t spawned_control_bytes(void) {
 extern char **environ;
 
 vqb_result vqb_virtqueue_stream_spawned(const char *executable, size_t message_size, size_t batch, uint64_t messages,
-                                        unsigned slots, int driver_spins, int device_spins, int device_cpu) {
+                                        unsigned slots, int driver_spins, int device_spins, int device_cpu,
+                                        vqb_checks checks) {
     vqb_result result = {0};
     if (message_size < 16 || batch == 0 || slots == 0 || (slots & (slots - 1)) != 0 || batch > slots) {
         result.error = EINVAL;
@@ -785,6 +883,7 @@ vqb_result vqb_virtqueue_stream_spawned(const char *executable, size_t message_s
         setup.control->spawned.size = message_size;
         setup.control->spawned.slots = slots;
         setup.control->spawned.spins = device_spins;
+        setup.control->spawned.checks = checks;
         if ((setup.to_child[0] = eventfd(0, EFD_CLOEXEC)) < 0 || (setup.to_parent[0] = eventfd(0, EFD_CLOEXEC)) < 0)
             error = errno;
     }
@@ -863,7 +962,7 @@ int vqb_virtqueue_device_process(void) {
     setup.control = (struct vqb_control *)base;
     struct throughput_parameters p = {
         (size_t)setup.control->spawned.size, 1, setup.control->spawned.messages, setup.control->spawned.slots,
-        setup.control->spawned.spins,
+        setup.control->spawned.spins, setup.control->spawned.checks,
     };
     setup.queue = base + control_bytes;
     setup.queue_layout = vqb_vq_layout_make(p.slots, (size_t)p.slots * vqb_round_slot(p.size));

@@ -155,9 +155,10 @@ final class LocalVirtqueue {
 /// The C virtqueue stream of `profile cvq-shm`: 64-byte messages in batches of 32 to a C device
 /// in a process of its own, started as the shared-memory backend starts its device (posix_spawn
 /// of this executable, or of `VQB_PROFILE_CHILD`), waiting as `profile shm` does: the driver
-/// polls `loadSpins` times before it sleeps, the device sleeps at once.
+/// polls `loadSpins` times before it sleeps, the device sleeps at once. The device checks what
+/// `checks` says (`profile cvq-shm`: the minimal checks; `profile cvq-shm-full`: the Swift core's).
 enum SpawnedCVirtqueue {
-    static func profile(count: Int) throws -> Int {
+    static func profile(count: Int, checks: vqb_checks = VQB_CHECKS_MINIMAL) throws -> Int {
         let executable = ProcessInfo.processInfo.environment["VQB_PROFILE_CHILD"] ?? "/proc/self/exe"
         let result = vqb_virtqueue_stream_spawned(
             executable,
@@ -167,7 +168,8 @@ enum SpawnedCVirtqueue {
             CBaseline.ringSlots(size: 64),
             loadSpins,
             0,
-            CBaseline.cpus.child
+            CBaseline.cpus.child,
+            checks
         )
         try CBaseline.verify(result, label: "C virtqueue stream to a spawned device")
         return Int(result.kicks)

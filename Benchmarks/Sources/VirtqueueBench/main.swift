@@ -45,6 +45,7 @@ func usage() -> Never {
               threads         a 64 B batch-32 stream to a device thread
               shm             a 64 B batch-32 stream to a shared-memory child (sleeps, never polls)
               cvq-shm         the same stream to a C virtqueue device in a spawned process
+              cvq-shm-full    the same, the C device doing the Swift core's checks
               (shm and cvq-shm start their child through VQB_PROFILE_CHILD when it is set)
 
             """.utf8
@@ -83,6 +84,8 @@ if arguments.first == "profile" {
         print(try LocalVirtqueue(payload: 64).run(iterations, chain: .three(VQB_CHECKS_FULL)).operations)
     case "cvq-shm":
         print(try SpawnedCVirtqueue.profile(count: iterations))
+    case "cvq-shm-full":
+        print(try SpawnedCVirtqueue.profile(count: iterations, checks: VQB_CHECKS_FULL))
     default:
         usage()
     }

@@ -305,8 +305,14 @@ internal struct QueueSide {
     mutating func waitForPeer<Notify: Notifier>(spins: Int, notifier: Notify) throws(VirtqueueError) {
         try checkUsable()
         publishStaged()
-        for _ in 0..<spins where loadPeerIndex() != consumed {
-            return
+        // The spin: the index's address and the last consumed entry in registers, a load, a
+        // compare and a count per iteration.
+        let index = peerIndex
+        let last = consumed
+        var remaining = spins
+        while remaining > 0 {
+            if UInt16(littleEndian: index.pointee.load(ordering: .acquiring)) != last { return }
+            remaining &-= 1
         }
         do throws(VirtqueueError) {
             while true {

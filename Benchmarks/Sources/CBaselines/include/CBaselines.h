@@ -75,19 +75,6 @@ vqb_result vqb_throughput(
     vqb_transport transport, size_t message_size, size_t batch, uint64_t messages,
     unsigned ring_slots, int spins, int producer_cpu, int consumer_cpu);
 
-/// The C virtqueue stream of `vqb_throughput` with the device in a process of its own, started
-/// with posix_spawn of `executable` with the arguments `c-device` (the program then calls
-/// `vqb_virtqueue_device_process`), as the Swift shared-memory backend starts its device: so a
-/// wrapper that runs it under valgrind can count the device's instructions alone. The driver
-/// waits as `driver_spins` says, the device as `device_spins`; the device is pinned to
-/// `device_cpu` (-1: no pinning), this thread is not pinned.
-vqb_result vqb_virtqueue_stream_spawned(const char *executable, size_t message_size, size_t batch, uint64_t messages,
-                                        unsigned slots, int driver_spins, int device_spins, int device_cpu);
-
-/// The device's side of `vqb_virtqueue_stream_spawned`, in the spawned process: serves the stream
-/// described in the shared memory it inherited, then returns 0 or an errno.
-int vqb_virtqueue_device_process(void);
-
 /// Cross-process round trip: the parent sends a `message_size`-byte request (written as `fill`
 /// says), the forked child reads its header and last byte and answers with a 16-byte completion
 /// `{sequence, length}`; the parent waits for it. `round_trips` times.
@@ -136,6 +123,22 @@ typedef enum {
     /// writable bytes.
     VQB_CHECKS_FULL = 1,
 } vqb_checks;
+
+/// The C virtqueue stream of `vqb_throughput` with the device in a process of its own, started
+/// with posix_spawn of `executable` with the arguments `c-device` (the program then calls
+/// `vqb_virtqueue_device_process`), as the Swift shared-memory backend starts its device: so a
+/// wrapper that runs it under valgrind can count the device's instructions alone. The driver
+/// waits as `driver_spins` says, the device as `device_spins`; the device is pinned to
+/// `device_cpu` (-1: no pinning), this thread is not pinned. The device checks what `checks`
+/// says: the minimal checks of a careful C device, or the Swift core's (walking each chain,
+/// recording the heads it serves, keeping each chain's segments privately before using them).
+vqb_result vqb_virtqueue_stream_spawned(const char *executable, size_t message_size, size_t batch, uint64_t messages,
+                                        unsigned slots, int driver_spins, int device_spins, int device_cpu,
+                                        vqb_checks checks);
+
+/// The device's side of `vqb_virtqueue_stream_spawned`, in the spawned process: serves the stream
+/// described in the shared memory it inherited, then returns 0 or an errno.
+int vqb_virtqueue_device_process(void);
 
 /// The virtqueue cycle over chains, `iterations` times: the driver builds a chain of `readable`
 /// (at least 1) readable `payload`-byte segments, each holding the message, and `writable` (0 or
