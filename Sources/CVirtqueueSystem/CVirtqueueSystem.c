@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -198,13 +199,32 @@ static int make_address(const char *path, struct sockaddr_un *address) {
     return 0;
 }
 
+/// Binds a new socket of `type` to `path` and listens, so that `path` appears only once the
+/// socket accepts connections: it is bound under a temporary name in the same directory, put into
+/// listening, and renamed to `path` without replacing anything (EADDRINUSE if `path` exists, as
+/// bind reports). A peer that waits for `path` to exist and then connects cannot find a socket
+/// that is bound but not yet listening (ECONNREFUSED). Falls back to binding `path` itself when
+/// the temporary name would not fit sockaddr_un.
 static int unix_listen(const char *path, int backlog, int type) {
     struct sockaddr_un address;
     if (make_address(path, &address) != 0) return -1;
     int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
-    if (bind(fd, (struct sockaddr *)&address, sizeof address) != 0 || listen(fd, backlog) != 0) {
+    char temporary[sizeof address.sun_path];
+    int renamed = snprintf(temporary, sizeof temporary, "%s.%d.tmp", path, (int)getpid());
+    struct sockaddr_un bound;
+    int staged = renamed > 0 && (size_t)renamed < sizeof temporary && make_address(temporary, &bound) == 0;
+    if (staged) unlink(temporary);
+    if (bind(fd, (struct sockaddr *)(staged ? &bound : &address), sizeof address) != 0 || listen(fd, backlog) != 0) {
         int saved = errno;
+        if (staged) unlink(temporary);
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    if (staged && renameat2(AT_FDCWD, temporary, AT_FDCWD, path, RENAME_NOREPLACE) != 0) {
+        int saved = errno == EEXIST ? EADDRINUSE : errno;
+        unlink(temporary);
         close(fd);
         errno = saved;
         return -1;

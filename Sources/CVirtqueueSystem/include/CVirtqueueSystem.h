@@ -95,9 +95,12 @@ int vq_pidfd_send_signal(int pidfd, int sig);
 /// socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC).
 int vq_socketpair(int fds[2]);
 /// A SOCK_SEQPACKET | SOCK_CLOEXEC UNIX socket bound to `path` and listening. ENAMETOOLONG if
-/// the path does not fit sockaddr_un.
+/// the path does not fit sockaddr_un; EADDRINUSE if it exists. `path` appears only once the socket
+/// listens (it is bound under a temporary name and renamed), so a peer that connects as soon as
+/// it sees the file is never refused.
 int vq_unix_listen(const char *path, int backlog);
-/// socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC) bound to `path` and listening (vhost-user's socket).
+/// socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC) bound to `path` and listening (vhost-user's socket),
+/// as vq_unix_listen does.
 int vq_unix_listen_stream(const char *path, int backlog);
 /// socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC) connected to `path` (a vhost-user front-end's end).
 int vq_unix_connect_stream(const char *path);
