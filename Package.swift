@@ -34,7 +34,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
-        .target(name: "Virtqueue", swiftSettings: swiftSettings),
+        // The CPU's spin-wait hint for the core's polling loop (header-only).
+        .target(name: "CVirtqueueRelax"),
+        .target(name: "Virtqueue", dependencies: ["CVirtqueueRelax"], swiftSettings: swiftSettings),
         .target(name: "VirtqueueHeap", dependencies: ["Virtqueue", "CVirtqueueSystem"], swiftSettings: swiftSettings),
         .target(
             name: "VirtqueueConformance",
