@@ -40,6 +40,16 @@ import VirtqueueTestDevices
         try await backend.run(AsyncDriverBlockingDevice(), layout: layout)
     }
 
+    /// Both sides async, and each side async against a blocking peer, on the packed ring (with
+    /// and without EVENT_IDX): the same code, the same exchange.
+    @Test(arguments: AsyncBackend.allCases, [Features.all, Features.all.subtracting(.eventIndex)])
+    func everyPairingOnThePackedRing(_ backend: AsyncBackend, features: Features) async throws {
+        let layout = try RegionLayout(queueSizes: [17], dataAreaSize: 32 * 256, features: features.union(.ringPacked))
+        try await backend.run(AsyncDriverBlockingDevice(), layout: layout)
+        try await backend.run(BlockingDriverAsyncDevice(), layout: layout)
+        try await backend.run(BothAsync(), layout: layout)
+    }
+
     /// The same driver against the blocking `EchoDevice` in a child process (the shared-memory level).
     @Test func asyncDriverAgainstBlockingDeviceProcess() async throws {
         let process = try TestExecutables.launch(EchoDevice.self, async: false)

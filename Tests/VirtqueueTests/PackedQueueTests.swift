@@ -244,14 +244,7 @@ struct PackedQueueTests {
         let position = PackedRingPosition(index: 3, wrapCounter: false)
         #expect(cursor.availablePosition == position && cursor.usedPosition == position)
         #expect(QueueCursor(available: position, used: position) == cursor)
-        var placement = try layout.placement(ofQueue: 0)
-        placement.cursor = cursor
-        var resumed = try DeviceQueue(
-            memory: region,
-            placement: placement,
-            notifier: notifiers.device,
-            features: layout.features
-        )
+        var resumed = try DeviceQueue(resuming: region, layout, at: cursor, notifier: notifiers.device)
         #expect(try Self.serve(&resumed, readable: 1, tag: 4) == 4)
         try Self.takeBack(&driver, tag: 4)
         #expect(resumed.cursor == QueueCursor(nextAvailable: 0x8000, nextUsed: 0x8000))

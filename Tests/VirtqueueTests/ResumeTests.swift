@@ -67,14 +67,7 @@ struct ResumeTests {
 
         // The driver keeps going while no device runs.
         for _ in 0..<2 { try submit(&driver) }
-        var placement = try layout.placement(ofQueue: 0)
-        placement.cursor = cursor
-        var second = try DeviceQueue(
-            memory: region,
-            placement: placement,
-            notifier: notifiers.device,
-            features: layout.features
-        )
+        var second = try DeviceQueue(resuming: region, layout, at: cursor, notifier: notifiers.device)
         try serve(&second, limit: .max)
         try reap(&driver)
         for _ in 0..<12 {

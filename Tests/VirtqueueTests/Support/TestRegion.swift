@@ -110,6 +110,16 @@ extension DeviceQueue {
     }
 }
 
+extension DeviceQueue where Memory: ~Copyable {
+    /// A device on queue 0 of `layout` in `region` that resumes the ring at `cursor` (what a
+    /// stopped device reported).
+    init(resuming region: consuming Memory, _ layout: RegionLayout, at cursor: QueueCursor, notifier: Notify) throws {
+        var placement = try layout.placement(ofQueue: 0)
+        placement.cursor = cursor
+        try self.init(memory: region, placement: placement, notifier: notifier, features: layout.features)
+    }
+}
+
 extension DriverQueue {
     /// The next used chain, or a test failure if there is none.
     mutating func requireUsed() throws -> UsedChain {
