@@ -142,28 +142,39 @@ extension VhostUserTests.HostileFrontEnd {
         try expectSurvives(frontEnd, thread, backend)
     }
 
-    /// The packed ring runs without inflight tracking: the area QEMU asked for before it set the
-    /// features is left untouched, and the ring serves.
+    /// The packed ring runs without inflight tracking: the area QEMU asked for is left untouched,
+    /// and the ring serves. A later connection that only hands the kept area back
+    /// (SET_INFLIGHT_FD without GET_INFLIGHT_FD: a reconnect after the back-end went away) cannot
+    /// resume a packed ring, and its start is refused, naming why.
     @Test(
         .enabled(
             if: RingFormats.running.contains(.packed),
             "the ring core does not run the packed ring yet (branch packed-core)"
         )
     )
-    func aPackedRingLeavesTheInflightAreaUntouched() throws {
+    func aPackedRingLeavesTheInflightAreaUntouchedAndIsNotResumedFromIt() throws {
         let log = LogCollector()
         let backend = try VhostUserBackend<Shout>(log: log.sink)
-        let (frontEnd, thread) = try connect(backend)
-        try frontEnd.negotiate(inflight: true, format: .packed)
-        let area = try VhostUserTests.Inflight.openArea(frontEnd)
-        try frontEnd.expectSuccess(.setInflightFileDescriptor(area.description, area.owner))
-        try frontEnd.startRing(0)
-        var driver = try frontEnd.makeDriver(0)
+        let (first, firstThread) = try connect(backend)
+        try first.negotiate(inflight: true, format: .packed)
+        let area = try VhostUserTests.Inflight.openArea(first)
+        try first.expectSuccess(.setInflightFileDescriptor(area.description, area.owner))
+        try first.startRing(0)
+        var driver = try first.makeDriver(0)
         let texts = (0..<10).map { "packed, no journal \($0)" }
         #expect(try exchange(&driver, texts) == texts.map { $0.uppercased() })
         #expect(area.u16(queue: 0, at: 8) == 0, "the record's version: never claimed")
         #expect((0..<TestFrontEnd.queueSize).allSatisfy { area.flag(queue: 0, head: UInt16($0)) == 0 })
         #expect(log.all.contains { $0.message.contains("runs without inflight tracking") })
+        first.hangUp()
+        #expect(firstThread.join().flatMap { $0 } == nil)
+
+        let (frontEnd, thread) = try reconnect(backend, reusing: first)
+        try frontEnd.negotiate(inflight: true, format: .packed)
+        try frontEnd.expectSuccess(.setInflightFileDescriptor(area.description, area.owner))
+        try startRingExpectingRefusal(frontEnd)
+        let record = try #require(log.first(.invalidInflightArea))
+        #expect(record.error?.message.contains("a packed ring cannot be resumed") == true, "\(record)")
         try expectSurvives(frontEnd, thread, backend)
     }
 }

@@ -49,9 +49,18 @@ extension VhostUserSession {
                 ) { bytes in UInt16(littleEndian: bytes.loadUnaligned(as: UInt16.self)) }
             }
             if let inflight, format == .packed {
-                // No packed inflight record (docs/vhost-user.md, "The packed ring"): QEMU asks for
-                // the area before it sets the features, and cannot resume a packed ring after a
-                // back-end died whatever the area holds.
+                // No packed inflight record (docs/vhost-user.md, "The packed ring"). A fresh area
+                // is left as it is; one kept from an earlier back-end means a reconnect, whose
+                // base QEMU cannot know for a packed ring: refused rather than served from a
+                // stale position.
+                guard inflightCreatedHere else {
+                    throw VhostUserError(
+                        .invalidInflightArea,
+                        "queue \(index): a packed ring cannot be resumed after its back-end went away "
+                            + "(SET_INFLIGHT_FD without GET_INFLIGHT_FD): this back-end keeps no packed inflight "
+                            + "record, and the front-end cannot restore a packed ring's positions"
+                    )
+                }
                 log(
                     .notice,
                     "the packed ring runs without inflight tracking: the area (\(inflight.description.mmapSize) bytes) "

@@ -25,6 +25,10 @@ struct VhostUserSession<Device: VhostUserDevice> {
     var shared: Device.SharedState?
     /// The inflight area (GET_INFLIGHT_FD / SET_INFLIGHT_FD), when the front-end uses one.
     var inflight: VhostUserInflightArea?
+    /// Whether this connection created the inflight area (GET_INFLIGHT_FD) rather than only
+    /// adopted one a front-end kept from an earlier back-end (SET_INFLIGHT_FD alone: QEMU
+    /// reconnecting after its back-end went away).
+    var inflightCreatedHere = false
     var config: [UInt8]
     var rings: [Ring]
 
@@ -261,6 +265,7 @@ struct VhostUserSession<Device: VhostUserDevice> {
             try requireProtocolFeature(.inflightSharedMemory, "GET_INFLIGHT_FD")
             let area = try VhostUserInflightArea.create(for: request)
             inflight = area
+            inflightCreatedHere = true
             log(
                 .info,
                 "inflight area created: \(area.description.mmapSize) bytes for \(request.queueCount) queues of \(request.queueSize)"
