@@ -113,7 +113,8 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         queueIndex: Int = 0
     ) throws(VirtqueueError) {
         try features.validateForRing()
-        let unsupported = features.subtracting(supportedFeatures.union(.version1))
+        // VERSION_1 and the ring format are the ring core's, not the device code's.
+        let unsupported = features.subtracting(supportedFeatures.union([.version1, .ringPacked]))
         guard unsupported.isEmpty else {
             throw VirtqueueError(
                 .featureNotSupported,
@@ -214,7 +215,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     @inlinable @inline(__always)
     public mutating func nextRequest() throws(VirtqueueError) -> DeviceRequest? {
         let state = self.state
-        try state.pointee.side.checkUsable()
+        if state.pointee.side.diverted { return try DeviceState.nextDivertedRequest(state) }
         guard try state.pointee.side.peerHasEntry() else { return nil }
         let position = state.pointee.side.consumed
         let entry = UnsafeRawPointer(state.pointee.ring.availableEntry(position))
@@ -251,6 +252,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     public mutating func resubmittedRequest(head: UInt16) throws(VirtqueueError) -> DeviceRequest {
         let state = self.state
         try state.pointee.side.checkUsable()
+        guard state.pointee.side.packed == nil else { throw .packedResubmission(head) }
         let size = state.pointee.ring.size
         guard Int(head) < size else {
             throw state.pointee.side.breakQueue(.resubmittedHeadOutOfRange(head, size: size))
@@ -378,9 +380,17 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         request.end()
         let writable = state.pointee.release(head: id)
         state.pointee.takenCount &-= 1
-        try state.pointee.side.checkUsable()
         let valid = written >= 0 && written <= writable
         let length = valid ? UInt32(written) : 0
+        if state.pointee.side.diverted {
+            try state.pointee.side.checkUsable()
+            state.pointee.storePackedUsed(id: id, length: length, publish: publish)
+            guard valid else {
+                state.pointee.side.publishStaged()
+                throw .writtenLengthTooLarge(written, writable: writable, request: id)
+            }
+            return
+        }
         let element = state.pointee.ring.usedElement(state.pointee.side.published)
         element.storeBytes(of: UInt32(id).littleEndian, as: UInt32.self)
         element.storeBytes(of: length.littleEndian, toByteOffset: 4, as: UInt32.self)

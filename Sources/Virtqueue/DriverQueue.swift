@@ -144,6 +144,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         self.state.initialize(
             to: DriverState(
                 ring: setup.ring,
+                packed: setup.packed,
                 eventIndex: features.contains(.eventIndex),
                 cursor: placement.cursor,
                 slots: slots
@@ -341,9 +342,19 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         let head = chain.head
         guard head != noBuffer else { throw .emptyChain() }
         let state = self.state
-        if let broken = state.pointee.side.broken {
-            releaseUnsubmitted(chain)
-            throw .broken(by: broken)
+        if state.pointee.side.diverted {
+            if let broken = state.pointee.side.broken {
+                releaseUnsubmitted(chain)
+                throw .broken(by: broken)
+            }
+            state.pointee.submitPacked(
+                head: UInt16(truncatingIfNeeded: head),
+                poolStart: poolStart,
+                bufferSize: bufferSize,
+                publish: publish
+            )
+            chain.end()
+            return UInt16(truncatingIfNeeded: head)
         }
         // The chain's descriptors are in the ring (or its table) already, written as it was built;
         // the device may read them only once `avail.idx` publishes the head.
@@ -404,7 +415,11 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     @inlinable @inline(__always)
     public mutating func takeUsed() throws(VirtqueueError) -> UsedChain? {
         let state = self.state
-        try state.pointee.side.checkUsable()
+        if state.pointee.side.diverted {
+            try state.pointee.side.checkUsable()
+            guard let (head, written, record) = try state.pointee.takePackedUsedEntry() else { return nil }
+            return UsedChain(completed: head, written: written, record, queueIdentity: queueIdentity, state: state)
+        }
         guard try state.pointee.side.peerHasEntry() else { return nil }
         let position = state.pointee.side.consumed
         let element = UnsafeRawPointer(state.pointee.ring.usedElement(position))
@@ -570,13 +585,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// `next` unless it is the chain's last.
     @inlinable @inline(__always)
     func descriptor(_ buffer: UInt32, _ record: BufferRecord, next: UInt16?) -> Descriptor {
-        Descriptor(
-            address: poolStart &+ UInt64(buffer) &* UInt64(truncatingIfNeeded: bufferSize),
-            length: record.length,
-            flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
-                | (next == nil ? 0 : Descriptor.nextFlag),
-            next: next ?? 0
-        )
+        Descriptor(pool: poolStart, bufferSize: bufferSize, buffer: buffer, record: record, next: next)
     }
 
     /// Chains the descriptor at `pointer` (written with no successor) to `next`: its flags and

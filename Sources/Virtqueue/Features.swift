@@ -40,9 +40,9 @@ public struct Features: OptionSet, Hashable, Sendable, CustomStringConvertible {
     /// VIRTIO_F_RING_PACKED (bit 34): the packed ring layout of virtio 1.1+ §2.8 — one
     /// descriptor ring of `{le64 addr, le32 len, le16 id, le16 flags}` whose `AVAIL` / `USED` bits
     /// and each side's wrap counter say who owns each descriptor, and two event-suppression
-    /// structures in place of the split ring's flags and event indices. Its wire layer is in
-    /// place (``PackedRingFields``, ``RingFormat/packed``, a region header's ring format); the
-    /// queues do not run it yet, and ``validateForRing()`` refuses it.
+    /// structures in place of the split ring's flags and event indices (``PackedRingFields``,
+    /// ``RingFormat/packed``, a region header's ring format). The queues run it behind the same
+    /// API as the split ring, for a placement of format ``RingFormat/packed``.
     public static let ringPacked = Features(rawValue: 1 << 34)
     /// VIRTIO_F_IN_ORDER (bit 35): the device uses buffers in the order they were made
     /// available, and may report a batch with one used entry (the last buffer's), which stands
@@ -68,12 +68,15 @@ public struct Features: OptionSet, Hashable, Sendable, CustomStringConvertible {
     /// Bits 0 to 23 and 50 to 63: the device type's bits, passed through to the device code.
     public static let deviceType = Features(rawValue: ~(transport.rawValue | reserved.rawValue))
 
-    /// The transport bits the ring core implements: INDIRECT_DESC, EVENT_IDX and VERSION_1.
-    public static let implementedTransport: Features = [.indirectDescriptors, .eventIndex, .version1]
+    /// The transport bits the ring core implements: INDIRECT_DESC, EVENT_IDX, VERSION_1 and
+    /// RING_PACKED.
+    public static let implementedTransport: Features = [.indirectDescriptors, .eventIndex, .version1, .ringPacked]
 
-    /// Every transport feature this implementation implements (``implementedTransport``). Device-type
-    /// bits are the device's to offer; add them to this set where a device supports them.
-    public static let all: Features = implementedTransport
+    /// Every transport feature of the split ring this implementation implements: INDIRECT_DESC,
+    /// EVENT_IDX and VERSION_1. Add ``ringPacked`` to run the packed ring instead (a region or
+    /// placement of that format); the queues' API is the same. Device-type bits are the device's
+    /// to offer; add them to this set where a device supports them.
+    public static let all: Features = implementedTransport.subtracting(.ringPacked)
 
     /// The features both sides accept: those the device offers and the driver wants, less the
     /// transport and reserved bits the ring core does not implement, plus ``version1``, which is
@@ -82,10 +85,9 @@ public struct Features: OptionSet, Hashable, Sendable, CustomStringConvertible {
         offered.intersection(wanted).intersection(implementedTransport.union(.deviceType)).union(.version1)
     }
 
-    /// The transport bits whose wire format is defined (``PackedRingFields``, a region header's
-    /// ring format) but which the queues do not run yet: RING_PACKED and IN_ORDER. A region
-    /// header may carry them; a queue refuses them.
-    public static let wireOnlyTransport: Features = [.ringPacked, .inOrder]
+    /// The transport bits whose wire format is defined but which the queues do not run yet:
+    /// IN_ORDER. A region header may carry them; a queue refuses them.
+    public static let wireOnlyTransport: Features = [.inOrder]
 
     /// The transport and reserved bits of this set that the ring core does not implement.
     public var unimplementedRingBits: Features {

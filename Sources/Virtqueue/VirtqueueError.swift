@@ -105,6 +105,10 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
         /// A resuming device was asked to take again more chains than its cursor has in flight
         /// (``DeviceQueue/resubmittedRequest(head:)``).
         public static let tooManyResubmitted = Code(63)
+        /// Packed ring: a descriptor's `NEXT` leads to one that is not available for the wrap
+        /// counter at its position — the list has no end — or a list holds an INDIRECT
+        /// descriptor after its first.
+        public static let descriptorNotAvailable = Code(68)
 
         // MARK: Peer violations: driver side (the device wrote something wrong)
 
@@ -116,6 +120,9 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
         public static let usedIDNotInFlight = Code(72)
         /// A used element's length is larger than the chain's writable bytes.
         public static let usedLengthTooLarge = Code(73)
+        /// Packed ring (either side): a descriptor's `AVAIL` and `USED` bits are in a state no
+        /// legal ring holds at this side's position — the peer's wrap counter disagrees with ours.
+        public static let wrapCounterMismatch = Code(78)
 
         // MARK: Notification and peer liveness
 
@@ -165,6 +172,8 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
             case .usedIDOutOfRange: "usedIDOutOfRange"
             case .usedIDNotInFlight: "usedIDNotInFlight"
             case .usedLengthTooLarge: "usedLengthTooLarge"
+            case .descriptorNotAvailable: "descriptorNotAvailable"
+            case .wrapCounterMismatch: "wrapCounterMismatch"
             case .peerDied: "peerDied"
             case .notifierFailed: "notifierFailed"
             default: "code(\(rawValue))"

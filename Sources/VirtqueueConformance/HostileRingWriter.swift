@@ -137,6 +137,76 @@ public struct HostileRingWriter<Region: GuestMemory & ~Copyable>: ~Copyable {
         return (load(UInt32.self, at: address), load(UInt32.self, at: address + 4))
     }
 
+    // MARK: The packed ring
+
+    /// The bus address of each field of the queue's ring, read as a packed ring.
+    public var packedFields: PackedRingAddresses { PackedRingAddresses(fields.placement) }
+
+    /// Writes packed descriptor `index` (taken modulo the queue size): `addr`, `len`, `id`, then
+    /// `flags` (give the `AVAIL` / `USED` bits too, e.g. ``PackedRingFields/availableFlags(wrap:)``).
+    public func packedDescriptor(_ index: Int, address: UInt64, length: UInt32, id: UInt16, flags: UInt16) {
+        packedDescriptor(at: packedFields.descriptor(index), address: address, length: length, id: id, flags: flags)
+    }
+
+    /// Writes a 16-byte packed descriptor at any bus address (a packed indirect table's entry, say).
+    public func packedDescriptor(at address: UInt64, address value: UInt64, length: UInt32, id: UInt16, flags: UInt16) {
+        store(value, at: address)
+        store(length, at: address + 8)
+        store(id, at: address + 12)
+        store(flags, at: address + 14)
+    }
+
+    /// Reads packed descriptor `index` (taken modulo the queue size).
+    public func packedDescriptor(_ index: Int) -> PackedDescriptor {
+        packedDescriptor(at: packedFields.descriptor(index))
+    }
+
+    /// Reads a 16-byte packed descriptor at any bus address (a packed indirect table's entry, say).
+    public func packedDescriptor(at address: UInt64) -> PackedDescriptor {
+        PackedDescriptor(
+            address: load(UInt64.self, at: address),
+            length: load(UInt32.self, at: address + 8),
+            id: load(UInt16.self, at: address + 12),
+            flags: load(UInt16.self, at: address + 14)
+        )
+    }
+
+    /// Writes a used descriptor at `index` for buffer `id`, as a device with wrap counter
+    /// `wrap` would (`WRITE` when `length` is non-zero), or with the `flags` given.
+    public func packedUsed(_ index: Int, id: UInt16, length: UInt32, wrap: Bool = true, flags: UInt16? = nil) {
+        let used = PackedDescriptor.used(id: id, written: length, wrap: wrap)
+        let address = packedFields.descriptor(index)
+        store(used.length, at: address + 8)
+        store(used.id, at: address + 12)
+        store(flags ?? used.flags, at: address + 14)
+    }
+
+    /// The driver's event-suppression structure (packed ring).
+    public var driverEventSuppression: PackedEventSuppression {
+        get {
+            PackedEventSuppression(
+                offWrap: load(UInt16.self, at: packedFields.driverEvent),
+                flags: load(UInt16.self, at: packedFields.driverEvent + 2)
+            )
+        }
+        nonmutating set {
+            store(newValue.word, at: packedFields.driverEvent)
+        }
+    }
+
+    /// The device's event-suppression structure (packed ring).
+    public var deviceEventSuppression: PackedEventSuppression {
+        get {
+            PackedEventSuppression(
+                offWrap: load(UInt16.self, at: packedFields.deviceEvent),
+                flags: load(UInt16.self, at: packedFields.deviceEvent + 2)
+            )
+        }
+        nonmutating set {
+            store(newValue.word, at: packedFields.deviceEvent)
+        }
+    }
+
     /// The bus address (region offset) `offset` bytes into the data area.
     public func data(_ offset: Int) -> UInt64 { UInt64(layout.dataAreaOffset + offset) }
 

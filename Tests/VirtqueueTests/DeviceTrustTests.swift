@@ -62,6 +62,15 @@ struct DeviceTrustTests {
         }
     }
 
+    /// Every rule of the packed ring's hostile-list table (``HostilePackedDriverRule``, also run
+    /// by the conformance suite on every backend).
+    @Test(arguments: HostilePackedDriverRule.allCases)
+    func hostilePackedList(_ rule: HostilePackedDriverRule) throws {
+        try expectViolation(rule.code, features: rule.features, requestsBefore: rule.requestsBefore) { ring in
+            rule.plant(ring)
+        }
+    }
+
     /// The device reads `avail.idx` once per batch, as vhost does: it takes the entries up to
     /// the index it validated without reading it again, and catches a rewrite at the next read.
     @Test func availableIndexRewrittenAfterValidation() throws {

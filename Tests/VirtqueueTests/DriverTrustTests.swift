@@ -14,11 +14,12 @@ struct DriverTrustTests {
     /// chains back (calling `afterFirstTake` after the first), and checks the reaction.
     func expectViolation(
         _ code: VirtqueueError.Code,
+        features: Features = .all,
         goodTakesBefore: Int = 0,
         plant: (RingWriter) -> Void,
         afterFirstTake: (RingWriter) -> Void = { _ in }
     ) throws {
-        let layout = try RegionLayout(queueSizes: [Self.queueSize], dataAreaSize: 8 * 256, features: .all)
+        let layout = try RegionLayout(queueSizes: [Self.queueSize], dataAreaSize: 8 * 256, features: features)
         let region = try GuardedRegion(layout: layout)
         let ring = RingWriter(region: region, layout: layout)
         var driver = try DriverQueue(region: region, notifier: CountingNotifier(), bufferSize: 256)
@@ -76,6 +77,16 @@ struct DriverTrustTests {
     @Test(arguments: HostileDeviceRule.allCases)
     func hostileUsedRing(_ rule: HostileDeviceRule) throws {
         try expectViolation(rule.code, goodTakesBefore: rule.goodTakesBefore) { ring in rule.plant(ring) }
+    }
+
+    /// Every rule of the packed ring's hostile-used-descriptor table (``HostilePackedDeviceRule``,
+    /// also run by the conformance suite on every backend).
+    @Test(arguments: HostilePackedDeviceRule.allCases)
+    func hostilePackedUsedDescriptor(_ rule: HostilePackedDeviceRule) throws {
+        try expectViolation(rule.code, features: Features.all.union(.ringPacked), goodTakesBefore: rule.goodTakesBefore)
+        {
+            ring in rule.plant(ring)
+        }
     }
 
     /// The driver reads `used.idx` once per batch: it takes the elements up to the index it

@@ -128,8 +128,8 @@ struct HeaderTests {
     }
 
     /// A packed region, with queue sizes that are not powers of two: byte for byte as
-    /// docs/wire-format.md §2 lays it out, read back equal; the queues refuse it by name.
-    @Test func aPackedRegionRoundTripsAndTheQueuesRefuseIt() throws {
+    /// docs/wire-format.md §2 lays it out, read back equal; the queues attach to it and run it.
+    @Test func aPackedRegionRoundTripsAndTheQueuesRunIt() throws {
         let layout = try RegionLayout(queueSizes: [3, 5], dataAreaSize: 256, features: [.ringPacked, .eventIndex])
         #expect(layout.format == .packed)
         let region = try GuardedRegion(layout: layout)
@@ -153,17 +153,18 @@ struct HeaderTests {
         #expect(placement.areas.map { $0.range.count } == [80, 4, 4])
         try placement.validate()
 
-        let device = #expect(throws: VirtqueueError.self) {
-            _ = try DeviceQueue(region: region, notifier: CountingNotifier())
-        }
-        #expect(device?.code == .featureNotSupported)
-        #expect(
-            device?.message.contains("feature RING_PACKED (bit 34) is not implemented by the ring core yet") == true
-        )
-        let driver = #expect(throws: VirtqueueError.self) {
-            _ = try DriverQueue(region: region, notifier: CountingNotifier(), bufferSize: 64)
-        }
-        #expect(driver?.code == .featureNotSupported)
+        var device = try DeviceQueue(region: region, notifier: CountingNotifier(), queueIndex: 1)
+        var driver = try DriverQueue(region: region, notifier: CountingNotifier(), queueIndex: 1, bufferSize: 64)
+        #expect(device.queueSize == 5 && driver.queueSize == 5)
+        var chain = driver.makeChain()
+        try driver.appendReadable(to: &chain, copying: [1, 2, 3])
+        let id = try driver.submit(chain)
+        #expect(ring.load(UInt16.self, at: 0x140 + 14) == 0x0080, "descriptor 0 of queue 1 is available, wrap 1")
+        let request = try device.requireRequest()
+        #expect(request.id == id && request.readableByteCount == 3)
+        try device.complete(request, written: 0)
+        #expect(ring.load(UInt16.self, at: 0x140 + 14) == 0x8080, "and used, wrap 1")
+        try driver.free(try driver.requireUsed())
         #expect(region.guardsIntact)
     }
 

@@ -7,7 +7,11 @@ import VirtqueueConformance
 /// the NO_NOTIFY / NO_INTERRUPT flags, counted kick by kick.
 @Suite("Notification suppression")
 struct NotificationTests {
-    static let modes: [Features] = [[.eventIndex, .indirectDescriptors], [.indirectDescriptors]]
+    /// Both suppression modes on both ring formats.
+    static let modes: [Features] = [
+        [.eventIndex, .indirectDescriptors], [.indirectDescriptors],
+        [.ringPacked, .eventIndex, .indirectDescriptors], [.ringPacked, .indirectDescriptors],
+    ]
 
     struct Pair: ~Copyable {
         var driver: DriverQueue<GuardedRegion, CountingNotifier>
@@ -80,7 +84,14 @@ struct NotificationTests {
         while let used = try pair.driver.takeUsed() { try pair.driver.free(used) }
         let sleeps = deviceWouldSleep(&pair.device)
         #expect(sleeps)
-        if features.contains(.eventIndex) {
+        if features.contains(.ringPacked) {
+            // 32 chains of 2 descriptors went round the ring of 64 once: the device waits at
+            // position 0 with wrap counter 0.
+            let waiting: PackedEventSuppression =
+                features.contains(.eventIndex)
+                ? .descriptor(PackedRingPosition(index: 0, wrapCounter: false)) : .enable
+            #expect(pair.ring.deviceEventSuppression == waiting, "the device asks to hear of its next descriptor")
+        } else if features.contains(.eventIndex) {
             #expect(pair.ring.availableEvent == 32, "avail_event names the next index the device waits for")
         } else {
             #expect(pair.ring.usedFlags == 0, "VIRTQ_USED_F_NO_NOTIFY is clear while the device sleeps")
@@ -99,7 +110,9 @@ struct NotificationTests {
         try submitOne(&pair.driver, byte: 1)
         try pair.driver.notifyIfNeeded()
         try pair.device.waitForRequests(spins: 0)
-        if !features.contains(.eventIndex) {
+        if features.contains(.ringPacked) {
+            #expect(pair.ring.deviceEventSuppression == .disable, "DISABLE while the device polls")
+        } else if !features.contains(.eventIndex) {
             #expect(pair.ring.usedFlags == 1, "VIRTQ_USED_F_NO_NOTIFY is set while the device polls")
         }
         #expect(try drain(&pair.device) == 1)

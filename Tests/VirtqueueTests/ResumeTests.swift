@@ -134,7 +134,7 @@ struct FeatureBitTests {
     }
 
     @Test(arguments: [
-        (Features.ringPacked, "RING_PACKED", 34), (.inOrder, "IN_ORDER", 35), (.accessPlatform, "ACCESS_PLATFORM", 33),
+        (Features.inOrder, "IN_ORDER", 35), (.accessPlatform, "ACCESS_PLATFORM", 33),
         (.notificationData, "NOTIFICATION_DATA", 38), (.ringReset, "RING_RESET", 40),
         (Features(bit: 45), "reserved", 45),
     ])
@@ -144,7 +144,7 @@ struct FeatureBitTests {
         #expect(error.message.contains(name))
         #expect(error.message.contains("bit \(bit)"))
         if Features.wireOnlyTransport.contains(feature) {
-            // A region header may carry RING_PACKED and IN_ORDER, whose wire format is defined
+            // A region header may carry IN_ORDER, whose wire format is defined
             // (docs/wire-format.md §2.1); the queues refuse them, as above.
             let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 64, features: feature)
             #expect(layout.features.contains(feature))
@@ -167,9 +167,13 @@ struct FeatureBitTests {
         #expect(features.contains(blockSize) && features.contains(high))
         #expect(features.unimplementedRingBits.isEmpty)
         #expect(
-            Features.negotiate(offered: [blockSize, .ringPacked, .eventIndex], wanted: [blockSize, .ringPacked]) == [
+            Features.negotiate(offered: [blockSize, .inOrder, .eventIndex], wanted: [blockSize, .inOrder]) == [
                 .version1, blockSize,
             ]
+        )
+        // The ring format is negotiated like any implemented transport bit.
+        #expect(
+            Features.negotiate(offered: [.ringPacked, .eventIndex], wanted: [.ringPacked]) == [.version1, .ringPacked]
         )
     }
 

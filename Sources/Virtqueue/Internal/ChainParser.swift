@@ -85,8 +85,17 @@ extension DeviceState {
     /// counts on.
     @inlinable @inline(__always)
     mutating func takeChain(head: UInt16) throws(VirtqueueError) {
+        try takeChain(head: head, first: head)
+    }
+
+    /// ``takeChain(head:)`` for a chain whose first descriptor is at slot `first` and which is
+    /// held at `head`: the packed ring's, whose descriptors the device has copied into its
+    /// private table at their ring positions (`first` is the list's position, `head` its
+    /// buffer ID).
+    @inlinable @inline(__always)
+    mutating func takeChain(head: UInt16, first: UInt16) throws(VirtqueueError) {
         var chain = ParsedChain(head: head)
-        guard let next = try hotStep(head, head: head, chain: &chain) else { return }
+        guard let next = try hotStep(first, head: head, chain: &chain) else { return }
         try takeChainRest(next, head: head, counts: ChainCounts(chain))
     }
 
@@ -279,6 +288,8 @@ extension DeviceState {
                 )
             )
         }
+        // A packed ring's table is in the packed format (§2.8.7): used first to last, no `next`.
+        let packedTable = side.packed != nil
         var entry = 0
         var visited = 0
         while true {
@@ -291,7 +302,10 @@ extension DeviceState {
                     )
                 )
             }
-            let inner = Descriptor(loadingFrom: table + entry * Descriptor.byteCount)
+            let inner =
+                packedTable
+                ? Descriptor(packedTableEntry: table + entry * Descriptor.byteCount, at: entry, of: tableCount)
+                : Descriptor(loadingFrom: table + entry * Descriptor.byteCount)
             guard inner.flags & Descriptor.indirectFlag == 0 else {
                 throw side.breakQueue(
                     VirtqueueError(

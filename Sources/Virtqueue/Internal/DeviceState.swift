@@ -89,6 +89,10 @@ internal struct DeviceState: TokenHoldingState {
         set { takenCount = newValue }
     }
 
+    /// Packed ring: how many ring descriptors the list of each buffer ID the device holds took,
+    /// by which its used position advances when it is used; `nil` for the split ring.
+    @usableFromInline let packedListLengths: UnsafeMutablePointer<UInt16>?
+
     /// The overflow store: the segments of long chains past their head's slots, free-listed.
     @usableFromInline let segments: UnsafeMutablePointer<SegmentRecord>
     /// At most this many segments are held across all requests taken and not completed.
@@ -110,7 +114,14 @@ internal struct DeviceState: TokenHoldingState {
         let queueSize = setup.ring.size
         ring = setup.ring
         buffers = setup.buffers
-        side = QueueSide(driver: false, ring: setup.ring, eventIndex: eventIndex, cursor: cursor)
+        side = QueueSide(
+            driver: false,
+            ring: setup.ring,
+            packed: setup.packed,
+            eventIndex: eventIndex,
+            cursor: cursor
+        )
+        packedListLengths = setup.packed == nil ? nil : .allocate(capacity: queueSize)
         self.identity = identity
         records = .allocate(
             byteCount: queueSize * Self.recordStride,
@@ -143,6 +154,10 @@ internal struct DeviceState: TokenHoldingState {
         guard state.tokenDropped() else { return }
         _ = state.pointee.release(head: id)
         guard state.pointee.side.broken == nil else { return }
+        if state.pointee.side.packed != nil {
+            state.pointee.storePackedUsed(id: id, length: 0, publish: true)
+            return
+        }
         let element = state.pointee.ring.usedElement(state.pointee.side.published)
         element.storeBytes(of: UInt32(id).littleEndian, as: UInt32.self)
         element.storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
@@ -150,6 +165,8 @@ internal struct DeviceState: TokenHoldingState {
     }
 
     @usableFromInline func deallocate() {
+        if side.packed != nil { ring.deallocatePrivate() }
+        packedListLengths?.deallocate()
         records.deallocate()
         segments.deallocate()
         buffers.deallocate()

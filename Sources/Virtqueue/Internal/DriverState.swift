@@ -91,8 +91,12 @@ internal struct DriverState: TokenHoldingState {
     /// back by `takeAbandoned` (no counter to keep on the hot path). At most N, so the 16-bit
     /// difference of the two indices is exact.
     @usableFromInline var inFlightCount: Int {
-        Int(side.published &- side.consumed) &- abandonedCount
+        if side.packed != nil { return packedInFlightCount &- abandonedCount }
+        return Int(side.published &- side.consumed) &- abandonedCount
     }
+    /// Packed ring: chains submitted and not taken back by `takeUsed` (positions advance by
+    /// descriptors, so they do not count chains).
+    @usableFromInline var packedInFlightCount = 0
     /// Chains taken back by `takeAbandoned` after the queue broke (their used entries never came).
     @usableFromInline var abandonedCount = 0
     @usableFromInline var abandonCursor = 0
@@ -116,10 +120,18 @@ internal struct DriverState: TokenHoldingState {
     }
 
     /// - Parameter slots: The host address of each pool slot, `nil` for a slot that cannot be used.
-    init(ring: SplitRing, eventIndex: Bool, cursor: QueueCursor, slots: [UnsafeMutableRawPointer?]) {
+    /// - Parameter packed: The packed ring, for a packed queue (`ring` is then private memory,
+    ///   which this state frees).
+    init(
+        ring: SplitRing,
+        packed: PackedRing?,
+        eventIndex: Bool,
+        cursor: QueueCursor,
+        slots: [UnsafeMutableRawPointer?]
+    ) {
         let queueSize = ring.size
         self.ring = ring
-        side = QueueSide(driver: true, ring: ring, eventIndex: eventIndex, cursor: cursor)
+        side = QueueSide(driver: true, ring: ring, packed: packed, eventIndex: eventIndex, cursor: cursor)
         descriptorNext = .allocate(capacity: queueSize)
         for index in 0..<queueSize {
             descriptorNext[index] = UInt16(truncatingIfNeeded: index + 1)
@@ -172,6 +184,7 @@ internal struct DriverState: TokenHoldingState {
     }
 
     @usableFromInline func deallocate() {
+        if side.packed != nil { ring.deallocatePrivate() }
         descriptorNext.deallocate()
         heads.deallocate()
         buffers.deallocate()

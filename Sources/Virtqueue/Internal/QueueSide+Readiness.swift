@@ -14,16 +14,16 @@ extension QueueSide {
         } catch {
             // A notification pending beside the death still counts: the entries it announced
             // are taken first, and the next call reports the death.
-            if loadPeerIndex() != consumed {
+            if peerEntryVisible() {
                 disableNotifications()
                 return true
             }
             if error.code == .peerDied { throw breakQueue(error) }
             throw error
         }
-        if loadPeerIndex() == consumed {
+        if !peerEntryVisible() {
             enableNotifications()
-            if loadPeerIndex() == consumed { return false }
+            if !peerEntryVisible() { return false }
         }
         disableNotifications()
         return true

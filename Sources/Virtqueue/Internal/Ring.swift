@@ -80,6 +80,28 @@ internal struct SplitRing {
         used = pointers[2]
     }
 
+    /// A split ring in private memory, for a queue that runs the packed ring: the driver's
+    /// appends write their descriptors into its table (the packed submit writes the ring), the
+    /// device copies a packed list into it for the one chain validator. Nothing shared is in it;
+    /// ``deallocatePrivate()`` frees it.
+    init(privateForPackedOfSize size: Int) {
+        let availableOffset = SplitRingFields.descriptorByteCount * size
+        let usedOffset = (availableOffset + SplitRingFields.usedEvent(size: size) + 2 + 3) & ~3
+        let byteCount = usedOffset + SplitRingFields.availableEvent(size: size) + 2
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 16)
+        memory.initializeMemory(as: UInt8.self, repeating: 0, count: byteCount)
+        self.size = size
+        mask = UInt16(truncatingIfNeeded: size - 1)
+        descriptors = memory
+        available = memory + availableOffset
+        used = memory + usedOffset
+    }
+
+    /// Frees the memory of a ring made with ``init(privateForPackedOfSize:)``.
+    func deallocatePrivate() {
+        descriptors.deallocate()
+    }
+
     @inlinable @inline(__always)
     func descriptor(_ index: UInt16) -> UnsafeMutableRawPointer {
         descriptors + Int(index) &* SplitRingFields.descriptorByteCount
@@ -105,7 +127,10 @@ internal struct SplitRing {
 /// consumed, the shadow of the last peer index read and validated (with its jump check), the moves
 /// since the last notification check, notify-if-needed, the wait (spin, arm, re-check, sleep) and
 /// the broken state. The fields of the index and suppression come from the ring engine
-/// (``SplitRing``); a packed engine would supply its own.
+/// (``SplitRing``). A side of a packed ring (``packed``) publishes and consumes positions with
+/// their wrap counters instead (`PackedSide.swift`): `published` and `consumed` hold them in
+/// the cursor form of ``PackedRingPosition/cursorValue``, and the calls that differ switch on
+/// the format once.
 @usableFromInline
 internal struct QueueSide {
     @usableFromInline let ownIndex: UnsafeMutablePointer<Atomic<UInt16>>
@@ -117,6 +142,8 @@ internal struct QueueSide {
     @usableFromInline let eventIndex: Bool
     @usableFromInline let isDriver: Bool
     @usableFromInline let size: Int
+    /// The packed ring this side runs, or `nil` for the split ring (whose fields are above).
+    @usableFromInline let packed: PackedRing?
 
     /// The index this side publishes next moves to `published + 1`.
     @usableFromInline var published: UInt16
@@ -131,12 +158,21 @@ internal struct QueueSide {
     @usableFromInline var movesSinceNotifyCheck = 0
     /// The first violation, or the reason the queue stopped; every later call reports it.
     @usableFromInline var broken: VirtqueueError?
+    /// Whether the queue is broken (or stopped) or runs the packed ring: the one test the hot
+    /// calls make before their split-ring work, which then checks which of the two it is.
+    @usableFromInline var diverted: Bool
     /// Whether `published` has moved past the index last stored in shared memory: entries were
     /// staged (``stage()``) and not yet published (``publishStaged()``).
     @usableFromInline var hasStaged = false
+    /// Packed ring: the staged `flags` of the first descriptor staged since the last publication,
+    /// and where they go (`nil` when nothing is staged, and always for the split ring).
+    @usableFromInline var stagedFlags: UInt16 = 0
+    @usableFromInline var stagedFlagsAt: UnsafeMutableRawPointer?
 
     /// One side of `ring`: the driver's when `driver`, else the device's, starting at `cursor`.
-    init(driver: Bool, ring: SplitRing, eventIndex: Bool, cursor: QueueCursor) {
+    /// With `packed`, the side runs that packed ring, and `ring` is private memory
+    /// (``SplitRing/init(privateForPackedOfSize:)``).
+    init(driver: Bool, ring: SplitRing, packed: PackedRing? = nil, eventIndex: Bool, cursor: QueueCursor) {
         func atomic(_ pointer: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt16>> {
             pointer.assumingMemoryBound(to: Atomic<UInt16>.self)
         }
@@ -162,6 +198,8 @@ internal struct QueueSide {
         self.eventIndex = eventIndex
         self.isDriver = driver
         self.size = ring.size
+        self.packed = packed
+        diverted = packed != nil
     }
 
     /// Throws the stored error if the queue is broken or stopped.
@@ -174,6 +212,7 @@ internal struct QueueSide {
     @inlinable
     mutating func breakQueue(_ violation: VirtqueueError) -> VirtqueueError {
         if broken == nil { broken = violation }
+        diverted = true
         return violation
     }
 
@@ -229,6 +268,10 @@ internal struct QueueSide {
     mutating func publishStaged() {
         guard hasStaged else { return }
         hasStaged = false
+        if let at = stagedFlagsAt {
+            publishStagedFlags(at)
+            return
+        }
         ownIndex.pointee.store(published.littleEndian, ordering: .releasing)
     }
 
@@ -247,6 +290,7 @@ internal struct QueueSide {
         let moves = movesSinceNotifyCheck
         lastNotifyCheck = new
         movesSinceNotifyCheck = 0
+        if let packed { return packedPeerNeedsNotification(packed, moves: moves) }
         if moves > Int(UInt16.max) { return true }
         if new == old { return false }
         atomicMemoryFence(ordering: .sequentiallyConsistent)
@@ -280,6 +324,10 @@ internal struct QueueSide {
     /// Asks the peer to notify this side once its index moves past `consumed`.
     @inlinable
     func enableNotifications() {
+        if let packed {
+            enablePackedNotifications(packed)
+            return
+        }
         if eventIndex {
             ownEvent.pointee.store(consumed.littleEndian, ordering: .relaxed)
         } else {
@@ -292,6 +340,10 @@ internal struct QueueSide {
     /// already suppresses notifications, so only the flag needs writing.
     @inlinable
     func disableNotifications() {
+        if let packed {
+            PackedEventSuppression.disable.store(to: packed.event(writtenByDriver: isDriver))
+            return
+        }
         if !eventIndex {
             ownFlags.pointee.store(suppressNotificationsFlag.littleEndian, ordering: .relaxed)
         }
@@ -310,26 +362,41 @@ internal struct QueueSide {
         // compare, the CPU's spin-wait hint and a count per iteration. The hint spaces the loads
         // out (as the C baselines' spins are), so the poll takes the index's cache line from the
         // writer less often and lasts long enough to see the next batch before it sleeps.
-        let index = peerIndex
-        let last = consumed
-        var remaining = spins
-        while remaining > 0 {
-            if UInt16(littleEndian: index.pointee.load(ordering: .acquiring)) != last { return }
-            vq_cpu_relax()
-            remaining &-= 1
+        if let packed {
+            if spinForPackedEntry(packed, spins: spins) { return }
+        } else {
+            let index = peerIndex
+            let last = consumed
+            var remaining = spins
+            while remaining > 0 {
+                if UInt16(littleEndian: index.pointee.load(ordering: .acquiring)) != last { return }
+                vq_cpu_relax()
+                remaining &-= 1
+            }
         }
         do throws(VirtqueueError) {
             while true {
                 enableNotifications()
-                if loadPeerIndex() != consumed { break }
+                if peerEntryVisible() { break }
                 try notifier.wait()
-                if loadPeerIndex() != consumed { break }
+                if peerEntryVisible() { break }
             }
         } catch {
             if error.code == .peerDied { throw breakQueue(error) }
             throw error
         }
         disableNotifications()
+    }
+}
+
+extension QueueSide {
+    /// Whether the peer has written something at this side's next entry: `avail.idx` or
+    /// `used.idx` moved (split), or the descriptor at this side's position changed as
+    /// ``packedEntryVisible(_:)`` says (packed). What it is, the taking call validates.
+    @inlinable
+    func peerEntryVisible() -> Bool {
+        if let packed { return packedEntryVisible(packed) }
+        return loadPeerIndex() != consumed
     }
 }
 
@@ -353,7 +420,11 @@ internal func makeQueueIdentity() -> UInt32 {
 /// buffers, which the queue owns from then on and frees with ``deallocate()``.
 @usableFromInline
 internal struct QueueSetup {
+    /// The split ring, or for a packed placement a private one
+    /// (``SplitRing/init(privateForPackedOfSize:)``).
     let ring: SplitRing
+    /// The packed ring, or `nil` for a split placement.
+    let packed: PackedRing?
     /// The mappings clipped to the placement's buffer area: for buffers and indirect tables.
     let buffers: AddressMap
 
@@ -363,17 +434,31 @@ internal struct QueueSetup {
         features: Features
     ) throws(VirtqueueError) {
         try features.validateForRing()
-        let (ring, buffers) = try memory.withMappings {
-            (mappings) throws(VirtqueueError) -> (SplitRing, AddressMap) in
+        guard (placement.format == .packed) == features.contains(.ringPacked) else {
+            throw VirtqueueError(
+                .invalidPlacement,
+                "ring format \(placement.format) disagrees with features \(features): RING_PACKED (bit 34) "
+                    + (placement.format == .packed ? "is not set" : "is set")
+            )
+        }
+        let (packed, ring, buffers) = try memory.withMappings {
+            (mappings) throws(VirtqueueError) -> (PackedRing?, SplitRing?, AddressMap) in
             let all = try AddressMap(mappings)
             defer { all.deallocate() }
+            if placement.format == .packed {
+                let packed = try PackedRing(placement, memory: all)
+                return (packed, nil, try AddressMap(mappings, clippedTo: placement.bufferArea))
+            }
             let ring = try SplitRing(placement, memory: all)
-            return (ring, try AddressMap(mappings, clippedTo: placement.bufferArea))
+            return (nil, ring, try AddressMap(mappings, clippedTo: placement.bufferArea))
         }
-        self.ring = ring
+        self.packed = packed
+        self.ring = ring ?? SplitRing(privateForPackedOfSize: placement.size)
         self.buffers = buffers
     }
 
+    /// Frees the buffers' table. (A packed queue's private ring belongs to the queue's state,
+    /// which frees it.)
     func deallocate() {
         buffers.deallocate()
     }

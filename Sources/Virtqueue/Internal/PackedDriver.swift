@@ -1,0 +1,183 @@
+/// The driver's side of the packed ring (virtio 1.2 §2.8, `docs/wire-format.md` §12.3): making a
+/// chain available at its position, and taking used buffers back at its used position.
+///
+/// A packed chain is built exactly as a split one: each append takes a descriptor (so at most N
+/// are ever in use, which is the room the packed ring has) and a pool buffer, and writes a
+/// split-format descriptor into the queue's private table (``DriverState/ring``), which nothing
+/// shared reads. The chain's head descriptor index is its buffer ID: below N, and not in flight,
+/// since the head is held until the chain comes back. ``submitPacked(head:publish:)`` writes the
+/// ring from the chain's private records, at consecutive positions from the driver's.
+extension DriverState {
+    /// ``submit(_:publish:)`` on the packed ring: writes the chain's descriptors at the driver's
+    /// position — every one but the first completely, then the first's `flags` with release
+    /// (or, staged, at the next publication) — with the buffer ID on each, and moves the
+    /// position on by their number. An indirect chain is one ring descriptor with INDIRECT,
+    /// pointing at its table, which is rewritten here in the packed format.
+    @usableFromInline @inline(never)
+    mutating func submitPacked(head: UInt16, poolStart: UInt64, bufferSize: Int, publish: Bool) {
+        let packed = side.packed.unsafelyUnwrapped
+        /// The descriptor of pool buffer `buffer`, described by `record` (as the split appends write it).
+        func descriptor(_ buffer: UInt32, _ record: BufferRecord, next: UInt16?) -> Descriptor {
+            Descriptor(pool: poolStart, bufferSize: bufferSize, buffer: buffer, record: record, next: next)
+        }
+        let record = heads[Int(head)]
+        let start = side.publishedPosition
+        let segments = Int(record.segmentCount)
+        var first = PackedDescriptor(address: 0, length: 0, id: head, flags: 0)
+        var count = 1
+        if record.indirectTable != noBuffer {
+            let entries = buffers[Int(record.indirectTable)].host.unsafelyUnwrapped
+            var buffer = record.firstBuffer
+            for index in 0..<segments {
+                let segment = buffers[Int(buffer)]
+                let element = descriptor(buffer, segment, next: nil)
+                PackedDescriptor(address: element.address, length: element.length, id: 0, flags: element.flags)
+                    .storeFields(to: entries + index &* PackedRingFields.descriptorByteCount, withFlags: true)
+                buffer = segment.next
+            }
+            first.address =
+                descriptor(record.indirectTable, buffers[Int(record.indirectTable)], next: nil)
+                .address
+            first.length = UInt32(truncatingIfNeeded: segments &* PackedRingFields.descriptorByteCount)
+            first.flags = PackedRingFields.indirectFlag | PackedRingFields.availableFlags(wrap: start.wrapCounter)
+        } else {
+            count = segments
+            var position = start
+            var buffer = record.firstBuffer
+            for index in 0..<segments {
+                let segment = buffers[Int(buffer)]
+                let element = descriptor(buffer, segment, next: index &+ 1 < segments ? 0 : nil)
+                let written = PackedDescriptor.available(
+                    address: element.address,
+                    length: element.length,
+                    id: head,
+                    elementFlags: element.flags,
+                    wrap: position.wrapCounter
+                )
+                if index == 0 {
+                    first = written
+                } else {
+                    written.store(to: packed.descriptor(at: position))
+                }
+                position = position.advanced(by: 1, size: packed.size)
+                buffer = segment.next
+            }
+        }
+        let pointer = packed.descriptor(at: start)
+        first.storeFields(to: pointer, withFlags: false)
+        side.publishPacked(flags: first.flags, at: pointer, count: count, size: packed.size, publish: publish)
+        heads[Int(head)].inFlight = true
+        packedInFlightCount &+= 1
+    }
+
+    /// ``takeUsed()`` on the packed ring: reads the descriptor at the driver's used position
+    /// once (`flags` with acquire, then `id` and `len`) and validates it — used for the driver's
+    /// wrap counter, its ID a buffer in flight, its length (with `WRITE`) within the buffer's
+    /// writable bytes — and moves the position on by that buffer's descriptor count.
+    /// The used descriptor at the driver's used position, validated, and the chain it returns
+    /// retired (``DriverQueue/takeUsed()`` on the packed ring): its buffer ID, the bytes written, and its
+    /// record; `nil` when the device has not used a buffer there.
+    @usableFromInline @inline(never)
+    mutating func takePackedUsedEntry() throws(VirtqueueError) -> (UInt16, UInt32, HeadRecord)? {
+        let packed = side.packed.unsafelyUnwrapped
+        let position = side.consumedPosition
+        let pointer = packed.descriptor(at: position)
+        // A chain staged at this position has not been shown to the device: nothing is here yet.
+        if side.stagedFlagsAt == pointer { return nil }
+        let flags = QueueSide.loadFlags(packed, at: position)
+        let inFlight = packedInFlightCount
+        guard PackedRingFields.isUsed(flags, wrap: position.wrapCounter) else {
+            // With a chain in flight here, the driver wrote this descriptor available on this
+            // lap; only the device's used descriptor may replace it.
+            if inFlight > 0 && !PackedRingFields.isAvailable(flags, wrap: position.wrapCounter) {
+                throw side.breakQueue(.wrapCounterMismatch(flags: flags, at: position, expecting: "used"))
+            }
+            return nil
+        }
+        guard inFlight > 0 else { throw side.breakQueue(.usedPastInFlight(at: position)) }
+        let raw = UnsafeRawPointer(pointer)
+        let id = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: PackedRingFields.idOffset, as: UInt16.self))
+        let length = UInt32(
+            littleEndian: raw.loadUnaligned(fromByteOffset: PackedRingFields.lengthOffset, as: UInt32.self)
+        )
+        let size = packed.size
+        guard Int(id) < size else { throw side.breakQueue(.usedIDOutOfRange(UInt32(id), size: size)) }
+        let record = heads[Int(id)]
+        guard record.inFlight else { throw side.breakQueue(.usedIDNotInFlight(UInt32(id))) }
+        // Without WRITE, `len` is reserved: the device wrote nothing.
+        let written = flags & PackedRingFields.writeFlag != 0 ? length : 0
+        guard UInt64(written) <= record.writableByteCount else {
+            throw side.breakQueue(.usedLengthTooLarge(written, head: id, writable: record.writableByteCount))
+        }
+        let count = record.indirectTable != noBuffer ? 1 : Int(record.segmentCount)
+        side.consumed = position.advanced(by: count, size: size).cursorValue
+        packedInFlightCount &-= 1
+        retire(id, record)
+        return (id, written, record)
+    }
+}
+
+extension UsedChain {
+    /// The used chain for chain `head`, described by `record`, which the device completed with
+    /// `written` bytes.
+    @inlinable @inline(__always)
+    init(
+        completed head: UInt16,
+        written: UInt32,
+        _ record: HeadRecord,
+        queueIdentity: UInt32,
+        state: UnsafeMutablePointer<DriverState>
+    ) {
+        self.init(
+            id: head,
+            writtenByteCount: Int(written),
+            status: .completed,
+            firstBuffer: record.firstBuffer,
+            lastBuffer: record.lastBuffer,
+            segmentCount: Int(record.segmentCount),
+            queueIdentity: queueIdentity,
+            state: state
+        )
+    }
+}
+
+extension Descriptor {
+    /// The descriptor that offers pool buffer `buffer` (described by `record`) of a pool that
+    /// starts at bus address `pool`, in slots of `bufferSize`; chained to `next` unless it is
+    /// the chain's last.
+    @inlinable @inline(__always)
+    init(pool: UInt64, bufferSize: Int, buffer: UInt32, record: BufferRecord, next: UInt16?) {
+        self.init(
+            address: pool &+ UInt64(buffer) &* UInt64(truncatingIfNeeded: bufferSize),
+            length: record.length,
+            flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
+                | (next == nil ? 0 : Descriptor.nextFlag),
+            next: next ?? 0
+        )
+    }
+}
+
+extension PackedDescriptor {
+    /// Writes `addr`, `len` and `id` at `pointer`, and `flags` too when `withFlags` (a plain
+    /// store: for an indirect table, which the ring descriptor's release publishes), so that the
+    /// first descriptor of a list can have its `flags` written last, with release.
+    @inlinable
+    func storeFields(to pointer: UnsafeMutableRawPointer, withFlags: Bool) {
+        pointer.storeBytes(of: address.littleEndian, toByteOffset: PackedRingFields.addressOffset, as: UInt64.self)
+        pointer.storeBytes(of: length.littleEndian, toByteOffset: PackedRingFields.lengthOffset, as: UInt32.self)
+        pointer.storeBytes(of: id.littleEndian, toByteOffset: PackedRingFields.idOffset, as: UInt16.self)
+        if withFlags {
+            pointer.storeBytes(of: flags.littleEndian, toByteOffset: PackedRingFields.flagsOffset, as: UInt16.self)
+        }
+    }
+}
+
+extension VirtqueueError {
+    @usableFromInline @inline(never)
+    static func usedPastInFlight(at position: PackedRingPosition) -> VirtqueueError {
+        VirtqueueError(
+            .usedIndexJump,
+            "descriptor \(position.index) is marked used for wrap counter \(position.wrapCounter ? 1 : 0), but no chain is in flight: the used position passed what the driver made available"
+        )
+    }
+}
