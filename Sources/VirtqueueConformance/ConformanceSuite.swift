@@ -1,3 +1,5 @@
+public import Virtqueue
+
 /// The backend conformance suite: named checks every `MemoryRegion` and
 /// `Notifier` pair must pass.
 ///
@@ -36,18 +38,25 @@ public struct ConformanceSuite: Sendable {
         /// `VirtqueueConformanceHelper` in the directory of the running executable — where
         /// SwiftPM builds it when the test target depends on the product of that name.
         public var helperExecutable: String?
+        /// The ring format every check's queues run: ``RingFormat/split`` (the default) or
+        /// ``RingFormat/packed`` (the checks' layouts gain VIRTIO_F_RING_PACKED, and the hostile
+        /// checks plant ``HostilePackedDeviceRule`` and ``HostilePackedDriverRule``). Run the
+        /// suite once per format to cover both.
+        public var ringFormat: RingFormat
 
         /// Creates a configuration; every parameter has its default.
         public init(
             timeout: Duration = .seconds(20),
             stressChainCount: Int = 1_000_000,
             wakeUpRoundTrips: Int = 2_000,
-            helperExecutable: String? = nil
+            helperExecutable: String? = nil,
+            ringFormat: RingFormat = .split
         ) {
             self.timeout = timeout
             self.stressChainCount = stressChainCount
             self.wakeUpRoundTrips = wakeUpRoundTrips
             self.helperExecutable = helperExecutable
+            self.ringFormat = ringFormat
         }
     }
 

@@ -6,12 +6,12 @@ enum ChainLengthsCheck {
 
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         // Direct: no VIRTIO_F_INDIRECT_DESC, so a chain of k segments takes k descriptors.
-        let direct = try makeLayout(queueSize: queueSize, dataAreaSize: 20 * 64, features: [.eventIndex])
+        let direct = try context.makeLayout(queueSize: queueSize, dataAreaSize: 20 * 64, features: [.eventIndex])
         try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
             try backend.withQueueEnds(layout: direct, Visitor(layout: direct, bufferSize: 64, indirect: false))
         }
         // Indirect: every chain of two or more segments goes through a table (threshold 1).
-        let indirect = try makeLayout(queueSize: queueSize, dataAreaSize: 20 * 256, features: .all)
+        let indirect = try context.makeLayout(queueSize: queueSize, dataAreaSize: 20 * 256, features: .all)
         try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
             try backend.withQueueEnds(layout: indirect, Visitor(layout: indirect, bufferSize: 256, indirect: true))
         }

@@ -5,21 +5,29 @@ import Virtqueue
 enum HostileDeviceCheck {
     static var queueSize: Int { HostileDeviceRule.queueSize }
 
-    /// The rules, from the one table both this check and the core's own tests use.
-    typealias Rule = HostileDeviceRule
-
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
-        let layout = try makeLayout(queueSize: queueSize, dataAreaSize: 8 * 256, features: .all)
-        for rule in Rule.allCases {
+        // The rules, from the one table of each ring format both this check and the core's own
+        // tests use.
+        switch context.ringFormat {
+        case .packed: try run(HostilePackedDeviceRule.allCases, backend, context)
+        default: try run(HostileDeviceRule.allCases, backend, context)
+        }
+    }
+
+    static func run<Rule: DriverSideRule>(_ rules: [Rule], _ backend: some ConformanceBackend, _ context: CheckContext)
+        throws -> String
+    {
+        let layout = try context.makeLayout(queueSize: queueSize, dataAreaSize: 8 * 256, features: .all)
+        for rule in rules {
             try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                 try backend.withQueueEnds(layout: layout, Visitor(layout: layout, rule: rule))
             }
         }
         return
-            "\(Rule.allCases.count) hostile used rings planted through the device's end; each broke the driver, which took back every buffer"
+            "\(rules.count) hostile used \(context.ringFormat == .packed ? "descriptors" : "rings") planted through the device's end; each broke the driver, which took back every buffer"
     }
 
-    struct Visitor: QueueEndsVisitor {
+    struct Visitor<Rule: DriverSideRule>: QueueEndsVisitor {
         let layout: RegionLayout
         let rule: Rule
 
@@ -89,3 +97,14 @@ enum HostileDeviceCheck {
         }
     }
 }
+
+/// A driver-side rule of either ring format's table (``HostileDeviceRule``,
+/// ``HostilePackedDeviceRule``): what ``HostileDeviceCheck`` plants and expects.
+protocol DriverSideRule: Sendable {
+    var code: VirtqueueError.Code { get }
+    var goodTakesBefore: Int { get }
+    func plant<Region: GuestMemory & ~Copyable>(_ ring: borrowing HostileRingWriter<Region>)
+}
+
+extension HostileDeviceRule: DriverSideRule {}
+extension HostilePackedDeviceRule: DriverSideRule {}

@@ -5,20 +5,29 @@ import Virtqueue
 enum HostileDriverCheck {
     static var queueSize: Int { HostileDriverRule.queueSize }
 
-    /// The rules, from the one table both this check and the core's own tests use.
-    typealias Rule = HostileDriverRule
-
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
-        for rule in Rule.allCases {
-            let layout = try makeLayout(queueSize: queueSize, dataAreaSize: 4096, features: rule.features)
+        // The rules, from the one table of each ring format both this check and the core's own
+        // tests use.
+        switch context.ringFormat {
+        case .packed: try run(HostilePackedDriverRule.allCases, backend, context)
+        default: try run(HostileDriverRule.allCases, backend, context)
+        }
+    }
+
+    static func run<Rule: DeviceSideRule>(_ rules: [Rule], _ backend: some ConformanceBackend, _ context: CheckContext)
+        throws -> String
+    {
+        for rule in rules {
+            let layout = try context.makeLayout(queueSize: queueSize, dataAreaSize: 4096, features: rule.features)
             try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                 try backend.withQueueEnds(layout: layout, Visitor(layout: layout, rule: rule))
             }
         }
-        return "\(Rule.allCases.count) hostile chains planted through the driver's end; each broke the device"
+        return
+            "\(rules.count) hostile \(context.ringFormat == .packed ? "lists" : "chains") planted through the driver's end; each broke the device"
     }
 
-    struct Visitor: QueueEndsVisitor {
+    struct Visitor<Rule: DeviceSideRule>: QueueEndsVisitor {
         let layout: RegionLayout
         let rule: Rule
 
@@ -82,3 +91,15 @@ enum HostileDriverCheck {
         }
     }
 }
+
+/// A device-side rule of either ring format's table (``HostileDriverRule``,
+/// ``HostilePackedDriverRule``): what ``HostileDriverCheck`` plants and expects.
+protocol DeviceSideRule: Sendable {
+    var code: VirtqueueError.Code { get }
+    var features: Features { get }
+    var requestsBefore: Int { get }
+    func plant<Region: GuestMemory & ~Copyable>(_ ring: borrowing HostileRingWriter<Region>)
+}
+
+extension HostileDriverRule: DeviceSideRule {}
+extension HostilePackedDriverRule: DeviceSideRule {}

@@ -7,11 +7,13 @@ enum IndexWrapCheck {
     static let chainCount = 70_000
 
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
-        let layout = try makeLayout(queueSize: 8, dataAreaSize: 16 * 32, features: .all)
+        let layout = try context.makeLayout(queueSize: 8, dataAreaSize: 16 * 32, features: .all)
         try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
             try backend.withQueueEnds(layout: layout, Visitor(layout: layout, context: context))
         }
-        return "\(chainCount) chains through a queue of 8: avail.idx and used.idx wrapped"
+        return context.ringFormat == .packed
+            ? "\(chainCount) chains through a packed queue of 8: both wrap counters flipped \(2 * chainCount / 8) times"
+            : "\(chainCount) chains through a queue of 8: avail.idx and used.idx wrapped"
     }
 
     struct Visitor: QueueEndsVisitor {

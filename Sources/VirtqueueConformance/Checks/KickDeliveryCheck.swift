@@ -16,7 +16,7 @@ enum KickDeliveryCheck {
     static let spuriousAllowance = 2
 
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
-        let layout = try makeLayout(queueSize: 1, dataAreaSize: 0, features: .all)
+        let layout = try context.makeLayout(queueSize: 1, dataAreaSize: 0, features: .all)
         var spurious: [Int] = []
         for towardsDevice in [true, false] {
             spurious.append(

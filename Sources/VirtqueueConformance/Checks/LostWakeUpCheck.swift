@@ -8,7 +8,7 @@ enum LostWakeUpCheck {
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         var kicks: [Int] = []
         for features in Features.notificationModes {
-            let layout = try makeLayout(queueSize: 16, dataAreaSize: 64 * 64, features: features)
+            let layout = try context.makeLayout(queueSize: 16, dataAreaSize: 64 * 64, features: features)
             kicks.append(
                 try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                     try backend.withQueueEnds(layout: layout, Visitor(layout: layout, context: context))

@@ -7,13 +7,13 @@ enum NotifierCheck {
     static let pingPongRounds = 1_000
     static let kickBurst = 100_000
 
-    static func layout() throws(CheckFailure) -> RegionLayout {
-        try makeLayout(queueSize: 1, dataAreaSize: 0, features: .all)
+    static func layout(_ context: CheckContext) throws(CheckFailure) -> RegionLayout {
+        try context.makeLayout(queueSize: 1, dataAreaSize: 0, features: .all)
     }
 
     /// ``ConformanceCheck/notifierWakesAWaiter``.
     static func wakesAWaiter(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
-        let layout = try layout()
+        let layout = try layout(context)
         try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
             try backend.withQueueEnds(layout: layout, PingPong(context: context))
         }
@@ -22,7 +22,7 @@ enum NotifierCheck {
 
     /// ``ConformanceCheck/notifierKeepsEarlyKicks``.
     static func keepsEarlyKicks(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
-        let layout = try layout()
+        let layout = try layout(context)
         for towardsDevice in [true, false] {
             try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                 try backend.withQueueEnds(layout: layout, EarlyKicks(context: context, towardsDevice: towardsDevice))
@@ -33,7 +33,7 @@ enum NotifierCheck {
 
     /// ``ConformanceCheck/notifierEndsWaitOnPeerClose``.
     static func endsWaitOnPeerClose(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
-        let layout = try layout()
+        let layout = try layout(context)
         for closingDriver in [true, false] {
             for waitFirst in [true, false] {
                 try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {

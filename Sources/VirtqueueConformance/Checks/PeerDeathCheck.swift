@@ -11,7 +11,7 @@ enum PeerDeathCheck {
     static let queuedBehind = 4
 
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
-        let layout = try makeLayout(queueSize: 16, dataAreaSize: 64 * 64, features: .all)
+        let layout = try context.makeLayout(queueSize: 16, dataAreaSize: 64 * 64, features: .all)
         let launched = try attempt("withLaunchedDevice(layout:_:), or a queue call inside it,") {
             try backend.withLaunchedDevice(
                 layout: layout,

@@ -18,7 +18,7 @@ enum PeerProcessDeathCheck {
     static let waitsAfterDeath = 3
 
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
-        let layout = try makeLayout(
+        let layout = try context.makeLayout(
             queueSize: queueSize,
             dataAreaSize: 2 * queueSize * bufferSize,
             features: .all

@@ -5,7 +5,7 @@ enum PoolExhaustionCheck {
     static let bufferCount = 6
 
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
-        let layout = try makeLayout(queueSize: 16, dataAreaSize: bufferCount * 64, features: .all)
+        let layout = try context.makeLayout(queueSize: 16, dataAreaSize: bufferCount * 64, features: .all)
         return try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
             try backend.withQueueEnds(layout: layout, Visitor(layout: layout))
         }

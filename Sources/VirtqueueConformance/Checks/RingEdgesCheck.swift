@@ -5,7 +5,7 @@ enum RingEdgesCheck {
     static let queueSize = 8
 
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
-        let layout = try makeLayout(queueSize: queueSize, dataAreaSize: 16 * 64, features: [])
+        let layout = try context.makeLayout(queueSize: queueSize, dataAreaSize: 16 * 64, features: [])
         return try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
             try backend.withQueueEnds(layout: layout, Visitor(layout: layout))
         }

@@ -6,7 +6,7 @@ enum SeedUseCaseCheck {
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         var rounds = 0
         for features in [Features.all, []] {
-            let layout = try makeLayout(queueSize: 8, dataAreaSize: 16 * 256, features: features)
+            let layout = try context.makeLayout(queueSize: 8, dataAreaSize: 16 * 256, features: features)
             rounds += try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                 try backend.withQueueEnds(layout: layout, Visitor(layout: layout, context: context))
             }

@@ -3,7 +3,7 @@ import Virtqueue
 /// ``ConformanceCheck/regionEndsShareBytes``.
 enum SharedBytesCheck {
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
-        let layout = try makeLayout(queueSize: 256, dataAreaSize: 1 << 16, features: .all)
+        let layout = try context.makeLayout(queueSize: 256, dataAreaSize: 1 << 16, features: .all)
         return try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
             try backend.withQueueEnds(layout: layout, Visitor(layout: layout))
         }

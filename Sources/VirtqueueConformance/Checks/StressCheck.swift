@@ -10,7 +10,11 @@ enum StressCheck {
     static let replyRoom = 16
 
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
-        let layout = try makeLayout(queueSize: queueSize, dataAreaSize: 2 * queueSize * bufferSize, features: .all)
+        let layout = try context.makeLayout(
+            queueSize: queueSize,
+            dataAreaSize: 2 * queueSize * bufferSize,
+            features: .all
+        )
         let clock = ContinuousClock()
         let start = clock.now
         let launched = try attempt("withLaunchedDevice(layout:_:), or a queue call inside it,") {

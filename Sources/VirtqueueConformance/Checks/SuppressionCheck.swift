@@ -8,7 +8,7 @@ enum SuppressionCheck {
 
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         for features in Features.notificationModes {
-            let layout = try makeLayout(queueSize: 64, dataAreaSize: 128 * 64, features: features)
+            let layout = try context.makeLayout(queueSize: 64, dataAreaSize: 128 * 64, features: features)
             try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                 try backend.withQueueEnds(layout: layout, Visitor(layout: layout, context: context))
             }

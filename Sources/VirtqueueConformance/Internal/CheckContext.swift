@@ -82,16 +82,23 @@ func expectError(
     throw CheckFailure("\(step()): expected VirtqueueError.\(code), but it succeeded", fileID: fileID, line: line)
 }
 
-/// Makes the layout every check starts from, failing the check if the layout is invalid.
-func makeLayout(
-    queueSize: Int,
-    dataAreaSize: Int,
-    features: Features,
-    fileID: String = #fileID,
-    line: Int = #line
-) throws(CheckFailure) -> RegionLayout {
-    try attempt("making a layout for a queue of \(queueSize)", fileID: fileID, line: line) {
-        try RegionLayout(queueSizes: [queueSize], dataAreaSize: dataAreaSize, features: features)
+extension CheckContext {
+    /// The ring format the check's queues run (``ConformanceSuite/Configuration/ringFormat``).
+    var ringFormat: RingFormat { configuration.ringFormat }
+
+    /// Makes the layout every check starts from, in the run's ring format (`features` plus
+    /// RING_PACKED for the packed ring), failing the check if the layout is invalid.
+    func makeLayout(
+        queueSize: Int,
+        dataAreaSize: Int,
+        features: Features,
+        fileID: String = #fileID,
+        line: Int = #line
+    ) throws(CheckFailure) -> RegionLayout {
+        let features = ringFormat == .packed ? features.union(.ringPacked) : features
+        return try attempt("making a \(ringFormat) layout for a queue of \(queueSize)", fileID: fileID, line: line) {
+            try RegionLayout(queueSizes: [queueSize], dataAreaSize: dataAreaSize, features: features)
+        }
     }
 }
 
