@@ -90,14 +90,29 @@ extension VhostUserTests {
             return served
         }
 
+        /// The queue counts (and ring formats) of ``checkWithSeveralQueues(_:)``: 2 and 4 split
+        /// rings, and 2 packed ones once the core runs the packed ring.
+        static var severalQueues: [SeveralQueues] {
+            [SeveralQueues(count: 2), SeveralQueues(count: 4)]
+                + (RingFormats.running.contains(.packed) ? [SeveralQueues(count: 2, packed: true)] : [])
+        }
+
+        struct SeveralQueues: Sendable, CustomTestStringConvertible {
+            var count: Int
+            var packed = false
+            var testDescription: String { "\(count) \(packed ? "packed" : "split") queues" }
+        }
+
         @Test(
             "several queues (num-queues = vCPUs): the guest's I/O from every CPU goes down its own queue, each served on a thread of its own",
-            arguments: [2, 4]
+            arguments: severalQueues
         )
-        func checkWithSeveralQueues(_ queues: Int) throws {
+        func checkWithSeveralQueues(_ several: SeveralQueues) throws {
+            let queues = several.count
             let (result, log) = try check(["--isolation", "sandbox"], cpus: queues) {
-                GuestDisk(socketPath: $0, queueCount: queues)
+                GuestDisk(socketPath: $0, queueCount: queues, packed: several.packed)
             }
+            #expect(log.contains("started: \(several.packed ? "packed" : "split") ring"), "\(log)")
             #expect(result["queues"] == "\(queues)", "the guest's blk-mq hardware queues")
             let features = Array(try #require(result["features"]))
             #expect(features.count > 12 && features[12] == "1", "VIRTIO_BLK_F_MQ")
