@@ -40,6 +40,9 @@ struct BlockDemo: ParsableCommand {
     @Flag(help: "Make the device attempt a forbidden system call halfway through the writes.")
     var misbehave = false
 
+    @Flag(help: "Run the packed virtqueue (VIRTIO_F_RING_PACKED) instead of the split one: the same code.")
+    var packed = false
+
     @Option(help: "The disk image's size in MiB.")
     var megabytes = 256
 
@@ -68,7 +71,7 @@ struct BlockDemo: ParsableCommand {
         let layout = try RegionLayout(
             queueSizes: [256],
             dataAreaSize: depth * 3 * requestBytes,
-            features: .all
+            features: packed ? Features.all.union(.ringPacked) : .all
         )
         var arguments = ["sectors=\(disk.sectorCount)"]
         let halfway = Int(disk.sectorCount) / (requestBytes / 512) / 2
@@ -81,6 +84,7 @@ struct BlockDemo: ParsableCommand {
 
         say("BlockDemo: \(megabytes) MiB disk image at \(disk.path), \(requestKiB) KiB requests, depth \(depth)")
         say("isolation: \(isolation.summary)")
+        say("ring: \(packed ? "packed" : "split") virtqueue of \(layout.queues[0].size)")
         var workload = Workload(sectorCount: disk.sectorCount, requestBytes: requestBytes)
         var progress = Progress(isolation: isolation, total: disk.byteCount)
         var restarts: [String] = []

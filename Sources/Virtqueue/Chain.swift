@@ -151,3 +151,27 @@ public struct UsedChain: ~Copyable {
         state.pointee.liveChains &-= 1
     }
 }
+
+extension UsedChain {
+    /// The used chain for chain `head`, described by `record`, which the device completed with
+    /// `written` bytes.
+    @inlinable @inline(__always)
+    init(
+        completed head: UInt16,
+        written: UInt32,
+        _ record: HeadRecord,
+        queueIdentity: UInt32,
+        state: UnsafeMutablePointer<DriverState>
+    ) {
+        self.init(
+            id: head,
+            writtenByteCount: Int(written),
+            status: .completed,
+            firstBuffer: record.firstBuffer,
+            lastBuffer: record.lastBuffer,
+            segmentCount: Int(record.segmentCount),
+            queueIdentity: queueIdentity,
+            state: state
+        )
+    }
+}

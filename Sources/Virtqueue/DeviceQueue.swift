@@ -47,8 +47,9 @@ public struct DeviceRequest: ~Copyable {
     @inlinable public var totalByteCount: Int { readableByteCount + writableByteCount }
 }
 
-/// The device's end of a split virtqueue: it takes chains the driver made available, reads and
-/// writes their buffers in place, and returns them through the used ring.
+/// The device's end of a virtqueue, split or packed: it takes chains the driver made available,
+/// reads and writes their buffers in place, and returns them through the used ring (or, packed,
+/// as used descriptors).
 ///
 /// This is the seL4 libvirtqueue device (`virtqueue_device_t`) rebuilt to virtio 1.x. Every
 /// chain is parsed once, by one validating parser, into private memory before any of it is
@@ -63,6 +64,18 @@ public struct DeviceRequest: ~Copyable {
 /// }
 /// try device.notifyIfNeeded()                                  // 7. notify the driver
 /// ```
+///
+/// ### Split and packed rings
+///
+/// The ring format is the placement's (``QueuePlacement/format``; a region's, from its header),
+/// with ``Features/ringPacked`` set exactly for the packed ring; a device accepts that bit
+/// whatever its `supportedFeatures`, since the ring is the core's business, not the device
+/// code's. Every call, and the ``DeviceRequest`` token, are the same for both formats
+/// (`docs/wire-format.md` §12.7): on the packed ring a request's ``DeviceRequest/id`` is the
+/// buffer ID the driver wrote on the list's last descriptor, ``complete(_:written:publish:)``
+/// writes a used descriptor at the used position, and ``cursor`` holds positions with their
+/// wrap counters (bit 15). ``resubmittedRequest(head:)`` has no packed meaning and throws
+/// ``VirtqueueError/Code-swift.struct/featureNotSupported`` there.
 public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
     /// The memory the rings and buffers live in; the queue owns it (it is released with the
     /// queue). Kept behind a pointer, allocated once here, so that the queue stays a few words:
@@ -195,7 +208,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// Whether the queue is broken (or stopped).
     @inlinable public var isBroken: Bool { state.pointee.side.broken != nil }
     /// Where the ring stands: the next available entry the device will take and the next used
-    /// entry it will publish.
+    /// entry it will publish (packed: those positions, each with its wrap counter in bit 15).
     @inlinable public var cursor: QueueCursor {
         QueueCursor(nextAvailable: state.pointee.side.consumed, nextUsed: state.pointee.side.published)
     }
@@ -248,7 +261,9 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///   below the queue size (``VirtqueueError/Code-swift.struct/headOutOfRange``), already
     ///   held (``VirtqueueError/Code-swift.struct/headAlreadyInFlight``), more chains than the
     ///   cursor has in flight (``VirtqueueError/Code-swift.struct/tooManyResubmitted``), or a
-    ///   malformed chain.
+    ///   malformed chain. On a packed ring, whose device keeps no descriptors of a list once it
+    ///   has taken it, ``VirtqueueError/Code-swift.struct/featureNotSupported`` (the queue is not
+    ///   broken).
     public mutating func resubmittedRequest(head: UInt16) throws(VirtqueueError) -> DeviceRequest {
         let state = self.state
         try state.pointee.side.checkUsable()

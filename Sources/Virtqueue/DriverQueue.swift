@@ -1,4 +1,5 @@
-/// The driver's end of a split virtqueue: it offers buffers to the device and takes them back.
+/// The driver's end of a virtqueue, split or packed: it offers buffers to the device and takes
+/// them back.
 ///
 /// This is the seL4 libvirtqueue driver (`virtqueue_driver_t`) rebuilt to virtio 1.x, byte for
 /// byte, with two differences that matter. First, it keeps all of its bookkeeping — the free
@@ -44,6 +45,21 @@
 /// Each chain has one private record, indexed by its head descriptor, taken with its first
 /// segment: the ``Chain`` token carries only the head and its queue's identity, and each append
 /// writes its descriptor straight into the ring, where ``submit(_:)`` publishes it.
+///
+/// ### Split and packed rings
+///
+/// The ring format is the placement's (``QueuePlacement/format``; a region's, from its header),
+/// with ``Features/ringPacked`` set exactly for the packed ring. Every call, and the ``Chain``
+/// and ``UsedChain`` tokens, are the same for both; what differs is where the bytes go
+/// (`docs/wire-format.md` §12.7):
+///
+/// - On the packed ring a chain's head descriptor index is its buffer ID, and its appends write
+///   into the queue's private memory: ``submit(_:publish:)`` writes the chain's descriptors at
+///   consecutive ring positions, the first one's `flags` last. A staged submission holds back
+///   that `flags` until the next publication.
+/// - ``cursor`` holds positions with their wrap counters (bit 15) instead of free-running indices.
+/// - ``freeDescriptorCount`` is also the room left in the packed ring: a chain in flight takes
+///   one ring descriptor per segment, or one when indirect.
 public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
     /// The memory the rings and buffers live in; the queue owns it (it is released with the queue).
     @usableFromInline let memory: Memory
@@ -217,7 +233,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// Whether the queue is broken.
     @inlinable public var isBroken: Bool { state.pointee.side.broken != nil }
     /// Where the ring stands: the next available entry the driver will publish and the next
-    /// used entry it will take.
+    /// used entry it will take (packed: those positions, each with its wrap counter in bit 15).
     @inlinable public var cursor: QueueCursor {
         QueueCursor(nextAvailable: state.pointee.side.published, nextUsed: state.pointee.side.consumed)
     }
@@ -439,16 +455,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         }
         state.pointee.side.consumed = position &+ 1
         state.pointee.retire(head, record)
-        return UsedChain(
-            id: head,
-            writtenByteCount: Int(length),
-            status: .completed,
-            firstBuffer: record.firstBuffer,
-            lastBuffer: record.lastBuffer,
-            segmentCount: Int(record.segmentCount),
-            queueIdentity: queueIdentity,
-            state: state
-        )
+        return UsedChain(completed: head, written: length, record, queueIdentity: queueIdentity, state: state)
     }
 
     /// After the queue broke, takes back one chain that was still in flight, marked

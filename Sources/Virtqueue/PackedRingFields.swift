@@ -326,3 +326,19 @@ public struct PackedRingAddresses: Hashable, Sendable {
     /// The device event-suppression structure (`off_wrap`, then `flags`).
     public var deviceEvent: UInt64 { placement.deviceArea }
 }
+
+extension QueueCursor {
+    /// A packed ring's cursor: the driver's next available position (the next the device reads)
+    /// and the device's next used position (the next the driver reads), each with its wrap
+    /// counter — in ``nextAvailable`` and ``nextUsed`` as ``PackedRingPosition/cursorValue``,
+    /// the form vhost-user's `GET_VRING_BASE` and `SET_VRING_BASE` carry.
+    public init(available: PackedRingPosition, used: PackedRingPosition) {
+        self.init(nextAvailable: available.cursorValue, nextUsed: used.cursorValue)
+    }
+
+    /// Packed ring: the available position and its wrap counter, from ``nextAvailable``.
+    public var availablePosition: PackedRingPosition { PackedRingPosition(cursorValue: nextAvailable) }
+
+    /// Packed ring: the used position and its wrap counter, from ``nextUsed``.
+    public var usedPosition: PackedRingPosition { PackedRingPosition(cursorValue: nextUsed) }
+}

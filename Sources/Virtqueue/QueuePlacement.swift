@@ -1,8 +1,8 @@
 /// The layout of a ring in memory: virtio's split ring (§2.7) or packed ring (§2.8).
 ///
 /// The format decides the queue sizes allowed and the size and alignment of the three areas;
-/// ``areas(size:)`` is the one table of them. The queues run the split ring only, for now: a
-/// packed placement validates, but a queue refuses it (``VirtqueueError/Code-swift.struct/featureNotSupported``).
+/// ``areas(size:)`` is the one table of them. The queues run either, behind the same API; a
+/// placement's format and ``Features/ringPacked`` must agree.
 public struct RingFormat: Hashable, Sendable, CustomStringConvertible {
     @usableFromInline let rawValue: UInt8
 

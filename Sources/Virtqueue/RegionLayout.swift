@@ -93,8 +93,7 @@ public struct RegionLayout: Hashable, Sendable {
     /// The negotiated features; both sides of every queue use exactly these.
     public let features: Features
     /// The ring format of every queue: ``RingFormat/packed`` when ``features`` has
-    /// ``Features/ringPacked``, else ``RingFormat/split``. The queues run the split ring only
-    /// for now, and refuse a packed region's features.
+    /// ``Features/ringPacked``, else ``RingFormat/split``. The queues run either.
     public let format: RingFormat
     /// Offset of the data area, where buffers live.
     public let dataAreaOffset: Int

@@ -40,7 +40,7 @@ public struct ConformanceSuite: Sendable {
         public var helperExecutable: String?
         /// The ring format every check's queues run: ``RingFormat/split`` (the default) or
         /// ``RingFormat/packed`` (the checks' layouts gain VIRTIO_F_RING_PACKED, and the hostile
-        /// checks plant ``HostilePackedDeviceRule`` and ``HostilePackedDriverRule``). Run the
+        /// checks plant the packed rules of ``HostileDeviceRule`` and ``HostileDriverRule``). Run the
         /// suite once per format to cover both.
         public var ringFormat: RingFormat
 

@@ -8,6 +8,12 @@ public import Virtqueue
 /// (one readable segment) and chain 1 (a readable and a 64-byte writable segment, descriptors 1
 /// and 2) before the device plants anything; it then takes ``goodTakesBefore`` used chains
 /// correctly and reports ``code`` on the next.
+///
+/// One table for both ring formats: a rule states its violation once, and plants it in the
+/// format of the writer's layout — on the packed ring, chain 0 at position 0 and chain 1 at
+/// positions 1 and 2, made available with wrap counter 1. Some rules exist in one format only
+/// (``formats``; ``cases(for:)`` lists a format's): the split ring's `used.idx`, the packed
+/// ring's wrap counters.
 public enum HostileDeviceRule: String, CaseIterable, Sendable {
     case usedIndexJump
     case usedIndexMovingBackwards
@@ -18,6 +24,23 @@ public enum HostileDeviceRule: String, CaseIterable, Sendable {
     case usedIDReturnedTwice
     case usedLengthTooLarge
     case usedLengthOnReadOnlyChain
+    case wrapBitsDisagree
+    case usedWithLastLapWrapCounter
+    case usedPositionPastWhatIsInFlight
+
+    /// The ring formats the rule exists in.
+    public var formats: Set<RingFormat> {
+        switch self {
+        case .usedIndexJump, .usedIndexMovingBackwards: [.split]
+        case .wrapBitsDisagree, .usedWithLastLapWrapCounter, .usedPositionPastWhatIsInFlight: [.packed]
+        default: [.split, .packed]
+        }
+    }
+
+    /// The rules of ring format `format`.
+    public static func cases(for format: RingFormat) -> [Self] {
+        allCases.filter { $0.formats.contains(format) }
+    }
 
     /// The queue size the rules are written for.
     public static let queueSize = 8
@@ -29,14 +52,29 @@ public enum HostileDeviceRule: String, CaseIterable, Sendable {
         case .usedIDOutOfRange, .usedIDFarOutOfRange: .usedIDOutOfRange
         case .usedIDNeverSubmitted, .usedIDInsideAChain, .usedIDReturnedTwice: .usedIDNotInFlight
         case .usedLengthTooLarge, .usedLengthOnReadOnlyChain: .usedLengthTooLarge
+        case .wrapBitsDisagree, .usedWithLastLapWrapCounter: .wrapCounterMismatch
+        case .usedPositionPastWhatIsInFlight: .usedIndexJump
         }
     }
 
     /// Used elements the driver takes, correctly, before the violation.
-    public var goodTakesBefore: Int { self == .usedIDReturnedTwice ? 1 : 0 }
+    public var goodTakesBefore: Int {
+        switch self {
+        case .usedIDReturnedTwice: 1
+        case .usedPositionPastWhatIsInFlight: 2
+        default: 0
+        }
+    }
 
-    /// Writes the rule's hostile used ring through `ring`.
+    /// Writes the rule's hostile used ring through `ring`, in the ring format of its layout. A
+    /// rule of the other format only (``formats``) writes nothing.
     public func plant<Region: GuestMemory & ~Copyable>(_ ring: borrowing HostileRingWriter<Region>) {
+        let format = ring.layout.format
+        guard formats.contains(format) else { return }
+        if format == .packed {
+            plantPacked(ring)
+            return
+        }
         let size = Self.queueSize
         switch self {
         case .usedIndexJump:
@@ -66,6 +104,8 @@ public enum HostileDeviceRule: String, CaseIterable, Sendable {
         case .usedLengthOnReadOnlyChain:
             ring.usedElement(slot: 0, id: 0, length: 1)
             ring.usedIndex = 1
+        case .wrapBitsDisagree, .usedWithLastLapWrapCounter, .usedPositionPastWhatIsInFlight:
+            return
         }
     }
 }

@@ -6,8 +6,14 @@ public import Virtqueue
 ///
 /// Each rule plants its bad chain through a ``HostileRingWriter`` on a queue of
 /// ``queueSize`` entries whose data area holds at least 4096 bytes; a device attached with
-/// ``features`` then reports ``code`` on its next `nextRequest()`, after taking
-/// ``requestsBefore`` good requests and holding them.
+/// ``features`` (plus RING_PACKED on the packed ring) then reports ``code`` on its next
+/// `nextRequest()`, after taking ``requestsBefore`` good requests and holding them.
+///
+/// One table for both ring formats: a rule states its violation once, and plants it in the
+/// format of the writer's layout — on the packed ring, a list made available with wrap counter 1
+/// from position 0, its buffer ID on the last descriptor. Some rules exist in one format only
+/// (``formats``; ``cases(for:)`` lists a format's): the split ring's index and `next` links, the
+/// packed ring's wrap counters and lists.
 public enum HostileDriverRule: String, CaseIterable, Sendable {
     case availableIndexJump
     case headOutOfRange
@@ -32,6 +38,29 @@ public enum HostileDriverRule: String, CaseIterable, Sendable {
     case loopInsideIndirectTable
     case nextOutsideIndirectTable
     case headMadeAvailableTwice
+    case listLongerThanQueue
+    case listWithoutEnd
+    case listRunningIntoLastLap
+    case usedFlagsAtTheDevicePosition
+    case indirectInsideAList
+
+    /// The ring formats the rule exists in.
+    public var formats: Set<RingFormat> {
+        switch self {
+        case .availableIndexJump, .nextOutOfRange, .descriptorLoop, .descriptorSelfLoop,
+            .chainLongerThanQueueMixingDirectAndIndirect, .loopInsideIndirectTable, .nextOutsideIndirectTable:
+            [.split]
+        case .listLongerThanQueue, .listWithoutEnd, .listRunningIntoLastLap, .usedFlagsAtTheDevicePosition,
+            .indirectInsideAList:
+            [.packed]
+        default: [.split, .packed]
+        }
+    }
+
+    /// The rules of ring format `format`.
+    public static func cases(for format: RingFormat) -> [Self] {
+        allCases.filter { $0.formats.contains(format) }
+    }
 
     /// The queue size the rules are written for.
     public static let queueSize = 8
@@ -55,6 +84,10 @@ public enum HostileDriverRule: String, CaseIterable, Sendable {
         case .indirectTogetherWithNext: .indirectWithNext
         case .indirectNotNegotiated: .indirectNotNegotiated
         case .headMadeAvailableTwice: .headAlreadyInFlight
+        case .listLongerThanQueue: .peerChainTooLong
+        case .listWithoutEnd, .listRunningIntoLastLap: .descriptorNotAvailable
+        case .usedFlagsAtTheDevicePosition: .wrapCounterMismatch
+        case .indirectInsideAList: .indirectWithNext
         }
     }
 
@@ -64,8 +97,15 @@ public enum HostileDriverRule: String, CaseIterable, Sendable {
     /// Requests the device takes, correctly, before the violation (and holds).
     public var requestsBefore: Int { self == .headMadeAvailableTwice ? 1 : 0 }
 
-    /// Writes the rule's hostile chain (and makes it available) through `ring`.
+    /// Writes the rule's hostile chain (and makes it available) through `ring`, in the ring
+    /// format of its layout. A rule of the other format only (``formats``) writes nothing.
     public func plant<Region: GuestMemory & ~Copyable>(_ ring: borrowing HostileRingWriter<Region>) {
+        let format = ring.layout.format
+        guard formats.contains(format) else { return }
+        if format == .packed {
+            plantPacked(ring)
+            return
+        }
         let size = Self.queueSize
         let next = SplitRingFields.nextFlag
         let write = SplitRingFields.writeFlag
@@ -171,6 +211,9 @@ public enum HostileDriverRule: String, CaseIterable, Sendable {
             ring.makeAvailable(head: 0, slot: 0)
             ring.makeAvailable(head: 0, slot: 1)
             ring.availableIndex = 2
+            return
+        case .listLongerThanQueue, .listWithoutEnd, .listRunningIntoLastLap, .usedFlagsAtTheDevicePosition,
+            .indirectInsideAList:
             return
         }
         // Most rules plant a bad chain at head 0 and make it available.

@@ -183,28 +183,14 @@ public struct HostileRingWriter<Region: GuestMemory & ~Copyable>: ~Copyable {
 
     /// The driver's event-suppression structure (packed ring).
     public var driverEventSuppression: PackedEventSuppression {
-        get {
-            PackedEventSuppression(
-                offWrap: load(UInt16.self, at: packedFields.driverEvent),
-                flags: load(UInt16.self, at: packedFields.driverEvent + 2)
-            )
-        }
-        nonmutating set {
-            store(newValue.word, at: packedFields.driverEvent)
-        }
+        get { PackedEventSuppression(word: load(UInt32.self, at: packedFields.driverEvent)) }
+        nonmutating set { store(newValue.word, at: packedFields.driverEvent) }
     }
 
     /// The device's event-suppression structure (packed ring).
     public var deviceEventSuppression: PackedEventSuppression {
-        get {
-            PackedEventSuppression(
-                offWrap: load(UInt16.self, at: packedFields.deviceEvent),
-                flags: load(UInt16.self, at: packedFields.deviceEvent + 2)
-            )
-        }
-        nonmutating set {
-            store(newValue.word, at: packedFields.deviceEvent)
-        }
+        get { PackedEventSuppression(word: load(UInt32.self, at: packedFields.deviceEvent)) }
+        nonmutating set { store(newValue.word, at: packedFields.deviceEvent) }
     }
 
     /// The bus address (region offset) `offset` bytes into the data area.

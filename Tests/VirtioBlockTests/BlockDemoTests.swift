@@ -48,6 +48,18 @@ struct BlockDemoTests {
         #expect(output.contains("verification       OK"))
     }
 
+    /// The same demo on the packed ring: only the feature bit differs, the device and driver code
+    /// is the same.
+    @Test(arguments: ["heap", "shm", "sandbox"])
+    func sameWorkloadOnThePackedRing(isolation: String) throws {
+        let (status, output) = try runDemo(["--megabytes", "2", "--isolation", isolation, "--packed"])
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("ring: packed virtqueue of 256"), "\(output)")
+        #expect(output.contains("moved              4.0 MiB (2.0 MiB written, 2.0 MiB read back)"), "\(output)")
+        #expect(output.contains("device restarts    none"))
+        #expect(output.contains("verification       OK"))
+    }
+
     @Test func aBadFlagIsACleanUsageError() throws {
         let (status, output) = try runDemo(["--isolation", "vm"])
         #expect(status != 0)

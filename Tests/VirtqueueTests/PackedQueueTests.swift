@@ -241,6 +241,9 @@ struct PackedQueueTests {
         _ = try Self.submit(&driver, tag: 4, readable: 1)
         let cursor = try device.stop()
         #expect(cursor == QueueCursor(nextAvailable: 0x0003, nextUsed: 0x0003))
+        let position = PackedRingPosition(index: 3, wrapCounter: false)
+        #expect(cursor.availablePosition == position && cursor.usedPosition == position)
+        #expect(QueueCursor(available: position, used: position) == cursor)
         var placement = try layout.placement(ofQueue: 0)
         placement.cursor = cursor
         var resumed = try DeviceQueue(

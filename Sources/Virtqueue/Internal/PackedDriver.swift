@@ -117,30 +117,6 @@ extension DriverState {
     }
 }
 
-extension UsedChain {
-    /// The used chain for chain `head`, described by `record`, which the device completed with
-    /// `written` bytes.
-    @inlinable @inline(__always)
-    init(
-        completed head: UInt16,
-        written: UInt32,
-        _ record: HeadRecord,
-        queueIdentity: UInt32,
-        state: UnsafeMutablePointer<DriverState>
-    ) {
-        self.init(
-            id: head,
-            writtenByteCount: Int(written),
-            status: .completed,
-            firstBuffer: record.firstBuffer,
-            lastBuffer: record.lastBuffer,
-            segmentCount: Int(record.segmentCount),
-            queueIdentity: queueIdentity,
-            state: state
-        )
-    }
-}
-
 extension Descriptor {
     /// The descriptor that offers pool buffer `buffer` (described by `record`) of a pool that
     /// starts at bus address `pool`, in slots of `bufferSize`; chained to `next` unless it is

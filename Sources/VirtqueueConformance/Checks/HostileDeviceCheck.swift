@@ -5,29 +5,22 @@ import Virtqueue
 enum HostileDeviceCheck {
     static var queueSize: Int { HostileDeviceRule.queueSize }
 
-    static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
-        // The rules, from the one table of each ring format both this check and the core's own
-        // tests use.
-        switch context.ringFormat {
-        case .packed: try run(HostilePackedDeviceRule.allCases, backend, context)
-        default: try run(HostileDeviceRule.allCases, backend, context)
-        }
-    }
+    /// The rules, from the one table both this check and the core's own tests use (those of the
+    /// run's ring format).
+    typealias Rule = HostileDeviceRule
 
-    static func run<Rule: DriverSideRule>(_ rules: [Rule], _ backend: some ConformanceBackend, _ context: CheckContext)
-        throws -> String
-    {
+    static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         let layout = try context.makeLayout(queueSize: queueSize, dataAreaSize: 8 * 256, features: .all)
-        for rule in rules {
+        for rule in Rule.cases(for: context.ringFormat) {
             try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                 try backend.withQueueEnds(layout: layout, Visitor(layout: layout, rule: rule))
             }
         }
         return
-            "\(rules.count) hostile used \(context.ringFormat == .packed ? "descriptors" : "rings") planted through the device's end; each broke the driver, which took back every buffer"
+            "\(Rule.cases(for: context.ringFormat).count) \(context.ringFormat) hostile used rings planted through the device's end; each broke the driver, which took back every buffer"
     }
 
-    struct Visitor<Rule: DriverSideRule>: QueueEndsVisitor {
+    struct Visitor: QueueEndsVisitor {
         let layout: RegionLayout
         let rule: Rule
 
@@ -97,14 +90,3 @@ enum HostileDeviceCheck {
         }
     }
 }
-
-/// A driver-side rule of either ring format's table (``HostileDeviceRule``,
-/// ``HostilePackedDeviceRule``): what ``HostileDeviceCheck`` plants and expects.
-protocol DriverSideRule: Sendable {
-    var code: VirtqueueError.Code { get }
-    var goodTakesBefore: Int { get }
-    func plant<Region: GuestMemory & ~Copyable>(_ ring: borrowing HostileRingWriter<Region>)
-}
-
-extension HostileDeviceRule: DriverSideRule {}
-extension HostilePackedDeviceRule: DriverSideRule {}

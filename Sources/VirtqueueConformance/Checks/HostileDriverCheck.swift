@@ -5,29 +5,22 @@ import Virtqueue
 enum HostileDriverCheck {
     static var queueSize: Int { HostileDriverRule.queueSize }
 
-    static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
-        // The rules, from the one table of each ring format both this check and the core's own
-        // tests use.
-        switch context.ringFormat {
-        case .packed: try run(HostilePackedDriverRule.allCases, backend, context)
-        default: try run(HostileDriverRule.allCases, backend, context)
-        }
-    }
+    /// The rules, from the one table both this check and the core's own tests use (those of the
+    /// run's ring format).
+    typealias Rule = HostileDriverRule
 
-    static func run<Rule: DeviceSideRule>(_ rules: [Rule], _ backend: some ConformanceBackend, _ context: CheckContext)
-        throws -> String
-    {
-        for rule in rules {
+    static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
+        for rule in Rule.cases(for: context.ringFormat) {
             let layout = try context.makeLayout(queueSize: queueSize, dataAreaSize: 4096, features: rule.features)
             try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                 try backend.withQueueEnds(layout: layout, Visitor(layout: layout, rule: rule))
             }
         }
         return
-            "\(rules.count) hostile \(context.ringFormat == .packed ? "lists" : "chains") planted through the driver's end; each broke the device"
+            "\(Rule.cases(for: context.ringFormat).count) \(context.ringFormat) hostile chains planted through the driver's end; each broke the device"
     }
 
-    struct Visitor<Rule: DeviceSideRule>: QueueEndsVisitor {
+    struct Visitor: QueueEndsVisitor {
         let layout: RegionLayout
         let rule: Rule
 
@@ -91,15 +84,3 @@ enum HostileDriverCheck {
         }
     }
 }
-
-/// A device-side rule of either ring format's table (``HostileDriverRule``,
-/// ``HostilePackedDriverRule``): what ``HostileDriverCheck`` plants and expects.
-protocol DeviceSideRule: Sendable {
-    var code: VirtqueueError.Code { get }
-    var features: Features { get }
-    var requestsBefore: Int { get }
-    func plant<Region: GuestMemory & ~Copyable>(_ ring: borrowing HostileRingWriter<Region>)
-}
-
-extension HostileDriverRule: DeviceSideRule {}
-extension HostilePackedDriverRule: DeviceSideRule {}
