@@ -131,7 +131,7 @@ let package = Package(
         .executableTarget(
             name: "VhostUserNet",
             dependencies: [
-                "VirtioNet", "VirtqueueVhostUser",
+                "VirtioNet", "Virtqueue", "VirtqueueVhostUser",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],

@@ -3,6 +3,7 @@ import Glibc
 import Synchronization
 import SystemPackage
 import VirtioNet
+import Virtqueue
 import VirtqueueVhostUser
 
 /// virtio-net over vhost-user, both roles: `loopback` serves a loopback device on a socket (our
@@ -61,8 +62,16 @@ struct VhostUserNet: ParsableCommand {
         @Option(help: "Frames between sending and receiving at most.")
         var window = 128
 
+        @Flag(help: "Use packed rings (VIRTIO_F_RING_PACKED; the back-end must offer it).")
+        var packed = false
+
         func run() throws {
-            let result = try VirtioNet.ping(socket: FilePath(socket), frames: frames, window: window)
+            let result = try VirtioNet.ping(
+                socket: FilePath(socket),
+                frames: frames,
+                window: window,
+                format: packed ? .packed : .split
+            )
             let (seconds, attoseconds) = result.duration.components
             let elapsed = Double(seconds) + Double(attoseconds) / 1e18
             print(

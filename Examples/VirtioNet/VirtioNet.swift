@@ -1,7 +1,7 @@
 import Glibc
 import Synchronization
 public import SystemPackage
-import Virtqueue
+public import Virtqueue
 import VirtqueueVhostUser
 
 /// virtio-net over vhost-user, as small as a test needs and a benchmark can measure: the
@@ -62,20 +62,38 @@ public enum VirtioNet {
     /// Connects to a vhost-user-net back-end at `socket` that sends every frame back with its MAC
     /// addresses exchanged (testpmd's `macswap`), sends `frames` numbered frames on the transmit
     /// queue (1) with at most `window` between sending and receiving, and takes them back on the
-    /// receive queue (0), checking each.
+    /// receive queue (0), checking each. With `format` ``Virtqueue/RingFormat/packed`` both queues
+    /// are packed rings (VIRTIO_F_RING_PACKED is acked, and must be offered).
     ///
     /// - Throws: ``VhostUserError`` from the set-up, `VirtqueueError` from the queues.
-    public static func ping(socket: FilePath, frames: Int, window: Int = 128) throws -> PingResult {
+    public static func ping(
+        socket: FilePath,
+        frames: Int,
+        window: Int = 128,
+        format: RingFormat = .split
+    ) throws -> PingResult {
         let frontEnd = try VhostUserFrontEnd.connect(to: socket)
         defer { frontEnd.close() }
-        let features = try frontEnd.negotiate(wanted: .version1)
+        let features = try frontEnd.negotiate(wanted: .version1, ringFormat: format)
         let memory = try VhostUserFrontEndMemory(regions: [
             .init(guestPhysicalAddress: 0, size: 0x1_0000),
             .init(guestPhysicalAddress: 0x10_0000, size: 4 << 20),
         ])
         try frontEnd.setMemoryTable(memory)
-        let receivePlacement = QueuePlacement(size: 256, descriptorArea: 0, driverArea: 0x1000, deviceArea: 0x2000)
-        let sendPlacement = QueuePlacement(size: 256, descriptorArea: 0x4000, driverArea: 0x5000, deviceArea: 0x6000)
+        let receivePlacement = QueuePlacement(
+            format: format,
+            size: 256,
+            descriptorArea: 0,
+            driverArea: 0x1000,
+            deviceArea: 0x2000
+        )
+        let sendPlacement = QueuePlacement(
+            format: format,
+            size: 256,
+            descriptorArea: 0x4000,
+            driverArea: 0x5000,
+            deviceArea: 0x6000
+        )
         var receive = try DriverQueue(
             memory: memory,
             placement: receivePlacement,

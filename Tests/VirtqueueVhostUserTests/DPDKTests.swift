@@ -71,8 +71,11 @@ extension VhostUserTests {
         .timeLimit(.minutes(5))
     )
     struct DPDKTests {
-        @Test("our front-end ↔ testpmd's net_vhost (macswap): every frame comes back, swapped, once")
-        func frontEndToTestpmdMacswap() throws {
+        @Test(
+            "our front-end ↔ testpmd's net_vhost (macswap): every frame comes back, swapped, once",
+            arguments: RingFormats.running
+        )
+        func frontEndToTestpmdMacswap(_ format: RingFormat) throws {
             let scratch = try GuestScratch(prefix: "vqtest-dpdk")
             defer { scratch.remove() }
             let socket = scratch.path("vhost.sock")
@@ -93,13 +96,13 @@ extension VhostUserTests {
             }
             #expect(GuestBackEnd.isSocket(socket), "\(guestReadText(scratch.path("testpmd.log")))")
 
-            let result = try VirtioNet.ping(socket: FilePath(socket), frames: 20_000)
+            let result = try VirtioNet.ping(socket: FilePath(socket), frames: 20_000, format: format)
             let log = guestReadText(scratch.path("testpmd.log"))
             #expect(result.sent == 20_000)
             #expect(result.received == result.sent, "testpmd log:\n\(log)")
             #expect(result.mismatches == 0)
             print(
-                "front-end ↔ testpmd macswap: \(result.received) frames of \(VirtioNet.frameSize) B in \(result.duration)"
+                "front-end ↔ testpmd macswap (\(format) ring): \(result.received) frames of \(VirtioNet.frameSize) B in \(result.duration)"
             )
         }
 
@@ -122,10 +125,14 @@ extension VhostUserTests {
             let listener: VhostUserListener
             let done = Atomic<Bool>(false)
             let finished = Mutex<Bool>(false)
+            /// The back-end's log lines.
+            let lines = Mutex<[String]>([])
 
             init(socket: String) throws {
                 listener = try VhostUserListener(path: FilePath(socket))
-                let backend = try VhostUserBackend<NetLoopbackDevice>()
+                let backend = try VhostUserBackend<NetLoopbackDevice>(log: { [self] record in
+                    lines.withLock { $0.append("\(record)") }
+                })
                 let thread = Thread { [self] in
                     while !done.load(ordering: .relaxed) {
                         guard let connection = try? listener.accept(timeout: .milliseconds(100)) else { continue }
@@ -143,12 +150,15 @@ extension VhostUserTests {
             }
         }
 
-        /// testpmd's virtio-user port driving our loopback device; returns testpmd's statistics,
-        /// the loop's counters and testpmd's log.
+        /// testpmd's virtio-user port driving our loopback device on rings of `format`
+        /// (`packed_vq=1` for the packed ring); returns testpmd's statistics, the loop's counters
+        /// and testpmd's log.
         static func virtioUserRun(
             forwardMode: String,
-            seconds: Double
+            seconds: Double,
+            format: RingFormat
         ) throws -> (statistics: (received: Int, sent: Int)?, loop: NetLoopbackDevice.Loop?, log: String) {
+            // The log returned is testpmd's, then our back-end's.
             let scratch = try GuestScratch(prefix: "vqtest-dpdk")
             defer { scratch.remove() }
             let socket = scratch.path("loop.sock")
@@ -157,7 +167,8 @@ extension VhostUserTests {
             defer { backEnd.stop() }
             let testpmd = try DPDKPeer.start(
                 "vqtest\(getpid())u",
-                vdev: "net_virtio_user0,path=\(socket),queues=1,queue_size=256",
+                vdev: "net_virtio_user0,path=\(socket),queues=1,queue_size=256"
+                    + (format == .packed ? ",packed_vq=1" : ""),
                 options: ["--forward-mode=\(forwardMode)", "--tx-first", "--auto-start"],
                 log: scratch.path("testpmd.log"),
                 fifo: scratch.path("testpmd.input")
@@ -173,14 +184,20 @@ extension VhostUserTests {
             testpmd.finish()
             let log = guestReadText(scratch.path("testpmd.log"))
             let loop = NetLoopbackDevice.loops.withLock { $0.count > before ? $0.last : nil }
-            return (portStatistics(log), loop, log)
+            let ours = backEnd.lines.withLock { $0.joined(separator: "\n") }
+            return (portStatistics(log), loop, log + "\nour back-end:\n" + ours)
         }
 
-        @Test("testpmd's virtio-user ↔ our back-end (rxonly): the first burst crosses both ways, every frame checked")
-        func virtioUserToOurLoopbackExactly() throws {
-            let (statistics, loop, log) = try Self.virtioUserRun(forwardMode: "rxonly", seconds: 4)
+        @Test(
+            "testpmd's virtio-user ↔ our back-end (rxonly): the first burst crosses both ways, every frame checked",
+            arguments: RingFormats.running
+        )
+        func virtioUserToOurLoopbackExactly(_ format: RingFormat) throws {
+            let (statistics, loop, log) = try Self.virtioUserRun(forwardMode: "rxonly", seconds: 4, format: format)
             let counts = try #require(statistics, "no statistics in testpmd's log:\n\(log)")
             let ours = try #require(loop, "testpmd never started our device's rings:\n\(log)")
+            // Both rings ran in the format testpmd asked for (packed_vq).
+            #expect(log.contains("started: \(format) ring, size 256"), "\(log)")
             #expect(counts.sent > 0, "\(log)")
             #expect(ours.malformed.load(ordering: .relaxed) == 0)
             #expect(ours.dropped.load(ordering: .relaxed) == 0)
@@ -189,11 +206,16 @@ extension VhostUserTests {
             #expect(counts.received == counts.sent, "\(log)")
         }
 
-        @Test("testpmd's virtio-user ↔ our back-end (io loop): frames circulate, every one checked")
-        func virtioUserToOurLoopbackCirculating() throws {
-            let (statistics, loop, log) = try Self.virtioUserRun(forwardMode: "io", seconds: 4)
+        @Test(
+            "testpmd's virtio-user ↔ our back-end (io loop): frames circulate, every one checked",
+            arguments: RingFormats.running
+        )
+        func virtioUserToOurLoopbackCirculating(_ format: RingFormat) throws {
+            let (statistics, loop, log) = try Self.virtioUserRun(forwardMode: "io", seconds: 4, format: format)
             let counts = try #require(statistics, "no statistics in testpmd's log:\n\(log)")
             let ours = try #require(loop, "testpmd never started our device's rings:\n\(log)")
+            // Both rings ran in the format testpmd asked for (packed_vq).
+            #expect(log.contains("started: \(format) ring, size 256"), "\(log)")
             let transmitted = ours.transmitted.load(ordering: .relaxed)
             let delivered = ours.delivered.load(ordering: .relaxed)
             #expect(ours.malformed.load(ordering: .relaxed) == 0)

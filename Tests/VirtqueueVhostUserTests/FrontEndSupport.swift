@@ -114,6 +114,8 @@ final class TestFrontEnd {
     let calls: [FileDescriptor]
     /// The features acked by ``negotiate()``.
     var acked: UInt64 = 0
+    /// The ring format ``negotiate()`` chose.
+    var format: RingFormat = .split
 
     init(socket: VhostUserSocket) throws {
         self.socket = socket
@@ -181,7 +183,8 @@ final class TestFrontEnd {
 
     /// QEMU's opening sequence: features, owner, protocol features, queue count, features acked,
     /// memory table.
-    func negotiate(sendMemoryTable: Bool = true, inflight: Bool = false) throws {
+    /// RING_PACKED is acked only for a packed `format`.
+    func negotiate(sendMemoryTable: Bool = true, inflight: Bool = false, format: RingFormat = .split) throws {
         let offered = try getU64(.getFeatures)
         #expect(offered & VhostUserProtocolFeatures.virtioFeatureBit != 0)
         #expect(offered & Features.version1.rawValue != 0)
@@ -192,15 +195,22 @@ final class TestFrontEnd {
         #expect(protocolOffered.isSuperset(of: wanted.union(.inflightSharedMemory)))
         try socket.send(try VhostUserMessage.setProtocolFeatures(wanted).encode())
         #expect(try getU64(.getQueueNum) == UInt64(Shout.queueCount))
-        acked = offered
+        acked = offered & ~Features.ringPacked.rawValue
+        if format == .packed {
+            #expect(offered & Features.ringPacked.rawValue != 0, "RING_PACKED is not offered")
+            acked |= Features.ringPacked.rawValue
+        }
+        self.format = format
         try expectSuccess(.setFeatures(acked))
         if sendMemoryTable { try expectSuccess(.setMemoryTable(memory.table)) }
     }
 
-    /// Where queue `index`'s rings lie (guest-physical) and its pool.
-    func placement(_ index: Int, cursor: QueueCursor = .start) -> QueuePlacement {
+    /// Where queue `index`'s rings lie (guest-physical), in the negotiated format; `cursor` `nil`
+    /// for a fresh ring.
+    func placement(_ index: Int, cursor: QueueCursor? = nil) -> QueuePlacement {
         let base = UInt64(index) * 0x4000
         return QueuePlacement(
+            format: format,
             size: Self.queueSize,
             descriptorArea: base,
             driverArea: base + 0x1000,
@@ -214,12 +224,14 @@ final class TestFrontEnd {
         return start..<start + 0x2_0000
     }
 
-    /// SET_VRING_NUM / BASE / ADDR / CALL / KICK / ENABLE for queue `index`, each acked.
-    func startRing(_ index: Int, base: UInt16 = 0) throws {
+    /// SET_VRING_NUM / BASE / ADDR / CALL / KICK / ENABLE for queue `index`, each acked; `base`
+    /// `nil` for a fresh ring of the negotiated format.
+    func startRing(_ index: Int, base: UInt32? = nil) throws {
         let placement = placement(index)
         let queue = UInt32(index)
         try expectSuccess(.setVringNum(VhostUserVringState(index: queue, num: UInt32(Self.queueSize))))
-        try expectSuccess(.setVringBase(VhostUserVringState(index: queue, num: UInt32(base))))
+        let base = base ?? VhostUserVringBase.encode(placement.cursor, format: format)
+        try expectSuccess(.setVringBase(VhostUserVringState(index: queue, num: base)))
         try expectSuccess(
             .setVringAddress(
                 VhostUserVringAddress(
@@ -248,7 +260,7 @@ final class TestFrontEnd {
     }
 
     /// The driver's end of queue `index`, on the front-end's own view of the memory.
-    func makeDriver(_ index: Int, cursor: QueueCursor = .start) throws -> FrontEndDriver {
+    func makeDriver(_ index: Int, cursor: QueueCursor? = nil) throws -> FrontEndDriver {
         try FrontEndDriver(
             memory: memory,
             placement: placement(index, cursor: cursor),

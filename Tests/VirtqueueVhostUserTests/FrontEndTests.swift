@@ -27,21 +27,26 @@ extension VhostUserTests {
         )
         static let pool: Range<UInt64> = 0x10_0000..<0x10_0000 + (4 << 20)
 
-        @Test func ourFrontEndDrivesOurBackEndThroughADriverQueue() throws {
+        @Test(arguments: RingFormats.running)
+        func ourFrontEndDrivesOurBackEndThroughADriverQueue(_ format: RingFormat) throws {
             let backend = try VhostUserBackend<Shout>()
             let (frontEndSocket, backEndSocket) = try VhostUserSocket.makePair()
             let thread = BackendThread(backend, backEndSocket)
             let frontEnd = VhostUserFrontEnd(socket: frontEndSocket)
-            let features = try frontEnd.negotiate(wanted: .all)
+            let features = try frontEnd.negotiate(wanted: .all, ringFormat: format)
             #expect(features.contains(.version1) && features.contains(.eventIndex))
+            #expect(features.contains(.ringPacked) == (format == .packed))
+            var placement = Self.placement
+            placement.format = format
+            placement.cursor = format == .packed ? .packedStart : .start
             #expect(frontEnd.queueCount == Shout.queueCount)
             #expect(try frontEnd.config(count: 16) == Array(0..<16))
             let memory = try Self.memory()
             try frontEnd.setMemoryTable(memory)
-            let notifier = try frontEnd.startRing(1, placement: Self.placement, memory: memory)
+            let notifier = try frontEnd.startRing(1, placement: placement, memory: memory)
             var driver = try DriverQueue(
                 memory: memory,
-                placement: Self.placement,
+                placement: placement,
                 notifier: notifier,
                 features: features,
                 pool: Self.pool,
@@ -52,7 +57,8 @@ extension VhostUserTests {
                 let slice = Array(texts[batch..<batch + 50])
                 #expect(try exchange(&driver, slice) == slice.map { $0.uppercased() })
             }
-            #expect(try frontEnd.stopRing(1) == 300)
+            // Split: the next available index, 300; packed: the driver's position and wrap counter.
+            #expect(try frontEnd.stopRing(1) == (format == .packed ? driver.cursor.nextAvailable : 300))
             frontEnd.close()
             #expect(thread.join().flatMap { $0 } == nil)
         }

@@ -119,6 +119,56 @@ extension VhostUserTests {
             #expect(openDescriptorCount() == before, "descriptors left behind")
         }
 
+        @Test func aPackedRingNeedsRingPackedOffered() throws {
+            let (ours, theirs) = try VhostUserSocket.makePair()
+            let backEnd = ScriptedBackEnd(theirs) { Self.honest($0) }
+            let frontEnd = VhostUserFrontEnd(socket: ours)
+            let error = #expect(throws: VhostUserError.self) {
+                try frontEnd.negotiate(wanted: .version1, ringFormat: .packed)
+            }
+            #expect(error?.code == .featureNotOffered && error?.message.contains("RING_PACKED") == true)
+            frontEnd.close()
+            _ = backEnd.done.wait(timeout: .now() + 10)
+        }
+
+        /// GET_VRING_BASE's reply for a packed ring of 64 is peer input: a position at or above the
+        /// size, or a used position that is neither the available one nor 0, is refused by name.
+        @Test(
+            arguments: [
+                (UInt32(0x8040), "available position at 64 (wrap 1)"),
+                (UInt32(0x8003_8005), "used position at 3 (wrap 1)"),
+            ]
+        )
+        func aBadPackedBaseInTheReplyIsRefused(_ base: UInt32, _ named: String) throws {
+            let (ours, theirs) = try VhostUserSocket.makePair()
+            let backEnd = ScriptedBackEnd(theirs) { request in
+                switch request {
+                case .getFeatures: raw(request, flags: Self.replyFlags, le(UInt64(1 << 32 | 1 << 30 | 1 << 34)))
+                case .getVringBase: raw(request, flags: Self.replyFlags, le(UInt32(0), base))
+                default: Self.honest(request)
+                }
+            }
+            let frontEnd = VhostUserFrontEnd(socket: ours)
+            defer {
+                frontEnd.close()
+                _ = backEnd.done.wait(timeout: .now() + 10)
+            }
+            #expect(try frontEnd.negotiate(wanted: .version1, ringFormat: .packed).contains(.ringPacked))
+            let memory = try VhostUserFrontEndMemory(regions: [.init(guestPhysicalAddress: 0, size: 0x1_0000)])
+            try frontEnd.setMemoryTable(memory)
+            let placement = QueuePlacement(
+                format: .packed,
+                size: 64,
+                descriptorArea: 0,
+                driverArea: 0x1000,
+                deviceArea: 0x2000
+            )
+            _ = try frontEnd.startRing(0, placement: placement, memory: memory)
+            let error = #expect(throws: VhostUserError.self) { try frontEnd.stopRing(0) }
+            #expect(error?.code == .invalidValue)
+            #expect(error?.message.contains(named) == true, "\(String(describing: error))")
+        }
+
         @Test func featuresTheBackEndOffersButWeDidNotAskForAreNotAcked() throws {
             let (ours, theirs) = try VhostUserSocket.makePair()
             let backEnd = ScriptedBackEnd(theirs) { request in

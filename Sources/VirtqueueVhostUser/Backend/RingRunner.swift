@@ -15,6 +15,10 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
     struct Outcome {
         /// Where the ring stands.
         var cursor: QueueCursor
+        /// The ring's format, which says how the cursor is encoded.
+        var format: RingFormat
+        /// The requests completed in this run.
+        var completed: Int
         /// The device, handed back for the next start of this ring.
         var device: Device
         /// Why the ring ended, if not because it was asked to stop.
@@ -24,6 +28,7 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
     let index: Int
     /// Where the ring started this run.
     let startCursor: QueueCursor
+    let format: RingFormat
     let notifier: VhostUserEventNotifier
     /// The SET_VRING_ERR eventfd, signalled when the ring breaks.
     let errorTarget: Mutex<VhostUserFileDescriptor?>
@@ -37,12 +42,14 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
     private init(
         index: Int,
         startCursor: QueueCursor,
+        format: RingFormat,
         notifier: VhostUserEventNotifier,
         error: VhostUserFileDescriptor?,
         done: CInt
     ) {
         self.index = index
         self.startCursor = startCursor
+        self.format = format
         self.notifier = notifier
         self.errorTarget = Mutex(error)
         self.done = done
@@ -58,6 +65,7 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
     static func start(
         index: Int,
         startCursor: QueueCursor,
+        format: RingFormat,
         queue: consuming VhostUserDeviceQueue,
         device: Device,
         error: VhostUserFileDescriptor?,
@@ -71,6 +79,7 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
         let runner = RingRunner(
             index: index,
             startCursor: startCursor,
+            format: format,
             notifier: queue.notifier,
             error: error,
             done: done
@@ -133,8 +142,9 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
     ) {
         var device = device
         var failure: (any Error)?
+        var completed = 0
         do {
-            try serve(&queue, &device, journal: journal, resubmit: resubmit, spins: spins)
+            try serve(&queue, &device, journal: journal, resubmit: resubmit, spins: spins, completed: &completed)
         } catch {
             failure = error
             // A ring violation is the front-end's doing; anything else (the device threw, the
@@ -154,7 +164,7 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
             }
         }
         let cursor = (try? queue.stop()) ?? queue.cursor
-        let ended = Outcome(cursor: cursor, device: device, failure: failure)
+        let ended = Outcome(cursor: cursor, format: format, completed: completed, device: device, failure: failure)
         lock.withLock { _ in outcome = ended }
         _ = vq_eventfd_signal(done)
     }
@@ -165,22 +175,46 @@ final class RingRunner<Device: VhostUserDevice>: @unchecked Sendable {
     /// the cursor the thread reports has nothing in flight.
     ///
     /// With an inflight journal, the requests a previous back-end left in flight are served
-    /// first, and every request is recorded as it is taken and returned.
+    /// first, and every request is recorded as it is taken and returned. `completed` counts the
+    /// requests returned (in either ring format; a packed ring's positions count descriptors).
     private func serve(
         _ queue: inout VhostUserDeviceQueue,
         _ device: inout Device,
         journal: InflightQueue?,
         resubmit: [UInt16],
-        spins: Int
+        spins: Int,
+        completed: inout Int
     ) throws {
         let stop = { self.stopRequested.load(ordering: .relaxed) }
-        guard var journal else {
-            var none = NoRequestJournal()
-            try device.serve(&queue, spins: spins, journal: &none, until: stop)
+        guard let journal else {
+            var counted = CountingJournal(NoRequestJournal())
+            defer { completed = counted.count }
+            try device.serve(&queue, spins: spins, journal: &counted, until: stop)
             return
         }
-        try queue.serveResubmitted(resubmit, with: &device, journal: &journal)
-        try device.serve(&queue, spins: spins, journal: &journal, until: stop)
+        var counted = CountingJournal(journal)
+        defer { completed = counted.count }
+        try queue.serveResubmitted(resubmit, with: &device, journal: &counted)
+        try device.serve(&queue, spins: spins, journal: &counted, until: stop)
+    }
+
+    /// A journal that counts the requests returned and passes every call on to `inner`.
+    struct CountingJournal<Inner: RequestJournal>: RequestJournal {
+        var inner: Inner
+        var count = 0
+
+        init(_ inner: Inner) { self.inner = inner }
+
+        static var needsEachCompletionPublished: Bool { Inner.needsEachCompletionPublished }
+
+        mutating func taken(head: UInt16) { inner.taken(head: head) }
+
+        mutating func completing(head: UInt16) {
+            count &+= 1
+            inner.completing(head: head)
+        }
+
+        mutating func completed(head: UInt16, usedIndex: UInt16) { inner.completed(head: head, usedIndex: usedIndex) }
     }
 
     /// Carries the (non-copyable) queue and the device into the thread, once.

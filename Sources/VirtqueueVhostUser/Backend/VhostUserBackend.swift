@@ -69,11 +69,13 @@ public final class VhostUserBackend<Device: VhostUserDevice>: Sendable {
     }
 
     /// The virtio features offered (GET_FEATURES): the ring core's implemented transport bits that
-    /// the device supports, its device-type bits, VERSION_1, and `VHOST_USER_F_PROTOCOL_FEATURES`
-    /// (bit 30).
+    /// the device supports, its device-type bits, VERSION_1, RING_PACKED when the ring core runs
+    /// the packed ring (the ring format is the core's, not the device code's: every device runs on
+    /// either), and `VHOST_USER_F_PROTOCOL_FEATURES` (bit 30).
     public var offeredFeatures: UInt64 {
         let device = Device.supportedFeatures.intersection(Features.implementedTransport.union(.deviceType))
-        return device.union(.version1).rawValue | VhostUserProtocolFeatures.virtioFeatureBit
+        let core = Features.implementedTransport.intersection([.version1, .ringPacked])
+        return device.union(core).rawValue | VhostUserProtocolFeatures.virtioFeatureBit
     }
 
     /// The protocol features offered (GET_PROTOCOL_FEATURES): MQ, REPLY_ACK, CONFIG,

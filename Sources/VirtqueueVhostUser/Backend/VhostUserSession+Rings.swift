@@ -27,39 +27,51 @@ extension VhostUserSession {
         guard let memory else {
             throw VhostUserError(.invalidState, "queue \(index) cannot start: there is no memory table")
         }
-        let sizes = SplitRingFields.areaByteCounts(size: size)
-        let descriptorArea = try memory.guestPhysicalAddress(
-            ofUserAddress: address.descriptor,
-            count: sizes.descriptor,
-            what: "queue \(index) descriptor table"
-        )
-        let driverArea = try memory.guestPhysicalAddress(
-            ofUserAddress: address.available,
-            count: sizes.driver,
-            what: "queue \(index) available ring"
-        )
-        let deviceArea = try memory.guestPhysicalAddress(
-            ofUserAddress: address.used,
-            count: sizes.device,
-            what: "queue \(index) used ring"
-        )
+        let format = ringFormat
+        let areas = try ringAreas(address, queue: index, size: size, in: memory)
         let queue: VhostUserDeviceQueue
         let placement: QueuePlacement
         var journal: InflightQueue?
         var resubmit: [UInt16] = []
         do {
-            // used.idx is the front-end's (the guest's) memory: read once, then checked with the
-            // placement (at most N entries between the cursor's indices).
-            let usedIndex = try memory.withBytes(
-                at: deviceArea &+ UInt64(SplitRingFields.usedIndex),
-                count: 2
-            ) { bytes in UInt16(littleEndian: bytes.loadUnaligned(as: UInt16.self)) }
-            var cursor = QueueCursor(nextAvailable: base, nextUsed: usedIndex)
-            if let inflight {
+            var cursor = try VhostUserVringBase.decode(
+                base,
+                format: format,
+                size: size,
+                context: "SET_VRING_BASE: queue \(index)"
+            )
+            if format == .split {
+                // used.idx is the front-end's (the guest's) memory: read once, then checked with
+                // the placement (at most N entries between the cursor's indices).
+                cursor.nextUsed = try memory.withBytes(
+                    at: areas[2] &+ UInt64(SplitRingFields.usedIndex),
+                    count: 2
+                ) { bytes in UInt16(littleEndian: bytes.loadUnaligned(as: UInt16.self)) }
+            }
+            if let inflight, format == .packed {
+                // No packed inflight record (docs/vhost-user.md, "The packed ring"). A fresh area
+                // is left as it is; one kept from an earlier back-end means a reconnect, whose
+                // base QEMU cannot know for a packed ring: refused rather than served from a
+                // stale position.
+                guard inflightCreatedHere else {
+                    throw VhostUserError(
+                        .invalidInflightArea,
+                        "queue \(index): a packed ring cannot be resumed after its back-end went away "
+                            + "(SET_INFLIGHT_FD without GET_INFLIGHT_FD): this back-end keeps no packed inflight "
+                            + "record, and the front-end cannot restore a packed ring's positions"
+                    )
+                }
+                log(
+                    .notice,
+                    "the packed ring runs without inflight tracking: the area (\(inflight.description.mmapSize) bytes) "
+                        + "is left as it is",
+                    queue: index
+                )
+            } else if let inflight {
                 // The inflight record knows better than SET_VRING_BASE what a previous back-end
                 // took: resume from it.
                 var record = try inflight.queue(index, size: size)
-                let resumption = try record.resume(usedIndex: usedIndex, queue: index)
+                let resumption = try record.resume(usedIndex: cursor.nextUsed, queue: index)
                 cursor = resumption.cursor
                 resubmit = resumption.heads
                 journal = record
@@ -73,11 +85,11 @@ extension VhostUserSession {
                 }
             }
             placement = QueuePlacement(
-                format: .split,
+                format: format,
                 size: size,
-                descriptorArea: descriptorArea,
-                driverArea: driverArea,
-                deviceArea: deviceArea,
+                descriptorArea: areas[0],
+                driverArea: areas[1],
+                deviceArea: areas[2],
                 cursor: cursor,
                 bufferArea: nil
             )
@@ -114,6 +126,7 @@ extension VhostUserSession {
         let runner = try RingRunner<Device>.start(
             index: index,
             startCursor: placement.cursor,
+            format: format,
             queue: queue,
             device: device,
             error: ring.error,
@@ -123,11 +136,12 @@ extension VhostUserSession {
             log: backend.log
         )
         rings[index].runner = runner
+        let names = format.areas(size: size).map(\.name)
         log(
             .info,
-            "started: size \(size), cursor \(placement.cursor), descriptor table \(hex(descriptorArea)), "
-                + "available ring \(hex(driverArea)), used ring \(hex(deviceArea)), "
-                + "kick \(kick.map { "\($0)" } ?? "polled")",
+            "started: \(format) ring, size \(size), cursor \(placement.cursor), "
+                + zip(names, areas).map { "\($0) \(hex($1))" }.joined(separator: ", ")
+                + ", kick \(kick.map { "\($0)" } ?? "polled")",
             queue: index
         )
     }
@@ -139,10 +153,11 @@ extension VhostUserSession {
     /// Stops ring `index` if it runs: asks its thread to stop, waits for it, and keeps the
     /// cursor's available index as the ring's base and the device for the next start.
     ///
-    /// - Returns: The available index the ring stopped at, or `nil` if it was not running.
+    /// - Returns: GET_VRING_BASE's number for where the ring stopped (``VhostUserVringBase``), or
+    ///   `nil` if it was not running.
     /// - Throws: ``VhostUserError/Code-swift.struct/ringDidNotStop`` if the thread did not end
     ///   within the stop timeout (the session then closes the connection).
-    mutating func stopRing(_ index: Int, reason: String) throws(VhostUserError) -> UInt16? {
+    mutating func stopRing(_ index: Int, reason: String) throws(VhostUserError) -> UInt32? {
         guard let runner = rings[index].runner else { return nil }
         guard let outcome = runner.stop(timeout: backend.options.stopTimeout) else {
             rings[index].runner = nil
@@ -152,21 +167,19 @@ extension VhostUserSession {
                     + "it is abandoned"
             )
         }
-        settle(index, outcome, startCursor: runner.startCursor, reason: reason)
-        return outcome.cursor.nextAvailable
+        settle(index, outcome, reason: reason)
+        return rings[index].base
     }
 
     /// Records how ring `index`'s thread ended.
     ///
-    /// The log line counts the requests the ring completed in this run (the used index's advance
-    /// since it started) and in the whole connection: how a test learns that every queue carried
-    /// requests.
-    mutating func settle(_ index: Int, _ outcome: RingRunner<Device>.Outcome, startCursor: QueueCursor, reason: String)
-    {
+    /// The log line counts the requests the ring completed in this run and in the whole
+    /// connection: how a test learns that every queue carried requests.
+    mutating func settle(_ index: Int, _ outcome: RingRunner<Device>.Outcome, reason: String) {
         rings[index].runner = nil
-        rings[index].base = outcome.cursor.nextAvailable
+        rings[index].base = VhostUserVringBase.encode(outcome.cursor, format: outcome.format)
         rings[index].device = outcome.device
-        let served = Int(outcome.cursor.nextUsed &- startCursor.nextUsed)
+        let served = outcome.completed
         rings[index].served += served
         let count = "served \(served) requests in this run, \(rings[index].served) in this connection"
         if let failure = outcome.failure {
@@ -182,7 +195,7 @@ extension VhostUserSession {
         for index in rings.indices {
             guard let runner = rings[index].runner, runner.hasEnded else { continue }
             if let outcome = runner.stop(timeout: .zero) {
-                settle(index, outcome, startCursor: runner.startCursor, reason: "it ended")
+                settle(index, outcome, reason: "it ended")
             } else {
                 rings[index].runner = nil
             }

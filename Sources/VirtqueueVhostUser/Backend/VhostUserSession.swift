@@ -25,6 +25,10 @@ struct VhostUserSession<Device: VhostUserDevice> {
     var shared: Device.SharedState?
     /// The inflight area (GET_INFLIGHT_FD / SET_INFLIGHT_FD), when the front-end uses one.
     var inflight: VhostUserInflightArea?
+    /// Whether this connection created the inflight area (GET_INFLIGHT_FD) rather than only
+    /// adopted one a front-end kept from an earlier back-end (SET_INFLIGHT_FD alone: QEMU
+    /// reconnecting after its back-end went away).
+    var inflightCreatedHere = false
     var config: [UInt8]
     var rings: [Ring]
 
@@ -32,7 +36,8 @@ struct VhostUserSession<Device: VhostUserDevice> {
     struct Ring {
         var size: Int?
         var address: VhostUserVringAddress?
-        var base: UInt16?
+        /// SET_VRING_BASE's number, as sent (``VhostUserVringBase``), or where the ring stopped.
+        var base: UInt32?
         var kick: Kick = .unset
         var call: VhostUserFileDescriptor?
         var error: VhostUserFileDescriptor?
@@ -207,11 +212,11 @@ struct VhostUserSession<Device: VhostUserDevice> {
         case .setVringNum(let state):
             let index = Int(state.index)
             try requireStopped(index, "SET_VRING_NUM")
-            guard state.num.nonzeroBitCount == 1 else {
-                throw VhostUserError(
-                    .invalidValue,
-                    "SET_VRING_NUM: queue \(index) size \(state.num) is not a power of two (a split ring needs one)"
-                )
+            // The message layer checked 1…32768; the split ring also needs a power of two.
+            do {
+                try ringFormat.validate(size: Int(state.num))
+            } catch {
+                throw VhostUserError(.invalidValue, "SET_VRING_NUM: queue \(index): \(error.message)")
             }
             rings[index].size = Int(state.num)
         case .setVringAddress(let address):
@@ -219,20 +224,20 @@ struct VhostUserSession<Device: VhostUserDevice> {
         case .setVringBase(let state):
             let index = Int(state.index)
             try requireStopped(index, "SET_VRING_BASE")
-            guard state.num <= UInt32(UInt16.max) else {
-                throw VhostUserError(
-                    .invalidValue,
-                    "SET_VRING_BASE: queue \(index) base \(state.num) is above 65535 (a split ring's index is 16 bits)"
-                )
-            }
-            rings[index].base = UInt16(state.num)
+            _ = try VhostUserVringBase.decode(
+                state.num,
+                format: ringFormat,
+                size: rings[index].size,
+                context: "SET_VRING_BASE: queue \(index)"
+            )
+            rings[index].base = state.num
         case .getVringBase(let state):
             let index = Int(state.index)
             let base = try stopRing(index, reason: "GET_VRING_BASE") ?? rings[index].base ?? 0
             // The ring is stopped; a new SET_VRING_KICK starts it again (the call and error
             // eventfds stay, as QEMU expects).
             rings[index].kick = .unset
-            return .reply(.vringState(VhostUserVringState(index: state.index, num: UInt32(base))))
+            return .reply(.vringState(VhostUserVringState(index: state.index, num: base)))
         case .setVringKick(let file):
             let index = Int(file.index)
             rings[index].kick = file.fileDescriptor.map { .eventfd($0) } ?? .polling
@@ -260,6 +265,7 @@ struct VhostUserSession<Device: VhostUserDevice> {
             try requireProtocolFeature(.inflightSharedMemory, "GET_INFLIGHT_FD")
             let area = try VhostUserInflightArea.create(for: request)
             inflight = area
+            inflightCreatedHere = true
             log(
                 .info,
                 "inflight area created: \(area.description.mmapSize) bytes for \(request.queueCount) queues of \(request.queueSize)"
@@ -339,18 +345,42 @@ struct VhostUserSession<Device: VhostUserDevice> {
                 "SET_VRING_ADDR: queue \(index) addresses came before any memory table, so they cannot be translated"
             )
         }
-        let sizes = SplitRingFields.areaByteCounts(size: rings[index].size ?? 1)
-        for (name, user, count) in [
-            ("descriptor table", address.descriptor, sizes.descriptor),
-            ("available ring", address.available, sizes.driver), ("used ring", address.used, sizes.device),
-        ] {
-            _ = try memory.guestPhysicalAddress(
-                ofUserAddress: user,
-                count: count,
-                what: "SET_VRING_ADDR: queue \(index) \(name)"
+        _ = try ringAreas(address, queue: index, size: rings[index].size ?? 1, in: memory, request: "SET_VRING_ADDR: ")
+        rings[index].address = address
+    }
+
+    /// The ring format the acked features choose: packed with VIRTIO_F_RING_PACKED (bit 34),
+    /// split otherwise.
+    var ringFormat: RingFormat {
+        (features ?? 0) & Features.ringPacked.rawValue != 0 ? .packed : .split
+    }
+
+    /// The guest-physical addresses of ring `index`'s three areas (descriptor, driver, device),
+    /// SET_VRING_ADDR's user addresses translated, each area — its size per ``ringFormat`` and
+    /// `size` (``Virtqueue/RingFormat/areas(size:)``) — inside one region.
+    ///
+    /// For the packed ring the vring address's `desc` is the descriptor ring, `avail` the driver
+    /// event suppression structure and `used` the device's (QEMU's and DPDK's reading).
+    ///
+    /// - Throws: ``VhostUserError/Code-swift.struct/unmappedRingAddress`` naming the area.
+    func ringAreas(
+        _ address: VhostUserVringAddress,
+        queue index: Int,
+        size: Int,
+        in memory: VhostUserMemory,
+        request: String = ""
+    ) throws(VhostUserError) -> [UInt64] {
+        var areas: [UInt64] = []
+        for (area, user) in zip(ringFormat.areas(size: size), [address.descriptor, address.available, address.used]) {
+            areas.append(
+                try memory.guestPhysicalAddress(
+                    ofUserAddress: user,
+                    count: area.byteCount,
+                    what: "\(request)queue \(index) \(area.name)"
+                )
             )
         }
-        rings[index].address = address
+        return areas
     }
 
     // MARK: State checks

@@ -35,8 +35,15 @@ public final class VhostUserFrontEnd {
     public private(set) var protocolFeatures: VhostUserProtocolFeatures = []
     /// The back-end's queue count (GET_QUEUE_NUM with MQ, else 1).
     public private(set) var queueCount = 1
-    /// Each started ring's eventfds (ours: we made them), by index.
-    private var rings: [Int: (kick: VhostUserFileDescriptor, call: VhostUserFileDescriptor)] = [:]
+    /// Each started ring's eventfds (ours: we made them) and placement, by index.
+    private var rings: [Int: StartedRing] = [:]
+
+    /// What the front-end keeps of a started ring.
+    private struct StartedRing {
+        var kick: VhostUserFileDescriptor
+        var call: VhostUserFileDescriptor
+        var placement: QueuePlacement
+    }
     let limits = VhostUserLimits(queueCount: 256)
 
     /// A front-end on a connected socket.
@@ -92,32 +99,40 @@ public final class VhostUserFrontEnd {
     ///
     /// - Parameters:
     ///   - wanted: The virtio features the driver can use; VERSION_1 is always asked for.
+    ///     VIRTIO_F_RING_PACKED in it is ignored: `ringFormat` decides.
     ///   - protocol: The protocol features wanted; REPLY_ACK, CONFIG and MQ by default. Only those
     ///     the back-end offers are acked.
+    ///   - ringFormat: The ring format of every queue: with ``Virtqueue/RingFormat/packed``,
+    ///     VIRTIO_F_RING_PACKED (bit 34) is acked and must be offered; with the split ring it never is.
     /// - Returns: The features acked: `wanted` ∩ what the back-end offered (bit 30 aside).
     /// - Throws: ``VhostUserError/Code-swift.struct/featureNotOffered`` if the back-end does not
-    ///   offer VERSION_1; ``VhostUserError/Code-swift.struct/invalidValue`` for a queue count
-    ///   outside 1…256; what the exchange throws.
+    ///   offer VERSION_1, or RING_PACKED for a packed `ringFormat`;
+    ///   ``VhostUserError/Code-swift.struct/invalidValue`` for a queue count outside 1…256; what
+    ///   the exchange throws.
     @discardableResult
     public func negotiate(
         wanted: Features,
-        protocol wantedProtocol: VhostUserProtocolFeatures = [.replyAck, .config, .multipleQueues]
+        protocol wantedProtocol: VhostUserProtocolFeatures = [.replyAck, .config, .multipleQueues],
+        ringFormat: RingFormat = .split
     ) throws(VhostUserError) -> Features {
         let offered = try requestU64(.getFeatures)
-        guard offered & Features.version1.rawValue != 0 else {
+        for (feature, name) in [(Features.version1, "VERSION_1"), (.ringPacked, "RING_PACKED")]
+        where offered & feature.rawValue == 0 && (feature == .version1 || ringFormat == .packed) {
             throw VhostUserError(
                 .featureNotOffered,
-                "the back-end does not offer VERSION_1 (offered 0x\(String(offered, radix: 16)))"
+                "the back-end does not offer \(name) (offered 0x\(String(offered, radix: 16)))"
             )
         }
         try socket.send(try VhostUserMessage.setOwner.encode(), timeout: replyTimeout)
-        var ack = wanted.union(.version1).rawValue & offered & ~VhostUserProtocolFeatures.virtioFeatureBit
+        var chosen = wanted.union(.version1).subtracting(.ringPacked)
+        if ringFormat == .packed { chosen.insert(.ringPacked) }
+        var ack = chosen.rawValue & offered & ~VhostUserProtocolFeatures.virtioFeatureBit
         if offered & VhostUserProtocolFeatures.virtioFeatureBit != 0 {
             let offeredProtocol = VhostUserProtocolFeatures(rawValue: try requestU64(.getProtocolFeatures))
-            let chosen = offeredProtocol.intersection(wantedProtocol)
-            try socket.send(try VhostUserMessage.setProtocolFeatures(chosen).encode(), timeout: replyTimeout)
-            protocolFeatures = chosen
-            if chosen.contains(.multipleQueues) {
+            let chosenProtocol = offeredProtocol.intersection(wantedProtocol)
+            try socket.send(try VhostUserMessage.setProtocolFeatures(chosenProtocol).encode(), timeout: replyTimeout)
+            protocolFeatures = chosenProtocol
+            if chosenProtocol.contains(.multipleQueues) {
                 let count = try requestU64(.getQueueNum)
                 guard (1...256).contains(count) else {
                     throw VhostUserError(.invalidValue, "GET_QUEUE_NUM: the back-end reports \(count) queues")
@@ -161,10 +176,16 @@ public final class VhostUserFrontEnd {
     /// (translated to this process's addresses), CALL and KICK (eventfds made here), and ENABLE
     /// when the protocol features were negotiated.
     ///
+    /// A packed placement (``Virtqueue/RingFormat/packed``; VIRTIO_F_RING_PACKED must have been
+    /// negotiated) sends its descriptor ring as `desc`, the driver event suppression structure as
+    /// `avail` and the device's as `used`, and both positions of its cursor as the base
+    /// (``VhostUserVringBase``).
+    ///
     /// - Returns: The driver's notifier: it kicks the back-end, waits for its calls, and ends a
     ///   wait with `peerDied` when the connection closes.
     /// - Throws: ``VhostUserError/Code-swift.struct/invalidArgument`` for an index outside the
-    ///   back-end's queues or an area outside `memory`; what the exchange throws.
+    ///   back-end's queues, an area outside `memory`, or a placement whose format the features
+    ///   did not negotiate; what the exchange throws.
     public func startRing(
         _ index: Int,
         placement: QueuePlacement,
@@ -173,18 +194,22 @@ public final class VhostUserFrontEnd {
         guard (0..<queueCount).contains(index) else {
             throw VhostUserError(.invalidArgument, "queue \(index) is not below the back-end's \(queueCount) queues")
         }
-        let sizes = SplitRingFields.areaByteCounts(size: placement.size)
+        guard (placement.format == .packed) == features.contains(.ringPacked) else {
+            throw VhostUserError(
+                .invalidArgument,
+                "queue \(index): a \(placement.format) placement, but the features negotiated "
+                    + "\(features.contains(.ringPacked) ? "" : "no ")RING_PACKED"
+            )
+        }
         var user: [UInt64] = []
-        for (name, address, count) in [
-            ("descriptor table", placement.descriptorArea, sizes.descriptor),
-            ("available ring", placement.driverArea, sizes.driver), ("used ring", placement.deviceArea, sizes.device),
-        ] {
-            guard let start = memory.userAddress(of: address),
-                memory.userAddress(of: address &+ UInt64(count) &- 1) == start &+ UInt64(count) &- 1
+        for (area, range) in zip(placement.format.areas(size: placement.size), placement.areas) {
+            let count = UInt64(area.byteCount)
+            guard let start = memory.userAddress(of: range.range.lowerBound),
+                memory.userAddress(of: range.range.lowerBound &+ count &- 1) == start &+ count &- 1
             else {
                 throw VhostUserError(
                     .invalidArgument,
-                    "queue \(index): the \(name) at \(hex(address)) is not in the memory"
+                    "queue \(index): the \(area.name) at \(hex(range.range.lowerBound)) is not in the memory"
                 )
             }
             user.append(start)
@@ -197,7 +222,8 @@ public final class VhostUserFrontEnd {
         let call = VhostUserFileDescriptor(owning: callFD)
         let queue = UInt32(index)
         try send(.setVringNum(VhostUserVringState(index: queue, num: UInt32(placement.size))))
-        try send(.setVringBase(VhostUserVringState(index: queue, num: UInt32(placement.cursor.nextAvailable))))
+        let base = VhostUserVringBase.encode(placement.cursor, format: placement.format)
+        try send(.setVringBase(VhostUserVringState(index: queue, num: base)))
         try send(
             .setVringAddress(
                 VhostUserVringAddress(index: queue, descriptor: user[0], used: user[2], available: user[1])
@@ -208,26 +234,36 @@ public final class VhostUserFrontEnd {
         if !protocolFeatures.isEmpty || features.rawValue != 0 {
             try send(.setVringEnable(VhostUserVringState(index: queue, num: 1)))
         }
-        rings[index] = (kick, call)
+        rings[index] = StartedRing(kick: kick, call: call, placement: placement)
         return try VhostUserEventNotifier(waitingOn: call, notifying: kick, watching: socket.fileDescriptor)
     }
 
-    /// Stops ring `index` (GET_VRING_BASE) and returns the back-end's next available index.
+    /// Stops ring `index` (GET_VRING_BASE) and returns the back-end's next available index — for
+    /// a packed ring, its available position with the wrap counter in bit 15
+    /// (``Virtqueue/PackedRingPosition/cursorValue``).
     ///
     /// - Throws: ``VhostUserError/Code-swift.struct/invalidValue`` if the reply names another
-    ///   queue; what the exchange throws.
+    ///   queue, or a base the ring's format does not allow (``VhostUserVringBase/decode(_:format:size:context:)``);
+    ///   what the exchange throws.
     public func stopRing(_ index: Int) throws(VhostUserError) -> UInt16 {
         guard
             case .vringState(let state) = try request(.getVringBase(VhostUserVringState(index: UInt32(index), num: 0)))
         else { throw VhostUserError(.unexpectedReply, "GET_VRING_BASE: the reply is not a vring state") }
-        guard state.index == UInt32(index), state.num <= UInt32(UInt16.max) else {
+        guard state.index == UInt32(index) else {
             throw VhostUserError(
                 .invalidValue,
                 "GET_VRING_BASE: asked for queue \(index), the back-end answered queue \(state.index) base \(state.num)"
             )
         }
+        let placement = rings[index]?.placement
+        let cursor = try VhostUserVringBase.decode(
+            state.num,
+            format: placement?.format ?? (features.contains(.ringPacked) ? .packed : .split),
+            size: placement?.size,
+            context: "GET_VRING_BASE: queue \(index)"
+        )
         rings[index] = nil
-        return UInt16(state.num)
+        return cursor.nextAvailable
     }
 
     /// Closes the connection (both directions): the back-end stops its rings.

@@ -440,6 +440,8 @@ struct GuestDisk: Sendable {
     var eventIndex: Bool?
     var indirectDescriptors: Bool?
     var queueCount: Int?
+    /// `packed=on`: the guest's driver and the back-end use packed rings (VIRTIO_F_RING_PACKED).
+    var packed: Bool?
     /// `-chardev socket,...,reconnect=1`: QEMU waits for the socket at start and reconnects
     /// (every second) when the back-end goes away; needed for a back-end restarted mid-run.
     var reconnect: Bool
@@ -450,8 +452,10 @@ struct GuestDisk: Sendable {
         eventIndex: Bool? = nil,
         indirectDescriptors: Bool? = nil,
         queueCount: Int? = nil,
+        packed: Bool? = nil,
         reconnect: Bool = false
     ) {
+        self.packed = packed
         self.socketPath = socketPath
         self.queueSize = queueSize
         self.eventIndex = eventIndex
@@ -470,6 +474,7 @@ struct GuestDisk: Sendable {
         if let queueCount { device += ",num-queues=\(queueCount)" }
         if let eventIndex { device += ",event_idx=\(eventIndex ? "on" : "off")" }
         if let indirectDescriptors { device += ",indirect_desc=\(indirectDescriptors ? "on" : "off")" }
+        if let packed { device += ",packed=\(packed ? "on" : "off")" }
         return ["-chardev", chardev, "-device", device]
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import Virtqueue
 
 extension VhostUserTests {
     /// Our vhost-user-blk back-end, `VhostUserBlock`, serving a real Linux kernel's virtio-blk
@@ -89,14 +90,29 @@ extension VhostUserTests {
             return served
         }
 
+        /// The queue counts (and ring formats) of ``checkWithSeveralQueues(_:)``: 2 and 4 split
+        /// rings, and 2 packed ones once the core runs the packed ring.
+        static var severalQueues: [SeveralQueues] {
+            [SeveralQueues(count: 2), SeveralQueues(count: 4)]
+                + (RingFormats.running.contains(.packed) ? [SeveralQueues(count: 2, packed: true)] : [])
+        }
+
+        struct SeveralQueues: Sendable, CustomTestStringConvertible {
+            var count: Int
+            var packed = false
+            var testDescription: String { "\(count) \(packed ? "packed" : "split") queues" }
+        }
+
         @Test(
             "several queues (num-queues = vCPUs): the guest's I/O from every CPU goes down its own queue, each served on a thread of its own",
-            arguments: [2, 4]
+            arguments: severalQueues
         )
-        func checkWithSeveralQueues(_ queues: Int) throws {
+        func checkWithSeveralQueues(_ several: SeveralQueues) throws {
+            let queues = several.count
             let (result, log) = try check(["--isolation", "sandbox"], cpus: queues) {
-                GuestDisk(socketPath: $0, queueCount: queues)
+                GuestDisk(socketPath: $0, queueCount: queues, packed: several.packed)
             }
+            #expect(log.contains("started: \(several.packed ? "packed" : "split") ring"), "\(log)")
             #expect(result["queues"] == "\(queues)", "the guest's blk-mq hardware queues")
             let features = Array(try #require(result["features"]))
             #expect(features.count > 12 && features[12] == "1", "VIRTIO_BLK_F_MQ")
@@ -132,35 +148,50 @@ extension VhostUserTests {
             #expect(!log.contains("forbidden system call"), "\(log)")
         }
 
-        /// The device options QEMU varies: the queue size, and the ring features our core implements.
+        /// The device options QEMU varies: the queue size, the ring features our core implements,
+        /// and the ring format (`packed=on`).
         struct Options: CustomTestStringConvertible, Sendable {
             var queueSize: Int?
             var eventIndex: Bool
             var indirect: Bool
+            var packed = false
             var testDescription: String {
                 "queue-size \(queueSize.map(String.init) ?? "128"), event_idx \(eventIndex ? "on" : "off"), "
-                    + "indirect_desc \(indirect ? "on" : "off")"
+                    + "indirect_desc \(indirect ? "on" : "off")" + (packed ? ", packed on" : "")
+            }
+
+            /// Each option on and off; the packed ring's variants once the core runs it.
+            static var variants: [Options] {
+                var variants = [
+                    Options(queueSize: 256, eventIndex: true, indirect: true),
+                    Options(queueSize: nil, eventIndex: false, indirect: true),
+                    Options(queueSize: nil, eventIndex: true, indirect: false),
+                    Options(queueSize: 256, eventIndex: false, indirect: false),
+                ]
+                if RingFormats.running.contains(.packed) {
+                    variants += [
+                        Options(queueSize: nil, eventIndex: true, indirect: true, packed: true),
+                        Options(queueSize: 256, eventIndex: false, indirect: false, packed: true),
+                    ]
+                }
+                return variants
             }
         }
 
-        @Test(
-            "sandboxed, the device options varied",
-            arguments: [
-                Options(queueSize: 256, eventIndex: true, indirect: true),
-                Options(queueSize: nil, eventIndex: false, indirect: true),
-                Options(queueSize: nil, eventIndex: true, indirect: false),
-                Options(queueSize: 256, eventIndex: false, indirect: false),
-            ]
-        )
+        @Test("sandboxed, the device options varied", arguments: Options.variants)
         func checkWithOptions(_ options: Options) throws {
-            let (result, _) = try check(["--isolation", "sandbox"]) {
+            let (result, log) = try check(["--isolation", "sandbox"]) {
                 GuestDisk(
                     socketPath: $0,
                     queueSize: options.queueSize,
                     eventIndex: options.eventIndex,
-                    indirectDescriptors: options.indirect
+                    indirectDescriptors: options.indirect,
+                    packed: options.packed
                 )
             }
+            // The ring format, seen from both sides: the guest's negotiated bit 34 and our worker's.
+            let format = options.packed ? "packed" : "split"
+            #expect(log.contains("started: \(format) ring, size \(options.queueSize ?? 128)"), "\(log)")
             // Linux fills the ring, with two descriptors per request when it cannot use indirect ones.
             #expect(result["queue_depth"] == "\((options.queueSize ?? 128) / (options.indirect ? 1 : 2))")
             let features = Array(try #require(result["features"]))
@@ -168,6 +199,7 @@ extension VhostUserTests {
             if features.count > 32 {
                 #expect(features[28] == (options.indirect ? "1" : "0"), "INDIRECT_DESC")
                 #expect(features[29] == (options.eventIndex ? "1" : "0"), "EVENT_IDX")
+                #expect(features[34] == (options.packed ? "1" : "0"), "RING_PACKED")
             }
         }
 
