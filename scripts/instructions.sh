@@ -22,6 +22,7 @@ usage: scripts/instructions.sh [SCENARIO...]     (default: one three c cvq)
 In-process cycles (both ends on one thread, per cycle):
   one          the Swift heap cycle, one readable 64 B segment
   three        the Swift heap cycle, two readable 64 B segments and one writable (8-byte reply)
+  one-packed, three-packed  the same cycles on the packed ring
   c            the plain C ring's cycle
   cvq          the hand-written C virtqueue, one segment, minimal checks
   cvq3         the hand-written C virtqueue, the `three` chain, minimal checks
@@ -33,6 +34,7 @@ Device loops (per message, the driver's side included):
   threads        a 64 B batch-32 stream to a device thread (both threads)
 The device child of a 64 B batch-32 stream across processes (per message, the child alone):
   shm-child    the Swift shared-memory backend's device process (TouchDevice, an entry)
+  shm-child-packed  the same on the packed ring
   c-child      the C virtqueue's device process, on the same stream and wake-ups
   c-child-full the same C device doing the Swift core's checks (each chain walked and kept
                privately before use, the heads in flight recorded)
@@ -46,7 +48,7 @@ for argument in "$@"; do
         usage
         exit 0
         ;;
-    one | three | c | cvq | cvq3 | cvq-full | cvq3-full | serve | serve-generic | threads | shm-child | c-child | c-child-full)
+    one | three | one-packed | three-packed | shm-child-packed | c | cvq | cvq3 | cvq-full | cvq3-full | serve | serve-generic | threads | shm-child | c-child | c-child-full)
         scenarios+=("$argument")
         ;;
     *)
@@ -116,6 +118,7 @@ printf '%-16s %s\n' scenario "instructions per cycle"
 for scenario in "${scenarios[@]}"; do
     case "$scenario" in
     shm-child) count=(child_instructions shm) ;;
+    shm-child-packed) count=(child_instructions shm-packed) ;;
     c-child) count=(child_instructions cvq-shm) ;;
     c-child-full) count=(child_instructions cvq-shm-full) ;;
     *) count=(instructions "$scenario") ;;

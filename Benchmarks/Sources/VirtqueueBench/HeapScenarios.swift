@@ -7,8 +7,8 @@ import VirtqueueHeap
 final class HeapCycleBox {
     var cycle: HeapCycle
 
-    init() throws {
-        cycle = try HeapCycle(payload: 64)
+    init(features: Features = .all) throws {
+        cycle = try HeapCycle(payload: 64, features: features)
     }
 
     func runOneSegment(_ count: Int) throws -> Sample {

@@ -2,11 +2,15 @@
 enum Transport: String, CaseIterable, Codable, Sendable {
     /// This package's queues on the heap backend, driver and device on one thread.
     case virtqueueHeap = "virtqueue heap"
+    /// As `virtqueue heap`, on the packed ring (VIRTIO_F_RING_PACKED).
+    case virtqueueHeapPacked = "virtqueue heap packed"
     /// This package's queues on the heap backend, the device on its own thread pinned to the
     /// other CPU (cross-core, in one process).
     case virtqueueThreads = "virtqueue 2 threads"
     /// This package's queues over shared memory, device in a child process.
     case virtqueueSharedMemory = "virtqueue shm"
+    /// As `virtqueue shm`, on the packed ring (VIRTIO_F_RING_PACKED).
+    case virtqueueSharedMemoryPacked = "virtqueue shm packed"
     /// As shared memory, the driver using the async API (`VirtqueueAsync`): it awaits each
     /// completion, and an event loop thread sleeps in epoll for it.
     case virtqueueSharedMemoryAsync = "virtqueue shm async"

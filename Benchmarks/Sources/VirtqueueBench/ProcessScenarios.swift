@@ -17,12 +17,13 @@ enum ChildProcesses {
         sandboxed: Bool,
         size: Int,
         spins: Int,
+        features: Features = .all,
         executable: String? = nil,
         _ body: (inout DriverQueue<SharedMemoryRegion, EventNotifier>, Int) throws -> Result
     ) throws -> Result {
         let slots = Int(CBaseline.ringSlots(size: size))
         let bufferSize = (size + 15) & ~15
-        let layout = try RegionLayout(queueSizes: [slots], dataAreaSize: 2 * slots * bufferSize, features: .all)
+        let layout = try RegionLayout(queueSizes: [slots], dataAreaSize: 2 * slots * bufferSize, features: features)
         var options = LaunchOptions()
         options.spins = spins
         options.executable = executable.map { FilePath($0) }
@@ -73,8 +74,14 @@ enum ChildProcesses {
         guard error == 0 else { throw BenchmarkFailure(description: "cannot pin the device process: errno \(error)") }
     }
 
-    static func throughput(sandboxed: Bool, size: Int, batch: Int, count: Int) throws -> Sample {
-        try withDriver(sandboxed: sandboxed, size: size, spins: Int(loadSpins)) { driver, _ in
+    static func throughput(
+        sandboxed: Bool,
+        size: Int,
+        batch: Int,
+        count: Int,
+        features: Features = .all
+    ) throws -> Sample {
+        try withDriver(sandboxed: sandboxed, size: size, spins: Int(loadSpins), features: features) { driver, _ in
             let groupSize = max(batch, count / 32 / batch * batch)
             let groupTimes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: count / groupSize + 1)
             defer { groupTimes.deallocate() }
@@ -98,8 +105,14 @@ enum ChildProcesses {
         }
     }
 
-    static func roundTrip(sandboxed: Bool, size: Int, count: Int, busy: Bool) throws -> Sample {
-        try withDriver(sandboxed: sandboxed, size: size, spins: busy ? 1 << 20 : 0) { driver, _ in
+    static func roundTrip(
+        sandboxed: Bool,
+        size: Int,
+        count: Int,
+        busy: Bool,
+        features: Features = .all
+    ) throws -> Sample {
+        try withDriver(sandboxed: sandboxed, size: size, spins: busy ? 1 << 20 : 0, features: features) { driver, _ in
             let groupTimes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: count / Int(VQB_GROUP) + 1)
             defer { groupTimes.deallocate() }
             let (kicks, groups) = try DriverWorkloads.roundTrips(
@@ -126,9 +139,11 @@ enum ChildProcesses {
     /// this executable.
     ///
     /// - Returns: The number of kicks.
-    static func profile(count: Int) throws -> Int {
+    static func profile(count: Int, features: Features = .all) throws -> Int {
         let child = ProcessInfo.processInfo.environment["VQB_PROFILE_CHILD"]
-        return try withDriver(sandboxed: false, size: 64, spins: 0, executable: child) { driver, _ in
+        return try withDriver(sandboxed: false, size: 64, spins: 0, features: features, executable: child) {
+            driver,
+            _ in
             let groupTimes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: 1)
             defer { groupTimes.deallocate() }
             return try DriverWorkloads.stream(

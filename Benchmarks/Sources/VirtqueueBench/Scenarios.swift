@@ -1,4 +1,5 @@
 import CBaselines
+import Virtqueue
 
 /// One row of the report: a workload on a transport, and how to run it (or why it cannot run yet).
 struct Scenario {
@@ -17,6 +18,9 @@ struct Scenario {
 
 /// Payload sizes of the sweeps: 64 B to 1 MiB.
 let sweepSizes = [64, 256, 1024, 4096, 16384, 65536, 262_144, 1_048_576]
+
+/// The features of the packed-ring scenarios: the split ones' (`Features.all`) and RING_PACKED.
+let packedFeatures = Features.all.union(.ringPacked)
 
 /// How long the ring polls before it sleeps on its notifier under load: the queues' default.
 let loadSpins: Int32 = 256
@@ -42,6 +46,13 @@ func makeScenarios() -> [Scenario] {
         heap = box
         return box
     }
+    var packedHeap: HeapCycleBox?
+    func packedHeapCycle() throws -> HeapCycleBox {
+        if let packedHeap { return packedHeap }
+        let box = try HeapCycleBox(features: packedFeatures)
+        packedHeap = box
+        return box
+    }
     var localRing: LocalRing?
     func cRing() throws -> LocalRing {
         if let localRing { return localRing }
@@ -55,6 +66,14 @@ func makeScenarios() -> [Scenario] {
             workload: oneSegment,
             transport: .virtqueueHeap,
             run: { try heapCycle().runOneSegment($0) },
+            inProcess: true
+        )
+    )
+    add(
+        Scenario(
+            workload: oneSegment,
+            transport: .virtqueueHeapPacked,
+            run: { try packedHeapCycle().runOneSegment($0) },
             inProcess: true
         )
     )
@@ -91,6 +110,14 @@ func makeScenarios() -> [Scenario] {
     add(
         Scenario(
             workload: threeSegments,
+            transport: .virtqueueHeapPacked,
+            run: { try packedHeapCycle().runThreeSegments($0) },
+            inProcess: true
+        )
+    )
+    add(
+        Scenario(
+            workload: threeSegments,
             transport: .cVirtqueue,
             run: cVirtqueue(.three(VQB_CHECKS_MINIMAL)),
             inProcess: true
@@ -115,6 +142,20 @@ func makeScenarios() -> [Scenario] {
             add(
                 Scenario(workload: workload, transport: sandboxed ? .virtqueueSandbox : .virtqueueSharedMemory) {
                     try ChildProcesses.throughput(sandboxed: sandboxed, size: size, batch: batch, count: $0)
+                }
+            )
+        }
+        // The packed ring beside the split one, for the two sizes the targets use.
+        if batch == 32, size == 64 || size == 4096 {
+            add(
+                Scenario(workload: workload, transport: .virtqueueSharedMemoryPacked) {
+                    try ChildProcesses.throughput(
+                        sandboxed: false,
+                        size: size,
+                        batch: batch,
+                        count: $0,
+                        features: packedFeatures
+                    )
                 }
             )
         }
@@ -161,6 +202,19 @@ func makeScenarios() -> [Scenario] {
                     try ChildProcesses.roundTrip(sandboxed: false, size: size, count: $0, busy: mode == .busyPoll)
                 }
             )
+            if size == 64 {
+                add(
+                    Scenario(workload: workload, transport: .virtqueueSharedMemoryPacked) {
+                        try ChildProcesses.roundTrip(
+                            sandboxed: false,
+                            size: size,
+                            count: $0,
+                            busy: mode == .busyPoll,
+                            features: packedFeatures
+                        )
+                    }
+                )
+            }
             if size == 64 {
                 add(
                     Scenario(workload: workload, transport: .virtqueueSandbox) {

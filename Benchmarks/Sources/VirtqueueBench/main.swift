@@ -10,6 +10,7 @@
 import BenchmarkScenarios
 import CBaselines
 import Foundation
+import Virtqueue
 import VirtqueueSandbox
 import VirtqueueSharedMemory
 
@@ -38,12 +39,14 @@ func usage() -> Never {
 
             profile runs a fixed amount of work, for callgrind (scripts/instructions.sh):
               one, three      the Swift heap cycle, 1 segment / 2 readable + 1 writable
+              one-packed, three-packed  the same on the packed ring
               c               the C ring's cycle
               cvq, cvq3       the hand-written C virtqueue's cycles, minimal checks
               cvq-full, cvq3-full   the same with the Swift core's checks
               serve, serve-generic  the device's serve loop on one thread, concrete / existential device
               threads         a 64 B batch-32 stream to a device thread
               shm             a 64 B batch-32 stream to a shared-memory child (sleeps, never polls)
+              shm-packed      the same on the packed ring
               cvq-shm         the same stream to a C virtqueue device in a spawned process
               cvq-shm-full    the same, the C device doing the Swift core's checks
               (shm and cvq-shm start their child through VQB_PROFILE_CHILD when it is set)
@@ -59,11 +62,11 @@ if arguments.first == "profile" {
     // and divide the difference in instructions by the difference in iterations.
     guard arguments.count == 3, let iterations = Int(arguments[2]) else { usage() }
     switch arguments[1] {
-    case "one":
-        var heap = try HeapCycle()
+    case "one", "one-packed":
+        var heap = try HeapCycle(features: arguments[1] == "one" ? .all : packedFeatures)
         print(try heap.runOneSegment(iterations: iterations))
-    case "three":
-        var heap = try HeapCycle()
+    case "three", "three-packed":
+        var heap = try HeapCycle(features: arguments[1] == "three" ? .all : packedFeatures)
         print(try heap.runThreeSegments(iterations: iterations))
     case "c":
         print(try LocalRing(payload: 64).run(iterations).operations)
@@ -74,6 +77,8 @@ if arguments.first == "profile" {
         try cycle.run(batches: iterations / 256, generic: arguments[1] == "serve-generic")
     case "shm":
         print(try ChildProcesses.profile(count: iterations))
+    case "shm-packed":
+        print(try ChildProcesses.profile(count: iterations, features: packedFeatures))
     case "cvq":
         print(try LocalVirtqueue(payload: 64).run(iterations).operations)
     case "cvq3":
