@@ -113,7 +113,8 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         queueIndex: Int = 0
     ) throws(VirtqueueError) {
         try features.validateForRing()
-        let unsupported = features.subtracting(supportedFeatures.union(.version1))
+        // IN_ORDER is the ring core's to keep, whatever order the device code completes in.
+        let unsupported = features.subtracting(supportedFeatures.union([.version1, .inOrder]))
         guard unsupported.isEmpty else {
             throw VirtqueueError(
                 .featureNotSupported,
@@ -144,6 +145,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
                 identity: makeQueueIdentity()
             )
         )
+        if features.contains(.inOrder) { state.pointee.enableInOrder(cursor: placement.cursor) }
     }
 
     /// Attaches the device to queue `queueIndex` of one of this package's regions, reading and
@@ -219,11 +221,9 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         let position = state.pointee.side.consumed
         let entry = UnsafeRawPointer(state.pointee.ring.availableEntry(position))
         let head = UInt16(littleEndian: entry.loadUnaligned(as: UInt16.self))
-        let size = state.pointee.ring.size
-        guard Int(head) < size else {
-            throw state.pointee.side.breakQueue(
-                .headOutOfRange(head, slot: position & state.pointee.ring.mask, size: size)
-            )
+        guard Int(head) < state.pointee.headLimit else {
+            try DeviceState.takeRequestOffTheUsualPath(state, head: head, position: position)
+            return DeviceRequest(id: head, state: state)
         }
         guard state.pointee.record(head).pointee.segmentCount == 0 else {
             throw state.pointee.side.breakQueue(.headAlreadyInFlight(head))
@@ -264,6 +264,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         }
         try state.pointee.takeChain(head: head)
         state.pointee.takenCount &+= 1
+        if state.pointee.inOrder.enabled { state.pointee.recordResubmittedInOrder(head: head) }
         return DeviceRequest(id: head, state: state)
     }
 
@@ -379,19 +380,18 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         let writable = state.pointee.release(head: id)
         state.pointee.takenCount &-= 1
         try state.pointee.side.checkUsable()
-        let valid = written >= 0 && written <= writable
-        let length = valid ? UInt32(written) : 0
+        // One unsigned comparison (`writable` is never negative); a written length out of range,
+        // and every completion under IN_ORDER, take the path out of line.
+        guard UInt(bitPattern: written) <= UInt(bitPattern: writable), !state.pointee.inOrder.enabled else {
+            return try state.pointee.completeOffTheUsualPath(id, written: written, writable: writable, publish: publish)
+        }
         let element = state.pointee.ring.usedElement(state.pointee.side.published)
         element.storeBytes(of: UInt32(id).littleEndian, as: UInt32.self)
-        element.storeBytes(of: length.littleEndian, toByteOffset: 4, as: UInt32.self)
+        element.storeBytes(of: UInt32(truncatingIfNeeded: written).littleEndian, toByteOffset: 4, as: UInt32.self)
         if publish {
             state.pointee.side.publish()
         } else {
             state.pointee.side.stage()
-        }
-        guard valid else {
-            state.pointee.side.publishStaged()
-            throw .writtenLengthTooLarge(written, writable: writable, request: id)
         }
     }
 

@@ -150,6 +150,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             )
         )
         self.queueIdentity = makeQueueIdentity()
+        if features.contains(.inOrder) { state.pointee.enableInOrder(cursor: placement.cursor) }
     }
 
     /// Attaches the driver to queue `queueIndex` of one of this package's regions, whose header
@@ -204,7 +205,9 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// The queue size N.
     @inlinable public var queueSize: Int { state.pointee.ring.size }
     /// Descriptors not used by any chain being built or in flight.
-    @inlinable public var freeDescriptorCount: Int { state.pointee.freeDescriptorCount }
+    @inlinable public var freeDescriptorCount: Int {
+        state.pointee.freeDescriptorCount + state.pointee.inOrder.freeDescriptors
+    }
     /// Pool buffers not used by any chain.
     @inlinable public var freeBufferCount: Int { state.pointee.freeBufferCount }
     /// The number of buffers in the pool.
@@ -410,9 +413,18 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         let element = UnsafeRawPointer(state.pointee.ring.usedElement(position))
         let id = UInt32(littleEndian: element.loadUnaligned(as: UInt32.self))
         let length = UInt32(littleEndian: element.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-        let size = state.pointee.ring.size
-        guard id < UInt32(truncatingIfNeeded: size) else {
-            throw state.pointee.side.breakQueue(.usedIDOutOfRange(id, size: size))
+        guard id < state.pointee.usedIDLimit else {
+            let taken = try DriverState.takeUsedOffTheUsualPath(state, id: id, length: length, position: position)
+            return UsedChain(
+                id: taken.head,
+                writtenByteCount: taken.written,
+                status: .completed,
+                firstBuffer: taken.record.firstBuffer,
+                lastBuffer: taken.record.lastBuffer,
+                segmentCount: Int(taken.record.segmentCount),
+                queueIdentity: queueIdentity,
+                state: state
+            )
         }
         let head = UInt16(truncatingIfNeeded: id)
         let record = state.pointee.heads[Int(head)]
@@ -622,7 +634,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         }
         guard chain.head != noBuffer else {
             // The chain's first segment: its descriptor becomes the head, which names its record.
-            guard state.pointee.freeDescriptorCount > 0 else { throw .ringFull(size: state.pointee.ring.size) }
+            if state.pointee.freeDescriptorCount == 0 { try DriverState.lendInOrderDescriptor(state) }
             guard state.pointee.freeBufferCount > 0 else {
                 throw .poolExhausted(bufferCount: state.pointee.bufferCount)
             }
@@ -732,6 +744,11 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         writable: Bool
     ) throws(VirtqueueError) -> UnsafeMutableRawPointer? {
         let state = self.state
+        // Under IN_ORDER the free descriptors are hidden from the hot path, which sends every
+        // append here: the chain being built (the only one) takes them in ring order.
+        let inOrder = state.pointee.inOrder.enabled
+        if inOrder { state.pointee.revealDescriptors() }
+        defer { if inOrder { state.pointee.hideDescriptors() } }
         let chain = state.pointee.heads.advanced(by: Int(head))
         let count = Int(chain.pointee.segmentCount)
         guard count < maximumChainLength else { throw .chainTooLong(segments: count + 1, limit: maximumChainLength) }
@@ -788,6 +805,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             state.pointee.pushDescriptor(descriptor)
             descriptor = next
         }
+        if state.pointee.inOrder.enabled { state.pointee.restoreRingOrder(after: head, freed: count - 1) }
         let entries = state.pointee.buffers[Int(table)].host.unsafelyUnwrapped
         var buffer = record.firstBuffer
         for index in 0..<count {

@@ -134,7 +134,7 @@ struct FeatureBitTests {
     }
 
     @Test(arguments: [
-        (Features.ringPacked, "RING_PACKED", 34), (.inOrder, "IN_ORDER", 35), (.accessPlatform, "ACCESS_PLATFORM", 33),
+        (Features.ringPacked, "RING_PACKED", 34), (.accessPlatform, "ACCESS_PLATFORM", 33),
         (.notificationData, "NOTIFICATION_DATA", 38), (.ringReset, "RING_RESET", 40),
         (Features(bit: 45), "reserved", 45),
     ])
