@@ -1,3 +1,5 @@
+import Virtqueue
+
 /// The backend conformance suite: named checks every `MemoryRegion` and
 /// `Notifier` pair must pass.
 ///
@@ -36,18 +38,27 @@ public struct ConformanceSuite: Sendable {
         /// `VirtqueueConformanceHelper` in the directory of the running executable — where
         /// SwiftPM builds it when the test target depends on the product of that name.
         public var helperExecutable: String?
+        /// Whether the checks negotiate VIRTIO_F_IN_ORDER on the rings they make: the device then
+        /// uses buffers in the order they were made available (holding early completions, folding
+        /// staged runs into one used element), the driver takes batches back and builds one chain
+        /// at a time, and ``ConformanceCheck/hostileDevice`` plants the in-order rules
+        /// (``HostileInOrderDeviceRule``) as well. Checks of the notifier or the bytes alone do
+        /// not change. The default is `false`; run the suite both ways (``ConformanceCheck/usesRings``).
+        public var inOrder: Bool
 
         /// Creates a configuration; every parameter has its default.
         public init(
             timeout: Duration = .seconds(20),
             stressChainCount: Int = 1_000_000,
             wakeUpRoundTrips: Int = 2_000,
-            helperExecutable: String? = nil
+            helperExecutable: String? = nil,
+            inOrder: Bool = false
         ) {
             self.timeout = timeout
             self.stressChainCount = stressChainCount
             self.wakeUpRoundTrips = wakeUpRoundTrips
             self.helperExecutable = helperExecutable
+            self.inOrder = inOrder
         }
     }
 
@@ -75,7 +86,9 @@ public struct ConformanceSuite: Sendable {
     {
         let context = CheckContext(configuration: configuration, backendName: backend.name)
         do {
-            let summary = try check.body(backend, context)
+            let summary = try CheckFeatures.$added.withValue(configuration.inOrder ? [.inOrder] : []) {
+                try check.body(backend, context)
+            }
             return ConformanceResult(check: check, backend: backend.name, outcome: .passed, summary: summary)
         } catch let notApplicable as NotApplicable {
             return ConformanceResult(

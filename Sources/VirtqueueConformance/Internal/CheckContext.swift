@@ -30,6 +30,12 @@ struct NotApplicable: Error {
     let reason: String
 }
 
+/// The transport features every layout of the check being run adds to its own
+/// (``ConformanceSuite/Configuration/inOrder``).
+enum CheckFeatures {
+    @TaskLocal static var added: Features = []
+}
+
 /// Fails the check with `message` unless `condition` holds.
 func expect(
     _ condition: Bool,
@@ -91,7 +97,11 @@ func makeLayout(
     line: Int = #line
 ) throws(CheckFailure) -> RegionLayout {
     try attempt("making a layout for a queue of \(queueSize)", fileID: fileID, line: line) {
-        try RegionLayout(queueSizes: [queueSize], dataAreaSize: dataAreaSize, features: features)
+        try RegionLayout(
+            queueSizes: [queueSize],
+            dataAreaSize: dataAreaSize,
+            features: features.union(CheckFeatures.added)
+        )
     }
 }
 
