@@ -48,7 +48,9 @@ enum HostileDeviceCheck {
             var accounted = 0
             for expected in rule.goodTakes {
                 guard let used = try driver.takeUsed() else {
-                    throw CheckFailure("rule \(rule): the driver did not take the valid batch planted before the bad one")
+                    throw CheckFailure(
+                        "rule \(rule): the driver did not take the valid batch planted before the bad one"
+                    )
                 }
                 try expect(
                     used.id == expected.id && used.writtenByteCount == expected.written,
