@@ -22,6 +22,8 @@ usage: scripts/instructions.sh [SCENARIO...]     (default: one three c cvq)
 In-process cycles (both ends on one thread, per cycle):
   one          the Swift heap cycle, one readable 64 B segment
   three        the Swift heap cycle, two readable 64 B segments and one writable (8-byte reply)
+  one-in-order, three-in-order
+               the same two cycles with VIRTIO_F_IN_ORDER negotiated
   c            the plain C ring's cycle
   cvq          the hand-written C virtqueue, one segment, minimal checks
   cvq3         the hand-written C virtqueue, the `three` chain, minimal checks
@@ -46,7 +48,7 @@ for argument in "$@"; do
         usage
         exit 0
         ;;
-    one | three | c | cvq | cvq3 | cvq-full | cvq3-full | serve | serve-generic | threads | shm-child | c-child | c-child-full)
+    one | three | one-in-order | three-in-order | c | cvq | cvq3 | cvq-full | cvq3-full | serve | serve-generic | threads | shm-child | c-child | c-child-full)
         scenarios+=("$argument")
         ;;
     *)

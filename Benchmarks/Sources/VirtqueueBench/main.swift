@@ -10,6 +10,7 @@
 import BenchmarkScenarios
 import CBaselines
 import Foundation
+import Virtqueue
 import VirtqueueSandbox
 import VirtqueueSharedMemory
 
@@ -38,6 +39,7 @@ func usage() -> Never {
 
             profile runs a fixed amount of work, for callgrind (scripts/instructions.sh):
               one, three      the Swift heap cycle, 1 segment / 2 readable + 1 writable
+              one-in-order, three-in-order   the same with VIRTIO_F_IN_ORDER negotiated
               c               the C ring's cycle
               cvq, cvq3       the hand-written C virtqueue's cycles, minimal checks
               cvq-full, cvq3-full   the same with the Swift core's checks
@@ -64,6 +66,12 @@ if arguments.first == "profile" {
         print(try heap.runOneSegment(iterations: iterations))
     case "three":
         var heap = try HeapCycle()
+        print(try heap.runThreeSegments(iterations: iterations))
+    case "one-in-order":
+        var heap = try HeapCycle(features: Features.all.union(.inOrder))
+        print(try heap.runOneSegment(iterations: iterations))
+    case "three-in-order":
+        var heap = try HeapCycle(features: Features.all.union(.inOrder))
         print(try heap.runThreeSegments(iterations: iterations))
     case "c":
         print(try LocalRing(payload: 64).run(iterations).operations)

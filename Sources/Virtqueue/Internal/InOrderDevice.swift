@@ -79,7 +79,7 @@ extension DeviceState {
     /// `nextRequest`'s usual path does (the same checks and parser), and records its position.
     ///
     /// - Throws: ``VirtqueueError`` naming the violation, which breaks the queue.
-    @usableFromInline
+    @usableFromInline @inline(__always)
     mutating func takeInOrder(head: UInt16, position: UInt16) throws(VirtqueueError) {
         let size = ring.size
         guard Int(head) < size else {
@@ -103,7 +103,7 @@ extension DeviceState {
     /// `writable` room) under IN_ORDER: uses it now if it is the next in order — and then every
     /// held completion that follows it — or holds it until the ones before it complete. With
     /// `publish`, stores `used.idx` for what was used (and staged before).
-    @usableFromInline
+    @usableFromInline @inline(__always)
     mutating func completeInOrder(_ head: UInt16, length: UInt32, writable: Int, publish: Bool) {
         let position = inOrder.positions.unsafelyUnwrapped[Int(head)]
         let usedCompletely = Int(length) == writable
@@ -125,7 +125,7 @@ extension DeviceState {
 
     /// Uses the next buffer in order: folds it into the staged run when the run's last buffer was
     /// used completely (the run's element now names this one), else starts a run at `used.idx`.
-    @inlinable
+    @usableFromInline @inline(__always)
     mutating func useInOrder(_ head: UInt16, length: UInt32, usedCompletely: Bool) {
         if !(side.hasStaged && inOrder.lastUsedCompletely) {
             inOrder.runSlot = side.published

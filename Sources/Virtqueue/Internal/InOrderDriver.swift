@@ -63,7 +63,7 @@ extension DriverState {
     }
 
     /// Moves the hidden free descriptors where the usual append code counts them.
-    @usableFromInline
+    @usableFromInline @inline(__always)
     mutating func revealDescriptors() {
         freeDescriptorCount &+= inOrder.freeDescriptors
         inOrder.freeDescriptors = 0
@@ -71,7 +71,7 @@ extension DriverState {
     }
 
     /// Hides the free descriptors from the hot path again.
-    @usableFromInline
+    @usableFromInline @inline(__always)
     mutating func hideDescriptors() {
         inOrder.freeDescriptors &+= freeDescriptorCount
         freeDescriptorCount = 0
@@ -117,7 +117,7 @@ extension DriverState {
     /// writable bytes — and records the batch: the k oldest chains, the last one with `length`.
     ///
     /// - Throws: ``VirtqueueError`` naming the violation, which breaks the queue.
-    @usableFromInline
+    @usableFromInline @inline(__always)
     mutating func startInOrderBatch(id: UInt32, length: UInt32, position: UInt16) throws(VirtqueueError) {
         let size = ring.size
         let covered = Int(side.shadow &- position)
@@ -155,7 +155,7 @@ extension DriverState {
     ///
     /// - Returns: The chain's record and the bytes written: the batch's `len` for its last chain,
     ///   the chain's writable bytes for the others ("used completely", virtio 1.2 §2.7.9).
-    @usableFromInline
+    @usableFromInline @inline(__always)
     mutating func retireOldestInOrder() -> (head: UInt16, record: HeadRecord, written: Int) {
         let head = inOrder.oldestHead
         let record = heads[Int(head)]
