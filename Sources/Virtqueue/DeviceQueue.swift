@@ -63,6 +63,24 @@ public struct DeviceRequest: ~Copyable {
 /// }
 /// try device.notifyIfNeeded()                                  // 7. notify the driver
 /// ```
+///
+/// ### IN_ORDER
+///
+/// With ``Features/inOrder`` negotiated the device must use buffers in the order the driver made
+/// them available (docs/wire-format.md §6.4). The calls are the same, and the device code may
+/// still complete requests in any order: ``complete(_:written:publish:)`` holds a completion
+/// that comes before the ones taken before it — in private memory, a slot per position, nothing
+/// allocated — and uses it when those have completed, with the `publish` choice of the call
+/// that completes the last of them (QEMU's `virtqueue_ordered_fill` / `virtqueue_ordered_flush`
+/// do the same). The driver sees nothing of a held completion until then; a device that holds a
+/// request for long holds back every request taken after it.
+///
+/// A run of completions staged with `publish: false` is reported with one used element — the
+/// spec's batch — as long as each buffer but the last was written completely (`written` equal
+/// to its ``DeviceRequest/writableByteCount``): the spec counts a batch's earlier buffers as used
+/// completely, so a buffer written in part ends the batch and keeps its own element and length.
+/// The device does not rely on anything the driver does in order. The queue accepts IN_ORDER
+/// whatever `supportedFeatures` says: the ordering is the ring core's to keep.
 public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
     /// The memory the rings and buffers live in; the queue owns it (it is released with the
     /// queue). Kept behind a pointer, allocated once here, so that the queue stays a few words:
@@ -364,7 +382,10 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///     ``DeviceRequest/writableByteCount``.
     ///   - publish: Whether to publish `used.idx` now (the default) or leave it to the next
     ///     ``publish()``, ``notifyIfNeeded()``, wait or ``stop()``. The driver does not see a
-    ///     staged completion until then; a queue that breaks first never publishes it.
+    ///     staged completion until then; a queue that breaks first never publishes it. Under
+    ///     IN_ORDER a completion that comes before the ones taken before it is held until they
+    ///     complete, and a staged run of completely written buffers is one used element (see
+    ///     the IN_ORDER section of ``DeviceQueue``).
     /// - Throws: ``VirtqueueError/Code-swift.struct/writtenLengthTooLarge`` if `written` is out of
     ///   range — the request is still returned, with 0 bytes written, so the driver never loses
     ///   its buffers; ``VirtqueueError/Code-swift.struct/notOwned`` for another queue's request,

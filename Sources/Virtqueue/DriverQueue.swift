@@ -44,6 +44,29 @@
 /// Each chain has one private record, indexed by its head descriptor, taken with its first
 /// segment: the ``Chain`` token carries only the head and its queue's identity, and each append
 /// writes its descriptor straight into the ring, where ``submit(_:)`` publishes it.
+///
+/// ### IN_ORDER
+///
+/// With ``Features/inOrder`` negotiated the calls are the same; three things differ
+/// (docs/wire-format.md §6.4):
+///
+/// - The device returns chains in the order they were submitted, and may report several with one
+///   used element. ``takeUsed()`` still returns one ``UsedChain`` per chain, in order: the
+///   batch's earlier chains with their whole writable room as ``UsedChain/writtenByteCount``
+///   (the spec's "used completely"), the last with the length the device wrote. A device that
+///   returns a chain out of order, or reports more than is in flight, breaks the queue
+///   (``VirtqueueError/Code-swift.struct/usedOutOfOrder``,
+///   ``VirtqueueError/Code-swift.struct/usedPastInFlight``).
+/// - Chains use descriptors in ring order — each takes the ones after the last chain's, from 0,
+///   wrapping after N − 1 — as the spec asks of an in-order driver.
+/// - So the driver builds **one chain at a time**: a chain's first append throws
+///   ``VirtqueueError/Code-swift.struct/chainInProgress`` while another chain has segments and
+///   is neither submitted nor discarded (the refused chain is unchanged; submit or discard the
+///   other, then append again). A chain discarded or dropped gives its descriptors back to be
+///   the next ones taken.
+///
+/// A queue without IN_ORDER runs exactly its usual path: the in-order work hangs off its cold
+/// branches.
 public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
     /// The memory the rings and buffers live in; the queue owns it (it is released with the queue).
     @usableFromInline let memory: Memory

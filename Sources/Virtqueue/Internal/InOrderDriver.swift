@@ -14,10 +14,12 @@
 /// neither submitted nor discarded.
 ///
 /// **Out of the hot path.** The in-order paths hang off the cold branches of the usual ones, so a
-/// queue without IN_ORDER runs exactly the instructions it ran before: the free count the hot path
-/// reads is kept at 0 (``freeDescriptors`` holds the real one), so every append fails its quick
-/// check and goes out of line, where the in-order rules apply; and `usedIDLimit` is 0, so every used
-/// element fails its range check and goes to the in-order take.
+/// queue without IN_ORDER runs the path it ran before: the free count the hot path reads is kept
+/// at 0 (``freeDescriptors`` holds the real one), so a chain's first append finds no descriptor
+/// and asks ``DriverState/lendInOrderDescriptor(_:)``, which applies the one-chain rule and lends
+/// the one descriptor the append then takes, and every further append goes to the out-of-line
+/// append, which reveals the count while it runs; and `usedIDLimit` is 0, so every used element
+/// fails its range check and goes to the in-order take.
 @usableFromInline
 internal struct InOrderDriverState {
     /// Whether VIRTIO_F_IN_ORDER was negotiated.
