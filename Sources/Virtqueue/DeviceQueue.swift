@@ -76,6 +76,24 @@ public struct DeviceRequest: ~Copyable {
 /// writes a used descriptor at the used position, and ``cursor`` holds positions with their
 /// wrap counters (bit 15). ``resubmittedRequest(head:)`` has no packed meaning and throws
 /// ``VirtqueueError/Code-swift.struct/featureNotSupported`` there.
+///
+/// ### IN_ORDER
+///
+/// With ``Features/inOrder`` negotiated the device must use buffers in the order the driver made
+/// them available (docs/wire-format.md §6.4). The calls are the same, and the device code may
+/// still complete requests in any order: ``complete(_:written:publish:)`` holds a completion
+/// that comes before the ones taken before it — in private memory, a slot per position, nothing
+/// allocated — and uses it when those have completed, with the `publish` choice of the call
+/// that completes the last of them (QEMU's `virtqueue_ordered_fill` / `virtqueue_ordered_flush`
+/// do the same). The driver sees nothing of a held completion until then; a device that holds a
+/// request for long holds back every request taken after it.
+///
+/// A run of completions staged with `publish: false` is reported with one used element — the
+/// spec's batch — as long as each buffer but the last was written completely (`written` equal
+/// to its ``DeviceRequest/writableByteCount``): the spec counts a batch's earlier buffers as used
+/// completely, so a buffer written in part ends the batch and keeps its own element and length.
+/// The device does not rely on anything the driver does in order. The queue accepts IN_ORDER
+/// whatever `supportedFeatures` says: the ordering is the ring core's to keep.
 public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
     /// The memory the rings and buffers live in; the queue owns it (it is released with the
     /// queue). Kept behind a pointer, allocated once here, so that the queue stays a few words:
@@ -126,8 +144,9 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         queueIndex: Int = 0
     ) throws(VirtqueueError) {
         try features.validateForRing()
-        // VERSION_1 and the ring format are the ring core's, not the device code's.
-        let unsupported = features.subtracting(supportedFeatures.union([.version1, .ringPacked]))
+        // VERSION_1, the ring format and IN_ORDER are the ring core's, not the device code's: the
+        // core keeps the order whatever order the device code completes in.
+        let unsupported = features.subtracting(supportedFeatures.union([.version1, .ringPacked, .inOrder]))
         guard unsupported.isEmpty else {
             throw VirtqueueError(
                 .featureNotSupported,
@@ -158,6 +177,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
                 identity: makeQueueIdentity()
             )
         )
+        if features.contains(.inOrder) { state.pointee.enableInOrder(cursor: placement.cursor) }
     }
 
     /// Attaches the device to queue `queueIndex` of one of this package's regions, reading and
@@ -233,11 +253,9 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         let position = state.pointee.side.consumed
         let entry = UnsafeRawPointer(state.pointee.ring.availableEntry(position))
         let head = UInt16(littleEndian: entry.loadUnaligned(as: UInt16.self))
-        let size = state.pointee.ring.size
-        guard Int(head) < size else {
-            throw state.pointee.side.breakQueue(
-                .headOutOfRange(head, slot: position & state.pointee.ring.mask, size: size)
-            )
+        guard Int(head) < state.pointee.headLimit else {
+            try DeviceState.takeRequestOffTheUsualPath(state, head: head, position: position)
+            return DeviceRequest(id: head, state: state)
         }
         guard state.pointee.record(head).pointee.segmentCount == 0 else {
             throw state.pointee.side.breakQueue(.headAlreadyInFlight(head))
@@ -281,6 +299,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         }
         try state.pointee.takeChain(head: head)
         state.pointee.takenCount &+= 1
+        if state.pointee.inOrder.enabled { state.pointee.recordResubmittedInOrder(head: head) }
         return DeviceRequest(id: head, state: state)
     }
 
@@ -380,7 +399,10 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///     ``DeviceRequest/writableByteCount``.
     ///   - publish: Whether to publish `used.idx` now (the default) or leave it to the next
     ///     ``publish()``, ``notifyIfNeeded()``, wait or ``stop()``. The driver does not see a
-    ///     staged completion until then; a queue that breaks first never publishes it.
+    ///     staged completion until then; a queue that breaks first never publishes it. Under
+    ///     IN_ORDER a completion that comes before the ones taken before it is held until they
+    ///     complete, and a staged run of completely written buffers is one used element (see
+    ///     the IN_ORDER section of ``DeviceQueue``).
     /// - Throws: ``VirtqueueError/Code-swift.struct/writtenLengthTooLarge`` if `written` is out of
     ///   range — the request is still returned, with 0 bytes written, so the driver never loses
     ///   its buffers; ``VirtqueueError/Code-swift.struct/notOwned`` for another queue's request,
@@ -395,28 +417,28 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         request.end()
         let writable = state.pointee.release(head: id)
         state.pointee.takenCount &-= 1
-        let valid = written >= 0 && written <= writable
-        let length = valid ? UInt32(written) : 0
         if state.pointee.side.diverted {
+            let valid = written >= 0 && written <= writable
             try state.pointee.side.checkUsable()
-            state.pointee.storePackedUsed(id: id, length: length, publish: publish)
+            state.pointee.storePackedUsed(id: id, length: valid ? UInt32(written) : 0, publish: publish)
             guard valid else {
                 state.pointee.side.publishStaged()
                 throw .writtenLengthTooLarge(written, writable: writable, request: id)
             }
             return
         }
+        // One unsigned comparison (`writable` is never negative); a written length out of range,
+        // and every completion under IN_ORDER, take the path out of line.
+        guard UInt(bitPattern: written) <= UInt(bitPattern: writable), !state.pointee.inOrder.enabled else {
+            return try state.pointee.completeOffTheUsualPath(id, written: written, writable: writable, publish: publish)
+        }
         let element = state.pointee.ring.usedElement(state.pointee.side.published)
         element.storeBytes(of: UInt32(id).littleEndian, as: UInt32.self)
-        element.storeBytes(of: length.littleEndian, toByteOffset: 4, as: UInt32.self)
+        element.storeBytes(of: UInt32(truncatingIfNeeded: written).littleEndian, toByteOffset: 4, as: UInt32.self)
         if publish {
             state.pointee.side.publish()
         } else {
             state.pointee.side.stage()
-        }
-        guard valid else {
-            state.pointee.side.publishStaged()
-            throw .writtenLengthTooLarge(written, writable: writable, request: id)
         }
     }
 

@@ -60,6 +60,29 @@
 /// - ``cursor`` holds positions with their wrap counters (bit 15) instead of free-running indices.
 /// - ``freeDescriptorCount`` is also the room left in the packed ring: a chain in flight takes
 ///   one ring descriptor per segment, or one when indirect.
+///
+/// ### IN_ORDER
+///
+/// With ``Features/inOrder`` negotiated the calls are the same; three things differ
+/// (docs/wire-format.md §6.4):
+///
+/// - The device returns chains in the order they were submitted, and may report several with one
+///   used element. ``takeUsed()`` still returns one ``UsedChain`` per chain, in order: the
+///   batch's earlier chains with their whole writable room as ``UsedChain/writtenByteCount``
+///   (the spec's "used completely"), the last with the length the device wrote. A device that
+///   returns a chain out of order, or reports more than is in flight, breaks the queue
+///   (``VirtqueueError/Code-swift.struct/usedOutOfOrder``,
+///   ``VirtqueueError/Code-swift.struct/usedPastInFlight``).
+/// - Chains use descriptors in ring order — each takes the ones after the last chain's, from 0,
+///   wrapping after N − 1 — as the spec asks of an in-order driver.
+/// - So the driver builds **one chain at a time**: a chain's first append throws
+///   ``VirtqueueError/Code-swift.struct/chainInProgress`` while another chain has segments and
+///   is neither submitted nor discarded (the refused chain is unchanged; submit or discard the
+///   other, then append again). A chain discarded or dropped gives its descriptors back to be
+///   the next ones taken.
+///
+/// A queue without IN_ORDER runs exactly its usual path: the in-order work hangs off its cold
+/// branches.
 public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~Copyable {
     /// The memory the rings and buffers live in; the queue owns it (it is released with the queue).
     @usableFromInline let memory: Memory
@@ -167,6 +190,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             )
         )
         self.queueIdentity = makeQueueIdentity()
+        if features.contains(.inOrder) { state.pointee.enableInOrder(cursor: placement.cursor) }
     }
 
     /// Attaches the driver to queue `queueIndex` of one of this package's regions, whose header
@@ -221,7 +245,9 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// The queue size N.
     @inlinable public var queueSize: Int { state.pointee.ring.size }
     /// Descriptors not used by any chain being built or in flight.
-    @inlinable public var freeDescriptorCount: Int { state.pointee.freeDescriptorCount }
+    @inlinable public var freeDescriptorCount: Int {
+        state.pointee.freeDescriptorCount + state.pointee.inOrder.freeDescriptors
+    }
     /// Pool buffers not used by any chain.
     @inlinable public var freeBufferCount: Int { state.pointee.freeBufferCount }
     /// The number of buffers in the pool.
@@ -441,9 +467,18 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         let element = UnsafeRawPointer(state.pointee.ring.usedElement(position))
         let id = UInt32(littleEndian: element.loadUnaligned(as: UInt32.self))
         let length = UInt32(littleEndian: element.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-        let size = state.pointee.ring.size
-        guard id < UInt32(truncatingIfNeeded: size) else {
-            throw state.pointee.side.breakQueue(.usedIDOutOfRange(id, size: size))
+        guard id < state.pointee.usedIDLimit else {
+            let taken = try DriverState.takeUsedOffTheUsualPath(state, id: id, length: length, position: position)
+            return UsedChain(
+                id: taken.head,
+                writtenByteCount: taken.written,
+                status: .completed,
+                firstBuffer: taken.record.firstBuffer,
+                lastBuffer: taken.record.lastBuffer,
+                segmentCount: Int(taken.record.segmentCount),
+                queueIdentity: queueIdentity,
+                state: state
+            )
         }
         let head = UInt16(truncatingIfNeeded: id)
         let record = state.pointee.heads[Int(head)]
@@ -638,7 +673,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         }
         guard chain.head != noBuffer else {
             // The chain's first segment: its descriptor becomes the head, which names its record.
-            guard state.pointee.freeDescriptorCount > 0 else { throw .ringFull(size: state.pointee.ring.size) }
+            if state.pointee.freeDescriptorCount == 0 { try DriverState.lendInOrderDescriptor(state) }
             guard state.pointee.freeBufferCount > 0 else {
                 throw .poolExhausted(bufferCount: state.pointee.bufferCount)
             }
@@ -748,6 +783,11 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         writable: Bool
     ) throws(VirtqueueError) -> UnsafeMutableRawPointer? {
         let state = self.state
+        // Under IN_ORDER the free descriptors are hidden from the hot path, which sends every
+        // append here: the chain being built (the only one) takes them in ring order.
+        let inOrder = state.pointee.inOrder.enabled
+        if inOrder { state.pointee.revealDescriptors() }
+        defer { if inOrder { state.pointee.hideDescriptors() } }
         let chain = state.pointee.heads.advanced(by: Int(head))
         let count = Int(chain.pointee.segmentCount)
         guard count < maximumChainLength else { throw .chainTooLong(segments: count + 1, limit: maximumChainLength) }
@@ -804,6 +844,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             state.pointee.pushDescriptor(descriptor)
             descriptor = next
         }
+        if state.pointee.inOrder.enabled { state.pointee.restoreRingOrder(after: head, freed: count - 1) }
         let entries = state.pointee.buffers[Int(table)].host.unsafelyUnwrapped
         var buffer = record.firstBuffer
         for index in 0..<count {

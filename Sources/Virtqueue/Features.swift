@@ -46,7 +46,9 @@ public struct Features: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public static let ringPacked = Features(rawValue: 1 << 34)
     /// VIRTIO_F_IN_ORDER (bit 35): the device uses buffers in the order they were made
     /// available, and may report a batch with one used entry (the last buffer's), which stands
-    /// for every buffer before it. The queues do not run it yet, and ``validateForRing()`` refuses it.
+    /// for every buffer before it. The split ring runs it on both sides behind the same calls
+    /// (``DriverQueue``, ``DeviceQueue``; docs/wire-format.md §6.4); with ``ringPacked``
+    /// ``validateForRing()`` refuses it until the packed ring runs it.
     public static let inOrder = Features(rawValue: 1 << 35)
     /// VIRTIO_F_ORDER_PLATFORM (bit 36): platform-strength memory barriers.
     public static let orderPlatform = Features(rawValue: 1 << 36)
@@ -69,14 +71,19 @@ public struct Features: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public static let deviceType = Features(rawValue: ~(transport.rawValue | reserved.rawValue))
 
     /// The transport bits the ring core implements: INDIRECT_DESC, EVENT_IDX, VERSION_1 and
-    /// RING_PACKED.
-    public static let implementedTransport: Features = [.indirectDescriptors, .eventIndex, .version1, .ringPacked]
+    /// RING_PACKED and IN_ORDER (IN_ORDER on the split ring only, for now: ``validateForRing()``
+    /// refuses the two together).
+    public static let implementedTransport: Features = [
+        .indirectDescriptors, .eventIndex, .version1, .ringPacked, .inOrder,
+    ]
 
-    /// Every transport feature of the split ring this implementation implements: INDIRECT_DESC,
-    /// EVENT_IDX and VERSION_1. Add ``ringPacked`` to run the packed ring instead (a region or
-    /// placement of that format); the queues' API is the same. Device-type bits are the device's
-    /// to offer; add them to this set where a device supports them.
-    public static let all: Features = implementedTransport.subtracting(.ringPacked)
+    /// The transport features of the split ring that a queue runs whatever the code on either
+    /// side does: INDIRECT_DESC, EVENT_IDX and VERSION_1. Two implemented bits are chosen, not
+    /// implied: add ``ringPacked`` to run the packed ring instead (a region or placement of that
+    /// format; the queues' API is the same), or ``inOrder``, which changes the order the driver
+    /// sees its chains come back in and has the driver build one chain at a time. Device-type bits
+    /// are the device's to offer; add them to this set where a device supports them.
+    public static let all: Features = implementedTransport.subtracting([.ringPacked, .inOrder])
 
     /// The features both sides accept: those the device offers and the driver wants, less the
     /// transport and reserved bits the ring core does not implement, plus ``version1``, which is
@@ -85,9 +92,10 @@ public struct Features: OptionSet, Hashable, Sendable, CustomStringConvertible {
         offered.intersection(wanted).intersection(implementedTransport.union(.deviceType)).union(.version1)
     }
 
-    /// The transport bits whose wire format is defined but which the queues do not run yet:
-    /// IN_ORDER. A region header may carry them; a queue refuses them.
-    public static let wireOnlyTransport: Features = [.inOrder]
+    /// The transport bits whose wire format is defined but which the queues do not run yet: none
+    /// now (RING_PACKED and IN_ORDER both run). A region header may carry such a bit; a queue
+    /// refuses it.
+    public static let wireOnlyTransport: Features = []
 
     /// The transport and reserved bits of this set that the ring core does not implement.
     public var unimplementedRingBits: Features {
@@ -100,12 +108,18 @@ public struct Features: OptionSet, Hashable, Sendable, CustomStringConvertible {
     /// - Throws: ``VirtqueueError/Code-swift.struct/featureNotSupported`` naming the first bit
     ///   the ring core does not implement, or VERSION_1 when it is missing.
     public func validateForRing() throws(VirtqueueError) {
+        if isSuperset(of: [.ringPacked, .inOrder]) {
+            throw VirtqueueError(
+                .featureNotSupported,
+                "feature IN_ORDER (bit 35) is run on the split ring only: not with RING_PACKED (bit 34) yet"
+            )
+        }
         try validate(allowing: .implementedTransport)
     }
 
-    /// Checks that a region header may carry this set: as ``validateForRing()``, but RING_PACKED
-    /// and IN_ORDER (``wireOnlyTransport``), whose wire format is defined, pass; the queues
-    /// refuse them when they are built.
+    /// Checks that a region header may carry this set: as ``validateForRing()``, but the bits of
+    /// ``wireOnlyTransport``, whose wire format is defined, pass, and so do RING_PACKED and
+    /// IN_ORDER together; the queues refuse what they do not run when they are built.
     func validateForLayout() throws(VirtqueueError) {
         try validate(allowing: Self.implementedTransport.union(Self.wireOnlyTransport))
     }

@@ -67,6 +67,10 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
         public static let queueStopped = Code(31)
         /// The queue cannot stop while it holds requests that were taken and not completed.
         public static let requestsOutstanding = Code(32)
+        /// Under VIRTIO_F_IN_ORDER, a chain was begun while another one was being built: an
+        /// in-order driver builds one chain at a time, so that each takes the descriptors after
+        /// the last one's (<doc:TrustModel#IN_ORDER>).
+        public static let chainInProgress = Code(33)
 
         // MARK: Peer violations: region header
 
@@ -123,6 +127,13 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
         /// Packed ring (either side): a descriptor's `AVAIL` and `USED` bits are in a state no
         /// legal ring holds at this side's position — the peer's wrap counter disagrees with ours.
         public static let wrapCounterMismatch = Code(78)
+///
+        /// Under VIRTIO_F_IN_ORDER, a used element names a chain made available after chains
+        /// still in flight that `used.idx` does not cover: the device used buffers out of order.
+        public static let usedOutOfOrder = Code(74)
+        /// Under VIRTIO_F_IN_ORDER, `used.idx` moved past the chains in flight: it reports more
+        /// buffers used than the driver made available and has not taken back.
+        public static let usedPastInFlight = Code(75)
 
         // MARK: Notification and peer liveness
 
@@ -153,6 +164,7 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
             case .noSuchQueue: "noSuchQueue"
             case .queueStopped: "queueStopped"
             case .requestsOutstanding: "requestsOutstanding"
+            case .chainInProgress: "chainInProgress"
             case .invalidHeader: "invalidHeader"
             case .availableIndexJump: "availableIndexJump"
             case .headOutOfRange: "headOutOfRange"
@@ -174,6 +186,8 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
             case .usedLengthTooLarge: "usedLengthTooLarge"
             case .descriptorNotAvailable: "descriptorNotAvailable"
             case .wrapCounterMismatch: "wrapCounterMismatch"
+            case .usedOutOfOrder: "usedOutOfOrder"
+            case .usedPastInFlight: "usedPastInFlight"
             case .peerDied: "peerDied"
             case .notifierFailed: "notifierFailed"
             default: "code(\(rawValue))"

@@ -101,3 +101,17 @@ public enum ConformanceCheck: String, CaseIterable, Hashable, Sendable, CustomSt
 
     public var description: String { rawValue }
 }
+
+extension ConformanceCheck {
+    /// Whether the check runs queues, and so runs differently with
+    /// ``ConformanceSuite/Configuration/inOrder``: every check but those of the notifier or the
+    /// bytes alone.
+    public var usesRings: Bool {
+        switch self {
+        case .regionEndsShareBytes, .notifierWakesAWaiter, .notifierKeepsEarlyKicks, .notifierDeliversKicks,
+            .notifierEndsWaitOnPeerClose:
+            false
+        default: true
+        }
+    }
+}

@@ -43,6 +43,15 @@ public struct ConformanceSuite: Sendable {
         /// checks plant the packed rules of ``HostileDeviceRule`` and ``HostileDriverRule``). Run the
         /// suite once per format to cover both.
         public var ringFormat: RingFormat
+        /// Whether the checks negotiate VIRTIO_F_IN_ORDER on the rings they make: the device then
+        /// uses buffers in the order they were made available (holding early completions, folding
+        /// staged runs into one used element), the driver takes batches back and builds one chain
+        /// at a time, and ``ConformanceCheck/hostileDevice`` plants the in-order rules
+        /// (``HostileInOrderDeviceRule``) as well. Checks of the notifier or the bytes alone do
+        /// not change. The default is `false`; run the suite both ways (``ConformanceCheck/usesRings``).
+        /// IN_ORDER runs on the split ring only: with ``ringFormat`` packed every check that
+        /// uses rings does not apply.
+        public var inOrder: Bool
 
         /// Creates a configuration; every parameter has its default.
         public init(
@@ -50,13 +59,15 @@ public struct ConformanceSuite: Sendable {
             stressChainCount: Int = 1_000_000,
             wakeUpRoundTrips: Int = 2_000,
             helperExecutable: String? = nil,
-            ringFormat: RingFormat = .split
+            ringFormat: RingFormat = .split,
+            inOrder: Bool = false
         ) {
             self.timeout = timeout
             self.stressChainCount = stressChainCount
             self.wakeUpRoundTrips = wakeUpRoundTrips
             self.helperExecutable = helperExecutable
             self.ringFormat = ringFormat
+            self.inOrder = inOrder
         }
     }
 
@@ -84,6 +95,11 @@ public struct ConformanceSuite: Sendable {
     {
         let context = CheckContext(configuration: configuration, backendName: backend.name)
         do {
+            if configuration.inOrder, configuration.ringFormat == .packed, check.usesRings {
+                throw NotApplicable(
+                    reason: "IN_ORDER (bit 35) runs on the split ring only; the packed ring refuses it"
+                )
+            }
             let summary = try check.body(backend, context)
             return ConformanceResult(check: check, backend: backend.name, outcome: .passed, summary: summary)
         } catch let notApplicable as NotApplicable {

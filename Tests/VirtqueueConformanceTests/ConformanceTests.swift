@@ -18,4 +18,14 @@ struct ConformanceTests {
         #expect(result.outcome == expected, "\(result)")
         #expect(!result.summary.isEmpty)
     }
+
+    /// Every check that runs queues again, with VIRTIO_F_IN_ORDER negotiated.
+    @Test(arguments: backendsUnderTest, ConformanceCheck.allCases.filter(\.usesRings))
+    func checkInOrder(_ backend: BackendUnderTest, _ check: ConformanceCheck) throws {
+        let result = try ConformanceSuite(configuration: .init(inOrder: true)).run(check, on: backend.backend)
+        print("[\(backend.testDescription), IN_ORDER] \(result)")
+        let expected: ConformanceResult.Outcome = backend.notApplicable.contains(check) ? .notApplicable : .passed
+        #expect(result.outcome == expected, "\(result)")
+        #expect(!result.summary.isEmpty)
+    }
 }

@@ -127,7 +127,7 @@ struct FeatureBitTests {
     }
 
     @Test(arguments: [
-        (Features.inOrder, "IN_ORDER", 35), (.accessPlatform, "ACCESS_PLATFORM", 33),
+        (Features.accessPlatform, "ACCESS_PLATFORM", 33),
         (.notificationData, "NOTIFICATION_DATA", 38), (.ringReset, "RING_RESET", 40),
         (Features(bit: 45), "reserved", 45),
     ])
@@ -137,8 +137,8 @@ struct FeatureBitTests {
         #expect(error.message.contains(name))
         #expect(error.message.contains("bit \(bit)"))
         if Features.wireOnlyTransport.contains(feature) {
-            // A region header may carry IN_ORDER, whose wire format is defined
-            // (docs/wire-format.md §2.1); the queues refuse them, as above.
+            // A region header may carry a bit whose wire format is defined (none now:
+            // docs/wire-format.md §2.1); the queues refuse it, as above.
             let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 64, features: feature)
             #expect(layout.features.contains(feature))
             return

@@ -40,6 +40,7 @@ func usage() -> Never {
             profile runs a fixed amount of work, for callgrind (scripts/instructions.sh):
               one, three      the Swift heap cycle, 1 segment / 2 readable + 1 writable
               one-packed, three-packed  the same on the packed ring
+              one-in-order, three-in-order   the same with VIRTIO_F_IN_ORDER negotiated
               c               the C ring's cycle
               cvq, cvq3       the hand-written C virtqueue's cycles, minimal checks
               cvq-full, cvq3-full   the same with the Swift core's checks
@@ -67,6 +68,12 @@ if arguments.first == "profile" {
         print(try heap.runOneSegment(iterations: iterations))
     case "three", "three-packed":
         var heap = try HeapCycle(features: arguments[1] == "three" ? .all : packedFeatures)
+        print(try heap.runThreeSegments(iterations: iterations))
+    case "one-in-order":
+        var heap = try HeapCycle(features: Features.all.union(.inOrder))
+        print(try heap.runOneSegment(iterations: iterations))
+    case "three-in-order":
+        var heap = try HeapCycle(features: Features.all.union(.inOrder))
         print(try heap.runThreeSegments(iterations: iterations))
     case "c":
         print(try LocalRing(payload: 64).run(iterations).operations)

@@ -101,6 +101,11 @@ internal struct DeviceState: TokenHoldingState {
     /// overflow) of the requests taken and not completed.
     @usableFromInline var segmentRoom: Int
     @usableFromInline var freeSegmentHead: UInt32
+    /// An available entry's head must be below this to take the usual path of `nextRequest`: N,
+    /// or 0 under IN_ORDER, whose requests all take the in-order path (``InOrderDeviceState``).
+    @usableFromInline var headLimit: Int
+    /// What VIRTIO_F_IN_ORDER adds (``InOrderDeviceState``); disabled without it.
+    @usableFromInline var inOrder = InOrderDeviceState()
 
     init(
         setup: QueueSetup,
@@ -137,6 +142,7 @@ internal struct DeviceState: TokenHoldingState {
             )
         }
         hotSegmentLimit = min(Self.inlineSegmentCount, queueSize)
+        headLimit = queueSize
         // Overflow segments never exceed the segments held, which never exceed the capacity.
         segments = .allocate(capacity: segmentCapacity)
         segments.initialize(repeating: SegmentRecord(), count: segmentCapacity)
@@ -152,10 +158,14 @@ internal struct DeviceState: TokenHoldingState {
     /// the queue is still there and works), so the driver gets its buffers back.
     static func requestDropped(_ state: UnsafeMutablePointer<DeviceState>, id: UInt16) {
         guard state.tokenDropped() else { return }
-        _ = state.pointee.release(head: id)
+        let writable = state.pointee.release(head: id)
         guard state.pointee.side.broken == nil else { return }
         if state.pointee.side.packed != nil {
             state.pointee.storePackedUsed(id: id, length: 0, publish: true)
+            return
+        }
+        if state.pointee.inOrder.enabled {
+            state.pointee.completeInOrder(id, length: 0, writable: writable, publish: true)
             return
         }
         let element = state.pointee.ring.usedElement(state.pointee.side.published)
@@ -170,6 +180,7 @@ internal struct DeviceState: TokenHoldingState {
         records.deallocate()
         segments.deallocate()
         buffers.deallocate()
+        inOrder.deallocate()
     }
 
     /// The error for a request of the queue whose state is `other` passed to `call` on the queue

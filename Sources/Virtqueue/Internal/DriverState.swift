@@ -118,6 +118,11 @@ internal struct DriverState: TokenHoldingState {
         get { liveChains }
         set { liveChains = newValue }
     }
+    /// A used element's id must be below this to take the usual path of `takeUsed`: N, or 0
+    /// under IN_ORDER, whose elements all go to the in-order take (``InOrderDriverState``).
+    @usableFromInline var usedIDLimit: UInt32 = 0
+    /// What VIRTIO_F_IN_ORDER adds (``InOrderDriverState``); disabled without it.
+    @usableFromInline var inOrder = InOrderDriverState()
 
     /// - Parameter slots: The host address of each pool slot, `nil` for a slot that cannot be used.
     /// - Parameter packed: The packed ring, for a packed queue (`ring` is then private memory,
@@ -137,6 +142,7 @@ internal struct DriverState: TokenHoldingState {
             descriptorNext[index] = UInt16(truncatingIfNeeded: index + 1)
         }
         freeDescriptorCount = queueSize
+        usedIDLimit = UInt32(queueSize)
         heads = .allocate(capacity: queueSize)
         heads.initialize(repeating: HeadRecord(), count: queueSize)
         buffers = .allocate(capacity: max(slots.count, 1))
@@ -181,6 +187,7 @@ internal struct DriverState: TokenHoldingState {
         let record = heads[Int(head)]
         releaseDescriptors(head: UInt16(truncatingIfNeeded: head), record)
         releaseBuffers(first: record.firstBuffer, last: record.lastBuffer, count: Int(record.segmentCount))
+        if inOrder.enabled { inOrderReleasedUnsubmitted(head: head) }
     }
 
     @usableFromInline func deallocate() {

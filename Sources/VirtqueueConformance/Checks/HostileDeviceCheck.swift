@@ -11,6 +11,7 @@ enum HostileDeviceCheck {
 
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         let layout = try context.makeLayout(queueSize: queueSize, dataAreaSize: 8 * 256, features: .all)
+        guard !layout.features.contains(.inOrder) else { return try runInOrder(backend, layout: layout) }
         for rule in Rule.cases(for: context.ringFormat) {
             try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                 try backend.withQueueEnds(layout: layout, Visitor(layout: layout, rule: rule))
@@ -18,6 +19,67 @@ enum HostileDeviceCheck {
         }
         return
             "\(Rule.cases(for: context.ringFormat).count) \(context.ringFormat) hostile used rings planted through the device's end; each broke the driver, which took back every buffer"
+    }
+
+    /// Under IN_ORDER: the in-order table (``HostileInOrderDeviceRule``), whose rules include
+    /// the ones of the usual table that read the same in order.
+    static func runInOrder(_ backend: some ConformanceBackend, layout: RegionLayout) throws -> String {
+        for rule in HostileInOrderDeviceRule.allCases {
+            try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
+                try backend.withQueueEnds(layout: layout, InOrderVisitor(layout: layout, rule: rule))
+            }
+        }
+        return
+            "\(HostileInOrderDeviceRule.allCases.count) hostile in-order used rings planted through the device's end; each broke the driver, which took back every buffer"
+    }
+
+    struct InOrderVisitor: QueueEndsVisitor {
+        let layout: RegionLayout
+        let rule: HostileInOrderDeviceRule
+
+        func visit<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>(
+            _ ends: consuming QueueEnds<Region, Notify>
+        ) throws {
+            try ends.initialize(layout)
+            let code = rule.code
+            var driver = try attachDriver(ends.driver.region, notifier: ends.driver.notifier, bufferSize: 256)
+            let ring = HostileRingWriter(region: ends.device.region, layout: layout)
+            try rule.submitChains(to: &driver)
+            rule.plant(ring)
+            var accounted = 0
+            for expected in rule.goodTakes {
+                guard let used = try driver.takeUsed() else {
+                    throw CheckFailure(
+                        "rule \(rule): the driver did not take the valid batch planted before the bad one"
+                    )
+                }
+                try expect(
+                    used.id == expected.id && used.writtenByteCount == expected.written,
+                    "rule \(rule): the driver took chain \(used.id) with \(used.writtenByteCount) bytes; expected \(expected.id) with \(expected.written)"
+                )
+                try driver.free(used)
+                accounted += 1
+            }
+            let error = try expectError(code, "rule \(rule): taking the planted used element") {
+                _ = try driver.takeUsed()
+            }
+            try expect(error.isPeerViolation && driver.isBroken, "rule \(rule): \(error) did not break the driver")
+            while let abandoned = driver.takeAbandoned() {
+                try expect(
+                    abandoned.status == .abandoned(code),
+                    "rule \(rule): chain \(abandoned.id) came back \(abandoned.status); expected abandoned(\(code))"
+                )
+                try driver.free(abandoned)
+                accounted += 1
+            }
+            let chains = HostileInOrderDeviceRule.chainCount
+            try expect(accounted == chains, "rule \(rule): \(accounted) of \(chains) submitted chains came back")
+            try expect(
+                driver.inFlightCount == 0 && driver.freeBufferCount == driver.bufferCount
+                    && driver.freeDescriptorCount == HostileInOrderDeviceRule.queueSize,
+                "rule \(rule): \(driver.inFlightCount) chains in flight, \(driver.freeBufferCount) of \(driver.bufferCount) buffers and \(driver.freeDescriptorCount) descriptors free after taking everything back"
+            )
+        }
     }
 
     struct Visitor: QueueEndsVisitor {

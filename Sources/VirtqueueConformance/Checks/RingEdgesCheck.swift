@@ -17,6 +17,7 @@ enum RingEdgesCheck {
         func visit<Region: GuestMemory & ~Copyable & Sendable, Notify: Notifier>(
             _ ends: consuming QueueEnds<Region, Notify>
         ) throws -> String {
+            let inOrder = layout.features.contains(.inOrder)
             try ends.initialize(layout)
             var driver = try attachDriver(ends.driver.region, notifier: ends.driver.notifier, bufferSize: 64)
             var device = try attachDevice(ends.device.region, notifier: ends.device.notifier)
@@ -57,8 +58,9 @@ enum RingEdgesCheck {
                     try driver.free(used)
                 }
                 try expect(
-                    returned == ids.reversed(),
+                    returned == (inOrder ? ids : ids.reversed()),
                     "round \(round): the driver took back ids \(returned); the device completed \(Array(ids.reversed()))"
+                        + (inOrder ? ", which under IN_ORDER it uses in the order made available, \(ids)" : "")
                 )
                 try expect(
                     driver.freeDescriptorCount == size && driver.freeBufferCount == driver.bufferCount,
@@ -67,6 +69,7 @@ enum RingEdgesCheck {
                 try expectEmpty(&driver, &device, "after round \(round)")
             }
             return "\(rounds) rounds of filling a ring of \(size) and draining it in reverse order"
+                + (inOrder ? " (IN_ORDER: taken back in the order made available)" : "")
         }
 
         func expectEmpty<Region: GuestMemory & ~Copyable, Notify: Notifier>(

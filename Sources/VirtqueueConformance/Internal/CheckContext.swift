@@ -86,8 +86,10 @@ extension CheckContext {
     /// The ring format the check's queues run (``ConformanceSuite/Configuration/ringFormat``).
     var ringFormat: RingFormat { configuration.ringFormat }
 
-    /// Makes the layout every check starts from, in the run's ring format (`features` plus
-    /// RING_PACKED for the packed ring), failing the check if the layout is invalid.
+    /// Makes the layout every check starts from, in the run's ring format and ordering (`features`
+    /// plus RING_PACKED for the packed ring, plus IN_ORDER when
+    /// ``ConformanceSuite/Configuration/inOrder`` is set), failing the check if the layout is
+    /// invalid.
     func makeLayout(
         queueSize: Int,
         dataAreaSize: Int,
@@ -95,8 +97,10 @@ extension CheckContext {
         fileID: String = #fileID,
         line: Int = #line
     ) throws(CheckFailure) -> RegionLayout {
-        let features = ringFormat == .packed ? features.union(.ringPacked) : features
-        return try attempt("making a \(ringFormat) layout for a queue of \(queueSize)", fileID: fileID, line: line) {
+        var features = ringFormat == .packed ? features.union(.ringPacked) : features
+        if configuration.inOrder { features.insert(.inOrder) }
+        let name = "\(ringFormat)\(configuration.inOrder ? " in-order" : "")"
+        return try attempt("making a \(name) layout for a queue of \(queueSize)", fileID: fileID, line: line) {
             try RegionLayout(queueSizes: [queueSize], dataAreaSize: dataAreaSize, features: features)
         }
     }

@@ -1,0 +1,139 @@
+/// A completion that came before the ones made available before it, held under
+/// VIRTIO_F_IN_ORDER until they complete.
+@usableFromInline
+internal struct HeldCompletion {
+    @usableFromInline var head: UInt16 = 0
+    @usableFromInline var length: UInt32 = 0
+    /// Whether `length` is the request's whole writable room ("used completely").
+    @usableFromInline var usedCompletely = false
+    /// Whether the slot holds a completion.
+    @usableFromInline var isHeld = false
+
+    @inlinable init() {}
+
+    @inlinable init(head: UInt16, length: UInt32, usedCompletely: Bool) {
+        self.head = head
+        self.length = length
+        self.usedCompletely = usedCompletely
+        self.isHeld = true
+    }
+}
+
+/// What an in-order device (VIRTIO_F_IN_ORDER) keeps beside ``DeviceState``'s usual bookkeeping.
+///
+/// **Used in the order made available.** The device must use buffers in the order the driver made
+/// them available (virtio 1.2 §2.7.9). `used.idx` counts the buffers used, so the next buffer to
+/// use is the one taken from available position `used.idx`: each request remembers its position,
+/// and a completion for a later one is held, in a slot of its own (position mod N, at most N being
+/// held), until the ones before it complete — then the whole run is used, in order. Nothing is
+/// allocated per request (QEMU's `virtqueue_ordered_fill` / `virtqueue_ordered_flush` do the same).
+///
+/// **Batches.** The device may report a run of buffers with one used element, the last one's,
+/// written where the first one's would be, `used.idx` moving by the run's length; every buffer
+/// before the last then counts as used completely. The device folds a buffer into the staged run
+/// only when the run's last buffer so far was written completely (its whole writable room, or a
+/// chain with none), and only while the run's index is not yet published: a buffer written in part
+/// ends the run, so the driver never reads a length the device did not report.
+///
+/// The in-order paths hang off the cold branch of `nextRequest`'s head check (`headLimit` is 0)
+/// and one test in `complete`.
+@usableFromInline
+internal struct InOrderDeviceState {
+    /// Whether VIRTIO_F_IN_ORDER was negotiated.
+    @usableFromInline var enabled = false
+    /// The available-ring position each held head was taken from (N entries, under IN_ORDER).
+    @usableFromInline var positions: UnsafeMutablePointer<UInt16>?
+    /// Completions waiting for earlier ones, by position mod N (N entries, under IN_ORDER).
+    @usableFromInline var held: UnsafeMutablePointer<HeldCompletion>?
+    /// The position the next resubmitted request was taken from (``DeviceQueue/resubmittedRequest(head:)``).
+    @usableFromInline var resubmitPosition: UInt16 = 0
+    /// Where the staged run's used element is: the used position of its first buffer.
+    @usableFromInline var runSlot: UInt16 = 0
+    /// Whether the staged run's last buffer was used completely, so that the next may join it.
+    @usableFromInline var lastUsedCompletely = false
+
+    @inlinable init() {}
+
+    func deallocate() {
+        positions?.deallocate()
+        held?.deallocate()
+    }
+}
+
+extension DeviceState {
+    /// Turns IN_ORDER on for a device starting at `cursor`: its requests take the in-order path.
+    mutating func enableInOrder(cursor: QueueCursor) {
+        let size = ring.size
+        inOrder.enabled = true
+        let positions = UnsafeMutablePointer<UInt16>.allocate(capacity: size)
+        positions.initialize(repeating: 0, count: size)
+        let held = UnsafeMutablePointer<HeldCompletion>.allocate(capacity: size)
+        held.initialize(repeating: HeldCompletion(), count: size)
+        inOrder.positions = positions
+        inOrder.held = held
+        inOrder.resubmitPosition = cursor.nextUsed
+        headLimit = 0
+    }
+
+    /// Takes the chain at `head`, read once from available position `position`, as
+    /// `nextRequest`'s usual path does (the same checks and parser), and records its position.
+    ///
+    /// - Throws: ``VirtqueueError`` naming the violation, which breaks the queue.
+    @usableFromInline @inline(__always)
+    mutating func takeInOrder(head: UInt16, position: UInt16) throws(VirtqueueError) {
+        let size = ring.size
+        guard Int(head) < size else {
+            throw side.breakQueue(.headOutOfRange(head, slot: position & ring.mask, size: size))
+        }
+        guard record(head).pointee.segmentCount == 0 else { throw side.breakQueue(.headAlreadyInFlight(head)) }
+        try takeChain(head: head)
+        side.consumed = position &+ 1
+        takenCount &+= 1
+        inOrder.positions.unsafelyUnwrapped[Int(head)] = position
+    }
+
+    /// Records the position of a request taken again (``DeviceQueue/resubmittedRequest(head:)``):
+    /// the next of those the cursor counts in flight, in the order they are resubmitted.
+    mutating func recordResubmittedInOrder(head: UInt16) {
+        inOrder.positions.unsafelyUnwrapped[Int(head)] = inOrder.resubmitPosition
+        inOrder.resubmitPosition &+= 1
+    }
+
+    /// Completes the request at `head` with `length` bytes written (already checked against its
+    /// `writable` room) under IN_ORDER: uses it now if it is the next in order — and then every
+    /// held completion that follows it — or holds it until the ones before it complete. With
+    /// `publish`, stores `used.idx` for what was used (and staged before).
+    @usableFromInline @inline(__always)
+    mutating func completeInOrder(_ head: UInt16, length: UInt32, writable: Int, publish: Bool) {
+        let position = inOrder.positions.unsafelyUnwrapped[Int(head)]
+        let usedCompletely = Int(length) == writable
+        let held = inOrder.held.unsafelyUnwrapped
+        guard position == side.published else {
+            held[Int(position & ring.mask)] = HeldCompletion(head: head, length: length, usedCompletely: usedCompletely)
+            return
+        }
+        useInOrder(head, length: length, usedCompletely: usedCompletely)
+        while true {
+            let slot = Int(side.published & ring.mask)
+            let next = held[slot]
+            guard next.isHeld else { break }
+            held[slot].isHeld = false
+            useInOrder(next.head, length: next.length, usedCompletely: next.usedCompletely)
+        }
+        if publish { side.publishStaged() }
+    }
+
+    /// Uses the next buffer in order: folds it into the staged run when the run's last buffer was
+    /// used completely (the run's element now names this one), else starts a run at `used.idx`.
+    @usableFromInline @inline(__always)
+    mutating func useInOrder(_ head: UInt16, length: UInt32, usedCompletely: Bool) {
+        if !(side.hasStaged && inOrder.lastUsedCompletely) {
+            inOrder.runSlot = side.published
+        }
+        let element = ring.usedElement(inOrder.runSlot)
+        element.storeBytes(of: UInt32(head).littleEndian, as: UInt32.self)
+        element.storeBytes(of: length.littleEndian, toByteOffset: 4, as: UInt32.self)
+        side.stage()
+        inOrder.lastUsedCompletely = usedCompletely
+    }
+}

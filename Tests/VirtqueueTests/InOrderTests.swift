@@ -1,0 +1,423 @@
+import Testing
+import Virtqueue
+import VirtqueueConformance
+
+/// VIRTIO_F_IN_ORDER on the split ring, both sides, behind the usual calls: the device uses
+/// buffers in the order they were made available (holding a completion that comes early), folds a
+/// staged run of completely written buffers into one used element, and the driver takes a batch
+/// back one chain at a time, using descriptors in ring order.
+@Suite("IN_ORDER on the split ring")
+struct InOrderTests {
+    static let queueSize = 8
+    static let features: Features = [.inOrder, .indirectDescriptors, .eventIndex]
+
+    /// A driver and a device on one guarded region with IN_ORDER, and a writer to read the ring.
+    struct Pair: ~Copyable {
+        var driver: DriverQueue<GuardedRegion, CountingNotifier>
+        var device: DeviceQueue<GuardedRegion, CountingNotifier>
+        let ring: RingWriter
+        let region: GuardedRegion
+
+        init(features: Features = InOrderTests.features, bufferSize: Int = 64, indirectThreshold: Int = 16) throws {
+            let layout = try RegionLayout(
+                queueSizes: [InOrderTests.queueSize],
+                dataAreaSize: 32 * bufferSize,
+                features: features
+            )
+            let region = try GuardedRegion(layout: layout)
+            let (driverNotifier, deviceNotifier) = CountingNotifier.makePair()
+            let driver = try DriverQueue(
+                region: region,
+                notifier: driverNotifier,
+                bufferSize: bufferSize,
+                indirectThreshold: indirectThreshold
+            )
+            let device = try DeviceQueue(region: region, notifier: deviceNotifier)
+            self.driver = driver
+            self.device = device
+            ring = RingWriter(region: region, layout: layout)
+            self.region = region
+        }
+
+        /// Submits a chain of `readable` one-byte readable segments (the byte is `tag`) and one
+        /// 16-byte writable segment.
+        @discardableResult
+        mutating func submit(tag: UInt8, readable: Int = 1, publish: Bool = true) throws -> UInt16 {
+            var chain = driver.makeChain()
+            for _ in 0..<readable { try driver.appendReadable(to: &chain, copying: [tag]) }
+            try driver.appendWritable(to: &chain, capacity: 16)
+            return try driver.submit(chain, publish: publish)
+        }
+
+        /// Takes every chain back: (id, written bytes, first written byte).
+        mutating func takeAll() throws -> [(id: UInt16, written: Int, first: UInt8?)] {
+            var taken: [(id: UInt16, written: Int, first: UInt8?)] = []
+            while let used = try driver.takeUsed() {
+                var first: UInt8?
+                try driver.forEachSegment(of: used) { writable, bytes in
+                    if writable, first == nil, let byte = bytes.first { first = byte }
+                }
+                taken.append((used.id, used.writtenByteCount, first))
+                try driver.free(used)
+            }
+            return taken
+        }
+    }
+
+    /// Writes `byte` into the request's writable room and returns `count` (the bytes to report).
+    static func reply(
+        _ device: borrowing DeviceQueue<GuardedRegion, CountingNotifier>,
+        _ request: borrowing DeviceRequest,
+        byte: UInt8,
+        count: Int
+    ) throws -> Int {
+        try device.forEachWritable(in: request) { bytes in
+            for index in bytes.indices { bytes[index] = byte }
+        }
+        return count
+    }
+
+    @Test func featuresLetTheSplitRingRunInOrderButNotWithThePackedRing() throws {
+        try Features([.version1, .inOrder]).validateForRing()
+        #expect(Features.implementedTransport.contains(.inOrder))
+        #expect(!Features.all.contains(.inOrder))
+        #expect(!Features.wireOnlyTransport.contains(.inOrder))
+        #expect(Features.negotiate(offered: [.inOrder, .eventIndex], wanted: [.inOrder]) == [.inOrder, .version1])
+        let error = #expect(throws: VirtqueueError.self) {
+            try Features([.version1, .inOrder, .ringPacked]).validateForRing()
+        }
+        #expect(error?.code == .featureNotSupported)
+        #expect(error?.message.contains("IN_ORDER (bit 35)") == true)
+    }
+
+    @Test func completionsInOrderComeBackInOrder() throws {
+        var pair = try Pair()
+        let ids = try (0..<3).map { try pair.submit(tag: UInt8($0)) }
+        #expect(ids == [0, 2, 4])
+        for index in 0..<3 {
+            let request = try pair.device.requireRequest()
+            let count = try Self.reply(pair.device, request, byte: 0xA0 + UInt8(index), count: index + 1)
+            try pair.device.complete(request, written: count)
+        }
+        #expect(pair.ring.usedIndex == 3)
+        let taken = try pair.takeAll()
+        #expect(taken.map(\.id) == ids)
+        #expect(taken.map(\.written) == [1, 2, 3])
+        #expect(taken.map(\.first) == [0xA0, 0xA1, 0xA2])
+        #expect(pair.driver.freeDescriptorCount == Self.queueSize)
+        #expect(pair.driver.freeBufferCount == pair.driver.bufferCount)
+    }
+
+    /// A completion that comes before the ones made available before it is held: the driver sees
+    /// nothing until the first completes, then all of them, in the order made available.
+    @Test func anEarlyCompletionIsHeldUntilTheOnesBeforeItComplete() throws {
+        var pair = try Pair()
+        let ids = try (0..<3).map { try pair.submit(tag: UInt8($0)) }
+        let first = try pair.device.requireRequest()
+        let second = try pair.device.requireRequest()
+        let third = try pair.device.requireRequest()
+        let thirdCount = try Self.reply(pair.device, third, byte: 3, count: 3)
+        try pair.device.complete(third, written: thirdCount)
+        let secondCount = try Self.reply(pair.device, second, byte: 2, count: 2)
+        try pair.device.complete(second, written: secondCount)
+        #expect(pair.ring.usedIndex == 0)
+        #expect(try pair.driver.takeUsed() == nil)
+        #expect(pair.device.takenCount == 1)
+        let firstCount = try Self.reply(pair.device, first, byte: 1, count: 1)
+        try pair.device.complete(first, written: firstCount)
+        #expect(pair.ring.usedIndex == 3)
+        let taken = try pair.takeAll()
+        #expect(taken.map(\.id) == ids)
+        #expect(taken.map(\.written) == [1, 2, 3])
+        #expect(taken.map(\.first) == [1, 2, 3])
+    }
+
+    /// A staged run of buffers each written completely is reported with one used element: the
+    /// last buffer's, in the run's first slot, `used.idx` moved by the run's length.
+    @Test func aStagedRunOfCompleteBuffersIsOneUsedElement() throws {
+        var pair = try Pair()
+        let ids = try (0..<3).map { try pair.submit(tag: UInt8($0)) }
+        pair.ring.usedElement(slot: 1, id: 0xDEAD, length: 0xBEEF)
+        pair.ring.usedElement(slot: 2, id: 0xDEAD, length: 0xBEEF)
+        for index in 0..<3 {
+            let request = try pair.device.requireRequest()
+            let count = try Self.reply(pair.device, request, byte: UInt8(10 + index), count: index == 2 ? 5 : 16)
+            try pair.device.complete(request, written: count, publish: false)
+        }
+        #expect(pair.ring.usedIndex == 0)
+        pair.device.publish()
+        #expect(pair.ring.usedIndex == 3)
+        #expect(pair.ring.usedElement(slot: 0) == (UInt32(ids[2]), 5))
+        #expect(pair.ring.usedElement(slot: 1) == (0xDEAD, 0xBEEF), "a folded buffer's slot was written")
+        #expect(pair.ring.usedElement(slot: 2) == (0xDEAD, 0xBEEF), "a folded buffer's slot was written")
+        let taken = try pair.takeAll()
+        #expect(taken.map(\.id) == ids)
+        #expect(taken.map(\.written) == [16, 16, 5])
+        #expect(taken.map(\.first) == [10, 11, 12])
+        #expect(pair.driver.freeDescriptorCount == Self.queueSize)
+    }
+
+    /// A buffer written in part ends the run: it keeps its own used element, with its length.
+    @Test func aPartlyWrittenBufferEndsTheRun() throws {
+        var pair = try Pair()
+        let ids = try (0..<4).map { try pair.submit(tag: UInt8($0)) }
+        #expect(ids == [0, 2, 4, 6])
+        let written = [16, 3, 16, 7]
+        for count in written {
+            let request = try pair.device.requireRequest()
+            try pair.device.complete(request, written: count, publish: false)
+        }
+        try pair.device.notifyIfNeeded()
+        #expect(pair.ring.usedIndex == 4)
+        // Run 1: buffers 0 and 1 (1 written in part ends it); run 2: buffers 2 and 3.
+        #expect(pair.ring.usedElement(slot: 0) == (UInt32(ids[1]), 3))
+        #expect(pair.ring.usedElement(slot: 2) == (UInt32(ids[3]), 7))
+        let taken = try pair.takeAll()
+        #expect(taken.map(\.id) == ids)
+        #expect(taken.map(\.written) == written)
+    }
+
+    /// Held completions released by a later one use the staging choice of the call that releases
+    /// them, and fold into one element when written completely.
+    @Test func heldCompletionsReleasedByAStagedOneFoldIntoItsRun() throws {
+        var pair = try Pair()
+        let ids = try (0..<3).map { try pair.submit(tag: UInt8($0)) }
+        let first = try pair.device.requireRequest()
+        let second = try pair.device.requireRequest()
+        let third = try pair.device.requireRequest()
+        try pair.device.complete(second, written: 16)
+        try pair.device.complete(third, written: 9)
+        try pair.device.complete(first, written: 16, publish: false)
+        #expect(pair.ring.usedIndex == 0)
+        pair.device.publish()
+        #expect(pair.ring.usedIndex == 3)
+        #expect(pair.ring.usedElement(slot: 0) == (UInt32(ids[2]), 9))
+        #expect(try pair.takeAll().map(\.written) == [16, 16, 9])
+    }
+
+    /// A request dropped instead of completed is completed with 0 bytes, in its turn.
+    @Test func aDroppedRequestIsCompletedInItsTurn() throws {
+        var pair = try Pair()
+        let ids = try (0..<2).map { try pair.submit(tag: UInt8($0)) }
+        do {
+            _ = try pair.device.requireRequest()
+        }
+        let second = try pair.device.requireRequest()
+        try pair.device.complete(second, written: 4)
+        #expect(pair.ring.usedIndex == 2)
+        let taken = try pair.takeAll()
+        #expect(taken.map(\.id) == ids)
+        #expect(taken.map(\.written) == [0, 4])
+    }
+
+    /// A written length out of range completes the request with 0 bytes and throws, in order.
+    @Test func aWrittenLengthTooLargeIsCompletedWithZeroBytes() throws {
+        var pair = try Pair()
+        try pair.submit(tag: 1)
+        let request = try pair.device.requireRequest()
+        do {
+            try pair.device.complete(request, written: 17)
+            Issue.record("a written length of 17 for 16 bytes of room was accepted")
+        } catch {
+            #expect(error.code == .writtenLengthTooLarge)
+        }
+        #expect(pair.ring.usedIndex == 1)
+        #expect(try pair.takeAll().map(\.written) == [0])
+        #expect(pair.device.isBroken == false)
+    }
+
+    /// The driver uses descriptors in ring order — from 0, wrapping after N − 1 — each chain's
+    /// `next` fields `x + 1` (0 after N − 1), as virtio 1.2 §2.7.5 asks of an in-order driver.
+    @Test func theDriverUsesDescriptorsInRingOrder() throws {
+        var pair = try Pair()
+        let size = Self.queueSize
+        var expectedHead = 0
+        for round in 0..<6 {
+            let readable = round % 3  // chains of 1, 2 and 3 descriptors
+            let id = try pair.submit(tag: UInt8(round), readable: readable)
+            #expect(Int(id) == expectedHead, "round \(round)")
+            // Every descriptor of the chain but the last has NEXT and next = x + 1 mod N.
+            for index in 0..<readable {
+                let descriptor = (expectedHead + index) % size
+                let flags = pair.ring.load(UInt16.self, at: pair.ring.fields.descriptor(descriptor) + 12)
+                let next = pair.ring.load(UInt16.self, at: pair.ring.fields.descriptor(descriptor) + 14)
+                #expect(flags & RingWriter.next != 0)
+                #expect(Int(next) == (descriptor + 1) % size, "round \(round), descriptor \(descriptor)")
+            }
+            expectedHead = (expectedHead + readable + 1) % size
+            let request = try pair.device.requireRequest()
+            try pair.device.complete(request, written: 16)
+            let taken = try pair.takeAll()
+            #expect(taken.map(\.id) == [id])
+        }
+        #expect(pair.driver.freeDescriptorCount == size)
+    }
+
+    /// Under IN_ORDER a chain is built alone: a second chain's first segment is refused while
+    /// another is being built, and accepted once that one is submitted (or discarded).
+    @Test func chainsAreBuiltOneAtATime() throws {
+        var pair = try Pair()
+        var first = pair.driver.makeChain()
+        try pair.driver.appendReadable(to: &first, copying: [1])
+        var second = pair.driver.makeChain()
+        let error = #expect(throws: VirtqueueError.self) {
+            try pair.driver.appendReadable(to: &second, copying: [2])
+        }
+        #expect(error?.code == .chainInProgress)
+        #expect(error?.isPeerViolation == false)
+        #expect(second.segmentCount == 0)
+        try pair.driver.appendWritable(to: &first, capacity: 16)
+        #expect(try pair.driver.submit(first) == 0)
+        try pair.driver.appendReadable(to: &second, copying: [2])
+        try pair.driver.discard(second)
+        var third = pair.driver.makeChain()
+        try pair.driver.appendReadable(to: &third, copying: [3])
+        try pair.driver.appendReadable(to: &third, copying: [3])
+        #expect(try pair.driver.submit(third) == 2, "a discarded chain's descriptors are the next ones again")
+        #expect(pair.driver.freeDescriptorCount == Self.queueSize - 4)
+        do {
+            var dropped = pair.driver.makeChain()
+            try pair.driver.appendReadable(to: &dropped, copying: [4])
+        }
+        #expect(try pair.submit(tag: 5) == 4, "a dropped chain's descriptors are the next ones again")
+    }
+
+    /// A chain that moves into an indirect table keeps one descriptor; the ones it gave back are
+    /// the next in ring order.
+    @Test func anIndirectChainKeepsRingOrder() throws {
+        var pair = try Pair(bufferSize: 256, indirectThreshold: 4)
+        var chain = pair.driver.makeChain()
+        for byte in 0..<4 { try pair.driver.appendReadable(to: &chain, copying: [UInt8(byte)]) }
+        #expect(chain.isIndirect == false)
+        #expect(pair.driver.freeDescriptorCount == Self.queueSize - 4)
+        for byte in 4..<7 { try pair.driver.appendReadable(to: &chain, copying: [UInt8(byte)]) }
+        #expect(chain.isIndirect == true)
+        #expect(try pair.driver.submit(chain) == 0)
+        #expect(pair.driver.freeDescriptorCount == Self.queueSize - 1)
+        #expect(try pair.submit(tag: 1, readable: 2) == 1)
+        for _ in 0..<2 {
+            let request = try pair.device.requireRequest()
+            let room = request.writableByteCount
+            try pair.device.complete(request, written: room)
+        }
+        #expect(try pair.takeAll().map(\.id) == [0, 1])
+        #expect(try pair.submit(tag: 2) == 4)
+        #expect(pair.driver.freeBufferCount == pair.driver.bufferCount - 2)
+    }
+
+    /// The ring fills: N one-descriptor chains, the next refused with `ringFull`, and the ring
+    /// wraps after they come back, 3 rounds.
+    @Test func aFullRingWrapsInOrder() throws {
+        var pair = try Pair()
+        let size = Self.queueSize
+        for round in 0..<3 {
+            var ids: [UInt16] = []
+            for index in 0..<size {
+                var chain = pair.driver.makeChain()
+                try pair.driver.appendWritable(to: &chain, capacity: 8)
+                ids.append(try pair.driver.submit(chain))
+                _ = index
+            }
+            #expect(ids == (0..<size).map { UInt16($0) }, "round \(round)")
+            var extra = pair.driver.makeChain()
+            let error = #expect(throws: VirtqueueError.self) { try pair.driver.appendWritable(to: &extra) }
+            #expect(error?.code == .ringFull)
+            try pair.driver.discard(extra)
+            var requests: [UInt16] = []
+            while let request = try pair.device.nextRequest() {
+                requests.append(request.id)
+                try pair.device.complete(request, written: 8, publish: false)
+            }
+            try pair.device.notifyIfNeeded()
+            #expect(requests == ids)
+            #expect(pair.ring.usedElement(slot: 0).id == UInt32(size - 1), "one element for the whole ring")
+            #expect(try pair.takeAll().map(\.id) == ids)
+        }
+    }
+
+    /// The device stops with held completions only once every request is completed, and a new
+    /// device resumes in order from its cursor.
+    @Test func stopAndResumeInOrder() throws {
+        var pair = try Pair()
+        try pair.submit(tag: 1)
+        try pair.submit(tag: 2)
+        let first = try pair.device.requireRequest()
+        let second = try pair.device.requireRequest()
+        try pair.device.complete(second, written: 2)
+        #expect(throws: VirtqueueError.self) { _ = try pair.device.stop() }
+        try pair.device.complete(first, written: 1)
+        let cursor = try pair.device.stop()
+        #expect(cursor == QueueCursor(nextAvailable: 2, nextUsed: 2))
+        #expect(try pair.takeAll().map(\.written) == [1, 2])
+    }
+}
+
+/// The driver's in-order rules against a hostile used ring (``HostileInOrderDeviceRule``, also
+/// run by the conformance suite on every backend).
+@Suite("Driver side under IN_ORDER: a hostile device")
+struct InOrderDriverTrustTests {
+    @Test(arguments: HostileInOrderDeviceRule.allCases)
+    func hostileUsedRing(_ rule: HostileInOrderDeviceRule) throws {
+        let layout = try RegionLayout(
+            queueSizes: [HostileInOrderDeviceRule.queueSize],
+            dataAreaSize: 8 * 256,
+            features: HostileInOrderDeviceRule.features
+        )
+        let region = try GuardedRegion(layout: layout)
+        let ring = RingWriter(region: region, layout: layout)
+        var driver = try DriverQueue(region: region, notifier: CountingNotifier(), bufferSize: 256)
+        try rule.submitChains(to: &driver)
+        rule.plant(ring)
+        var taken = 0
+        for expected in rule.goodTakes {
+            let used = try driver.requireUsed()
+            #expect(used.id == expected.id && used.writtenByteCount == expected.written, "\(rule)")
+            try driver.free(used)
+            taken += 1
+        }
+        do {
+            _ = try driver.takeUsed()
+            Issue.record("expected \(rule.code), but the driver accepted the used element")
+        } catch {
+            #expect(error.code == rule.code, "\(error)")
+            #expect(error.isPeerViolation)
+        }
+        #expect(driver.isBroken == true)
+        while let abandoned = driver.takeAbandoned() {
+            #expect(abandoned.status == UsedChain.Status.abandoned(rule.code))
+            try driver.free(abandoned)
+            taken += 1
+        }
+        #expect(taken == HostileInOrderDeviceRule.chainCount)
+        #expect(driver.inFlightCount == 0)
+        #expect(driver.freeBufferCount == driver.bufferCount)
+        #expect(driver.freeDescriptorCount == HostileInOrderDeviceRule.queueSize)
+        #expect(region.guardsIntact, "bytes outside the region were modified")
+    }
+
+    /// A valid batch is taken back one chain at a time: the earlier chains used completely, the
+    /// last with the element's length.
+    @Test func aValidBatchIsTakenBackWhole() throws {
+        let layout = try RegionLayout(
+            queueSizes: [HostileInOrderDeviceRule.queueSize],
+            dataAreaSize: 8 * 256,
+            features: HostileInOrderDeviceRule.features
+        )
+        let region = try GuardedRegion(layout: layout)
+        let ring = RingWriter(region: region, layout: layout)
+        var driver = try DriverQueue(region: region, notifier: CountingNotifier(), bufferSize: 256)
+        try HostileInOrderDeviceRule.usedOutOfOrder.submitChains(to: &driver)
+        ring.usedElement(slot: 0, id: 1, length: 10)
+        ring.usedElement(slot: 2, id: 3, length: 7)
+        ring.usedIndex = 3
+        var taken: [(UInt16, Int)] = []
+        while let used = try driver.takeUsed() {
+            taken.append((used.id, used.writtenByteCount))
+            try driver.free(used)
+        }
+        #expect(taken.map(\.0) == [0, 1, 3])
+        #expect(taken.map(\.1) == [0, 10, 7])
+        #expect(driver.inFlightCount == 0)
+        #expect(driver.freeDescriptorCount == HostileInOrderDeviceRule.queueSize)
+    }
+}
