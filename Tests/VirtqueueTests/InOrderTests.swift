@@ -352,6 +352,60 @@ struct InOrderTests {
     }
 }
 
+extension InOrderTests {
+    /// A device resuming a ring whose previous device took two requests and died: the requests
+    /// taken again get the positions the cursor counts in flight, in the order they are
+    /// resubmitted, and are used in that order whatever order they complete in.
+    @Test func resubmittedRequestsAreUsedInTheOrderResubmitted() throws {
+        let layout = try RegionLayout(queueSizes: [Self.queueSize], dataAreaSize: 32 * 64, features: Self.features)
+        let region = try GuardedRegion(layout: layout)
+        let ring = RingWriter(region: region, layout: layout)
+        let (driverNotifier, deviceNotifier) = CountingNotifier.makePair()
+        var driver = try DriverQueue(region: region, notifier: driverNotifier, bufferSize: 64)
+        var ids: [UInt16] = []
+        for tag in 0..<3 {
+            var chain = driver.makeChain()
+            try driver.appendReadable(to: &chain, copying: [UInt8(tag)])
+            try driver.appendWritable(to: &chain, capacity: 16)
+            ids.append(try driver.submit(chain))
+        }
+        // The previous device took the first two; the new one resumes with both in flight.
+        var placement = try layout.placement(ofQueue: 0)
+        placement.cursor = QueueCursor(nextAvailable: 2, nextUsed: 0)
+        var device = try DeviceQueue(
+            memory: region,
+            placement: placement,
+            notifier: deviceNotifier,
+            features: layout.features
+        )
+        let first = try device.resubmittedRequest(head: ids[0])
+        let second = try device.resubmittedRequest(head: ids[1])
+        let third = try device.requireRequest()
+        #expect(third.id == ids[2])
+        try device.complete(third, written: 3)
+        try device.complete(second, written: 2)
+        #expect(ring.usedIndex == 0)
+        try device.complete(first, written: 1)
+        #expect(ring.usedIndex == 3)
+        var taken: [(UInt16, Int)] = []
+        while let used = try driver.takeUsed() {
+            taken.append((used.id, used.writtenByteCount))
+            try driver.free(used)
+        }
+        #expect(taken.map(\.0) == ids)
+        #expect(taken.map(\.1) == [1, 2, 3])
+    }
+
+    /// A device built with the default `supportedFeatures` (``Features/all``, without IN_ORDER)
+    /// runs a ring that negotiated IN_ORDER: the ordering is the ring core's to keep.
+    @Test func aDeviceWithTheDefaultSupportedFeaturesRunsInOrder() throws {
+        let layout = try RegionLayout(queueSizes: [Self.queueSize], dataAreaSize: 32 * 64, features: Self.features)
+        let region = try GuardedRegion(layout: layout)
+        let device = try DeviceQueue(region: region, notifier: CountingNotifier())
+        #expect(device.features.contains(.inOrder))
+    }
+}
+
 /// The driver's in-order rules against a hostile used ring (``HostileInOrderDeviceRule``, also
 /// run by the conformance suite on every backend).
 @Suite("Driver side under IN_ORDER: a hostile device")
