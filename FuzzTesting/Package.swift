@@ -27,7 +27,9 @@ let package = Package(
     targets: [
         .target(name: "CLibFuzzer"),
         .executableTarget(name: "FuzzDevice", dependencies: fuzzTarget, swiftSettings: swiftSettings),
+        .executableTarget(name: "FuzzDevicePacked", dependencies: fuzzTarget, swiftSettings: swiftSettings),
         .executableTarget(name: "FuzzDriver", dependencies: fuzzTarget, swiftSettings: swiftSettings),
+        .executableTarget(name: "FuzzDriverPacked", dependencies: fuzzTarget, swiftSettings: swiftSettings),
         .executableTarget(name: "FuzzHeader", dependencies: fuzzTarget, swiftSettings: swiftSettings),
         .executableTarget(name: "FuzzVhostUser", dependencies: fuzzTarget, swiftSettings: swiftSettings),
         .executableTarget(name: "MakeSeeds", dependencies: [harness], swiftSettings: swiftSettings),

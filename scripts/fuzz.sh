@@ -24,7 +24,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 fuzz_dir="$root/FuzzTesting"
-all_targets=(FuzzDevice FuzzDriver FuzzHeader FuzzVhostUser)
+all_targets=(FuzzDevice FuzzDevicePacked FuzzDriver FuzzDriverPacked FuzzHeader FuzzVhostUser)
 
 time_limit=60
 runs=""
@@ -96,7 +96,7 @@ for target in "${targets[@]}"; do
     seeds="$fuzz_dir/Corpus/$target"
     fails="$fuzz_dir/FailCases/$target"
     work="$fuzz_dir/.build/fuzz/$target"
-    mkdir -p "$work/corpus" "$work/artifacts"
+    mkdir -p "$work/corpus" "$work/artifacts" "$fails"
     if [[ $mode == regressions ]]; then
         echo "== $target: replaying $(ls "$seeds" | wc -l) seeds and $(ls "$fails" | wc -l) fail cases"
         "$bin/$target" -runs=0 "$seeds" "$fails" "${extra[@]}" || status=1

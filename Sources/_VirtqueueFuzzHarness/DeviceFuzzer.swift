@@ -45,11 +45,16 @@ public enum DeviceFuzzer {
 
     /// Runs one input.
     ///
+    /// - Parameter packed: Whether the ring is a packed one (the `FuzzDevicePacked` target): the configuration byte is followed by a cursor byte — the device's position
+    ///   (modulo N) and, in bit 7, its wrap counter, the ring's descriptors left as a previous lap
+    ///   used them — the queue sizes are 3, 5, 13 and 1, the program's ops 1, 2, 7, 8 and 9 write
+    ///   the packed ring (``DeviceSession/performPacked(_:_:)``), and the oracle is
+    ///   ``ReferenceChainParser/parsePacked(index:wrap:held:)``.
     /// - Throws: ``InvariantFailure`` naming the broken invariant.
-    public static func run(_ input: UnsafeRawBufferPointer) throws(InvariantFailure) {
+    public static func run(_ input: UnsafeRawBufferPointer, packed: Bool = false) throws(InvariantFailure) {
         var reader = FuzzInput(input)
         var config = reader.byteOrZero()
-        let mapped = config == mappedMarker
+        let mapped = config == mappedMarker && !packed
         var selector: UInt8 = 0
         var cursorByte: UInt8 = 0
         if mapped {
@@ -57,10 +62,13 @@ public enum DeviceFuzzer {
             selector = reader.byteOrZero()
             cursorByte = reader.byteOrZero()
         }
-        let size = [4, 8, 16, 1][Int(config & 3)]
+        if packed { cursorByte = reader.byteOrZero() }
+        let size = (packed ? [3, 5, 13, 1] : [4, 8, 16, 1])[Int(config & 3)]
         var features: Features = []
         if config & 4 != 0 { features.insert(.indirectDescriptors) }
         if config & 8 != 0 { features.insert(.eventIndex) }
+        // The packed ring runs with VERSION_1, through the general initialiser.
+        if packed { features.formUnion([.ringPacked, .version1]) }
         let capacity = [size, 2 * size, 4 * size, size * size + size][Int(config >> 4) & 3]
         let dataAreaSize = [128, 256, 1024, 4096][Int(config >> 6) & 3]
         let memory: FuzzMemory
@@ -85,14 +93,24 @@ public enum DeviceFuzzer {
             bufferSpace = layout.bufferRanges
         } else {
             let layout: RegionLayout
+            var regionPlacement: QueuePlacement
             do {
                 layout = try RegionLayout(queueSizes: [size], dataAreaSize: dataAreaSize, features: features)
-                placement = try layout.placement(ofQueue: 0)
+                regionPlacement = try layout.placement(ofQueue: 0)
             } catch {
                 throw InvariantFailure("a valid layout was refused: \(error)")
             }
+            if packed {
+                let position = PackedPosition(index: Int(cursorByte & 0x7F) % size, wrap: cursorByte & 0x80 != 0)
+                regionPlacement.cursor = QueueCursor(
+                    nextAvailable: position.cursorValue,
+                    nextUsed: position.cursorValue
+                )
+            } else {
+                header = layout
+            }
+            placement = regionPlacement
             memory = FuzzMemory([(0, layout.regionSize, 0)])
-            header = layout
             bufferSpace = [placement.bufferArea ?? 0..<0]
         }
         defer { memory.deallocate() }
@@ -145,6 +163,16 @@ final class DeviceSession {
     var heldCount = 0
     var heldHeads: [Bool]
 
+    // The packed ring's model: the device's position, its used position, the list length of
+    // every held buffer ID, and where the harness, as the driver, writes its next list.
+    let packed: Bool
+    var position: PackedPosition
+    var usedPosition: PackedPosition
+    var driverPosition: PackedPosition
+    var listLengths: [Int]
+    /// The descriptor count of the list the last ``expectedNext()`` parsed.
+    var expectedListLength = 0
+
     /// Attaches a device: through `header` (this package's region format, written first), or,
     /// without one, through the general initialiser on `placement`, with `avail.idx` and
     /// `used.idx` where a ring resumed at the placement's cursor has them.
@@ -162,6 +190,23 @@ final class DeviceSession {
             if let header {
                 try header.initialize(memory)
                 queue = try DeviceQueue(region: memory, notifier: FuzzNotifier(), segmentCapacity: capacity)
+            } else if placement.format == .packed {
+                // A ring resumed at the cursor's position: the descriptors before it used with
+                // its wrap counter, the rest with the other one (last lap's), so nothing is
+                // available yet.
+                let position = PackedPosition(cursorValue: cursor.nextUsed)
+                for index in 0..<placement.size {
+                    let flags: UInt16 = (index < position.index) == position.wrap ? 0x8080 : 0
+                    memory.pointer(at: addresses.descriptor(index) + 14, count: 2)?
+                        .storeBytes(of: flags.littleEndian, as: UInt16.self)
+                }
+                queue = try DeviceQueue(
+                    memory: memory,
+                    placement: placement,
+                    notifier: FuzzNotifier(),
+                    features: features,
+                    segmentCapacity: capacity
+                )
             } else {
                 for (address, value) in [
                     (addresses.availableIndex, cursor.nextAvailable), (addresses.usedIndex, cursor.nextUsed),
@@ -199,6 +244,11 @@ final class DeviceSession {
         self.lastNotifyCheck = cursor.nextUsed
         self.held = .allocate(capacity: placement.size)
         self.heldHeads = Array(repeating: false, count: placement.size)
+        self.packed = placement.format == .packed
+        self.position = PackedPosition(cursorValue: cursor.nextAvailable)
+        self.usedPosition = PackedPosition(cursorValue: cursor.nextUsed)
+        self.driverPosition = position
+        self.listLengths = Array(repeating: 0, count: placement.size)
     }
 
     deinit {
@@ -259,6 +309,10 @@ final class DeviceSession {
     // MARK: Operations
 
     func perform(_ op: UInt8, _ reader: inout FuzzInput) throws(InvariantFailure) {
+        if packed, performPacked(op, &reader) {
+            try checkMemory()
+            return
+        }
         switch op % 10 {
         case 0:
             let space = driverSpace
@@ -337,7 +391,12 @@ final class DeviceSession {
         )
         try check(request.id == head, "request id \(request.id) is not the ring's head \(head)")
         try checkSegments(of: request, expected: segments)
-        lastAvailable &+= 1
+        if packed {
+            position.advance(by: expectedListLength, size: size)
+            listLengths[Int(head)] = expectedListLength
+        } else {
+            lastAvailable &+= 1
+        }
         heldSegments += segments.count
         heldHeads[Int(head)] = true
         held.advanced(by: heldCount).initialize(to: request)
@@ -392,6 +451,15 @@ final class DeviceSession {
 
     func expectedNext() -> Expected {
         if broken { return .broken }
+        if packed {
+            switch reference.parsePacked(index: position.index, wrap: position.wrap, held: heldHeads) {
+            case .empty: return .empty
+            case .violation(let why, let codes): return .violation(why, codes)
+            case .list(let id, let count, let outcome):
+                expectedListLength = count
+                return .chain(id, outcome)
+            }
+        }
         if availableShadow == lastAvailable {
             let index = load16(addresses.availableIndex)
             if index == lastAvailable { return .empty }
@@ -506,6 +574,18 @@ final class DeviceSession {
             )
             try check(!queue.isBroken, "a caller's bad length broke the queue")
         }
+        if packed {
+            // The used descriptor: `len`, `id`, then `flags` — WRITE if any byte was written,
+            // AVAIL = USED = the wrap counter at the used position; `addr` is left alone.
+            let descriptor = addresses.descriptor(usedPosition.index)
+            let length = UInt32(valid ? written : 0)
+            setShadow(length, at: descriptor + 8)
+            setShadow(id, at: descriptor + 12)
+            setShadow((usedPosition.wrap ? 0x8080 : 0) | (length > 0 ? 2 : 0) as UInt16, at: descriptor + 14)
+            usedPosition.advance(by: listLengths[Int(id)], size: size)
+            movesSinceNotifyCheck += listLengths[Int(id)]
+            return
+        }
         // The used element `{le32 id, le32 len}`.
         let element = addresses.usedElement(slot: Int(nextUsed))
         setShadow(UInt32(id), at: element)
@@ -517,6 +597,25 @@ final class DeviceSession {
 
     func notify() throws(InvariantFailure) {
         let result = Result { () throws(VirtqueueError) in try queue.notifyIfNeeded() }
+        if packed {
+            let moves = movesSinceNotifyCheck
+            if !broken { movesSinceNotifyCheck = 0 }
+            let event = addresses.placement.driverArea
+            try checkNotification(
+                result,
+                broken: broken,
+                expected: expectedPackedNotification(
+                    new: usedPosition,
+                    moves: moves,
+                    size: size,
+                    offWrap: load16(event),
+                    flags: load16(event + 2)
+                ),
+                old: UInt16(moves),
+                new: usedPosition.cursorValue
+            )
+            return
+        }
         let new = nextUsed
         let old = lastNotifyCheck
         let moves = movesSinceNotifyCheck
@@ -551,9 +650,16 @@ final class DeviceSession {
             try check(thrown?.code == .queueBroken, "waiting on a broken queue reported \(String(describing: thrown))")
             return
         }
-        let ready = load16(addresses.availableIndex) != lastAvailable
+        let ready =
+            packed
+            ? load16(addresses.descriptor(position.index) + 14) & 0x80 == (position.wrap ? 0x80 : 0)
+            : load16(addresses.availableIndex) != lastAvailable
         if ready && spins > 0 {
             try check(thrown == nil, "waiting with a request ready failed: \(String(describing: thrown))")
+            return
+        }
+        if packed {
+            try checkPackedWait(ready: ready, thrown: thrown)
             return
         }
         // The device asks to be kicked: avail_event (EVENT_IDX) or used.flags = 0.

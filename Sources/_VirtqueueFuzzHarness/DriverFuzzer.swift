@@ -46,16 +46,22 @@ public enum DriverFuzzer {
 
     /// Runs one input.
     ///
+    /// - Parameter packed: Whether the ring is a packed one (the `FuzzDriverPacked` target): the
+    ///   queue sizes are 3, 5, 13 and 1, the region's ring format is packed, the program's ops 2,
+    ///   3, 4 and 9 write the packed ring as a device would (``DriverSession/performPacked(_:_:)``),
+    ///   and what the driver publishes is checked with
+    ///   ``ReferenceChainParser/parsePacked(index:wrap:held:)``.
     /// - Throws: ``InvariantFailure`` naming the broken invariant.
-    public static func run(_ input: UnsafeRawBufferPointer) throws(InvariantFailure) {
+    public static func run(_ input: UnsafeRawBufferPointer, packed: Bool = false) throws(InvariantFailure) {
         var reader = FuzzInput(input)
         var config = reader.byteOrZero()
-        let mapped = config == mappedMarker
+        let mapped = config == mappedMarker && !packed
         if mapped { config = reader.byteOrZero() }
-        let size = [4, 8, 16, 1][Int(config & 3)]
+        let size = (packed ? [3, 5, 13, 1] : [4, 8, 16, 1])[Int(config & 3)]
         var features: Features = []
         if config & 4 != 0 { features.insert(.indirectDescriptors) }
         if config & 8 != 0 { features.insert(.eventIndex) }
+        if packed { features.insert(.ringPacked) }
         let bufferSize = [16, 32, 64, 256][Int(config >> 4) & 3]
         let threshold = [1, 2, 4, 16][Int(config >> 6) & 3]
         let bufferCount = Int(reader.byteOrZero()) % (4 * size + 2)
@@ -171,6 +177,13 @@ final class DriverSession {
     var kept: UnsafeMutablePointer<UsedChain>
     var keptModels: [Submitted] = []
 
+    // The packed ring's model: the driver's available and used positions, and where the
+    // harness, as the device, writes its next used descriptor.
+    let packed: Bool
+    var availablePosition = PackedPosition(index: 0, wrap: true)
+    var usedPosition = PackedPosition(index: 0, wrap: true)
+    var devicePosition = PackedPosition(index: 0, wrap: true)
+
     /// Attaches a driver: through `header` (this package's region format, written first; the
     /// pool is its data area), or, without one, through the general initialiser on `placement`
     /// with `pool`.
@@ -246,6 +259,7 @@ final class DriverSession {
         self.reference = reference
         self.shadow = MemoryShadow(memory)
         self.kept = .allocate(capacity: max(placement.size, 1))
+        self.packed = placement.format == .packed
         try check(
             queue.bufferCount == slots.count,
             "the driver has \(queue.bufferCount) pool buffers, the harness counts \(slots.count) usable slots"
@@ -328,6 +342,10 @@ final class DriverSession {
     // MARK: Operations
 
     func perform(_ op: UInt8, _ reader: inout FuzzInput) throws(InvariantFailure) {
+        if packed, performPacked(op, &reader) {
+            try checkState()
+            return
+        }
         switch op % 10 {
         case 0, 1:
             try submit(shape: reader.byteOrZero(), &reader)
@@ -453,6 +471,10 @@ final class DriverSession {
         try check(Int(head) < size, "head \(head) is not below the queue size")
         try check(inFlight[head] == nil, "head \(head) was handed out while still in flight")
         inFlight[head] = model
+        if packed {
+            try checkPublishedPacked(head: head, model)
+            return
+        }
         nextAvailable &+= 1
         movesSinceNotifyCheck += 1
         try check(
@@ -471,6 +493,15 @@ final class DriverSession {
         guard case .valid(let segments) = reference.parse(head: Int(head)) else {
             throw InvariantFailure("the chain published at head \(head) is \(reference.parse(head: Int(head)))")
         }
+        try checkPublished(head: head, segments: segments, model)
+    }
+
+    /// Checks the segments of a published chain against the usable pool slots and the model.
+    func checkPublished(
+        head: UInt16,
+        segments: [ReferenceChainParser.Segment],
+        _ model: Submitted
+    ) throws(InvariantFailure) {
         try check(
             segments.allSatisfy { usableSlots.contains($0.address) && Int($0.length) <= bufferSize },
             "chain \(head) published segments \(segments) outside the usable pool slots"
@@ -495,6 +526,7 @@ final class DriverSession {
     /// Calls `takeUsed()` once and checks the outcome against the used element in memory.
     /// - Returns: Whether a chain came back.
     func take(keep: Bool) throws(InvariantFailure) -> Bool {
+        if packed { return try takePacked(keep: keep) }
         let readsIndex = usedShadow == lastUsed
         let index = readsIndex ? load16(addresses.usedIndex) : usedShadow
         let element = addresses.usedElement(slot: Int(lastUsed))
@@ -621,6 +653,25 @@ final class DriverSession {
 
     func notify() throws(InvariantFailure) {
         let result = Result { () throws(VirtqueueError) in try queue.notifyIfNeeded() }
+        if packed {
+            let moves = movesSinceNotifyCheck
+            if !broken { movesSinceNotifyCheck = 0 }
+            let event = addresses.placement.deviceArea
+            try checkNotification(
+                result,
+                broken: broken,
+                expected: expectedPackedNotification(
+                    new: availablePosition,
+                    moves: moves,
+                    size: size,
+                    offWrap: load16(event),
+                    flags: load16(event + 2)
+                ),
+                old: UInt16(moves),
+                new: availablePosition.cursorValue
+            )
+            return
+        }
         let new = nextAvailable
         let old = lastNotifyCheck
         let moves = movesSinceNotifyCheck
@@ -655,7 +706,11 @@ final class DriverSession {
             try check(thrown?.code == .queueBroken, "waiting on a broken queue reported \(String(describing: thrown))")
             return
         }
-        if inFlight.isEmpty || (load16(addresses.usedIndex) != lastUsed) {
+        let ready =
+            packed
+            ? load16(addresses.descriptor(usedPosition.index) + 14) & 0x8080 == (usedPosition.wrap ? 0x8080 : 0)
+            : load16(addresses.usedIndex) != lastUsed
+        if inFlight.isEmpty || ready {
             // Returns at once, or after asking for a notification and re-checking; the driver's
             // suppression fields live in the available ring, which checkState does not compare.
             try check(thrown == nil, "waiting with a chain ready failed: \(String(describing: thrown))")

@@ -95,15 +95,20 @@ struct ReferenceChainParser {
         return !overflow && windows.contains { $0.lowerBound <= address && end <= $0.upperBound }
     }
 
-    /// Parses the chain whose head is `head` (already checked to be below the queue size).
-    func parse(head: Int) -> Outcome {
+    /// The segments of a chain so far, and whether a writable one was seen.
+    struct Collector {
         var segments: [Segment] = []
         var sawWritable = false
-        var descriptors = 0
 
-        func add(_ address: UInt64, _ length: UInt32, _ flags: UInt16) -> Outcome? {
+        /// Adds a buffer: `nil` when it is mapped and in order, else the refusal.
+        mutating func add(
+            _ parser: ReferenceChainParser,
+            _ address: UInt64,
+            _ length: UInt32,
+            _ flags: UInt16
+        ) -> Outcome? {
             let writable = flags & 2 != 0
-            guard let pieces = translate(address, length, writable: writable) else {
+            guard let pieces = parser.translate(address, length, writable: writable) else {
                 return .invalid("buffer 0x\(String(address, radix: 16))+\(length) is not mapped", [.bufferOutOfRange])
             }
             if !writable && sawWritable { return .invalid("readable after writable", [.writableBeforeReadable]) }
@@ -111,51 +116,164 @@ struct ReferenceChainParser {
             segments += pieces
             return nil
         }
+    }
 
-        // A loop the visited set finds at its first repeat, the core finds after N steps; on
-        // the way round it may meet a readable descriptor after a writable one first.
-        let loop: [VirtqueueError.Code] = [.descriptorLoop, .writableBeforeReadable]
+    /// A loop the visited set finds at its first repeat, the core finds after N steps; on the
+    /// way round it may meet a readable descriptor after a writable one first.
+    static let loop: [VirtqueueError.Code] = [.descriptorLoop, .writableBeforeReadable]
+
+    /// The indirect table `entry` points at, after `descriptors` direct descriptors: its rules,
+    /// then its entries — split ones chained by `next`, packed ones (`packed`) used first to last
+    /// with every flag but `WRITE` and `INDIRECT` ignored (wire-format §12.4).
+    func indirect(
+        _ entry: (address: UInt64, length: UInt32, flags: UInt16, next: UInt16),
+        after descriptors: Int,
+        packed: Bool,
+        into collector: inout Collector
+    ) -> Outcome {
+        guard indirectNegotiated else { return .invalid("INDIRECT without the feature", [.indirectNotNegotiated]) }
+        guard entry.flags & 1 == 0 else { return .invalid("INDIRECT with NEXT", [.indirectWithNext]) }
+        guard entry.length > 0, entry.length % 16 == 0 else {
+            return .invalid("indirect length \(entry.length)", [.indirectLengthInvalid])
+        }
+        guard tableFits(entry.address, entry.length) else {
+            return .invalid("indirect table not inside one mapping", [.indirectOutOfRange])
+        }
+        let tableCount = Int(entry.length / 16)
+        guard descriptors + tableCount <= queueSize else {
+            return .invalid("indirect table too long", [.peerChainTooLong])
+        }
+        var tableVisited = [Bool](repeating: false, count: tableCount)
+        var tableIndex = 0
+        while true {
+            guard !tableVisited[tableIndex] else { return .invalid("indirect loop", Self.loop) }
+            tableVisited[tableIndex] = true
+            var inner = descriptor(at: entry.address + 16 * UInt64(tableIndex))
+            // A packed entry's `flags` are where a split one's `next` is (its `id` is ignored).
+            if packed { inner.flags = inner.next }
+            guard inner.flags & 4 == 0 else { return .invalid("nested INDIRECT", [.nestedIndirect]) }
+            if let problem = collector.add(self, inner.address, inner.length, inner.flags) { return problem }
+            if packed {
+                guard tableIndex + 1 < tableCount else { return .valid(collector.segments) }
+                tableIndex += 1
+                continue
+            }
+            guard inner.flags & 1 != 0 else { return .valid(collector.segments) }
+            guard Int(inner.next) < tableCount else {
+                return .invalid("indirect next \(inner.next)", [.nextOutOfRange])
+            }
+            tableIndex = Int(inner.next)
+        }
+    }
+
+    /// Parses the chain whose head is `head` (already checked to be below the queue size).
+    func parse(head: Int) -> Outcome {
+        var collector = Collector()
+        var descriptors = 0
         var visited = [Bool](repeating: false, count: queueSize)
         var index = head
         while true {
-            guard !visited[index] else { return .invalid("descriptor \(index) visited twice", loop) }
+            guard !visited[index] else { return .invalid("descriptor \(index) visited twice", Self.loop) }
             visited[index] = true
             let entry = descriptor(at: addresses.descriptor(index))
             if entry.flags & 4 != 0 {
-                guard indirectNegotiated else {
-                    return .invalid("INDIRECT without the feature", [.indirectNotNegotiated])
-                }
-                guard entry.flags & 1 == 0 else { return .invalid("INDIRECT with NEXT", [.indirectWithNext]) }
-                guard entry.length > 0, entry.length % 16 == 0 else {
-                    return .invalid("indirect length \(entry.length)", [.indirectLengthInvalid])
-                }
-                guard tableFits(entry.address, entry.length) else {
-                    return .invalid("indirect table not inside one mapping", [.indirectOutOfRange])
-                }
-                let tableCount = Int(entry.length / 16)
-                guard descriptors + tableCount <= queueSize else {
-                    return .invalid("indirect table too long", [.peerChainTooLong])
-                }
-                var tableVisited = [Bool](repeating: false, count: tableCount)
-                var tableIndex = 0
-                while true {
-                    guard !tableVisited[tableIndex] else { return .invalid("indirect loop", loop) }
-                    tableVisited[tableIndex] = true
-                    let inner = descriptor(at: entry.address + 16 * UInt64(tableIndex))
-                    guard inner.flags & 4 == 0 else { return .invalid("nested INDIRECT", [.nestedIndirect]) }
-                    if let problem = add(inner.address, inner.length, inner.flags) { return problem }
-                    guard inner.flags & 1 != 0 else { return .valid(segments) }
-                    guard Int(inner.next) < tableCount else {
-                        return .invalid("indirect next \(inner.next)", [.nextOutOfRange])
-                    }
-                    tableIndex = Int(inner.next)
-                }
+                return indirect(entry, after: descriptors, packed: false, into: &collector)
             }
-            if let problem = add(entry.address, entry.length, entry.flags) { return problem }
+            if let problem = collector.add(self, entry.address, entry.length, entry.flags) { return problem }
             descriptors += 1
-            guard entry.flags & 1 != 0 else { return .valid(segments) }
+            guard entry.flags & 1 != 0 else { return .valid(collector.segments) }
             guard Int(entry.next) < queueSize else { return .invalid("next \(entry.next)", [.nextOutOfRange]) }
             index = Int(entry.next)
         }
+    }
+
+    // MARK: The packed ring
+
+    /// What the device must do at its position on a packed ring (wire-format §12.3, trust-model
+    /// "The packed ring"), stated as the spec's steps in order: the descriptor at the position
+    /// is available for its wrap counter, or "nothing yet", or — used with that counter — in no
+    /// legal ring; the list runs on through `NEXT`, each descriptor available for the wrap
+    /// counter at its own position, at most N of them, an `INDIRECT` one only first and alone;
+    /// the last carries the buffer ID, which is below N and not held (`held`); then the chain
+    /// rules every format shares.
+    enum PackedOutcome: CustomStringConvertible {
+        case empty
+        /// Refused before the buffer ID is known to be usable.
+        case violation(String, [VirtqueueError.Code])
+        /// A list of `count` descriptors with buffer ID `id`.
+        case list(id: UInt16, count: Int, Outcome)
+
+        var description: String {
+            switch self {
+            case .empty: "nil"
+            case .violation(let why, _): "a violation (\(why))"
+            case .list(let id, let count, let outcome): "buffer \(id) of \(count) descriptors: \(outcome)"
+            }
+        }
+    }
+
+    /// A packed descriptor `{addr, len, id, flags}` at ring position `index`.
+    func packedDescriptor(_ index: Int) -> (address: UInt64, length: UInt32, id: UInt16, flags: UInt16) {
+        let raw = descriptor(at: addresses.descriptor(index))
+        return (raw.address, raw.length, raw.flags, raw.next)
+    }
+
+    /// Whether `flags` make a descriptor available for wrap counter `wrap`: `AVAIL` = `wrap`,
+    /// `USED` ≠ `wrap`.
+    static func available(_ flags: UInt16, wrap: Bool) -> Bool {
+        (flags & 0x80 != 0) == wrap && (flags & 0x8000 != 0) != wrap
+    }
+
+    /// Parses the list at position `index` with wrap counter `wrap`; `held[id]` says whether the
+    /// device holds buffer `id`.
+    func parsePacked(index start: Int, wrap startWrap: Bool, held: [Bool]) -> PackedOutcome {
+        let first = packedDescriptor(start).flags
+        guard Self.available(first, wrap: startWrap) else {
+            let used = (first & 0x80 != 0) == startWrap && (first & 0x8000 != 0) == startWrap
+            return used
+                ? .violation(
+                    "used flags 0x\(String(first, radix: 16)) at the device's position",
+                    [.wrapCounterMismatch]
+                ) : .empty
+        }
+        var list: [(address: UInt64, length: UInt32, id: UInt16, flags: UInt16)] = []
+        var index = start
+        var wrap = startWrap
+        while true {
+            let entry = packedDescriptor(index)
+            guard Self.available(entry.flags, wrap: wrap) else {
+                return .violation("descriptor \(index) of the list is not available", [.descriptorNotAvailable])
+            }
+            guard list.isEmpty || entry.flags & 4 == 0 else {
+                return .violation("INDIRECT descriptor \(index) inside a list", [.indirectWithNext])
+            }
+            list.append(entry)
+            if entry.flags & 1 == 0 || entry.flags & 4 != 0 { break }
+            guard list.count < queueSize else { return .violation("a list longer than the queue", [.peerChainTooLong]) }
+            index += 1
+            if index == queueSize {
+                index = 0
+                wrap.toggle()
+            }
+        }
+        let id = list[list.count - 1].id
+        guard Int(id) < queueSize else { return .violation("buffer ID \(id) out of range", [.headOutOfRange]) }
+        guard !held[Int(id)] else { return .violation("buffer \(id) is already held", [.headAlreadyInFlight]) }
+        var collector = Collector()
+        for entry in list {
+            if entry.flags & 4 != 0 {
+                let outcome = indirect(
+                    (entry.address, entry.length, entry.flags, 0),
+                    after: 0,
+                    packed: true,
+                    into: &collector
+                )
+                return .list(id: id, count: list.count, outcome)
+            }
+            if let problem = collector.add(self, entry.address, entry.length, entry.flags) {
+                return .list(id: id, count: list.count, problem)
+            }
+        }
+        return .list(id: id, count: list.count, .valid(collector.segments))
     }
 }

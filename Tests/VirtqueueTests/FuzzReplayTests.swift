@@ -13,7 +13,9 @@ struct FuzzReplayTests {
         .deletingLastPathComponent()
         .appendingPathComponent("FuzzTesting")
 
-    static let targets = ["FuzzDevice", "FuzzDriver", "FuzzHeader", "FuzzVhostUser"]
+    static let targets = [
+        "FuzzDevice", "FuzzDevicePacked", "FuzzDriver", "FuzzDriverPacked", "FuzzHeader", "FuzzVhostUser",
+    ]
 
     /// Saved inputs in `folder/target`, as paths relative to `FuzzTesting/`.
     static func inputs(in folder: String, of target: String) -> [String] {
@@ -30,7 +32,9 @@ struct FuzzReplayTests {
         try bytes.withUnsafeBytes { raw in
             switch path.split(separator: "/")[1] {
             case "FuzzDevice": try DeviceFuzzer.run(raw)
+            case "FuzzDevicePacked": try DeviceFuzzer.run(raw, packed: true)
             case "FuzzDriver": try DriverFuzzer.run(raw)
+            case "FuzzDriverPacked": try DriverFuzzer.run(raw, packed: true)
             case "FuzzHeader": try HeaderFuzzer.run(raw)
             case "FuzzVhostUser": try VhostUserFuzzer.run(raw)
             default: Issue.record("\(path) belongs to no fuzz target")
@@ -60,7 +64,9 @@ struct FuzzReplayTests {
     func generatedSeedsMatchTheCommittedCorpus() throws {
         let generated: [(String, [FuzzSeeds.Seed])] = [
             ("FuzzDevice", FuzzSeeds.device()),
+            ("FuzzDevicePacked", FuzzSeeds.devicePacked()),
             ("FuzzDriver", FuzzSeeds.driver()),
+            ("FuzzDriverPacked", FuzzSeeds.driverPacked()),
             ("FuzzHeader", FuzzSeeds.header()),
             ("FuzzVhostUser", FuzzSeeds.vhostUser()),
         ]

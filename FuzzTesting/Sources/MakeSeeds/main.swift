@@ -6,7 +6,9 @@ import _VirtqueueFuzzHarness
 let directory = CommandLine.arguments.dropFirst().first ?? "Corpus"
 let targets: [(String, [FuzzSeeds.Seed])] = [
     ("FuzzDevice", FuzzSeeds.device()),
+    ("FuzzDevicePacked", FuzzSeeds.devicePacked()),
     ("FuzzDriver", FuzzSeeds.driver()),
+    ("FuzzDriverPacked", FuzzSeeds.driverPacked()),
     ("FuzzHeader", FuzzSeeds.header()),
     ("FuzzVhostUser", FuzzSeeds.vhostUser()),
 ]

@@ -1,0 +1,26 @@
+// The libFuzzer target for DriverFuzzer on the packed ring. Build with -sanitize=fuzzer,address -parse-as-library
+// (scripts/fuzz.sh); run with libFuzzer's usual flags, e.g. `FuzzDriverPacked Corpus/FuzzDriverPacked -runs=1000`.
+import CLibFuzzer
+import _VirtqueueFuzzHarness
+
+/// Runs one input; an invariant violation traps, which libFuzzer reports as a crash and saves.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzDriverPacked(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
+    do {
+        try DriverFuzzer.run(UnsafeRawBufferPointer(start: start, count: count), packed: true)
+    } catch {
+        fatalError("\(error)")
+    }
+    return 0
+}
+
+/// SwiftPM links executables with `--defsym main=FuzzDriverPacked_main`; hand over to libFuzzer's driver.
+@_cdecl("FuzzDriverPacked_main")
+public func fuzzDriverPackedMain(
+    _ argc: CInt,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
+) -> CInt {
+    var argc = argc
+    var argv = argv
+    return LLVMFuzzerRunDriver(&argc, &argv) { start, count in fuzzDriverPacked(start, count) }
+}

@@ -1,0 +1,152 @@
+import Virtqueue
+
+/// The packed ring's operations of ``DeviceFuzzer``: the hostile driver's writes into one
+/// descriptor ring (wire-format §12.1–12.4) and its event-suppression structure.
+extension DeviceSession {
+    /// Plays op `op` on the packed ring, when it is one that differs from the split ring's:
+    ///
+    /// | op % 10 | operation |
+    /// |---|---|
+    /// | 1 | make a list of 1–4 descriptors (or one INDIRECT descriptor and its table) available at the harness's driver position, with a chosen or raw buffer ID |
+    /// | 2 | move the harness's driver position on by 0…N+1, or back to the device's |
+    /// | 7 | write one descriptor `{addr, len, id, flags}` with raw flags, AVAIL and USED bits into the ring or an indirect table |
+    /// | 8 | write one descriptor's `flags`: any of NEXT, WRITE, INDIRECT, AVAIL and USED |
+    /// | 9 | write the driver's event-suppression structure (`off_wrap`, `flags`) |
+    ///
+    /// - Returns: Whether `op` was one of these.
+    func performPacked(_ op: UInt8, _ reader: inout FuzzInput) -> Bool {
+        let ring = addresses.placement.descriptorArea
+        switch op % 10 {
+        case 1:
+            let shape = reader.byteOrZero()
+            let idByte = reader.byteOrZero()
+            let count = 1 + Int(shape & 3)
+            let indirect = shape & 4 != 0
+            let firstWritable = Int(shape >> 3) & 7
+            let id = idByte & 0x80 != 0 ? UInt16(idByte & 0x7F) : freeID(after: Int(idByte))
+            let spaceSize = bufferSpace.reduce(0) { $0 + $1.count }
+            var elements: [(address: UInt64, length: UInt32, flags: UInt16)] = []
+            for index in 0..<count {
+                let offset = Int(reader.uint16()) % spaceSize
+                let length = UInt32(reader.byteOrZero())
+                elements.append((bufferSpace[0].lowerBound + UInt64(offset), length, index >= firstWritable ? 2 : 0))
+            }
+            var list: [(address: UInt64, length: UInt32, flags: UInt16)] = []
+            if indirect {
+                // The table, in the packed format, in the buffer space; one ring descriptor.
+                let offset = (Int(shape >> 5) * 48) % max(spaceSize - 16 * count, 1)
+                var table = [UInt8](repeating: 0, count: 16 * count)
+                table.withUnsafeMutableBytes { raw in
+                    for (index, element) in elements.enumerated() {
+                        let entry = PackedDescriptor(
+                            address: element.address,
+                            length: element.length,
+                            id: 0,
+                            flags: element.flags
+                        )
+                        entry.store(to: raw.baseAddress! + 16 * index)
+                    }
+                }
+                table.withUnsafeBytes { write(space: bufferSpace, offset: offset, $0) }
+                let tableAddress = bufferSpace[0].lowerBound + UInt64(offset)
+                list = [(tableAddress, UInt32(16 * count), PackedRingFields.indirectFlag)]
+            } else {
+                list = elements.enumerated().map { index, element in
+                    (element.address, element.length, element.flags | (index + 1 < count ? 1 : 0))
+                }
+            }
+            // The first descriptor's flags go last (one thread here: the order is the spec's).
+            let first = driverPosition
+            var flagsFirst: UInt16 = 0
+            for (index, element) in list.enumerated() {
+                let flags = element.flags | (driverPosition.wrap ? 0x80 : 0x8000)
+                let descriptor = PackedDescriptor(
+                    address: element.address,
+                    length: element.length,
+                    id: id,
+                    flags: flags
+                )
+                var bytes = [UInt8](repeating: 0, count: 16)
+                bytes.withUnsafeMutableBytes { descriptor.store(to: $0.baseAddress!) }
+                if index == 0 {
+                    flagsFirst = flags
+                    bytes[14] = first.wrap ? 0 : 0x80  // last lap's (used) until the end
+                    bytes[15] = first.wrap ? 0 : 0x80
+                }
+                bytes.withUnsafeBytes { write($0, at: ring + UInt64(16 * driverPosition.index)) }
+                driverPosition.advance(by: 1, size: size)
+            }
+            write16(flagsFirst, at: ring + UInt64(16 * first.index) + 14)
+        case 2:
+            let step = reader.byteOrZero()
+            if step & 0x80 != 0 {
+                driverPosition = position
+            } else {
+                driverPosition.advance(by: Int(step) % (size + 2), size: size)
+            }
+        case 7:
+            let target = reader.byteOrZero()
+            let address = bufferSpace[0].lowerBound &+ UInt64(reader.uint16()) &- 64
+            let length = UInt32(reader.uint16())
+            let low = reader.byteOrZero()
+            let high = reader.byteOrZero()
+            // Low byte: NEXT, WRITE, INDIRECT, reserved bits and AVAIL (bit 7); the high byte's
+            // bit 7 is USED, its other bits the buffer ID.
+            let flags = UInt16(low) | (high & 0x80 != 0 ? 0x8000 : 0)
+            let descriptor = PackedDescriptor(address: address, length: length, id: UInt16(high & 0x7F), flags: flags)
+            var bytes = [UInt8](repeating: 0, count: 16)
+            bytes.withUnsafeMutableBytes { descriptor.store(to: $0.baseAddress!) }
+            if target & 0x80 != 0 {
+                let spaceSize = bufferSpace.reduce(0) { $0 + $1.count }
+                let offset = (Int(target & 0x7F) * 16) % (spaceSize - 15)
+                bytes.withUnsafeBytes { write(space: bufferSpace, offset: offset, $0) }
+            } else {
+                bytes.withUnsafeBytes { write($0, at: ring + UInt64(16 * (Int(target) % size))) }
+            }
+        case 8:
+            let slot = Int(reader.byteOrZero()) % size
+            let value = reader.byteOrZero()
+            let flags = UInt16(value & 7) | (value & 8 != 0 ? 0x80 : 0) | (value & 16 != 0 ? 0x8000 : 0)
+            write16(flags, at: ring + UInt64(16 * slot) + 14)
+        case 9:
+            let event = addresses.placement.driverArea
+            write16(reader.uint16(), at: event)
+            let mode = reader.byteOrZero()
+            write16(mode & 0x80 != 0 ? UInt16(mode) << 8 | UInt16(mode) : UInt16(mode & 3), at: event + 2)
+        default:
+            return false
+        }
+        return true
+    }
+
+    /// The first buffer ID from `start` (modulo N) that the device does not hold.
+    func freeID(after start: Int) -> UInt16 {
+        for step in 0..<size where !heldHeads[(start + step) % size] {
+            return UInt16((start + step) % size)
+        }
+        return UInt16(start % size)
+    }
+
+    /// After `waitForRequests` on the packed ring: the device asked to be notified in its own
+    /// structure — `DESC` with its position under EVENT_IDX, else `ENABLE` — and may have
+    /// written `DISABLE` once awake; a request ready means success, none a dead peer.
+    func checkPackedWait(ready: Bool, thrown: VirtqueueError?) throws(InvariantFailure) {
+        let event = addresses.placement.deviceArea
+        let offWrap = load16(event)
+        let flags = load16(event + 2)
+        let asked: (UInt16, UInt16) = eventIndex ? (position.cursorValue, 2) : (0, 0)
+        try check(
+            flags == 1 || (offWrap, flags) == asked,
+            "the device's event suppression after a wait is 0x\(String(offWrap, radix: 16)) / \(flags), expected \(asked) or DISABLE"
+        )
+        setShadow(offWrap, at: event)
+        setShadow(flags, at: event + 2)
+        if ready {
+            try check(thrown == nil, "waiting with a request ready failed: \(String(describing: thrown))")
+        } else {
+            try check(thrown?.code == .peerDied, "a wait with no peer reported \(String(describing: thrown))")
+            try check(queue.isBroken, "the queue is not broken after its peer died")
+            broken = true
+        }
+    }
+}
