@@ -8,7 +8,7 @@ extension DeviceSession {
     /// | op % 10 | operation |
     /// |---|---|
     /// | 1 | make a list of 1–4 descriptors (or one INDIRECT descriptor and its table) available at the harness's driver position, with a chosen or raw buffer ID |
-    /// | 2 | move the harness's driver position on by 0…N+1, or back to the device's |
+    /// | 2 | move the harness's driver position on by 0…N+1, or back to the device's position |
     /// | 7 | write one descriptor `{addr, len, id, flags}` with raw flags, AVAIL and USED bits into the ring or an indirect table |
     /// | 8 | write one descriptor's `flags`: any of NEXT, WRITE, INDIRECT, AVAIL and USED |
     /// | 9 | write the driver's event-suppression structure (`off_wrap`, `flags`) |
@@ -78,12 +78,7 @@ extension DeviceSession {
             }
             write16(flagsFirst, at: ring + UInt64(16 * first.index) + 14)
         case 2:
-            let step = reader.byteOrZero()
-            if step & 0x80 != 0 {
-                driverPosition = position
-            } else {
-                driverPosition.advance(by: Int(step) % (size + 2), size: size)
-            }
+            driverPosition.move(reader.byteOrZero(), orBackTo: position, size: size)
         case 7:
             let target = reader.byteOrZero()
             let address = bufferSpace[0].lowerBound &+ UInt64(reader.uint16()) &- 64
@@ -109,10 +104,9 @@ extension DeviceSession {
             let flags = UInt16(value & 7) | (value & 8 != 0 ? 0x80 : 0) | (value & 16 != 0 ? 0x8000 : 0)
             write16(flags, at: ring + UInt64(16 * slot) + 14)
         case 9:
-            let event = addresses.placement.driverArea
-            write16(reader.uint16(), at: event)
-            let mode = reader.byteOrZero()
-            write16(mode & 0x80 != 0 ? UInt16(mode) << 8 | UInt16(mode) : UInt16(mode & 3), at: event + 2)
+            let (offWrap, flags) = hostileEventSuppression(&reader)
+            write16(offWrap, at: addresses.placement.driverArea)
+            write16(flags, at: addresses.placement.driverArea + 2)
         default:
             return false
         }

@@ -190,28 +190,23 @@ final class DeviceSession {
             if let header {
                 try header.initialize(memory)
                 queue = try DeviceQueue(region: memory, notifier: FuzzNotifier(), segmentCapacity: capacity)
-            } else if placement.format == .packed {
-                // A ring resumed at the cursor's position: the descriptors before it used with
-                // its wrap counter, the rest with the other one (last lap's), so nothing is
-                // available yet.
-                let position = PackedPosition(cursorValue: cursor.nextUsed)
-                for index in 0..<placement.size {
-                    let flags: UInt16 = (index < position.index) == position.wrap ? 0x8080 : 0
-                    memory.pointer(at: addresses.descriptor(index) + 14, count: 2)?
-                        .storeBytes(of: flags.littleEndian, as: UInt16.self)
-                }
-                queue = try DeviceQueue(
-                    memory: memory,
-                    placement: placement,
-                    notifier: FuzzNotifier(),
-                    features: features,
-                    segmentCapacity: capacity
-                )
             } else {
-                for (address, value) in [
-                    (addresses.availableIndex, cursor.nextAvailable), (addresses.usedIndex, cursor.nextUsed),
-                ] {
-                    memory.pointer(at: address, count: 2)?.storeBytes(of: value.littleEndian, as: UInt16.self)
+                if placement.format == .packed {
+                    // A ring resumed at the cursor's position: the descriptors before it used
+                    // with its wrap counter, the rest with the other one (last lap's), so
+                    // nothing is available yet.
+                    let position = PackedPosition(cursorValue: cursor.nextUsed)
+                    for index in 0..<placement.size {
+                        let flags: UInt16 = (index < position.index) == position.wrap ? 0x8080 : 0
+                        memory.pointer(at: addresses.descriptor(index) + 14, count: 2)?
+                            .storeBytes(of: flags.littleEndian, as: UInt16.self)
+                    }
+                } else {
+                    for (address, value) in [
+                        (addresses.availableIndex, cursor.nextAvailable), (addresses.usedIndex, cursor.nextUsed),
+                    ] {
+                        memory.pointer(at: address, count: 2)?.storeBytes(of: value.littleEndian, as: UInt16.self)
+                    }
                 }
                 queue = try DeviceQueue(
                     memory: memory,
@@ -598,21 +593,14 @@ final class DeviceSession {
     func notify() throws(InvariantFailure) {
         let result = Result { () throws(VirtqueueError) in try queue.notifyIfNeeded() }
         if packed {
-            let moves = movesSinceNotifyCheck
-            if !broken { movesSinceNotifyCheck = 0 }
-            let event = addresses.placement.driverArea
-            try checkNotification(
+            try checkPackedNotification(
                 result,
                 broken: broken,
-                expected: expectedPackedNotification(
-                    new: usedPosition,
-                    moves: moves,
-                    size: size,
-                    offWrap: load16(event),
-                    flags: load16(event + 2)
-                ),
-                old: UInt16(moves),
-                new: usedPosition.cursorValue
+                new: usedPosition,
+                moves: &movesSinceNotifyCheck,
+                size: size,
+                event: addresses.placement.driverArea,
+                in: memory
             )
             return
         }

@@ -32,14 +32,7 @@ extension DriverSession {
                 selector & 0x80 == 0 && !heads.isEmpty ? heads[Int(selector) % heads.count] : reader.uint16()
             let lengthSelector = reader.byteOrZero()
             let mode = reader.byteOrZero()
-            let writable = inFlight[id]?.writableByteCount ?? 0
-            let length: UInt32 =
-                switch lengthSelector >> 6 {
-                case 0: UInt32(writable)
-                case 1: UInt32(Int(lengthSelector & 0x3F) % (writable + 1))
-                case 2: UInt32(writable + 1 + Int(lengthSelector & 0x3F))
-                default: UInt32.max - UInt32(lengthSelector & 0x3F)
-                }
+            let length = Self.usedLength(lengthSelector, writable: inFlight[id]?.writableByteCount ?? 0)
             // AVAIL and USED: used for the position's wrap counter, used with the other one,
             // available (the driver's form), or the inverse pair; WRITE unless bit 2.
             let wrap = devicePosition.wrap
@@ -52,17 +45,11 @@ extension DriverSession {
             deviceWrite(flags, at: descriptor + 14)
             devicePosition.advance(by: inFlight[id]?.descriptorCount ?? 1, size: size)
         case 4:
-            let step = reader.byteOrZero()
-            if step & 0x80 != 0 {
-                devicePosition = usedPosition
-            } else {
-                devicePosition.advance(by: Int(step) % (size + 2), size: size)
-            }
+            devicePosition.move(reader.byteOrZero(), orBackTo: usedPosition, size: size)
         case 9:
-            let event = addresses.placement.deviceArea
-            deviceWrite(reader.uint16(), at: event)
-            let mode = reader.byteOrZero()
-            deviceWrite(mode & 0x80 != 0 ? UInt16(mode) << 8 | UInt16(mode) : UInt16(mode & 3), at: event + 2)
+            let (offWrap, flags) = hostileEventSuppression(&reader)
+            deviceWrite(offWrap, at: addresses.placement.deviceArea)
+            deviceWrite(flags, at: addresses.placement.deviceArea + 2)
         default:
             return false
         }
@@ -90,9 +77,9 @@ extension DriverSession {
         movesSinceNotifyCheck += count
     }
 
-    /// `takeUsed()` on the packed ring: the outcome predicted from the descriptor at the driver's
-    /// used position (trust-model "The packed ring", driver side).
-    func takePacked(keep: Bool) throws(InvariantFailure) -> Bool {
+    /// What `takeUsed()` must do on the packed ring, predicted from the descriptor at the
+    /// driver's used position (trust-model "The packed ring", driver side).
+    func predictPacked() -> TakePrediction {
         let descriptor = addresses.descriptor(usedPosition.index)
         let flags = load16(descriptor + 14)
         let id = load16(descriptor + 12)
@@ -101,6 +88,7 @@ extension DriverSession {
         let avail = flags & 0x80 != 0
         let used = flags & 0x8000 != 0
         let isUsed = avail == wrap && used == wrap
+        // Without WRITE, `len` is reserved: the device wrote nothing.
         let written = flags & 2 != 0 ? length : 0
         var expectedCode: VirtqueueError.Code?
         if broken {
@@ -116,39 +104,15 @@ extension DriverSession {
                 expectedCode = .usedIDNotInFlight
             }
         } else if !inFlight.isEmpty && !(avail == wrap && used != wrap) {
+            // Neither used nor the driver's own available descriptor: in no legal ring.
             expectedCode = .wrapCounterMismatch
         }
-        let taken: UsedChain?
-        do {
-            taken = try queue.takeUsed()
-        } catch {
-            try check(
-                error.code == expectedCode,
-                "takeUsed at \(usedPosition) (flags 0x\(String(flags, radix: 16)), id \(id), len \(length)) reported \(error), expected \(String(describing: expectedCode))"
-            )
-            try check(queue.isBroken, "the queue is not broken after \(error)")
-            if !broken { try check(error.isPeerViolation, "\(error) is not a peer violation") }
-            broken = true
-            return false
-        }
-        try check(
-            expectedCode == nil,
-            "takeUsed at \(usedPosition) (flags 0x\(String(flags, radix: 16)), id \(id), len \(length)) succeeded where \(String(describing: expectedCode)) was expected"
+        return TakePrediction(
+            code: expectedCode,
+            ready: isUsed,
+            id: UInt32(id),
+            written: Int(written),
+            context: "at \(usedPosition) (flags 0x\(String(flags, radix: 16)), id \(id), len \(length))"
         )
-        guard let taken else {
-            try check(!isUsed, "takeUsed returned nil with a used descriptor at \(usedPosition)")
-            return false
-        }
-        try check(isUsed, "takeUsed returned a chain with no used descriptor at \(usedPosition)")
-        try check(taken.status == .completed, "a used chain has status \(taken.status)")
-        try check(taken.id == id, "takeUsed returned id \(taken.id), the descriptor says \(id)")
-        try check(taken.writtenByteCount == Int(written), "written \(taken.writtenByteCount) != \(written)")
-        guard let model = inFlight.removeValue(forKey: taken.id) else {
-            throw InvariantFailure("takeUsed returned chain \(taken.id), which is not in flight")
-        }
-        usedPosition.advance(by: model.descriptorCount, size: size)
-        try checkReturned(taken, model)
-        try keepOrFree(taken, model, keep: keep)
-        return true
     }
 }

@@ -362,14 +362,10 @@ final class DriverSession {
             let id: UInt32 =
                 selector & 0x80 == 0 && !heads.isEmpty ? UInt32(heads[Int(selector) % heads.count]) : reader.uint32()
             let lengthSelector = reader.byteOrZero()
-            let writable = inFlight[UInt16(truncatingIfNeeded: id)]?.writableByteCount ?? 0
-            let length: UInt32 =
-                switch lengthSelector >> 6 {
-                case 0: UInt32(writable)
-                case 1: UInt32(Int(lengthSelector & 0x3F) % (writable + 1))
-                case 2: UInt32(writable + 1 + Int(lengthSelector & 0x3F))
-                default: UInt32.max - UInt32(lengthSelector & 0x3F)
-                }
+            let length = Self.usedLength(
+                lengthSelector,
+                writable: inFlight[UInt16(truncatingIfNeeded: id)]?.writableByteCount ?? 0
+            )
             let index = load16(addresses.usedIndex)
             // The used element `{le32 id, le32 len}`.
             let element = addresses.usedElement(slot: Int(index))
@@ -394,6 +390,17 @@ final class DriverSession {
             deviceWrite(reader.uint16(), at: addresses.availableEvent)
         }
         try checkState()
+    }
+
+    /// A used length a hostile device reports for a chain of `writable` bytes, from an input
+    /// byte: all of them, fewer, too many, or near 2^32.
+    static func usedLength(_ selector: UInt8, writable: Int) -> UInt32 {
+        switch selector >> 6 {
+        case 0: UInt32(writable)
+        case 1: UInt32(Int(selector & 0x3F) % (writable + 1))
+        case 2: UInt32(writable + 1 + Int(selector & 0x3F))
+        default: UInt32.max - UInt32(selector & 0x3F)
+        }
     }
 
     // MARK: Submitting
@@ -523,10 +530,21 @@ final class DriverSession {
 
     // MARK: Taking back
 
-    /// Calls `takeUsed()` once and checks the outcome against the used element in memory.
-    /// - Returns: Whether a chain came back.
-    func take(keep: Bool) throws(InvariantFailure) -> Bool {
-        if packed { return try takePacked(keep: keep) }
+    /// What `takeUsed()` must do next, as the harness predicts it from ring memory.
+    struct TakePrediction {
+        /// The error it must throw, or `nil`.
+        var code: VirtqueueError.Code?
+        /// Whether a used entry is there (a chain must come back unless `code` says otherwise).
+        var ready: Bool
+        var id: UInt32
+        var written: Int
+        /// The ring state the prediction is made from, for the failure messages.
+        var context: String
+    }
+
+    /// The prediction on the split ring, from `used.idx` (read when the driver reads it) and
+    /// the used element at the driver's position.
+    func predictSplit() -> TakePrediction {
         let readsIndex = usedShadow == lastUsed
         let index = readsIndex ? load16(addresses.usedIndex) : usedShadow
         let element = addresses.usedElement(slot: Int(lastUsed))
@@ -549,32 +567,57 @@ final class DriverSession {
                 }
             }
         }
+        return TakePrediction(
+            code: expectedCode,
+            ready: index != lastUsed,
+            id: id,
+            written: Int(length),
+            context: "(used.idx \(index), last seen \(lastUsed), element \(id) / \(length))"
+        )
+    }
+
+    /// Calls `takeUsed()` once and checks the outcome against the prediction from the ring.
+    /// - Returns: Whether a chain came back.
+    func take(keep: Bool) throws(InvariantFailure) -> Bool {
+        let prediction = packed ? predictPacked() : predictSplit()
+        let expectedCode = prediction.code
+        let context = prediction.context
         let used: UsedChain?
         do {
             used = try queue.takeUsed()
         } catch {
             try check(
                 error.code == expectedCode,
-                "takeUsed reported \(error), expected \(String(describing: expectedCode))"
+                "takeUsed \(context) reported \(error), expected \(String(describing: expectedCode))"
             )
             try check(queue.isBroken, "the queue is not broken after \(error)")
             if !broken { try check(error.isPeerViolation, "\(error) is not a peer violation") }
             broken = true
             return false
         }
-        try check(expectedCode == nil, "takeUsed succeeded where \(String(describing: expectedCode)) was expected")
+        try check(
+            expectedCode == nil,
+            "takeUsed \(context) succeeded where \(String(describing: expectedCode)) was expected"
+        )
         guard let used else {
-            try check(index == lastUsed, "takeUsed returned nil with used.idx \(index) != last seen \(lastUsed)")
+            try check(!prediction.ready, "takeUsed \(context) returned nil")
             return false
         }
-        try check(index != lastUsed, "takeUsed returned a chain with no new used element")
+        try check(prediction.ready, "takeUsed \(context) returned a chain with no new used entry")
         try check(used.status == .completed, "a used chain has status \(used.status)")
-        try check(UInt32(used.id) == id, "takeUsed returned id \(used.id), the element says \(id)")
-        try check(used.writtenByteCount == Int(length), "written \(used.writtenByteCount) != used.len \(length)")
+        try check(UInt32(used.id) == prediction.id, "takeUsed \(context) returned id \(used.id)")
+        try check(
+            used.writtenByteCount == prediction.written,
+            "takeUsed \(context) reported \(used.writtenByteCount) written"
+        )
         guard let model = inFlight.removeValue(forKey: used.id) else {
             throw InvariantFailure("takeUsed returned chain \(used.id), which is not in flight")
         }
-        lastUsed &+= 1
+        if packed {
+            usedPosition.advance(by: model.descriptorCount, size: size)
+        } else {
+            lastUsed &+= 1
+        }
         try checkReturned(used, model)
         try keepOrFree(used, model, keep: keep)
         return true
@@ -654,21 +697,14 @@ final class DriverSession {
     func notify() throws(InvariantFailure) {
         let result = Result { () throws(VirtqueueError) in try queue.notifyIfNeeded() }
         if packed {
-            let moves = movesSinceNotifyCheck
-            if !broken { movesSinceNotifyCheck = 0 }
-            let event = addresses.placement.deviceArea
-            try checkNotification(
+            try checkPackedNotification(
                 result,
                 broken: broken,
-                expected: expectedPackedNotification(
-                    new: availablePosition,
-                    moves: moves,
-                    size: size,
-                    offWrap: load16(event),
-                    flags: load16(event + 2)
-                ),
-                old: UInt16(moves),
-                new: availablePosition.cursorValue
+                new: availablePosition,
+                moves: &movesSinceNotifyCheck,
+                size: size,
+                event: addresses.placement.deviceArea,
+                in: memory
             )
             return
         }

@@ -30,6 +30,16 @@ struct PackedPosition: Equatable, CustomStringConvertible {
         }
     }
 
+    /// A hostile peer's move of its own position, from an input byte: with bit 7, back to
+    /// `other` (the position the side under test is at); else on by 0…N+1.
+    mutating func move(_ step: UInt8, orBackTo other: PackedPosition, size: Int) {
+        if step & 0x80 != 0 {
+            self = other
+        } else {
+            advance(by: Int(step) % (size + 2), size: size)
+        }
+    }
+
     var description: String { "\(index) (wrap \(wrap ? 1 : 0))" }
 }
 
@@ -47,4 +57,43 @@ func expectedPackedNotification(new: PackedPosition, moves: Int, size: Int, offW
         return 0 <= behind && behind < moves
     default: return true  // ENABLE, the reserved mode 3, reserved bits: notify
     }
+}
+
+/// Checks what `notifyIfNeeded()` returned on the packed ring: the decision
+/// ``expectedPackedNotification(new:moves:size:offWrap:flags:)`` makes for the peer's
+/// event-suppression structure at bus address `event`; a working queue's count of `moves`
+/// starts again.
+func checkPackedNotification(
+    _ result: Result<Bool, VirtqueueError>,
+    broken: Bool,
+    new: PackedPosition,
+    moves counted: inout Int,
+    size: Int,
+    event: UInt64,
+    in memory: FuzzMemory
+) throws(InvariantFailure) {
+    let moves = counted
+    if !broken { counted = 0 }
+    try checkNotification(
+        result,
+        broken: broken,
+        expected: expectedPackedNotification(
+            new: new,
+            moves: moves,
+            size: size,
+            offWrap: memory.load16(event),
+            flags: memory.load16(event + 2)
+        ),
+        old: UInt16(truncatingIfNeeded: moves),
+        new: new.cursorValue
+    )
+}
+
+/// An event-suppression structure as a hostile peer writes it, from the input: `off_wrap`,
+/// then a mode byte — with bit 7, the byte in both halves of `flags` (reserved bits set),
+/// else its low two bits (ENABLE, DISABLE, DESC or the reserved mode 3).
+func hostileEventSuppression(_ reader: inout FuzzInput) -> (offWrap: UInt16, flags: UInt16) {
+    let offWrap = reader.uint16()
+    let mode = reader.byteOrZero()
+    return (offWrap, mode & 0x80 != 0 ? UInt16(mode) << 8 | UInt16(mode) : UInt16(mode & 3))
 }
