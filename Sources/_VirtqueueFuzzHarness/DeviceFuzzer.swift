@@ -45,10 +45,11 @@ public enum DeviceFuzzer {
 
     /// Runs one input.
     ///
-    /// - Parameter packed: Whether the ring is a packed one (the `FuzzDevicePacked` target): the configuration byte is followed by a cursor byte — the device's position
-    ///   (modulo N) and, in bit 7, its wrap counter, the ring's descriptors left as a previous lap
-    ///   used them — the queue sizes are 3, 5, 13 and 1, the program's ops 1, 2, 7, 8 and 9 write
-    ///   the packed ring (``DeviceSession/performPacked(_:_:)``), and the oracle is
+    /// - Parameter packed: Whether the ring is a packed one (the `FuzzDevicePacked` target): the
+    ///   configuration byte is followed by a cursor byte — the device's position (modulo N) and,
+    ///   in bit 7, its wrap counter, the ring's descriptors left as a previous lap used them —
+    ///   the queue sizes are 3, 5, 13 and 1, the program's ops 1, 2, 7, 8 and 9 write the packed
+    ///   ring (``DeviceSession/performPacked(_:_:)``), and the oracle is
     ///   ``ReferenceChainParser/parsePacked(index:wrap:held:)``.
     /// - Throws: ``InvariantFailure`` naming the broken invariant.
     public static func run(_ input: UnsafeRawBufferPointer, packed: Bool = false) throws(InvariantFailure) {
