@@ -32,7 +32,7 @@ done <"$thresholds"
 counts="$("$root/scripts/instructions.sh" "${scenarios[@]}")"
 
 failed=0
-printf '%-12s %10s %10s %10s  %s\n' scenario measured maximum recorded verdict
+printf '%-14s %10s %10s %10s  %s\n' scenario measured maximum recorded verdict
 for scenario in "${scenarios[@]}"; do
     count=$(awk -v s="$scenario" '$1 == s { print $2 }' <<<"$counts")
     if [[ -z $count ]]; then
@@ -44,7 +44,7 @@ for scenario in "${scenarios[@]}"; do
         if (c > m) print "FAIL: above the maximum"
         else if (c < r * 0.97) print "ok (more than 3 % below the recorded figure: lower the threshold)"
         else print "ok" }')
-    printf '%-12s %10s %10s %10s  %s\n' "$scenario" "$count" "${maximum[$scenario]}" "${recorded[$scenario]}" "$verdict"
+    printf '%-14s %10s %10s %10s  %s\n' "$scenario" "$count" "${maximum[$scenario]}" "${recorded[$scenario]}" "$verdict"
     [[ $verdict == FAIL* ]] && failed=1
 done
 if [[ $failed -ne 0 ]]; then

@@ -127,7 +127,6 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
         /// Packed ring (either side): a descriptor's `AVAIL` and `USED` bits are in a state no
         /// legal ring holds at this side's position — the peer's wrap counter disagrees with ours.
         public static let wrapCounterMismatch = Code(78)
-///
         /// Under VIRTIO_F_IN_ORDER, a used element names a chain made available after chains
         /// still in flight that `used.idx` does not cover: the device used buffers out of order.
         public static let usedOutOfOrder = Code(74)

@@ -60,6 +60,35 @@ struct NotificationTests {
         }
     }
 
+    /// Two sides that poll and never wait (a busy-polled round trip): under EVENT_IDX each side
+    /// starts as if it had armed at its position, so only the first publication each way
+    /// notifies — on the packed ring too, whose zeroed event-suppression structure reads ENABLE
+    /// (every publication notified, two kicks per round trip, until the side slept once).
+    /// Without EVENT_IDX nothing suppresses until a side has slept: every one notifies.
+    @Test(arguments: modes)
+    func sidesThatNeverSleepAreNotifiedOnceUnderEventIndex(features: Features) throws {
+        var pair = try makePair(features: features)
+        let rounds = 100
+        for round in 0..<rounds {
+            try submitOne(&pair.driver, byte: UInt8(truncatingIfNeeded: round))
+            _ = try pair.driver.notifyIfNeeded()
+            #expect(try drain(&pair.device) == 1)
+            _ = try pair.device.notifyIfNeeded()
+            guard let used = try pair.driver.takeUsed() else {
+                Issue.record("round \(round): the chain did not come back")
+                return
+            }
+            try pair.driver.free(used)
+        }
+        // A stale packed event names a position and one wrap bit, so the publications cross it
+        // again every second lap (each chain here is two descriptors, the queue 64): one more
+        // notification per 128 descriptors, as harmless as the split ring's one per 2^16.
+        let laps = features.contains(.ringPacked) ? 2 * rounds / (2 * 64) : 0
+        let expected = features.contains(.eventIndex) ? 1 + laps : rounds
+        #expect(pair.notifiers.driver.kickCount == expected, "the driver's kicks to a polling device")
+        #expect(pair.notifiers.device.kickCount == expected, "the device's kicks to a polling driver")
+    }
+
     @Test(arguments: modes)
     func burstOf32WhileTheDeviceIsAwakeCostsOneKick(features: Features) throws {
         var pair = try makePair(features: features)

@@ -160,14 +160,15 @@ struct FeatureBitTests {
         #expect(features.contains(blockSize) && features.contains(high))
         #expect(features.unimplementedRingBits.isEmpty)
         #expect(
-            Features.negotiate(offered: [blockSize, .inOrder, .eventIndex], wanted: [blockSize, .inOrder]) == [
+            Features.negotiate(offered: [blockSize, .ringReset, .eventIndex], wanted: [blockSize, .ringReset]) == [
                 .version1, blockSize,
             ]
         )
-        // The ring format is negotiated like any implemented transport bit.
+        // The ring format and IN_ORDER are negotiated like any implemented transport bit.
         #expect(
             Features.negotiate(offered: [.ringPacked, .eventIndex], wanted: [.ringPacked]) == [.version1, .ringPacked]
         )
+        #expect(Features.negotiate(offered: [.inOrder, .eventIndex], wanted: [.inOrder]) == [.version1, .inOrder])
     }
 
     @Test func aDeviceRefusesDeviceTypeBitsItDoesNotSupport() throws {

@@ -246,6 +246,13 @@ active proctype Device() {
 
 init {
     atomic {
+#if EVENT_IDX
+        /* Under EVENT_IDX each side starts armed at its position 0 (wrap 1), as the queues write
+         * it when they are built (docs/wire-format.md §12.5, "Starting"); without it the zeroed
+         * structures read ENABLE. */
+        mem[DRIVER_EVENT] = EVENT_DESC(0);
+        mem[DEVICE_EVENT] = EVENT_DESC(0);
+#endif
         run StoreBuffer(DRIVER);
         run StoreBuffer(DEVICE)
     }

@@ -200,6 +200,14 @@ internal struct QueueSide {
         self.size = ring.size
         self.packed = packed
         diverted = packed != nil
+        // A packed side under EVENT_IDX starts as a split one does on its zeroed event index: the
+        // peer notifies once when it publishes past this side's position, and the stale event
+        // then suppresses notifications until a wait arms it again. The structure's zeroed state
+        // is ENABLE, which would have a peer notify on every publication while this side polls
+        // without ever sleeping (a busy-polled round trip: a kick each way per message).
+        if let packed, eventIndex {
+            PackedEventSuppression.descriptor(consumedPosition).store(to: packed.event(writtenByDriver: driver))
+        }
     }
 
     /// Throws the stored error if the queue is broken or stopped.
