@@ -60,24 +60,14 @@ enum HostileDeviceCheck {
                 try driver.free(used)
                 accounted += 1
             }
-            let error = try expectError(code, "rule \(rule): taking the planted used element") {
-                _ = try driver.takeUsed()
-            }
-            try expect(error.isPeerViolation && driver.isBroken, "rule \(rule): \(error) did not break the driver")
-            while let abandoned = driver.takeAbandoned() {
-                try expect(
-                    abandoned.status == .abandoned(code),
-                    "rule \(rule): chain \(abandoned.id) came back \(abandoned.status); expected abandoned(\(code))"
-                )
-                try driver.free(abandoned)
-                accounted += 1
-            }
-            let chains = HostileInOrderDeviceRule.chainCount
-            try expect(accounted == chains, "rule \(rule): \(accounted) of \(chains) submitted chains came back")
-            try expect(
-                driver.inFlightCount == 0 && driver.freeBufferCount == driver.bufferCount
-                    && driver.freeDescriptorCount == HostileInOrderDeviceRule.queueSize,
-                "rule \(rule): \(driver.inFlightCount) chains in flight, \(driver.freeBufferCount) of \(driver.bufferCount) buffers and \(driver.freeDescriptorCount) descriptors free after taking everything back"
+            _ = try HostileDeviceCheck.takeViolation(&driver, rule: "\(rule)", code: code)
+            try HostileDeviceCheck.expectEveryChainBack(
+                &driver,
+                rule: "\(rule)",
+                code: code,
+                accounted: accounted,
+                chains: HostileInOrderDeviceRule.chainCount,
+                queueSize: HostileInOrderDeviceRule.queueSize
             )
         }
     }
@@ -116,11 +106,7 @@ enum HostileDeviceCheck {
                 try driver.free(used)
                 accounted += 1
             }
-            let error = try expectError(code, "rule \(rule): taking the planted used element") {
-                _ = try driver.takeUsed()
-            }
-            try expect(error.isPeerViolation, "rule \(rule): \(error) is not marked as a peer violation")
-            try expect(driver.isBroken, "rule \(rule): the driver is not broken after \(error)")
+            _ = try HostileDeviceCheck.takeViolation(&driver, rule: "\(rule)", code: code)
             let later = try expectError(.queueBroken, "rule \(rule): taking again from the broken driver") {
                 _ = try driver.takeUsed()
             }
@@ -135,20 +121,57 @@ enum HostileDeviceCheck {
             }
             try driver.discard(chain)
 
-            while let abandoned = driver.takeAbandoned() {
-                try expect(
-                    abandoned.status == .abandoned(code) && abandoned.writtenByteCount == 0,
-                    "rule \(rule): chain \(abandoned.id) came back \(abandoned.status) with \(abandoned.writtenByteCount) bytes; expected abandoned(\(code)) with 0"
-                )
-                try driver.free(abandoned)
-                accounted += 1
-            }
-            try expect(accounted == 2, "rule \(rule): \(accounted) of 2 submitted chains came back")
-            try expect(
-                driver.inFlightCount == 0 && driver.freeBufferCount == driver.bufferCount
-                    && driver.freeDescriptorCount == HostileDeviceCheck.queueSize,
-                "rule \(rule): \(driver.inFlightCount) chains in flight, \(driver.freeBufferCount) of \(driver.bufferCount) buffers and \(driver.freeDescriptorCount) of \(HostileDeviceCheck.queueSize) descriptors free after taking everything back"
+            try HostileDeviceCheck.expectEveryChainBack(
+                &driver,
+                rule: "\(rule)",
+                code: code,
+                accounted: accounted,
+                chains: 2,
+                queueSize: HostileDeviceCheck.queueSize
             )
         }
+    }
+
+    /// Takes the planted used element: the driver must report `code`, as a peer violation, and
+    /// be broken by it.
+    static func takeViolation<Region: GuestMemory & ~Copyable, Notify: Notifier>(
+        _ driver: inout DriverQueue<Region, Notify>,
+        rule: String,
+        code: VirtqueueError.Code
+    ) throws -> VirtqueueError {
+        let error = try expectError(code, "rule \(rule): taking the planted used element") {
+            _ = try driver.takeUsed()
+        }
+        try expect(error.isPeerViolation, "rule \(rule): \(error) is not marked as a peer violation")
+        try expect(driver.isBroken, "rule \(rule): the driver is not broken after \(error)")
+        return error
+    }
+
+    /// After the violation, every chain still in flight comes back abandoned with `code` and no
+    /// bytes written; with the `accounted` ones taken before, all `chains` submitted came back,
+    /// and every buffer and all `queueSize` descriptors are free.
+    static func expectEveryChainBack<Region: GuestMemory & ~Copyable, Notify: Notifier>(
+        _ driver: inout DriverQueue<Region, Notify>,
+        rule: String,
+        code: VirtqueueError.Code,
+        accounted: Int,
+        chains: Int,
+        queueSize: Int
+    ) throws {
+        var accounted = accounted
+        while let abandoned = driver.takeAbandoned() {
+            try expect(
+                abandoned.status == .abandoned(code) && abandoned.writtenByteCount == 0,
+                "rule \(rule): chain \(abandoned.id) came back \(abandoned.status) with \(abandoned.writtenByteCount) bytes; expected abandoned(\(code)) with 0"
+            )
+            try driver.free(abandoned)
+            accounted += 1
+        }
+        try expect(accounted == chains, "rule \(rule): \(accounted) of \(chains) submitted chains came back")
+        try expect(
+            driver.inFlightCount == 0 && driver.freeBufferCount == driver.bufferCount
+                && driver.freeDescriptorCount == queueSize,
+            "rule \(rule): \(driver.inFlightCount) chains in flight, \(driver.freeBufferCount) of \(driver.bufferCount) buffers and \(driver.freeDescriptorCount) of \(queueSize) descriptors free after taking everything back"
+        )
     }
 }
