@@ -65,18 +65,22 @@ struct VhostUserNet: ParsableCommand {
         @Flag(help: "Use packed rings (VIRTIO_F_RING_PACKED; the back-end must offer it).")
         var packed = false
 
+        @Flag(help: "Ask for VIRTIO_F_IN_ORDER (acked if the back-end offers it).")
+        var inOrder = false
+
         func run() throws {
             let result = try VirtioNet.ping(
                 socket: FilePath(socket),
                 frames: frames,
                 window: window,
-                format: packed ? .packed : .split
+                format: packed ? .packed : .split,
+                inOrder: inOrder
             )
             let (seconds, attoseconds) = result.duration.components
             let elapsed = Double(seconds) + Double(attoseconds) / 1e18
             print(
                 "sent \(result.sent), received \(result.received), mismatches \(result.mismatches), "
-                    + "\(Int(Double(result.received) / elapsed)) frames/s"
+                    + "\(Int(Double(result.received) / elapsed)) frames/s, features \(result.features)"
             )
             if result.received != result.sent || result.mismatches != 0 { throw ExitCode.failure }
         }

@@ -15,6 +15,15 @@ public struct NetLoopbackDevice: VhostUserDevice {
     public static let queueCount = 2
     /// `virtio_net_hdr_v1`: 12 bytes under VERSION_1.
     public static let headerSize = VirtioNet.headerSize
+    /// Everything the ring core runs for any device, and VIRTIO_F_IN_ORDER: both queues use
+    /// buffers in the order they were made available — the transmit queue through the core's
+    /// loop, the receive queue through its own, which completes each buffer as it takes it — so
+    /// the back-end may offer it. DPDK's virtio-user acks it unless told `in_order=0`.
+    public static var supportedFeatures: Features { Features.all.union(.inOrder) }
+    /// The transmit queue's ``handle(_:on:)`` copies into the loop or drops: it never waits, so
+    /// the core's loop stages its completions and publishes `used.idx` once per run — under
+    /// IN_ORDER, a run of transmitted buffers (read only, so used completely) is one used element.
+    public static var completesWithoutBlocking: Bool { true }
 
     /// The connection's loopback: frames in flight from transmit to receive, and the counters.
     ///

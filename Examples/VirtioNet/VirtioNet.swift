@@ -7,11 +7,11 @@ import VirtqueueVhostUser
 /// virtio-net over vhost-user, as small as a test needs and a benchmark can measure: the
 /// `virtio_net_hdr_v1` header, a loopback device for our back-end (``NetLoopbackDevice``) and a
 /// front-end that sends numbered frames through a forwarding peer and checks what comes back
-/// (``VirtioNet/ping(socket:frames:window:)``).
+/// (``VirtioNet/ping(socket:frames:window:format:inOrder:)``).
 public enum VirtioNet {
     /// `virtio_net_hdr_v1`: 12 bytes (VERSION_1 always carries `num_buffers`).
     public static let headerSize = 12
-    /// The frames ``ping(socket:frames:window:)`` sends.
+    /// The frames ``ping(socket:frames:window:format:inOrder:)`` sends.
     public static let frameSize = 64
 
     /// Frame `number`: destination and source MACs, an experimental EtherType (0x88B5), the
@@ -57,24 +57,31 @@ public enum VirtioNet {
         public var mismatches: Int
         /// From the first frame sent to the last received.
         public var duration: Duration
+        /// The features acked with the back-end (SET_FEATURES), bit 30 aside.
+        public var features: Features
     }
 
     /// Connects to a vhost-user-net back-end at `socket` that sends every frame back with its MAC
     /// addresses exchanged (testpmd's `macswap`), sends `frames` numbered frames on the transmit
     /// queue (1) with at most `window` between sending and receiving, and takes them back on the
     /// receive queue (0), checking each. With `format` ``Virtqueue/RingFormat/packed`` both queues
-    /// are packed rings (VIRTIO_F_RING_PACKED is acked, and must be offered).
+    /// are packed rings (VIRTIO_F_RING_PACKED is acked, and must be offered). With `inOrder`
+    /// VIRTIO_F_IN_ORDER is asked for and acked if the back-end offers it
+    /// (``PingResult/features`` says whether it was): the back-end then uses buffers in the order
+    /// they were sent and may report a run of them with one used entry.
     ///
     /// - Throws: ``VhostUserError`` from the set-up, `VirtqueueError` from the queues.
     public static func ping(
         socket: FilePath,
         frames: Int,
         window: Int = 128,
-        format: RingFormat = .split
+        format: RingFormat = .split,
+        inOrder: Bool = false
     ) throws -> PingResult {
         let frontEnd = try VhostUserFrontEnd.connect(to: socket)
         defer { frontEnd.close() }
-        let features = try frontEnd.negotiate(wanted: .version1, ringFormat: format)
+        let wanted: Features = inOrder ? [.version1, .inOrder] : .version1
+        let features = try frontEnd.negotiate(wanted: wanted, ringFormat: format)
         let memory = try VhostUserFrontEndMemory(regions: [
             .init(guestPhysicalAddress: 0, size: 0x1_0000),
             .init(guestPhysicalAddress: 0x10_0000, size: 4 << 20),
@@ -119,7 +126,7 @@ public enum VirtioNet {
             try receive.notifyIfNeeded()
         }
         try postReceiveBuffers()
-        var result = PingResult(sent: 0, received: 0, mismatches: 0, duration: .zero)
+        var result = PingResult(sent: 0, received: 0, mismatches: 0, duration: .zero, features: features)
         var seen = [Bool](repeating: false, count: frames)
         let start = ContinuousClock.now
         let deadline = start + .seconds(120)

@@ -63,7 +63,9 @@ enum DPDKPeer {
 
 extension VhostUserTests {
     /// Real DPDK peers: our front-end sends virtio-net frames to testpmd's vhost-user port and gets
-    /// every one back, MACs swapped, by content and count.
+    /// every one back, MACs swapped, by content and count; testpmd's virtio-user port drives our
+    /// back-end. Each runs on every ring variant the core runs (``RingVariants``): split and
+    /// packed, with and without VIRTIO_F_IN_ORDER, which the test checks was negotiated.
     @Suite(
         "DPDK testpmd",
         .serialized,
@@ -73,9 +75,9 @@ extension VhostUserTests {
     struct DPDKTests {
         @Test(
             "our front-end ↔ testpmd's net_vhost (macswap): every frame comes back, swapped, once",
-            arguments: RingFormats.running
+            arguments: RingVariants.running
         )
-        func frontEndToTestpmdMacswap(_ format: RingFormat) throws {
+        func frontEndToTestpmdMacswap(_ variant: RingVariant) throws {
             let scratch = try GuestScratch(prefix: "vqtest-dpdk")
             defer { scratch.remove() }
             let socket = scratch.path("vhost.sock")
@@ -96,13 +98,21 @@ extension VhostUserTests {
             }
             #expect(GuestBackEnd.isSocket(socket), "\(guestReadText(scratch.path("testpmd.log")))")
 
-            let result = try VirtioNet.ping(socket: FilePath(socket), frames: 20_000, format: format)
+            let result = try VirtioNet.ping(
+                socket: FilePath(socket),
+                frames: 20_000,
+                format: variant.format,
+                inOrder: variant.inOrder
+            )
             let log = guestReadText(scratch.path("testpmd.log"))
+            // testpmd's vhost port offers IN_ORDER; we ack it exactly when the variant asks.
+            #expect(result.features.contains(.inOrder) == variant.inOrder, "acked \(result.features)")
+            #expect(result.features.contains(.ringPacked) == (variant.format == .packed))
             #expect(result.sent == 20_000)
             #expect(result.received == result.sent, "testpmd log:\n\(log)")
             #expect(result.mismatches == 0)
             print(
-                "front-end ↔ testpmd macswap (\(format) ring): \(result.received) frames of \(VirtioNet.frameSize) B in \(result.duration)"
+                "front-end ↔ testpmd macswap (\(variant.testDescription)): \(result.received) frames of \(VirtioNet.frameSize) B in \(result.duration)"
             )
         }
 
@@ -150,15 +160,17 @@ extension VhostUserTests {
             }
         }
 
-        /// testpmd's virtio-user port driving our loopback device on rings of `format`
-        /// (`packed_vq=1` for the packed ring); returns testpmd's statistics, the loop's counters
-        /// and testpmd's log.
+        /// testpmd's virtio-user port driving our loopback device on rings of `variant`
+        /// (`packed_vq=1` for the packed ring, `in_order=1` or `0`: testpmd's default is 1);
+        /// returns testpmd's statistics, the loop's counters, testpmd's log then our back-end's, and
+        /// the "started:" lines of our back-end's log (one per ring start, with its features).
         static func virtioUserRun(
             forwardMode: String,
             seconds: Double,
-            format: RingFormat
-        ) throws -> (statistics: (received: Int, sent: Int)?, loop: NetLoopbackDevice.Loop?, log: String) {
-            // The log returned is testpmd's, then our back-end's.
+            variant: RingVariant
+        ) throws -> (
+            statistics: (received: Int, sent: Int)?, loop: NetLoopbackDevice.Loop?, log: String, started: [String]
+        ) {
             let scratch = try GuestScratch(prefix: "vqtest-dpdk")
             defer { scratch.remove() }
             let socket = scratch.path("loop.sock")
@@ -168,15 +180,15 @@ extension VhostUserTests {
             let testpmd = try DPDKPeer.start(
                 "vqtest\(getpid())u",
                 vdev: "net_virtio_user0,path=\(socket),queues=1,queue_size=256"
-                    + (format == .packed ? ",packed_vq=1" : ""),
+                    + (variant.format == .packed ? ",packed_vq=1" : "") + ",in_order=\(variant.inOrder ? 1 : 0)",
                 options: ["--forward-mode=\(forwardMode)", "--tx-first", "--auto-start"],
                 log: scratch.path("testpmd.log"),
                 fifo: scratch.path("testpmd.input")
             )
             // testpmd checks the link (up to 9 s) before it forwards; then the run lasts `seconds`.
-            let started = ContinuousClock.now + .seconds(60)
+            let forwarding = ContinuousClock.now + .seconds(60)
             while !guestReadText(scratch.path("testpmd.log")).contains("Press enter to exit"),
-                testpmd.process.isRunning, ContinuousClock.now < started
+                testpmd.process.isRunning, ContinuousClock.now < forwarding
             {
                 usleep(50_000)
             }
@@ -184,20 +196,38 @@ extension VhostUserTests {
             testpmd.finish()
             let log = guestReadText(scratch.path("testpmd.log"))
             let loop = NetLoopbackDevice.loops.withLock { $0.count > before ? $0.last : nil }
-            let ours = backEnd.lines.withLock { $0.joined(separator: "\n") }
-            return (portStatistics(log), loop, log + "\nour back-end:\n" + ours)
+            let lines = backEnd.lines.withLock { $0 }
+            return (
+                portStatistics(log), loop, log + "\nour back-end:\n" + lines.joined(separator: "\n"),
+                lines.filter { $0.contains("started: ") }
+            )
+        }
+
+        /// Both rings started in `variant`'s format, size 256, with IN_ORDER (bit 35) acked
+        /// exactly when `variant` asks for it.
+        static func expectStarted(_ started: [String], _ variant: RingVariant, log: String) {
+            #expect(started.count >= 2, "\(log)")
+            for line in started {
+                #expect(line.contains("started: \(variant.format) ring, size 256"), "\(line)")
+                #expect(line.contains("IN_ORDER") == variant.inOrder, "\(line)")
+                #expect(line.contains("RING_PACKED") == (variant.format == .packed), "\(line)")
+            }
         }
 
         @Test(
             "testpmd's virtio-user ↔ our back-end (rxonly): the first burst crosses both ways, every frame checked",
-            arguments: RingFormats.running
+            arguments: RingVariants.running
         )
-        func virtioUserToOurLoopbackExactly(_ format: RingFormat) throws {
-            let (statistics, loop, log) = try Self.virtioUserRun(forwardMode: "rxonly", seconds: 4, format: format)
+        func virtioUserToOurLoopbackExactly(_ variant: RingVariant) throws {
+            let (statistics, loop, log, started) = try Self.virtioUserRun(
+                forwardMode: "rxonly",
+                seconds: 4,
+                variant: variant
+            )
             let counts = try #require(statistics, "no statistics in testpmd's log:\n\(log)")
             let ours = try #require(loop, "testpmd never started our device's rings:\n\(log)")
-            // Both rings ran in the format testpmd asked for (packed_vq).
-            #expect(log.contains("started: \(format) ring, size 256"), "\(log)")
+            // Both rings ran in the variant testpmd asked for (packed_vq, in_order).
+            Self.expectStarted(started, variant, log: log)
             #expect(counts.sent > 0, "\(log)")
             #expect(ours.malformed.load(ordering: .relaxed) == 0)
             #expect(ours.dropped.load(ordering: .relaxed) == 0)
@@ -208,14 +238,18 @@ extension VhostUserTests {
 
         @Test(
             "testpmd's virtio-user ↔ our back-end (io loop): frames circulate, every one checked",
-            arguments: RingFormats.running
+            arguments: RingVariants.running
         )
-        func virtioUserToOurLoopbackCirculating(_ format: RingFormat) throws {
-            let (statistics, loop, log) = try Self.virtioUserRun(forwardMode: "io", seconds: 4, format: format)
+        func virtioUserToOurLoopbackCirculating(_ variant: RingVariant) throws {
+            let (statistics, loop, log, started) = try Self.virtioUserRun(
+                forwardMode: "io",
+                seconds: 4,
+                variant: variant
+            )
             let counts = try #require(statistics, "no statistics in testpmd's log:\n\(log)")
             let ours = try #require(loop, "testpmd never started our device's rings:\n\(log)")
-            // Both rings ran in the format testpmd asked for (packed_vq).
-            #expect(log.contains("started: \(format) ring, size 256"), "\(log)")
+            // Both rings ran in the variant testpmd asked for (packed_vq, in_order).
+            Self.expectStarted(started, variant, log: log)
             let transmitted = ours.transmitted.load(ordering: .relaxed)
             let delivered = ours.delivered.load(ordering: .relaxed)
             #expect(ours.malformed.load(ordering: .relaxed) == 0)
@@ -224,7 +258,7 @@ extension VhostUserTests {
             #expect(abs(counts.sent - transmitted) <= 512, "testpmd sent \(counts.sent), we took \(transmitted)")
             #expect(abs(counts.received - delivered) <= 512, "testpmd got \(counts.received), we gave \(delivered)")
             print(
-                "testpmd virtio-user ↔ our loopback (io, 4 s): \(counts.received) frames received by testpmd, \(transmitted) taken by us"
+                "testpmd virtio-user ↔ our loopback (io, 4 s, \(variant.testDescription)): \(counts.received) frames received by testpmd, \(transmitted) taken by us"
             )
         }
     }

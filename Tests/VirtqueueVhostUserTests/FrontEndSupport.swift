@@ -15,6 +15,10 @@ struct Shout: VhostUserDevice {
     static let queueCount = 2
     static let writableConfigBytes = 8..<16
     static func configSpace(for configuration: DeviceConfiguration) throws -> [UInt8] { Array(0..<16) }
+    /// IN_ORDER too: the core's loop completes each request as it takes it, so the back-end
+    /// offers bit 35; ``TestFrontEnd/negotiate(sendMemoryTable:inflight:format:inOrder:)`` acks it
+    /// only when asked.
+    static var supportedFeatures: Features { Features.all.union(.inOrder) }
 
     /// Requests this device value served.
     var served = 0
@@ -183,8 +187,13 @@ final class TestFrontEnd {
 
     /// QEMU's opening sequence: features, owner, protocol features, queue count, features acked,
     /// memory table.
-    /// RING_PACKED is acked only for a packed `format`.
-    func negotiate(sendMemoryTable: Bool = true, inflight: Bool = false, format: RingFormat = .split) throws {
+    /// RING_PACKED is acked only for a packed `format`, IN_ORDER only with `inOrder`.
+    func negotiate(
+        sendMemoryTable: Bool = true,
+        inflight: Bool = false,
+        format: RingFormat = .split,
+        inOrder: Bool = false
+    ) throws {
         let offered = try getU64(.getFeatures)
         #expect(offered & VhostUserProtocolFeatures.virtioFeatureBit != 0)
         #expect(offered & Features.version1.rawValue != 0)
@@ -195,7 +204,11 @@ final class TestFrontEnd {
         #expect(protocolOffered.isSuperset(of: wanted.union(.inflightSharedMemory)))
         try socket.send(try VhostUserMessage.setProtocolFeatures(wanted).encode())
         #expect(try getU64(.getQueueNum) == UInt64(Shout.queueCount))
-        acked = offered & ~Features.ringPacked.rawValue
+        acked = offered & ~Features.ringPacked.rawValue & ~Features.inOrder.rawValue
+        if inOrder {
+            #expect(offered & Features.inOrder.rawValue != 0, "IN_ORDER is not offered")
+            acked |= Features.inOrder.rawValue
+        }
         if format == .packed {
             #expect(offered & Features.ringPacked.rawValue != 0, "RING_PACKED is not offered")
             acked |= Features.ringPacked.rawValue

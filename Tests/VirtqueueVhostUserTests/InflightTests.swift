@@ -26,10 +26,11 @@ extension VhostUserTests {
 
         /// Serves five requests on connection 1 and hangs up; three more are made available with no
         /// back-end to serve them, and the test marks two of them in flight, as a back-end that
-        /// died while serving them would have left the area.
-        static func leaveTwoInFlight(_ backend: VhostUserBackend<Shout>) throws -> Crashed {
+        /// died while serving them would have left the area. With `inOrder`, VIRTIO_F_IN_ORDER is
+        /// acked too.
+        static func leaveTwoInFlight(_ backend: VhostUserBackend<Shout>, inOrder: Bool = false) throws -> Crashed {
             let (frontEnd, thread) = try connect(backend)
-            try frontEnd.negotiate(inflight: true)
+            try frontEnd.negotiate(inflight: true, inOrder: inOrder)
             let area = try openArea(frontEnd)
             try frontEnd.expectSuccess(.setInflightFileDescriptor(area.description, area.owner))
             try frontEnd.startRing(0)
@@ -67,22 +68,27 @@ extension VhostUserTests {
             var heads: [UInt16]
         }
 
-        @Test func aLaterBackEndServesWhatWasLeftInFlightFirstInTheOrderTakenOnceEach() throws {
+        /// Without IN_ORDER the heads left in flight are served again in the order the dead
+        /// back-end took them (its counters: the second first); under IN_ORDER (bit 35) in the
+        /// order they were made available, whatever the counters say — the order the device must
+        /// use them in, and the one the in-order driver checks.
+        @Test(arguments: [false, true])
+        func aLaterBackEndServesWhatWasLeftInFlightFirstInTheOrderTakenOnceEach(inOrder: Bool) throws {
             let log = LogCollector()
             let backend = try VhostUserBackend<Shout>(log: log.sink)
-            let crashed = try Self.leaveTwoInFlight(backend)
+            let crashed = try Self.leaveTwoInFlight(backend, inOrder: inOrder)
             let (first, area, heads) = (crashed.frontEnd, crashed.area, crashed.heads)
 
             var driver = crashed.driver
             let (frontEnd, thread) = try reconnect(backend, reusing: first)
-            try frontEnd.negotiate(inflight: true)
+            try frontEnd.negotiate(inflight: true, inOrder: inOrder)
             try frontEnd.expectSuccess(.setInflightFileDescriptor(area.description, area.owner))
             // The front-end cannot know the dead back-end's base; it sends used.idx (5), as QEMU does.
             try frontEnd.startRing(0, base: 5)
             let used = try takeUsedInOrder(&driver, count: 3)
             let order = used.map(\.id)
             let replies = Dictionary(uniqueKeysWithValues: used.map { ($0.id, $0.reply) })
-            #expect(order == [heads[1], heads[0], heads[2]])
+            #expect(order == (inOrder ? [heads[0], heads[1], heads[2]] : [heads[1], heads[0], heads[2]]))
             #expect(replies[heads[0]] == "FIRST IN FLIGHT")
             #expect(replies[heads[1]] == "SECOND IN FLIGHT")
             #expect(replies[heads[2]] == "NOT YET TAKEN")
@@ -157,6 +163,32 @@ extension VhostUserTests {
             try frontEnd.expectSuccess(.setVringEnable(VhostUserVringState(index: 0, num: 1)))
             let served = Set(try takeUsedInOrder(&driver, count: 3).map(\.id))
             #expect(served == Set(heads))
+            frontEnd.hangUp()
+            #expect(thread.join().flatMap { $0 } == nil)
+        }
+
+        /// Under IN_ORDER the heads in flight must be the available entries from `used.idx` on: a
+        /// record that marks another head (63, never made available) is refused by name, and,
+        /// repaired, the same connection serves the three requests once each, in order.
+        @Test func underInOrderAMarkedHeadThatIsNotAnAvailableEntryInFlightIsRefused() throws {
+            let log = LogCollector()
+            let backend = try VhostUserBackend<Shout>(log: log.sink)
+            let crashed = try Self.leaveTwoInFlight(backend, inOrder: true)
+            let (first, area, heads) = (crashed.frontEnd, crashed.area, crashed.heads)
+            area.mark(queue: 0, head: 63, counter: 42)
+
+            var driver = crashed.driver
+            let (frontEnd, thread) = try reconnect(backend, reusing: first)
+            try frontEnd.negotiate(inflight: true, inOrder: true)
+            try frontEnd.expectSuccess(.setInflightFileDescriptor(area.description, area.owner))
+            try startRingExpectingRefusal(frontEnd)
+            let refusal = log.first(.invalidInflightArea)
+            #expect(refusal?.error?.message.contains("head 63 differs") == true, "\(log.all)")
+
+            area.setU16(queue: 0, at: 16 + 16 * 63, 0)
+            try frontEnd.expectSuccess(.setVringEnable(VhostUserVringState(index: 0, num: 1)))
+            #expect(try takeUsedInOrder(&driver, count: 3).map(\.id) == heads)
+            #expect(try frontEnd.stopRing(0) == 8)
             frontEnd.hangUp()
             #expect(thread.join().flatMap { $0 } == nil)
         }

@@ -171,3 +171,32 @@ enum RingFormats {
         Features.implementedTransport.contains(.ringPacked) ? [.split, .packed] : [.split]
     }
 }
+
+/// A ring format with or without VIRTIO_F_IN_ORDER (bit 35): what the real-peer tests run each
+/// exchange on.
+struct RingVariant: Sendable, CustomTestStringConvertible {
+    var format: RingFormat
+    var inOrder: Bool
+
+    var testDescription: String { "\(format)\(inOrder ? " + IN_ORDER" : "")" }
+
+    /// The transport features the variant acks beyond VERSION_1.
+    var features: Features {
+        var features: Features = .version1
+        if format == .packed { features.insert(.ringPacked) }
+        if inOrder { features.insert(.inOrder) }
+        return features
+    }
+}
+
+/// The variants the ring core runs: every format of ``RingFormats/running``, without IN_ORDER and
+/// with it where the core runs the pair (``Virtqueue/Features/validateForRing()`` accepts it) —
+/// the split ring now, the packed ring once its IN_ORDER lands, with no change here.
+enum RingVariants {
+    static var running: [RingVariant] {
+        RingFormats.running.flatMap { format in
+            [false, true].map { RingVariant(format: format, inOrder: $0) }
+        }
+        .filter { variant in (try? variant.features.validateForRing()) != nil }
+    }
+}

@@ -28,6 +28,7 @@ extension VhostUserSession {
             throw VhostUserError(.invalidState, "queue \(index) cannot start: there is no memory table")
         }
         let format = ringFormat
+        let ringFeatures = Features(rawValue: (features ?? 0) & ~VhostUserProtocolFeatures.virtioFeatureBit)
         let areas = try ringAreas(address, queue: index, size: size, in: memory)
         let queue: VhostUserDeviceQueue
         let placement: QueuePlacement
@@ -74,6 +75,16 @@ extension VhostUserSession {
                 let resumption = try record.resume(usedIndex: cursor.nextUsed, queue: index)
                 cursor = resumption.cursor
                 resubmit = resumption.heads
+                if ringFeatures.contains(.inOrder), !resubmit.isEmpty {
+                    resubmit = try inOrderResubmission(
+                        resubmit,
+                        usedIndex: cursor.nextUsed,
+                        availableRing: areas[1],
+                        size: size,
+                        memory: memory,
+                        queue: index
+                    )
+                }
                 journal = record
                 if !resubmit.isEmpty {
                     log(
@@ -94,7 +105,6 @@ extension VhostUserSession {
                 bufferArea: nil
             )
             try placement.validate()
-            let ringFeatures = Features(rawValue: (features ?? 0) & ~VhostUserProtocolFeatures.virtioFeatureBit)
             queue = try DeviceQueue(
                 memory: memory,
                 placement: placement,
@@ -141,9 +151,59 @@ extension VhostUserSession {
             .info,
             "started: \(format) ring, size \(size), cursor \(placement.cursor), "
                 + zip(names, areas).map { "\($0) \(hex($1))" }.joined(separator: ", ")
-                + ", kick \(kick.map { "\($0)" } ?? "polled")",
+                + ", kick \(kick.map { "\($0)" } ?? "polled"), features \(ringFeatures)",
             queue: index
         )
+    }
+
+    /// Under VIRTIO_F_IN_ORDER, the order to serve again the `heads` a previous back-end left in
+    /// flight: the order they were made available, which the device must use them in.
+    ///
+    /// The inflight record's counters are the dead back-end's word, in memory the front-end
+    /// keeps (peer data): a back-end that took out of order, or a planted counter, would have the
+    /// ring use them out of order, which an in-order driver refuses. The `k` heads in flight were
+    /// taken from available positions `usedIndex` to `usedIndex + k - 1` (the device takes in
+    /// order and has used everything before `usedIndex`), so those entries of the available
+    /// ring — read once each — are the order. The marked heads must be exactly those entries.
+    ///
+    /// - Throws: ``VhostUserError/Code-swift.struct/invalidInflightArea`` naming the first marked
+    ///   head that is not among them; what reading the ring throws.
+    func inOrderResubmission(
+        _ heads: [UInt16],
+        usedIndex: UInt16,
+        availableRing: UInt64,
+        size: Int,
+        memory: VhostUserMemory,
+        queue index: Int
+    ) throws(VhostUserError) -> [UInt16] {
+        let mask = UInt16(truncatingIfNeeded: size - 1)
+        let available: [UInt16]
+        do {
+            // Read once, into private memory: the entries at the positions in flight.
+            available = try memory.withBytes(
+                at: availableRing &+ UInt64(SplitRingFields.availableEntry(slot: 0)),
+                count: 2 * size
+            ) { ring in
+                (0..<heads.count).map { offset in
+                    let slot = Int((usedIndex &+ UInt16(truncatingIfNeeded: offset)) & mask)
+                    return UInt16(littleEndian: ring.loadUnaligned(fromByteOffset: 2 * slot, as: UInt16.self))
+                }
+            }
+        } catch {
+            throw VhostUserError(.invalidRing, "queue \(index): the available ring cannot be read: \(error)")
+        }
+        // The marked heads are distinct (one flag each) and as many as the entries: if each is
+        // among them, the entries are the marked heads in the order made available.
+        if let stray = heads.first(where: { !available.contains($0) }) {
+            let positions = "\(usedIndex)…\(usedIndex &+ UInt16(truncatingIfNeeded: heads.count - 1))"
+            throw VhostUserError(
+                .invalidInflightArea,
+                "queue \(index): under IN_ORDER the \(heads.count) requests in flight are the available entries at "
+                    + "positions \(positions) (heads \(available.map(String.init).joined(separator: ", "))), but the "
+                    + "inflight record marks heads \(heads.map(String.init).joined(separator: ", ")) (head \(stray) differs)"
+            )
+        }
+        return available
     }
 
     func notifier(kick: VhostUserFileDescriptor?, call: VhostUserFileDescriptor?) throws -> VhostUserEventNotifier {
