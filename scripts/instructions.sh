@@ -37,6 +37,7 @@ Device loops (per message, the driver's side included):
 The device child of a 64 B batch-32 stream across processes (per message, the child alone):
   shm-child    the Swift shared-memory backend's device process (TouchDevice, an entry)
   shm-child-packed  the same on the packed ring
+  shm-child-in-order  the same on the split ring with VIRTIO_F_IN_ORDER negotiated
   c-child      the C virtqueue's device process, on the same stream and wake-ups
   c-child-full the same C device doing the Swift core's checks (each chain walked and kept
                privately before use, the heads in flight recorded)
@@ -50,7 +51,7 @@ for argument in "$@"; do
         usage
         exit 0
         ;;
-    one | three | one-packed | three-packed | one-in-order | three-in-order | shm-child-packed | c | cvq | cvq3 | cvq-full | cvq3-full | serve | serve-generic | threads | shm-child | c-child | c-child-full)
+    one | three | one-packed | three-packed | one-in-order | three-in-order | shm-child-packed | shm-child-in-order | c | cvq | cvq3 | cvq-full | cvq3-full | serve | serve-generic | threads | shm-child | c-child | c-child-full)
         scenarios+=("$argument")
         ;;
     *)
@@ -121,6 +122,7 @@ for scenario in "${scenarios[@]}"; do
     case "$scenario" in
     shm-child) count=(child_instructions shm) ;;
     shm-child-packed) count=(child_instructions shm-packed) ;;
+    shm-child-in-order) count=(child_instructions shm-in-order) ;;
     c-child) count=(child_instructions cvq-shm) ;;
     c-child-full) count=(child_instructions cvq-shm-full) ;;
     *) count=(instructions "$scenario") ;;

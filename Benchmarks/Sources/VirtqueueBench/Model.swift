@@ -11,6 +11,9 @@ enum Transport: String, CaseIterable, Codable, Sendable {
     case virtqueueSharedMemory = "virtqueue shm"
     /// As `virtqueue shm`, on the packed ring (VIRTIO_F_RING_PACKED).
     case virtqueueSharedMemoryPacked = "virtqueue shm packed"
+    /// As `virtqueue shm`, on the split ring with VIRTIO_F_IN_ORDER: the device uses buffers in
+    /// order and reports a staged run of completely used ones with one used element.
+    case virtqueueSharedMemoryInOrder = "virtqueue shm in-order"
     /// As shared memory, the driver using the async API (`VirtqueueAsync`): it awaits each
     /// completion, and an event loop thread sleeps in epoll for it.
     case virtqueueSharedMemoryAsync = "virtqueue shm async"

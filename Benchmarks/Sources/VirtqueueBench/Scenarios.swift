@@ -22,6 +22,9 @@ let sweepSizes = [64, 256, 1024, 4096, 16384, 65536, 262_144, 1_048_576]
 /// The features of the packed-ring scenarios: the split ones' (`Features.all`) and RING_PACKED.
 let packedFeatures = Features.all.union(.ringPacked)
 
+/// The features of the in-order scenarios: the split ones' (`Features.all`) and IN_ORDER.
+let inOrderFeatures = Features.all.union(.inOrder)
+
 /// How long the ring polls before it sleeps on its notifier under load: the queues' default.
 let loadSpins: Int32 = 256
 
@@ -145,19 +148,24 @@ func makeScenarios() -> [Scenario] {
                 }
             )
         }
-        // The packed ring beside the split one, for the two sizes the targets use.
+        // The packed ring and IN_ORDER beside the split one, for the two sizes the targets use.
         if batch == 32, size == 64 || size == 4096 {
-            add(
-                Scenario(workload: workload, transport: .virtqueueSharedMemoryPacked) {
-                    try ChildProcesses.throughput(
-                        sandboxed: false,
-                        size: size,
-                        batch: batch,
-                        count: $0,
-                        features: packedFeatures
-                    )
-                }
-            )
+            for (transport, features) in [
+                (Transport.virtqueueSharedMemoryPacked, packedFeatures),
+                (.virtqueueSharedMemoryInOrder, inOrderFeatures),
+            ] {
+                add(
+                    Scenario(workload: workload, transport: transport) {
+                        try ChildProcesses.throughput(
+                            sandboxed: false,
+                            size: size,
+                            batch: batch,
+                            count: $0,
+                            features: features
+                        )
+                    }
+                )
+            }
         }
         add(
             Scenario(workload: workload, transport: .virtqueueThreads) {
@@ -203,17 +211,22 @@ func makeScenarios() -> [Scenario] {
                 }
             )
             if size == 64 {
-                add(
-                    Scenario(workload: workload, transport: .virtqueueSharedMemoryPacked) {
-                        try ChildProcesses.roundTrip(
-                            sandboxed: false,
-                            size: size,
-                            count: $0,
-                            busy: mode == .busyPoll,
-                            features: packedFeatures
-                        )
-                    }
-                )
+                for (transport, features) in [
+                    (Transport.virtqueueSharedMemoryPacked, packedFeatures),
+                    (.virtqueueSharedMemoryInOrder, inOrderFeatures),
+                ] {
+                    add(
+                        Scenario(workload: workload, transport: transport) {
+                            try ChildProcesses.roundTrip(
+                                sandboxed: false,
+                                size: size,
+                                count: $0,
+                                busy: mode == .busyPoll,
+                                features: features
+                            )
+                        }
+                    )
+                }
             }
             if size == 64 {
                 add(

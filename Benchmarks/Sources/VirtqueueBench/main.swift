@@ -48,6 +48,7 @@ func usage() -> Never {
               threads         a 64 B batch-32 stream to a device thread
               shm             a 64 B batch-32 stream to a shared-memory child (sleeps, never polls)
               shm-packed      the same on the packed ring
+              shm-in-order    the same with VIRTIO_F_IN_ORDER negotiated
               cvq-shm         the same stream to a C virtqueue device in a spawned process
               cvq-shm-full    the same, the C device doing the Swift core's checks
               (shm and cvq-shm start their child through VQB_PROFILE_CHILD when it is set)
@@ -86,6 +87,8 @@ if arguments.first == "profile" {
         print(try ChildProcesses.profile(count: iterations))
     case "shm-packed":
         print(try ChildProcesses.profile(count: iterations, features: packedFeatures))
+    case "shm-in-order":
+        print(try ChildProcesses.profile(count: iterations, features: inOrderFeatures))
     case "cvq":
         print(try LocalVirtqueue(payload: 64).run(iterations).operations)
     case "cvq3":
