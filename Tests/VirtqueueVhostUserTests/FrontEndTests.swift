@@ -27,15 +27,20 @@ extension VhostUserTests {
         )
         static let pool: Range<UInt64> = 0x10_0000..<0x10_0000 + (4 << 20)
 
-        @Test(arguments: RingFormats.running)
-        func ourFrontEndDrivesOurBackEndThroughADriverQueue(_ format: RingFormat) throws {
+        /// On every ring variant: with IN_ORDER the back-end (`Shout` lists it) uses the requests in
+        /// order, the in-order driver checks it, and GET_VRING_BASE reports the same base.
+        @Test(arguments: RingVariants.running)
+        func ourFrontEndDrivesOurBackEndThroughADriverQueue(_ variant: RingVariant) throws {
+            let format = variant.format
             let backend = try VhostUserBackend<Shout>()
             let (frontEndSocket, backEndSocket) = try VhostUserSocket.makePair()
             let thread = BackendThread(backend, backEndSocket)
             let frontEnd = VhostUserFrontEnd(socket: frontEndSocket)
-            let features = try frontEnd.negotiate(wanted: .all, ringFormat: format)
+            let wanted = variant.inOrder ? Features.all.union(.inOrder) : .all
+            let features = try frontEnd.negotiate(wanted: wanted, ringFormat: format)
             #expect(features.contains(.version1) && features.contains(.eventIndex))
             #expect(features.contains(.ringPacked) == (format == .packed))
+            #expect(features.contains(.inOrder) == variant.inOrder)
             var placement = Self.placement
             placement.format = format
             placement.cursor = format == .packed ? .packedStart : .start
