@@ -78,7 +78,9 @@ extension DriverState {
     mutating func takePackedUsedEntry() throws(VirtqueueError) -> (UInt16, Int, HeadRecord)? {
         if inOrder.enabled { return try takePackedUsedInOrder() }
         guard let (id, written, record) = try readPackedUsed() else { return nil }
-        side.consumed = side.consumedPosition.advanced(by: descriptorSpan(record), size: ring.size).cursorValue
+        let next = side.consumedPosition.advanced(by: descriptorSpan(record), size: ring.size).cursorValue
+        side.consumed = next
+        side.shadow = next
         packedInFlightCount &-= 1
         retire(id, record)
         return (id, Int(written), record)
@@ -131,10 +133,10 @@ extension DriverState {
 /// device may use a batch of buffers with one used descriptor, the batch's last buffer ID,
 /// written at the batch's first position, and skip its used position past the batch's
 /// descriptors. The driver takes the batch back one chain at a time, as on the split ring
-/// (``InOrderDriverState``); `side.shadow`, which the packed ring does not otherwise use, holds
-/// the position past the batch, as the split ring's holds the last `used.idx` read: the chains
-/// before it are taken without reading the ring again, and a wait returns at once while any is
-/// left.
+/// (``InOrderDriverState``); the driver's `side.shadow` holds the position past the batch, as
+/// the split ring's holds the last `used.idx` read: the chains before it are taken without
+/// reading the ring again, and a wait returns at once while any is left. (Without IN_ORDER it
+/// follows `consumed`.)
 extension DriverState {
     /// ``takePackedUsedEntry()`` under IN_ORDER: the next chain of the batch being taken back,
     /// or — when none is — the batch the used descriptor at the driver's position reports

@@ -38,10 +38,11 @@ extension QueueSide {
     }
 
     /// Whether the peer has written at this side's position (``packedEntryBits(wrap:)``) — or,
-    /// for an in-order driver taking a batch back (`shadow` past `consumed`), has already.
+    /// for an in-order driver taking a batch back (its `shadow` past `consumed`; the driver
+    /// keeps the two equal otherwise, the device does not use `shadow`), has already.
     @inlinable
     func packedEntryVisible(_ packed: PackedRing) -> Bool {
-        if shadow != consumed { return true }
+        if isDriver && shadow != consumed { return true }
         let position = consumedPosition
         let bits = packedEntryBits(wrap: position.wrapCounter)
         return Self.loadFlags(packed, at: position) & bits.mask == bits.value
@@ -52,7 +53,7 @@ extension QueueSide {
     /// wrote there (at once while an in-order driver takes a batch back).
     @inlinable
     func spinForPackedEntry(_ packed: PackedRing, spins: Int) -> Bool {
-        if shadow != consumed { return true }
+        if isDriver && shadow != consumed { return true }
         let position = consumedPosition
         let bits = packedEntryBits(wrap: position.wrapCounter)
         let field = (packed.descriptor(at: position) + PackedRingFields.flagsOffset)
