@@ -8,7 +8,7 @@
 #      named swift-virtqueue (so the dependency's identity is not the package's name). It checks
 #      what such a consumer resolves, then generates a pair there, builds it with every import
 #      checked against the declared dependencies and no warnings in the generated files, and
-#      runs its test at the three isolation levels.
+#      runs its test at the three isolation levels on each ring format.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -83,15 +83,18 @@ if grep -E "^$scratch/consumer/(Sources|Tests)/[^ ]*: (warning|error):" "$log"; 
     exit 1
 fi
 
-step "downstream: run its test at every isolation level"
+step "downstream: run its test at every isolation level on every ring"
 swift test --skip-build --filter ConsumerCheckPairTests 2>&1 | tee "$log"
 for isolation in heap sharedMemory sandbox; do
-    if ! grep -qF "isolation → .$isolation to echoesAtEveryIsolationLevel(isolation:)" "$log"; then
-        echo "error: the generated test did not run at the $isolation level" >&2
-        exit 1
-    fi
+    for ring in split splitInOrder packed; do
+        if ! grep -F "to echoesAtEveryIsolationLevel(isolation:ring:)" "$log" |
+            grep -F "isolation → .$isolation," | grep -qF "ring → .$ring to "; then
+            echo "error: the generated test did not run at the $isolation level on the $ring ring" >&2
+            exit 1
+        fi
+    done
 done
-grep -qF "echoesAtEveryIsolationLevel(isolation:) with 3 test cases passed" "$log"
+grep -qF "echoesAtEveryIsolationLevel(isolation:ring:) with 9 test cases passed" "$log"
 
 step "downstream: refusal"
 checksum=$(cat Package.swift Sources/ConsumerCheckPair/*.swift | md5sum)

@@ -5,8 +5,8 @@ import PackagePlugin
 ///
 /// Writes a driver and device pair named `Foo` into the package — a library target with the
 /// device and a driver wrapper, a device-host executable for the process-based isolation levels,
-/// and a test that runs the pair at every isolation level — and registers the targets at the end
-/// of Package.swift. It never overwrites a file. The work is done by the `VirtqueueScaffold`
+/// and a test that runs the pair at every isolation level on every ring format — and registers
+/// the targets at the end of Package.swift. It never overwrites a file. The work is done by the `VirtqueueScaffold`
 /// tool; this plugin finds the package, the tool, and the names under which the package's
 /// dependencies provide the `Virtqueue` and `SystemPackage` products, and passes them on.
 @main

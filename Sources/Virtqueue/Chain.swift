@@ -154,18 +154,18 @@ public struct UsedChain: ~Copyable {
 
 extension UsedChain {
     /// The used chain for chain `head`, described by `record`, which the device completed with
-    /// `written` bytes.
+    /// `written` bytes (a used element's `len`, or under IN_ORDER a chain's whole writable room).
     @inlinable @inline(__always)
     init(
         completed head: UInt16,
-        written: UInt32,
+        written: some FixedWidthInteger,
         _ record: HeadRecord,
         queueIdentity: UInt32,
         state: UnsafeMutablePointer<DriverState>
     ) {
         self.init(
             id: head,
-            writtenByteCount: Int(written),
+            writtenByteCount: Int(truncatingIfNeeded: written),
             status: .completed,
             firstBuffer: record.firstBuffer,
             lastBuffer: record.lastBuffer,

@@ -420,7 +420,12 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         if state.pointee.side.diverted {
             let valid = written >= 0 && written <= writable
             try state.pointee.side.checkUsable()
-            state.pointee.storePackedUsed(id: id, length: valid ? UInt32(written) : 0, publish: publish)
+            state.pointee.storePackedUsed(
+                id: id,
+                length: valid ? UInt32(written) : 0,
+                writable: writable,
+                publish: publish
+            )
             guard valid else {
                 state.pointee.side.publishStaged()
                 throw .writtenLengthTooLarge(written, writable: writable, request: id)

@@ -108,12 +108,6 @@ public struct Features: OptionSet, Hashable, Sendable, CustomStringConvertible {
     /// - Throws: ``VirtqueueError/Code-swift.struct/featureNotSupported`` naming the first bit
     ///   the ring core does not implement, or VERSION_1 when it is missing.
     public func validateForRing() throws(VirtqueueError) {
-        if isSuperset(of: [.ringPacked, .inOrder]) {
-            throw VirtqueueError(
-                .featureNotSupported,
-                "feature IN_ORDER (bit 35) is run on the split ring only: not with RING_PACKED (bit 34) yet"
-            )
-        }
         try validate(allowing: .implementedTransport)
     }
 

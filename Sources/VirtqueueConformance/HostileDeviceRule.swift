@@ -14,6 +14,9 @@ public import Virtqueue
 /// positions 1 and 2, made available with wrap counter 1. Some rules exist in one format only
 /// (``formats``; ``cases(for:)`` lists a format's): the split ring's `used.idx`, the packed
 /// ring's wrap counters.
+///
+/// Every rule holds with VIRTIO_F_IN_ORDER negotiated as well, where the driver reads the used
+/// ring as batches, and is run that way too: what IN_ORDER adds is ``HostileInOrderDeviceRule``'s.
 public enum HostileDeviceRule: String, CaseIterable, Sendable {
     case usedIndexJump
     case usedIndexMovingBackwards
@@ -95,12 +98,14 @@ public enum HostileDeviceRule: String, CaseIterable, Sendable {
             ring.usedElement(slot: 0, id: 2, length: 0)
             ring.usedIndex = 1
         case .usedIDReturnedTwice:
-            ring.usedElement(slot: 0, id: 1, length: 10)
-            ring.usedElement(slot: 1, id: 1, length: 10)
+            ring.usedElement(slot: 0, id: 0, length: 0)
+            ring.usedElement(slot: 1, id: 0, length: 0)
             ring.usedIndex = 2
         case .usedLengthTooLarge:
+            // `used.idx` covers chain 1's place among the chains in flight, so that the length
+            // is the violation under IN_ORDER too (a batch of chains 0 and 1).
             ring.usedElement(slot: 0, id: 1, length: 65)
-            ring.usedIndex = 1
+            ring.usedIndex = 2
         case .usedLengthOnReadOnlyChain:
             ring.usedElement(slot: 0, id: 0, length: 1)
             ring.usedIndex = 1

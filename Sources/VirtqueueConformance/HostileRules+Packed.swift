@@ -81,9 +81,9 @@ extension HostileDeviceRule {
         case .usedIDNeverSubmitted: ring.packedUsed(0, id: 5, length: 0)
         case .usedIDInsideAChain: ring.packedUsed(0, id: 2, length: 0)
         case .usedIDReturnedTwice:
-            // Chain 1 takes 2 descriptors: its used descriptor at 0 moves the driver to 2.
-            ring.packedUsed(0, id: 1, length: 10)
-            ring.packedUsed(2, id: 1, length: 10)
+            // Chain 0 takes 1 descriptor: its used descriptor at 0 moves the driver to 1.
+            ring.packedUsed(0, id: 0, length: 0)
+            ring.packedUsed(1, id: 0, length: 0)
         case .usedLengthTooLarge: ring.packedUsed(0, id: 1, length: 65)
         case .usedLengthOnReadOnlyChain: ring.packedUsed(0, id: 0, length: 1)
         case .wrapBitsDisagree:

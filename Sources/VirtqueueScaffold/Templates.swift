@@ -203,8 +203,10 @@ struct Templates {
         import VirtqueueSharedMemory
         import \(library)
 
-        /// Runs the \(name) pair at every isolation level: the device on a thread, in a child
-        /// process over shared memory, and in a seccomp-confined child.
+        /// Runs the \(name) pair at every isolation level — the device on a thread, in a child
+        /// process over shared memory, and in a seccomp-confined child — on every ring: the split
+        /// ring, the split ring with IN_ORDER, and the packed ring. The pair's code is the same on
+        /// each; only the negotiated features differ.
         ///
         /// Every launcher returns a `DeviceHandle`, so the pair runs through the same code at
         /// every level; only the launcher depends on it. If the device dies, the test's error
@@ -215,8 +217,21 @@ struct Templates {
                 case heap, sharedMemory, sandbox
             }
 
-            static func makeLayout() throws -> RegionLayout {
-                try RegionLayout(queueSizes: [64], dataAreaSize: 128 * 4096, features: .all)
+            /// The ring the queue runs, chosen by a feature bit.
+            enum Ring: String, CaseIterable, Sendable {
+                case split, splitInOrder, packed
+
+                var features: Features {
+                    switch self {
+                    case .split: .all
+                    case .splitInOrder: Features.all.union(.inOrder)
+                    case .packed: Features.all.union(.ringPacked)
+                    }
+                }
+            }
+
+            static func makeLayout(_ ring: Ring) throws -> RegionLayout {
+                try RegionLayout(queueSizes: [64], dataAreaSize: 128 * 4096, features: ring.features)
             }
 
             /// The device host, built beside this test binary.
@@ -232,9 +247,9 @@ struct Templates {
                 }
             }
 
-            @Test(arguments: Isolation.allCases)
-            func echoesAtEveryIsolationLevel(isolation: Isolation) throws {
-                let layout = try Self.makeLayout()
+            @Test(arguments: Isolation.allCases, Ring.allCases)
+            func echoesAtEveryIsolationLevel(isolation: Isolation, ring: Ring) throws {
+                let layout = try Self.makeLayout(ring)
                 var options = LaunchOptions()
                 options.executable = Self.hostExecutable
                 // The device's arguments and descriptors go in `configuration:` (heap) or

@@ -36,10 +36,9 @@ public enum HeaderFuzzer {
         }
         try checkLayout(layout, in: bytes)
         try checkRoundTrip(layout)
-        // A bit the queues do not run (``Features/wireOnlyTransport``), or IN_ORDER with the
-        // packed ring (IN_ORDER runs on the split ring only): attaching must be refused, by name.
-        var refused = layout.features.intersection(.wireOnlyTransport)
-        if layout.features.isSuperset(of: [.ringPacked, .inOrder]) { refused.insert(.inOrder) }
+        // A bit the queues do not run (``Features/wireOnlyTransport``): attaching must be
+        // refused, by name. (IN_ORDER runs on both rings.)
+        let refused = layout.features.intersection(.wireOnlyTransport)
         if !refused.isEmpty {
             try checkRefused(region, naming: Features.name(ofBit: refused.rawValue.trailingZeroBitCount))
             try region.checkCanaries()

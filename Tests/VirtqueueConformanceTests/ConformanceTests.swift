@@ -19,10 +19,14 @@ struct ConformanceTests {
         #expect(!result.summary.isEmpty)
     }
 
-    /// Every check that runs queues again, with VIRTIO_F_IN_ORDER negotiated.
-    @Test(arguments: backendsUnderTest, ConformanceCheck.allCases.filter(\.usesRings))
+    /// Every check that runs queues again, with VIRTIO_F_IN_ORDER negotiated, on both ring formats.
+    @Test(
+        arguments: backendsUnderTest.flatMap { backend in ringFormats.map { backend.running($0) } },
+        ConformanceCheck.allCases.filter(\.usesRings)
+    )
     func checkInOrder(_ backend: BackendUnderTest, _ check: ConformanceCheck) throws {
-        let result = try ConformanceSuite(configuration: .init(inOrder: true)).run(check, on: backend.backend)
+        let suite = ConformanceSuite(configuration: .init(ringFormat: backend.ringFormat, inOrder: true))
+        let result = try suite.run(check, on: backend.backend)
         print("[\(backend.testDescription), IN_ORDER] \(result)")
         let expected: ConformanceResult.Outcome = backend.notApplicable.contains(check) ? .notApplicable : .passed
         #expect(result.outcome == expected, "\(result)")

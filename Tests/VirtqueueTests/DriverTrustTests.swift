@@ -75,15 +75,19 @@ struct DriverTrustTests {
     /// Every rule of the one hostile-used-ring table (``HostileDeviceRule``, also run by the
     /// conformance suite on every backend), here on a region with guard bytes around it: the
     /// split ring's rules, then the packed ring's.
-    @Test(arguments: HostileDeviceRule.cases(for: .split))
-    func hostileUsedRing(_ rule: HostileDeviceRule) throws {
-        try expectViolation(rule.code, goodTakesBefore: rule.goodTakesBefore) { ring in rule.plant(ring) }
+    /// Each rule holds with and without IN_ORDER.
+    @Test(arguments: HostileDeviceRule.cases(for: .split), [false, true])
+    func hostileUsedRing(_ rule: HostileDeviceRule, inOrder: Bool) throws {
+        let features = inOrder ? Features.all.union(.inOrder) : .all
+        try expectViolation(rule.code, features: features, goodTakesBefore: rule.goodTakesBefore) { ring in
+            rule.plant(ring)
+        }
     }
 
-    @Test(arguments: HostileDeviceRule.cases(for: .packed))
-    func hostilePackedUsedDescriptor(_ rule: HostileDeviceRule) throws {
-        try expectViolation(rule.code, features: Features.all.union(.ringPacked), goodTakesBefore: rule.goodTakesBefore)
-        { ring in
+    @Test(arguments: HostileDeviceRule.cases(for: .packed), [false, true])
+    func hostilePackedUsedDescriptor(_ rule: HostileDeviceRule, inOrder: Bool) throws {
+        let features = Features.all.union(inOrder ? [.ringPacked, .inOrder] : .ringPacked)
+        try expectViolation(rule.code, features: features, goodTakesBefore: rule.goodTakesBefore) { ring in
             rule.plant(ring)
         }
     }

@@ -359,17 +359,12 @@ struct PackedRingTests {
         #expect(RingFormat.split.headerValue == 0 && RingFormat.packed.headerValue == 1)
     }
 
-    // MARK: The queues run the packed ring and IN_ORDER, but not the two together yet
+    // MARK: The queues run the packed ring and IN_ORDER, together too
 
-    @Test func queuesRefuseInOrderOnThePackedRingByName() throws {
+    @Test func queuesRunInOrderOnThePackedRing() throws {
         try Features([.version1, .ringPacked]).validateForRing()
         try Features([.version1, .inOrder]).validateForRing()
-        let error = #expect(throws: VirtqueueError.self) {
-            try Features([.version1, .ringPacked, .inOrder]).validateForRing()
-        }
-        #expect(error?.code == .featureNotSupported)
-        #expect(error?.message.contains("IN_ORDER (bit 35) is run on the split ring only") == true)
-        // A region header may carry the pair (its wire format is defined); the queues refuse it.
+        try Features([.version1, .ringPacked, .inOrder]).validateForRing()
         let layout = try RegionLayout(queueSizes: [8], dataAreaSize: 64, features: [.version1, .ringPacked, .inOrder])
         #expect(layout.format == .packed && layout.features.contains(.inOrder))
         // Other transport bits keep the plain message.

@@ -161,7 +161,7 @@ internal struct DeviceState: TokenHoldingState {
         let writable = state.pointee.release(head: id)
         guard state.pointee.side.broken == nil else { return }
         if state.pointee.side.packed != nil {
-            state.pointee.storePackedUsed(id: id, length: 0, publish: true)
+            state.pointee.storePackedUsed(id: id, length: 0, writable: writable, publish: true)
             return
         }
         if state.pointee.inOrder.enabled {

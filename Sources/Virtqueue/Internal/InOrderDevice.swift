@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A completion that came before the ones made available before it, held under
 /// VIRTIO_F_IN_ORDER until they complete.
 @usableFromInline
@@ -51,6 +53,9 @@ internal struct InOrderDeviceState {
     @usableFromInline var runSlot: UInt16 = 0
     /// Whether the staged run's last buffer was used completely, so that the next may join it.
     @usableFromInline var lastUsedCompletely = false
+    /// Masks a position to its held slot: N − 1 for the split ring's free-running indices (N a
+    /// power of two), the index bits for the packed ring's positions (each below N).
+    @usableFromInline var slotMask: UInt16 = 0
 
     @inlinable init() {}
 
@@ -72,6 +77,7 @@ extension DeviceState {
         inOrder.positions = positions
         inOrder.held = held
         inOrder.resubmitPosition = cursor.nextUsed
+        inOrder.slotMask = side.packed == nil ? ring.mask : 0x7FFF
         headLimit = 0
     }
 
@@ -109,12 +115,16 @@ extension DeviceState {
         let usedCompletely = Int(length) == writable
         let held = inOrder.held.unsafelyUnwrapped
         guard position == side.published else {
-            held[Int(position & ring.mask)] = HeldCompletion(head: head, length: length, usedCompletely: usedCompletely)
+            held[Int(position & inOrder.slotMask)] = HeldCompletion(
+                head: head,
+                length: length,
+                usedCompletely: usedCompletely
+            )
             return
         }
         useInOrder(head, length: length, usedCompletely: usedCompletely)
         while true {
-            let slot = Int(side.published & ring.mask)
+            let slot = Int(side.published & inOrder.slotMask)
             let next = held[slot]
             guard next.isHeld else { break }
             held[slot].isHeld = false
@@ -124,9 +134,14 @@ extension DeviceState {
     }
 
     /// Uses the next buffer in order: folds it into the staged run when the run's last buffer was
-    /// used completely (the run's element now names this one), else starts a run at `used.idx`.
+    /// used completely (the run's element now names this one), else starts a run at `used.idx`
+    /// (on the packed ring, ``useInOrder(_:_:length:usedCompletely:)``).
     @usableFromInline @inline(__always)
     mutating func useInOrder(_ head: UInt16, length: UInt32, usedCompletely: Bool) {
+        if let packed = side.packed {
+            useInOrder(packed, head, length: length, usedCompletely: usedCompletely)
+            return
+        }
         if !(side.hasStaged && inOrder.lastUsedCompletely) {
             inOrder.runSlot = side.published
         }
@@ -135,5 +150,42 @@ extension DeviceState {
         element.storeBytes(of: length.littleEndian, toByteOffset: 4, as: UInt32.self)
         side.stage()
         inOrder.lastUsedCompletely = usedCompletely
+    }
+}
+
+extension DeviceState {
+    /// ``useInOrder(_:length:usedCompletely:)`` on the packed ring (virtio 1.2 §2.8.9): a run
+    /// starts with a used descriptor at the used position, staged as any other; a buffer folded
+    /// into the staged run rewrites that descriptor's `id`, `len` and `WRITE` to its own, and
+    /// moves the used position past its descriptors without writing them — the driver skips
+    /// them by the batch's descriptor count — counting them as moves for event suppression.
+    ///
+    /// The run's descriptor is not visible while anything is staged: either its `flags` are the
+    /// staged ones, or it follows the staged descriptor, at which the driver stops until the
+    /// publication stores those `flags` with release, after every rewrite.
+    @usableFromInline
+    mutating func useInOrder(_ packed: PackedRing, _ head: UInt16, length: UInt32, usedCompletely: Bool) {
+        let count = Int(packedListLengths.unsafelyUnwrapped[Int(head)])
+        defer { inOrder.lastUsedCompletely = usedCompletely }
+        guard side.hasStaged && inOrder.lastUsedCompletely else {
+            inOrder.runSlot = side.published
+            storePackedUsedDescriptor(packed, id: head, length: length, count: count, publish: false)
+            return
+        }
+        let run = PackedRingPosition(cursorValue: inOrder.runSlot)
+        let descriptor = packed.descriptor(at: run)
+        descriptor.storeBytes(of: length.littleEndian, toByteOffset: PackedRingFields.lengthOffset, as: UInt32.self)
+        descriptor.storeBytes(of: head.littleEndian, toByteOffset: PackedRingFields.idOffset, as: UInt16.self)
+        let flags = PackedRingFields.usedFlags(wrap: run.wrapCounter) | (length > 0 ? PackedRingFields.writeFlag : 0)
+        if side.stagedFlagsAt == descriptor {
+            side.stagedFlags = flags
+        } else {
+            (descriptor + PackedRingFields.flagsOffset).assumingMemoryBound(to: Atomic<UInt16>.self).pointee.store(
+                flags.littleEndian,
+                ordering: .relaxed
+            )
+        }
+        side.published = side.publishedPosition.advanced(by: count, size: packed.size).cursorValue
+        side.movesSinceNotifyCheck &+= count
     }
 }

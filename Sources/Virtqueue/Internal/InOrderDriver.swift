@@ -46,11 +46,16 @@ internal struct InOrderDriverState {
 extension DriverState {
     /// Turns IN_ORDER on for a driver starting at `cursor` with every descriptor free: the free
     /// list becomes the ring-order run (the last descriptor links to 0), hidden from the hot path.
+    ///
+    /// On the packed ring the run starts at the ring index of the driver's position, so that a
+    /// chain's head — its buffer ID — is the ring index of its first descriptor, as in Linux's
+    /// and DPDK's in-order drivers (a chain takes as many ring descriptors as private ones).
     mutating func enableInOrder(cursor: QueueCursor) {
         inOrder.enabled = true
         descriptorNext[ring.size - 1] = 0
-        freeDescriptorHead = 0
-        inOrder.oldestHead = 0
+        let start = side.packed == nil ? 0 : PackedRingPosition(cursorValue: cursor.nextAvailable).index
+        freeDescriptorHead = start
+        inOrder.oldestHead = start
         inOrder.batchEnd = cursor.nextUsed
         inOrder.freeDescriptors = freeDescriptorCount
         freeDescriptorCount = 0
@@ -131,15 +136,7 @@ extension DriverState {
         let head = UInt16(truncatingIfNeeded: id)
         let record = heads[Int(head)]
         guard record.inFlight else { throw side.breakQueue(.usedIDNotInFlight(id)) }
-        // The named chain's place among those in flight, oldest first: they hold the ring's
-        // descriptors in order from the oldest's head.
-        var candidate = inOrder.oldestHead
-        var batch = 1
-        while candidate != head {
-            guard batch < inFlight else { throw side.breakQueue(.usedIDNotInFlight(id)) }
-            candidate = UInt16(truncatingIfNeeded: (Int(candidate) + descriptorSpan(heads[Int(candidate)])) % size)
-            batch += 1
-        }
+        let batch = try inOrderBatchSize(reaching: head, inFlight: inFlight)
         guard batch <= covered else {
             throw side.breakQueue(
                 .usedOutOfOrder(head, position: position, batch: batch, covered: covered, oldest: inOrder.oldestHead)
@@ -152,8 +149,26 @@ extension DriverState {
         inOrder.batchLength = length
     }
 
+    /// The named chain's place among the `inFlight` chains in flight, oldest first (1 for the
+    /// oldest): they hold the ring's descriptors in order from the oldest's head.
+    ///
+    /// - Throws: ``VirtqueueError/Code-swift.struct/usedIDNotInFlight`` if `head` is not among them.
+    @usableFromInline @inline(__always)
+    mutating func inOrderBatchSize(reaching head: UInt16, inFlight: Int) throws(VirtqueueError) -> Int {
+        let size = ring.size
+        var candidate = inOrder.oldestHead
+        var batch = 1
+        while candidate != head {
+            guard batch < inFlight else { throw side.breakQueue(.usedIDNotInFlight(UInt32(head))) }
+            candidate = UInt16(truncatingIfNeeded: (Int(candidate) + descriptorSpan(heads[Int(candidate)])) % size)
+            batch += 1
+        }
+        return batch
+    }
+
     /// Takes back the oldest chain in flight, which the current batch covers: its descriptors
-    /// join the free run's end, its table buffer the pool.
+    /// join the free run's end, its table buffer the pool. The driver's position moves past it:
+    /// one used element on the split ring, its descriptors on the packed ring.
     ///
     /// - Returns: The chain's record and the bytes written: the batch's `len` for its last chain,
     ///   the chain's writable bytes for the others ("used completely", virtio 1.2 §2.7.9).
@@ -161,13 +176,15 @@ extension DriverState {
     mutating func retireOldestInOrder() -> (head: UInt16, record: HeadRecord, written: Int) {
         let head = inOrder.oldestHead
         let record = heads[Int(head)]
+        let span = descriptorSpan(record)
         let position = side.consumed
-        let written =
-            position &+ 1 == inOrder.batchEnd ? Int(inOrder.batchLength) : Int(record.writableByteCount)
-        side.consumed = position &+ 1
+        let next =
+            side.packed == nil
+            ? position &+ 1 : PackedRingPosition(cursorValue: position).advanced(by: span, size: ring.size).cursorValue
+        let written = next == inOrder.batchEnd ? Int(inOrder.batchLength) : Int(record.writableByteCount)
+        side.consumed = next
         heads[Int(head)].inFlight = false
         if record.indirectTable != noBuffer { pushBuffer(record.indirectTable) }
-        let span = descriptorSpan(record)
         if inOrder.revealed { freeDescriptorCount &+= span } else { inOrder.freeDescriptors &+= span }
         inOrder.oldestHead = UInt16(truncatingIfNeeded: (Int(head) + span) % ring.size)
         if inOrder.buildingHead == UInt32(head) { inOrder.buildingHead = noBuffer }

@@ -81,17 +81,44 @@ extension DeviceState {
         guard record(id).pointee.segmentCount == 0 else { throw side.breakQueue(.headAlreadyInFlight(id)) }
         try takeChain(head: id, first: start.index)
         packedListLengths.unsafelyUnwrapped[Int(id)] = UInt16(truncatingIfNeeded: count)
+        // Under IN_ORDER the buffer's turn is the position of its first descriptor: the used
+        // position reaches it once every buffer before it is used.
+        if let positions = inOrder.positions { positions[Int(id)] = start.cursorValue }
         side.consumed = start.advanced(by: count, size: size).cursorValue
         return id
     }
 
-    /// Uses buffer `id`: writes `{id, len}` at the used position and publishes (or stages) the
-    /// descriptor's `flags` — `WRITE` when `length` is non-zero, `AVAIL` and `USED` equal to
-    /// the wrap counter there — with release ordering; the used position moves on by the
-    /// buffer's list length.
+    /// Uses buffer `id`, whose request had `writable` bytes of room and `length` written:
+    /// ``storePackedUsedDescriptor(_:id:length:count:publish:)``, or under IN_ORDER in its turn
+    /// (``completeInOrder(_:length:writable:publish:)``).
     @usableFromInline @inline(never)
-    mutating func storePackedUsed(id: UInt16, length: UInt32, publish: Bool) {
+    mutating func storePackedUsed(id: UInt16, length: UInt32, writable: Int, publish: Bool) {
         let packed = side.packed.unsafelyUnwrapped
+        if inOrder.enabled {
+            completeInOrder(id, length: length, writable: writable, publish: publish)
+            return
+        }
+        storePackedUsedDescriptor(
+            packed,
+            id: id,
+            length: length,
+            count: Int(packedListLengths.unsafelyUnwrapped[Int(id)]),
+            publish: publish
+        )
+    }
+
+    /// Writes `{id, len}` at the used position and publishes (or stages) the descriptor's
+    /// `flags` — `WRITE` when `length` is non-zero, `AVAIL` and `USED` equal to the wrap counter
+    /// there — with release ordering; the used position moves on by `count`, the buffer's list
+    /// length.
+    @inlinable @inline(__always)
+    mutating func storePackedUsedDescriptor(
+        _ packed: PackedRing,
+        id: UInt16,
+        length: UInt32,
+        count: Int,
+        publish: Bool
+    ) {
         let position = side.publishedPosition
         let descriptor = packed.descriptor(at: position)
         descriptor.storeBytes(of: length.littleEndian, toByteOffset: PackedRingFields.lengthOffset, as: UInt32.self)
@@ -101,7 +128,7 @@ extension DeviceState {
         side.publishPacked(
             flags: flags,
             at: descriptor,
-            count: Int(packedListLengths.unsafelyUnwrapped[Int(id)]),
+            count: count,
             size: packed.size,
             publish: publish
         )

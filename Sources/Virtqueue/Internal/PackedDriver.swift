@@ -70,15 +70,31 @@ extension DriverState {
         packedInFlightCount &+= 1
     }
 
-    /// ``takeUsed()`` on the packed ring: reads the descriptor at the driver's used position
-    /// once (`flags` with acquire, then `id` and `len`) and validates it — used for the driver's
-    /// wrap counter, its ID a buffer in flight, its length (with `WRITE`) within the buffer's
-    /// writable bytes — and moves the position on by that buffer's descriptor count.
     /// The used descriptor at the driver's used position, validated, and the chain it returns
-    /// retired (``DriverQueue/takeUsed()`` on the packed ring): its buffer ID, the bytes written, and its
-    /// record; `nil` when the device has not used a buffer there.
+    /// retired (``DriverQueue/takeUsed()`` on the packed ring): its buffer ID, the bytes written,
+    /// and its record; `nil` when the device has not used a buffer there. The position moves on
+    /// by the chain's descriptor count. Under IN_ORDER, ``takePackedUsedInOrder()``.
     @usableFromInline @inline(never)
-    mutating func takePackedUsedEntry() throws(VirtqueueError) -> (UInt16, UInt32, HeadRecord)? {
+    mutating func takePackedUsedEntry() throws(VirtqueueError) -> (UInt16, Int, HeadRecord)? {
+        if inOrder.enabled { return try takePackedUsedInOrder() }
+        guard let (id, written, record) = try readPackedUsed() else { return nil }
+        let next = side.consumedPosition.advanced(by: descriptorSpan(record), size: ring.size).cursorValue
+        side.consumed = next
+        side.shadow = next
+        packedInFlightCount &-= 1
+        retire(id, record)
+        return (id, Int(written), record)
+    }
+
+    /// Reads the descriptor at the driver's used position once (`flags` with acquire, then `id`
+    /// and `len`) and validates it: used for the driver's wrap counter, its ID a buffer in
+    /// flight, its length (with `WRITE`) within the buffer's writable bytes.
+    ///
+    /// - Returns: The buffer ID, the bytes written and the chain's record; `nil` when the device
+    ///   has not used a buffer there.
+    /// - Throws: ``VirtqueueError`` naming the violation, which breaks the queue.
+    @inlinable @inline(__always)
+    mutating func readPackedUsed() throws(VirtqueueError) -> (UInt16, UInt32, HeadRecord)? {
         let packed = side.packed.unsafelyUnwrapped
         let position = side.consumedPosition
         let pointer = packed.descriptor(at: position)
@@ -109,11 +125,67 @@ extension DriverState {
         guard UInt64(written) <= record.writableByteCount else {
             throw side.breakQueue(.usedLengthTooLarge(written, head: id, writable: record.writableByteCount))
         }
-        let count = record.indirectTable != noBuffer ? 1 : Int(record.segmentCount)
-        side.consumed = position.advanced(by: count, size: size).cursorValue
-        packedInFlightCount &-= 1
-        retire(id, record)
         return (id, written, record)
+    }
+}
+
+/// VIRTIO_F_IN_ORDER on the packed ring (virtio 1.2 §2.8.9, `docs/wire-format.md` §12.8): the
+/// device may use a batch of buffers with one used descriptor, the batch's last buffer ID,
+/// written at the batch's first position, and skip its used position past the batch's
+/// descriptors. The driver takes the batch back one chain at a time, as on the split ring
+/// (``InOrderDriverState``); the driver's `side.shadow` holds the position past the batch, as
+/// the split ring's holds the last `used.idx` read: the chains before it are taken without
+/// reading the ring again, and a wait returns at once while any is left. (Without IN_ORDER it
+/// follows `consumed`.)
+extension DriverState {
+    /// ``takePackedUsedEntry()`` under IN_ORDER: the next chain of the batch being taken back,
+    /// or — when none is — the batch the used descriptor at the driver's position reports
+    /// (``startPackedInOrderBatch(id:written:)``) and its first chain.
+    @usableFromInline
+    mutating func takePackedUsedInOrder() throws(VirtqueueError) -> (UInt16, Int, HeadRecord)? {
+        if side.shadow == side.consumed {
+            guard let (id, written, _) = try readPackedUsed() else { return nil }
+            try startPackedInOrderBatch(id: id, written: written)
+        }
+        let taken = retireOldestInOrder()
+        packedInFlightCount &-= 1
+        return (taken.head, taken.written, taken.record)
+    }
+
+    /// Records the batch a valid used descriptor at the driver's position reports: the chains
+    /// in flight from the oldest to the one named `id`, the last with `written` bytes. The batch
+    /// may hold only descriptors the driver made available: none of a chain staged and not yet
+    /// published, which the device cannot have seen.
+    ///
+    /// - Throws: ``VirtqueueError`` naming the violation, which breaks the queue:
+    ///   ``VirtqueueError/Code-swift.struct/usedPastInFlight`` for a batch that reaches a staged
+    ///   chain.
+    mutating func startPackedInOrderBatch(id: UInt16, written: UInt32) throws(VirtqueueError) {
+        let packed = side.packed.unsafelyUnwrapped
+        let start = side.consumedPosition
+        let batch = try inOrderBatchSize(reaching: id, inFlight: packedInFlightCount)
+        var descriptors = 0
+        var head = inOrder.oldestHead
+        for _ in 0..<batch {
+            let span = descriptorSpan(heads[Int(head)])
+            descriptors &+= span
+            head = UInt16(truncatingIfNeeded: (Int(head) &+ span) % packed.size)
+        }
+        // The descriptors made available from the driver's position: up to the first staged
+        // chain's (never at the position itself: the read found it not staged), else all.
+        if let staged = side.stagedFlagsAt {
+            let index = (staged - packed.descriptors) / PackedRingFields.descriptorByteCount
+            let available = (index &- Int(start.index) &+ packed.size) % packed.size
+            guard descriptors <= available else {
+                throw side.breakQueue(
+                    .usedPastAvailable(id, at: start, batch: batch, descriptors: descriptors, available: available)
+                )
+            }
+        }
+        let end = start.advanced(by: descriptors, size: packed.size).cursorValue
+        inOrder.batchEnd = end
+        inOrder.batchLength = written
+        side.shadow = end
     }
 }
 
@@ -149,6 +221,19 @@ extension PackedDescriptor {
 }
 
 extension VirtqueueError {
+    static func usedPastAvailable(
+        _ id: UInt16,
+        at position: PackedRingPosition,
+        batch: Int,
+        descriptors: Int,
+        available: Int
+    ) -> VirtqueueError {
+        VirtqueueError(
+            .usedPastInFlight,
+            "the used descriptor at \(position) names buffer ID \(id), which ends a batch of \(batch) chains and \(descriptors) descriptors, but only \(available) descriptors from there were made available (the rest are staged): the device used buffers it cannot have seen"
+        )
+    }
+
     @usableFromInline @inline(never)
     static func usedPastInFlight(at position: PackedRingPosition) -> VirtqueueError {
         VirtqueueError(

@@ -37,9 +37,12 @@ extension QueueSide {
         return (mask, wrap ? mask : 0)
     }
 
-    /// Whether the peer has written at this side's position (``packedEntryBits(wrap:)``).
+    /// Whether the peer has written at this side's position (``packedEntryBits(wrap:)``) — or,
+    /// for an in-order driver taking a batch back (its `shadow` past `consumed`; the driver
+    /// keeps the two equal otherwise, the device does not use `shadow`), has already.
     @inlinable
     func packedEntryVisible(_ packed: PackedRing) -> Bool {
+        if isDriver && shadow != consumed { return true }
         let position = consumedPosition
         let bits = packedEntryBits(wrap: position.wrapCounter)
         return Self.loadFlags(packed, at: position) & bits.mask == bits.value
@@ -47,9 +50,10 @@ extension QueueSide {
 
     /// The wait's spin on the packed ring: the `flags` of the descriptor at this side's
     /// position, polled `spins` times with the CPU's spin-wait hint. Returns whether the peer
-    /// wrote there.
+    /// wrote there (at once while an in-order driver takes a batch back).
     @inlinable
     func spinForPackedEntry(_ packed: PackedRing, spins: Int) -> Bool {
+        if isDriver && shadow != consumed { return true }
         let position = consumedPosition
         let bits = packedEntryBits(wrap: position.wrapCounter)
         let field = (packed.descriptor(at: position) + PackedRingFields.flagsOffset)

@@ -11,26 +11,36 @@ enum HostileDeviceCheck {
 
     static func run(_ backend: some ConformanceBackend, _ context: CheckContext) throws -> String {
         let layout = try context.makeLayout(queueSize: queueSize, dataAreaSize: 8 * 256, features: .all)
-        guard !layout.features.contains(.inOrder) else { return try runInOrder(backend, layout: layout) }
-        for rule in Rule.cases(for: context.ringFormat) {
+        let format = context.ringFormat
+        for rule in Rule.cases(for: format) {
             try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                 try backend.withQueueEnds(layout: layout, Visitor(layout: layout, rule: rule))
             }
         }
-        return
-            "\(Rule.cases(for: context.ringFormat).count) \(context.ringFormat) hostile used rings planted through the device's end; each broke the driver, which took back every buffer"
+        let summary =
+            "\(Rule.cases(for: format).count) \(format) hostile used rings planted through the device's end"
+        guard layout.features.contains(.inOrder) else {
+            return summary + "; each broke the driver, which took back every buffer"
+        }
+        return try runInOrder(backend, layout: layout, format: format, summary: summary)
     }
 
-    /// Under IN_ORDER: the in-order table (``HostileInOrderDeviceRule``), whose rules include
-    /// the ones of the usual table that read the same in order.
-    static func runInOrder(_ backend: some ConformanceBackend, layout: RegionLayout) throws -> String {
-        for rule in HostileInOrderDeviceRule.allCases {
+    /// Under IN_ORDER, after the usual table's rules (which hold in order too): the in-order
+    /// table's rules of the format (``HostileInOrderDeviceRule``).
+    static func runInOrder(
+        _ backend: some ConformanceBackend,
+        layout: RegionLayout,
+        format: RingFormat,
+        summary: String
+    ) throws -> String {
+        let rules = HostileInOrderDeviceRule.cases(for: format)
+        for rule in rules {
             try attempt("withQueueEnds(layout:_:), or a queue call inside it,") {
                 try backend.withQueueEnds(layout: layout, InOrderVisitor(layout: layout, rule: rule))
             }
         }
-        return
-            "\(HostileInOrderDeviceRule.allCases.count) hostile in-order used rings planted through the device's end; each broke the driver, which took back every buffer"
+        return summary
+            + " and \(rules.count) in-order ones, under IN_ORDER; each broke the driver, which took back every buffer"
     }
 
     struct InOrderVisitor: QueueEndsVisitor {
