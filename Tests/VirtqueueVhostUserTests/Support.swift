@@ -190,8 +190,8 @@ struct RingVariant: Sendable, CustomTestStringConvertible {
 }
 
 /// The variants the ring core runs: every format of ``RingFormats/running``, without IN_ORDER and
-/// with it where the core runs the pair (``Virtqueue/Features/validateForRing()`` accepts it) —
-/// the split ring now, the packed ring once its IN_ORDER lands, with no change here.
+/// with it where the core runs the pair (``Virtqueue/Features/validateForRing()`` accepts it):
+/// both formats since the packed ring's IN_ORDER landed.
 enum RingVariants {
     static var running: [RingVariant] {
         RingFormats.running.flatMap { format in
