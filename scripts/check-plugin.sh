@@ -86,7 +86,7 @@ fi
 step "downstream: run its test at every isolation level on every ring"
 swift test --skip-build --filter ConsumerCheckPairTests 2>&1 | tee "$log"
 for isolation in heap sharedMemory sandbox; do
-    for ring in split splitInOrder packed; do
+    for ring in split splitInOrder packed packedInOrder; do
         if ! grep -F "to echoesAtEveryIsolationLevel(isolation:ring:)" "$log" |
             grep -F "isolation → .$isolation," | grep -qF "ring → .$ring to "; then
             echo "error: the generated test did not run at the $isolation level on the $ring ring" >&2
@@ -94,7 +94,7 @@ for isolation in heap sharedMemory sandbox; do
         fi
     done
 done
-grep -qF "echoesAtEveryIsolationLevel(isolation:ring:) with 9 test cases passed" "$log"
+grep -qF "echoesAtEveryIsolationLevel(isolation:ring:) with 12 test cases passed" "$log"
 
 step "downstream: refusal"
 checksum=$(cat Package.swift Sources/ConsumerCheckPair/*.swift | md5sum)

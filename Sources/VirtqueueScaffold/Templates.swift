@@ -204,9 +204,9 @@ struct Templates {
         import \(library)
 
         /// Runs the \(name) pair at every isolation level — the device on a thread, in a child
-        /// process over shared memory, and in a seccomp-confined child — on every ring: the split
-        /// ring, the split ring with IN_ORDER, and the packed ring. The pair's code is the same on
-        /// each; only the negotiated features differ.
+        /// process over shared memory, and in a seccomp-confined child — on every ring: split and
+        /// packed, each with and without IN_ORDER. The pair's code is the same on each; only the
+        /// negotiated features differ.
         ///
         /// Every launcher returns a `DeviceHandle`, so the pair runs through the same code at
         /// every level; only the launcher depends on it. If the device dies, the test's error
@@ -219,13 +219,14 @@ struct Templates {
 
             /// The ring the queue runs, chosen by a feature bit.
             enum Ring: String, CaseIterable, Sendable {
-                case split, splitInOrder, packed
+                case split, splitInOrder, packed, packedInOrder
 
                 var features: Features {
                     switch self {
                     case .split: .all
                     case .splitInOrder: Features.all.union(.inOrder)
                     case .packed: Features.all.union(.ringPacked)
+                    case .packedInOrder: Features.all.union([.ringPacked, .inOrder])
                     }
                 }
             }
