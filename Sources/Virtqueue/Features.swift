@@ -112,8 +112,8 @@ public struct Features: OptionSet, Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Checks that a region header may carry this set: as ``validateForRing()``, but the bits of
-    /// ``wireOnlyTransport``, whose wire format is defined, pass, and so do RING_PACKED and
-    /// IN_ORDER together; the queues refuse what they do not run when they are built.
+    /// ``wireOnlyTransport``, whose wire format is defined, pass; the queues refuse what they do
+    /// not run when they are built.
     func validateForLayout() throws(VirtqueueError) {
         try validate(allowing: Self.implementedTransport.union(Self.wireOnlyTransport))
     }
