@@ -79,8 +79,8 @@ public struct DeviceRequest: ~Copyable {
 ///
 /// ### IN_ORDER
 ///
-/// With ``Features/inOrder`` negotiated the device must use buffers in the order the driver made
-/// them available (docs/wire-format.md §6.4). The calls are the same, and the device code may
+/// With ``Features/inOrder`` negotiated, on either ring, the device must use buffers in the order
+/// the driver made them available (docs/wire-format.md §6.4, §12.6 for the packed ring). The calls are the same, and the device code may
 /// still complete requests in any order: ``complete(_:written:publish:)`` holds a completion
 /// that comes before the ones taken before it — in private memory, a slot per position, nothing
 /// allocated — and uses it when those have completed, with the `publish` choice of the call
@@ -89,7 +89,8 @@ public struct DeviceRequest: ~Copyable {
 /// request for long holds back every request taken after it.
 ///
 /// A run of completions staged with `publish: false` is reported with one used element — the
-/// spec's batch — as long as each buffer but the last was written completely (`written` equal
+/// spec's batch; on the packed ring one used descriptor, at the run's first position, after
+/// which the used position skips the run's descriptors — as long as each buffer but the last was written completely (`written` equal
 /// to its ``DeviceRequest/writableByteCount``): the spec counts a batch's earlier buffers as used
 /// completely, so a buffer written in part ends the batch and keeps its own element and length.
 /// The device does not rely on anything the driver does in order. The queue accepts IN_ORDER

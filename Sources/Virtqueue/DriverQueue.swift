@@ -63,8 +63,8 @@
 ///
 /// ### IN_ORDER
 ///
-/// With ``Features/inOrder`` negotiated the calls are the same; three things differ
-/// (docs/wire-format.md §6.4):
+/// With ``Features/inOrder`` negotiated the calls are the same, on either ring; three things
+/// differ (docs/wire-format.md §6.4, §12.6 for the packed ring):
 ///
 /// - The device returns chains in the order they were submitted, and may report several with one
 ///   used element. ``takeUsed()`` still returns one ``UsedChain`` per chain, in order: the
@@ -72,9 +72,14 @@
 ///   (the spec's "used completely"), the last with the length the device wrote. A device that
 ///   returns a chain out of order, or reports more than is in flight, breaks the queue
 ///   (``VirtqueueError/Code-swift.struct/usedOutOfOrder``,
-///   ``VirtqueueError/Code-swift.struct/usedPastInFlight``).
+///   ``VirtqueueError/Code-swift.struct/usedPastInFlight``). On the packed ring the batch is one
+///   used descriptor at the batch's first position, and the driver's used position skips the
+///   batch's descriptors; a batch that reaches a chain submitted with `publish: false` and not yet
+///   published also breaks the queue (``VirtqueueError/Code-swift.struct/usedPastInFlight``).
 /// - Chains use descriptors in ring order — each takes the ones after the last chain's, from 0,
-///   wrapping after N − 1 — as the spec asks of an in-order driver.
+///   wrapping after N − 1 — as the spec asks of an in-order driver. On the packed ring the run
+///   starts at the driver's position, so a chain's id (its buffer ID) is the ring index of its
+///   first descriptor.
 /// - So the driver builds **one chain at a time**: a chain's first append throws
 ///   ``VirtqueueError/Code-swift.struct/chainInProgress`` while another chain has segments and
 ///   is neither submitted nor discarded (the refused chain is unchanged; submit or discard the

@@ -46,9 +46,10 @@ public struct Features: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public static let ringPacked = Features(rawValue: 1 << 34)
     /// VIRTIO_F_IN_ORDER (bit 35): the device uses buffers in the order they were made
     /// available, and may report a batch with one used entry (the last buffer's), which stands
-    /// for every buffer before it. The split ring runs it on both sides behind the same calls
-    /// (``DriverQueue``, ``DeviceQueue``; docs/wire-format.md §6.4); with ``ringPacked``
-    /// ``validateForRing()`` refuses it until the packed ring runs it.
+    /// for every buffer before it. Both rings run it on both sides behind the same calls
+    /// (``DriverQueue``, ``DeviceQueue``; docs/wire-format.md §6.4, and §12.6 for the packed
+    /// ring, whose batch is one used descriptor that both sides skip past with its buffers'
+    /// descriptors).
     public static let inOrder = Features(rawValue: 1 << 35)
     /// VIRTIO_F_ORDER_PLATFORM (bit 36): platform-strength memory barriers.
     public static let orderPlatform = Features(rawValue: 1 << 36)
@@ -70,9 +71,8 @@ public struct Features: OptionSet, Hashable, Sendable, CustomStringConvertible {
     /// Bits 0 to 23 and 50 to 63: the device type's bits, passed through to the device code.
     public static let deviceType = Features(rawValue: ~(transport.rawValue | reserved.rawValue))
 
-    /// The transport bits the ring core implements: INDIRECT_DESC, EVENT_IDX, VERSION_1 and
-    /// RING_PACKED and IN_ORDER (IN_ORDER on the split ring only, for now: ``validateForRing()``
-    /// refuses the two together).
+    /// The transport bits the ring core implements: INDIRECT_DESC, EVENT_IDX, VERSION_1,
+    /// RING_PACKED and IN_ORDER (on either ring).
     public static let implementedTransport: Features = [
         .indirectDescriptors, .eventIndex, .version1, .ringPacked, .inOrder,
     ]
@@ -112,8 +112,8 @@ public struct Features: OptionSet, Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Checks that a region header may carry this set: as ``validateForRing()``, but the bits of
-    /// ``wireOnlyTransport``, whose wire format is defined, pass, and so do RING_PACKED and
-    /// IN_ORDER together; the queues refuse what they do not run when they are built.
+    /// ``wireOnlyTransport``, whose wire format is defined, pass; the queues refuse what they do
+    /// not run when they are built.
     func validateForLayout() throws(VirtqueueError) {
         try validate(allowing: Self.implementedTransport.union(Self.wireOnlyTransport))
     }

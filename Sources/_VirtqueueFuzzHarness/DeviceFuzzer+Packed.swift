@@ -113,6 +113,29 @@ extension DeviceSession {
         return true
     }
 
+    /// The model of a completion under IN_ORDER (docs/wire-format.md §12.6): held until every
+    /// buffer taken before it is used; then it and the held ones after it are used in the order
+    /// taken, each at the used position — or, while the last one used in this call was written
+    /// completely, folded into that one's used descriptor (its `len`, `id` and `WRITE`
+    /// rewritten) — the used position moving past each buffer's descriptors.
+    func useInOrder(_ id: UInt16, length: UInt32, writable: Int) {
+        heldCompletions[id] = (length, Int(length) == writable)
+        var run: PackedPosition?
+        var lastCompletely = false
+        while let first = takenOrder.first, let completion = heldCompletions.removeValue(forKey: first) {
+            takenOrder.removeFirst()
+            if run == nil || !lastCompletely { run = usedPosition }
+            let at = run ?? usedPosition
+            let descriptor = addresses.descriptor(at.index)
+            setShadow(completion.length, at: descriptor + 8)
+            setShadow(first, at: descriptor + 12)
+            setShadow((at.wrap ? 0x8080 : 0) | (completion.length > 0 ? 2 : 0) as UInt16, at: descriptor + 14)
+            usedPosition.advance(by: listLengths[Int(first)], size: size)
+            movesSinceNotifyCheck += listLengths[Int(first)]
+            lastCompletely = completion.completely
+        }
+    }
+
     /// The first buffer ID from `start` (modulo N) that the device does not hold.
     func freeID(after start: Int) -> UInt16 {
         for step in 0..<size where !heldHeads[(start + step) % size] {

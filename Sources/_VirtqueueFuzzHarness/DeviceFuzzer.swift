@@ -42,6 +42,11 @@ public enum DeviceFuzzer {
     /// The first byte of an input in the multi-mapping mode (`M`, 0x4D): no input committed
     /// before the mode existed starts with it, so every one of them keeps its meaning.
     public static let mappedMarker: UInt8 = 0x4D
+    /// The first byte of a packed input with VIRTIO_F_IN_ORDER (`O`, 0x4F), followed by the
+    /// usual configuration byte: the harness then expects completions used in the order taken,
+    /// those released together folded into one used descriptor while each was written
+    /// completely (docs/wire-format.md §12.6).
+    public static let inOrderMarker: UInt8 = 0x4F
 
     /// Runs one input.
     ///
@@ -56,6 +61,9 @@ public enum DeviceFuzzer {
         var reader = FuzzInput(input)
         var config = reader.byteOrZero()
         let mapped = config == mappedMarker && !packed
+        // Packed: a first byte `O` (0x4F) negotiates IN_ORDER; the configuration byte follows.
+        let inOrder = packed && config == inOrderMarker
+        if inOrder { config = reader.byteOrZero() }
         var selector: UInt8 = 0
         var cursorByte: UInt8 = 0
         if mapped {
@@ -70,6 +78,7 @@ public enum DeviceFuzzer {
         if config & 8 != 0 { features.insert(.eventIndex) }
         // The packed ring runs with VERSION_1, through the general initialiser.
         if packed { features.formUnion([.ringPacked, .version1]) }
+        if inOrder { features.insert(.inOrder) }
         let capacity = [size, 2 * size, 4 * size, size * size + size][Int(config >> 4) & 3]
         let dataAreaSize = [128, 256, 1024, 4096][Int(config >> 6) & 3]
         let memory: FuzzMemory
@@ -173,6 +182,12 @@ final class DeviceSession {
     var listLengths: [Int]
     /// The descriptor count of the list the last ``expectedNext()`` parsed.
     var expectedListLength = 0
+    /// Under IN_ORDER (packed): the buffer IDs taken and not yet used, in the order taken, and
+    /// the completions waiting for the ones before them (`len`, and whether it was the whole
+    /// writable room).
+    let inOrder: Bool
+    var takenOrder: [UInt16] = []
+    var heldCompletions: [UInt16: (length: UInt32, completely: Bool)] = [:]
 
     /// Attaches a device: through `header` (this package's region format, written first), or,
     /// without one, through the general initialiser on `placement`, with `avail.idx` and
@@ -245,6 +260,7 @@ final class DeviceSession {
         self.usedPosition = PackedPosition(cursorValue: cursor.nextUsed)
         self.driverPosition = position
         self.listLengths = Array(repeating: 0, count: placement.size)
+        self.inOrder = features.contains(.inOrder)
     }
 
     deinit {
@@ -390,6 +406,7 @@ final class DeviceSession {
         if packed {
             position.advance(by: expectedListLength, size: size)
             listLengths[Int(head)] = expectedListLength
+            if inOrder { takenOrder.append(head) }
         } else {
             lastAvailable &+= 1
         }
@@ -569,6 +586,10 @@ final class DeviceSession {
                 "written \(written) of \(writable) reported \(String(describing: thrown))"
             )
             try check(!queue.isBroken, "a caller's bad length broke the queue")
+        }
+        if packed && inOrder {
+            useInOrder(id, length: UInt32(valid ? written : 0), writable: writable)
+            return
         }
         if packed {
             // The used descriptor: `len`, `id`, then `flags` — WRITE if any byte was written,

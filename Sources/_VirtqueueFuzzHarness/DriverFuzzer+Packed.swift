@@ -43,7 +43,7 @@ extension DriverSession {
             deviceWrite(length, at: descriptor + 8)
             deviceWrite(id, at: descriptor + 12)
             deviceWrite(flags, at: descriptor + 14)
-            devicePosition.advance(by: inFlight[id]?.descriptorCount ?? 1, size: size)
+            devicePosition.advance(by: deviceSkip(naming: id), size: size)
         case 4:
             devicePosition.move(reader.byteOrZero(), orBackTo: usedPosition, size: size)
         case 9:
@@ -77,9 +77,37 @@ extension DriverSession {
         movesSinceNotifyCheck += count
     }
 
+    /// How far the harness's device moves on after a used descriptor naming `id`: that chain's
+    /// descriptor count — or, under IN_ORDER, the batch's, from the chain whose first descriptor
+    /// is at the device's position (buffer IDs are ring indices) through the named one, as long
+    /// as each is in flight.
+    func deviceSkip(naming id: UInt16) -> Int {
+        guard inOrder else { return inFlight[id]?.descriptorCount ?? 1 }
+        var skipped = 0
+        var index = devicePosition.index
+        for _ in 0..<inFlight.count {
+            guard let model = inFlight[UInt16(index)] else { break }
+            skipped += model.descriptorCount
+            if index == Int(id) { return skipped }
+            index = (index + model.descriptorCount) % size
+        }
+        return inFlight[id]?.descriptorCount ?? 1
+    }
+
     /// What `takeUsed()` must do on the packed ring, predicted from the descriptor at the
-    /// driver's used position (trust-model "The packed ring", driver side).
+    /// driver's used position (trust-model "The packed ring", driver side) — under IN_ORDER,
+    /// the next chain of the batch being taken back, or the batch the descriptor starts: the
+    /// chains in flight from the oldest through the named one, all but the last used completely.
     func predictPacked() -> TakePrediction {
+        if inOrder, !broken, let next = pendingBatch.first {
+            return TakePrediction(
+                code: nil,
+                ready: true,
+                id: UInt32(next.id),
+                written: next.written,
+                context: "in a batch \(pendingBatch) at \(usedPosition)"
+            )
+        }
         let descriptor = addresses.descriptor(usedPosition.index)
         let flags = load16(descriptor + 14)
         let id = load16(descriptor + 12)
@@ -106,6 +134,18 @@ extension DriverSession {
         } else if !inFlight.isEmpty && !(avail == wrap && used != wrap) {
             // Neither used nor the driver's own available descriptor: in no legal ring.
             expectedCode = .wrapCounterMismatch
+        }
+        if inOrder, expectedCode == nil, isUsed, let last = submissionOrder.firstIndex(of: id) {
+            pendingBatch = submissionOrder[...last].map { chain in
+                (chain, chain == id ? Int(written) : inFlight[chain]?.writableByteCount ?? 0)
+            }
+            return TakePrediction(
+                code: nil,
+                ready: true,
+                id: UInt32(submissionOrder[0]),
+                written: pendingBatch[0].written,
+                context: "at \(usedPosition) (id \(id), len \(length): the batch \(pendingBatch))"
+            )
         }
         return TakePrediction(
             code: expectedCode,

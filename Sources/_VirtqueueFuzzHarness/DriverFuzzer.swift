@@ -43,6 +43,11 @@ public enum DriverFuzzer {
     /// The first byte of an input in the multi-mapping mode (`M`, 0x4D), as for ``DeviceFuzzer``:
     /// no input committed before the mode existed starts with it.
     public static let mappedMarker: UInt8 = 0x4D
+    /// The first byte of a packed input with VIRTIO_F_IN_ORDER (`O`, 0x4F), followed by the
+    /// usual configuration byte: buffer IDs must then be ring indices, a used descriptor stands
+    /// for the batch from the oldest chain in flight to the one it names, and the harness's
+    /// device skips a batch's descriptors (docs/wire-format.md §12.6).
+    public static let inOrderMarker: UInt8 = 0x4F
 
     /// Runs one input.
     ///
@@ -57,11 +62,14 @@ public enum DriverFuzzer {
         var config = reader.byteOrZero()
         let mapped = config == mappedMarker && !packed
         if mapped { config = reader.byteOrZero() }
+        let inOrder = packed && config == inOrderMarker
+        if inOrder { config = reader.byteOrZero() }
         let size = (packed ? [3, 5, 13, 1] : [4, 8, 16, 1])[Int(config & 3)]
         var features: Features = []
         if config & 4 != 0 { features.insert(.indirectDescriptors) }
         if config & 8 != 0 { features.insert(.eventIndex) }
         if packed { features.insert(.ringPacked) }
+        if inOrder { features.insert(.inOrder) }
         let bufferSize = [16, 32, 64, 256][Int(config >> 4) & 3]
         let threshold = [1, 2, 4, 16][Int(config >> 6) & 3]
         let bufferCount = Int(reader.byteOrZero()) % (4 * size + 2)
@@ -183,6 +191,11 @@ final class DriverSession {
     var availablePosition = PackedPosition(index: 0, wrap: true)
     var usedPosition = PackedPosition(index: 0, wrap: true)
     var devicePosition = PackedPosition(index: 0, wrap: true)
+    /// Under IN_ORDER (packed): the chains in flight in the order submitted, and what is left of
+    /// the batch being taken back (id, written bytes), oldest first.
+    var inOrder = false
+    var submissionOrder: [UInt16] = []
+    var pendingBatch: [(id: UInt16, written: Int)] = []
 
     /// Attaches a driver: through `header` (this package's region format, written first; the
     /// pool is its data area), or, without one, through the general initialiser on `placement`
@@ -259,6 +272,7 @@ final class DriverSession {
         self.reference = reference
         self.shadow = MemoryShadow(memory)
         self.kept = .allocate(capacity: max(placement.size, 1))
+        self.inOrder = features.contains(.inOrder)
         self.packed = placement.format == .packed
         try check(
             queue.bufferCount == slots.count,
@@ -479,6 +493,13 @@ final class DriverSession {
         try check(inFlight[head] == nil, "head \(head) was handed out while still in flight")
         inFlight[head] = model
         if packed {
+            if inOrder {
+                try check(
+                    Int(head) == availablePosition.index,
+                    "in-order buffer ID \(head) is not the ring index of its first descriptor, \(availablePosition)"
+                )
+                submissionOrder.append(head)
+            }
             try checkPublishedPacked(head: head, model)
             return
         }
@@ -613,6 +634,11 @@ final class DriverSession {
         guard let model = inFlight.removeValue(forKey: used.id) else {
             throw InvariantFailure("takeUsed returned chain \(used.id), which is not in flight")
         }
+        if inOrder {
+            try check(used.id == submissionOrder.first, "chain \(used.id) came back before \(submissionOrder)")
+            submissionOrder.removeFirst()
+            pendingBatch.removeFirst()
+        }
         if packed {
             usedPosition.advance(by: model.descriptorCount, size: size)
         } else {
@@ -742,9 +768,11 @@ final class DriverSession {
             try check(thrown?.code == .queueBroken, "waiting on a broken queue reported \(String(describing: thrown))")
             return
         }
+        // Under IN_ORDER a batch being taken back is ready without reading the ring.
         let ready =
             packed
-            ? load16(addresses.descriptor(usedPosition.index) + 14) & 0x8080 == (usedPosition.wrap ? 0x8080 : 0)
+            ? !pendingBatch.isEmpty
+                || load16(addresses.descriptor(usedPosition.index) + 14) & 0x8080 == (usedPosition.wrap ? 0x8080 : 0)
             : load16(addresses.usedIndex) != lastUsed
         if inFlight.isEmpty || ready {
             // Returns at once, or after asking for a notification and re-checking; the driver's

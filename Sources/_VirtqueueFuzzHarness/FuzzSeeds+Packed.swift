@@ -33,6 +33,28 @@ extension FuzzSeeds {
                 }
             }
         }
+        // IN_ORDER (the `O` marker): lists of one writable element, up to three taken at once
+        // and completed in a scrambled order, fully or in part, round the ring for two laps and
+        // more — early completions held, runs folded into one used descriptor.
+        for (sizeBits, size) in [(0, 3), (1, 5), (2, 13), (3, 1)] {
+            for featureBits: UInt8 in [0, 8] {
+                for cursor: UInt8 in [0x80, 0x82] {
+                    let config = UInt8(sizeBits) | featureBits | 2 << 4 | 2 << 6
+                    var program: [UInt8] = [DeviceFuzzer.inOrderMarker, config, cursor]
+                    let count = min(3, size)
+                    for lap in 0..<(2 * size + 3) {
+                        for index in 0..<count {
+                            program += list(0, UInt8(index), [(UInt16(64 + 96 * index + 8 * lap), 40)])
+                        }
+                        program += [3, UInt8(count - 1)]
+                        // Last first, then one in part (5 bytes) or whole by lap, then the rest.
+                        program += [4, 2, 0, 4, 0, lap % 2 == 0 ? 0x45 : 0, 4, 0, 0, 5]
+                    }
+                    program += [9, 0x01, 0x80, 2, 6, 1] + list(0, 1, [(128, 16)]) + [6, 1, 3, 0, 6, 0]
+                    seeds.append(("in-order-n\(size)-f\(featureBits)-c\(cursor)", program))
+                }
+            }
+        }
         // Op 7: one descriptor at ring slot `target` (or, with bit 7, an indirect table entry):
         // address from the buffer space's start + 64 (u16), length (u16), flags' low byte
         // (AVAIL is 0x80), and a byte with USED in bit 7 and the buffer ID.
@@ -103,6 +125,24 @@ extension FuzzSeeds {
                 }
                 program += [9, 0x01, 0x80, 2, 0, 1, 8, 7, 8, 1]
                 seeds.append(("ring-n\(size)-f\(featureBits)", program))
+            }
+        }
+        // IN_ORDER (the `O` marker): up to three chains submitted, one used descriptor naming one
+        // of them — a batch from the oldest — at the device's position, then taken back, laps
+        // round the ring; with a used length in part or whole by lap.
+        for (sizeBits, size) in [(0, 3), (1, 5), (2, 13), (3, 1)] {
+            for featureBits: UInt8 in [0, 4, 8] {
+                let config = UInt8(sizeBits) | featureBits | 2 << 4 | 1 << 6
+                var program: [UInt8] = [DriverFuzzer.inOrderMarker, config, UInt8(4 * size + 1)]
+                for lap in 0..<(2 * size + 3) {
+                    for chain in 0..<min(3, size) {
+                        let readable = UInt8(size > 3 ? chain % 2 : 0)
+                        program += [0, readable | 1 << 2] + Array(repeating: UInt8(20 + lap), count: Int(readable + 1))
+                    }
+                    program += [3, UInt8(lap % 3), lap % 2 == 0 ? 0 : 0x43, 0, 5, 3, 7]
+                }
+                program += [3, 0, 0, 0, 5, 3, 8, 1]
+                seeds.append(("in-order-n\(size)-f\(featureBits)", program))
             }
         }
         let config = UInt8(1 | 4 | 2 << 4 | 1 << 6)  // N = 5, INDIRECT_DESC

@@ -262,6 +262,38 @@ struct PackedInOrderTests {
         #expect(pair.driver.isBroken == false)
     }
 
+    /// A packed side that has taken what there was sleeps when it waits — with or without
+    /// IN_ORDER — and only a driver in the middle of a batch returns without reading the ring.
+    /// (The test notifier throws `notifierFailed` where a wait would block.)
+    @Test(arguments: [false, true])
+    func aSideWithNothingToTakeSleeps(inOrder: Bool) throws {
+        let features = inOrder ? Self.features : Self.features.subtracting(.inOrder)
+        var pair = try Pair(features: features)
+        for round in 0..<3 {
+            try pair.submit(tag: UInt8(round))
+            try pair.serve(byte: 1, written: 16)
+            #expect(try pair.takeAll().count == 1)
+            // Staged: the device sees nothing new; the driver's wait publishes it, and has one
+            // chain in flight that is not used yet.
+            try pair.submit(tag: 9, publish: false)
+            do {
+                try pair.device.waitForRequests(spins: 0)
+                Issue.record("round \(round): the device's wait returned with nothing made available")
+            } catch {
+                #expect(error.code == .notifierFailed, "\(error)")
+            }
+            do {
+                try pair.driver.waitForUsed(spins: 0)
+                Issue.record("round \(round): the driver's wait returned with nothing used")
+            } catch {
+                #expect(error.code == .notifierFailed, "\(error)")
+            }
+            #expect(try pair.takeAll().isEmpty)
+            try pair.serve(byte: 2, written: 16)
+            #expect(try pair.takeAll().count == 1)
+        }
+    }
+
     /// The device stops only once every request is completed (held ones included), and the
     /// cursor it reports is past the whole batch.
     @Test func stopWaitsForHeldCompletions() throws {

@@ -108,9 +108,10 @@ extension DeviceState {
     /// Completes the request at `head` with `length` bytes written (already checked against its
     /// `writable` room) under IN_ORDER: uses it now if it is the next in order — and then every
     /// held completion that follows it — or holds it until the ones before it complete. With
-    /// `publish`, stores `used.idx` for what was used (and staged before).
+    /// `publish`, stores `used.idx` for what was used (and staged before). `packed` is the ring
+    /// format, a constant at each call site, so that each format's code has only its own path.
     @usableFromInline @inline(__always)
-    mutating func completeInOrder(_ head: UInt16, length: UInt32, writable: Int, publish: Bool) {
+    mutating func completeInOrder(_ head: UInt16, length: UInt32, writable: Int, publish: Bool, packed: Bool = false) {
         let position = inOrder.positions.unsafelyUnwrapped[Int(head)]
         let usedCompletely = Int(length) == writable
         let held = inOrder.held.unsafelyUnwrapped
@@ -122,24 +123,24 @@ extension DeviceState {
             )
             return
         }
-        useInOrder(head, length: length, usedCompletely: usedCompletely)
+        useInOrder(head, length: length, usedCompletely: usedCompletely, packed: packed)
         while true {
             let slot = Int(side.published & inOrder.slotMask)
             let next = held[slot]
             guard next.isHeld else { break }
             held[slot].isHeld = false
-            useInOrder(next.head, length: next.length, usedCompletely: next.usedCompletely)
+            useInOrder(next.head, length: next.length, usedCompletely: next.usedCompletely, packed: packed)
         }
         if publish { side.publishStaged() }
     }
 
     /// Uses the next buffer in order: folds it into the staged run when the run's last buffer was
     /// used completely (the run's element now names this one), else starts a run at `used.idx`
-    /// (on the packed ring, ``useInOrder(_:_:length:usedCompletely:)``).
+    /// (on the packed ring, ``useInOrder(_:_:length:usedCompletely:)``; `packed` is a constant).
     @usableFromInline @inline(__always)
-    mutating func useInOrder(_ head: UInt16, length: UInt32, usedCompletely: Bool) {
-        if let packed = side.packed {
-            useInOrder(packed, head, length: length, usedCompletely: usedCompletely)
+    mutating func useInOrder(_ head: UInt16, length: UInt32, usedCompletely: Bool, packed: Bool) {
+        if packed {
+            useInOrder(side.packed.unsafelyUnwrapped, head, length: length, usedCompletely: usedCompletely)
             return
         }
         if !(side.hasStaged && inOrder.lastUsedCompletely) {
@@ -154,7 +155,7 @@ extension DeviceState {
 }
 
 extension DeviceState {
-    /// ``useInOrder(_:length:usedCompletely:)`` on the packed ring (virtio 1.2 §2.8.9): a run
+    /// ``useInOrder(_:length:usedCompletely:packed:)`` on the packed ring (virtio 1.2 §2.8.9): a run
     /// starts with a used descriptor at the used position, staged as any other; a buffer folded
     /// into the staged run rewrites that descriptor's `id`, `len` and `WRITE` to its own, and
     /// moves the used position past its descriptors without writing them — the driver skips
@@ -162,8 +163,9 @@ extension DeviceState {
     ///
     /// The run's descriptor is not visible while anything is staged: either its `flags` are the
     /// staged ones, or it follows the staged descriptor, at which the driver stops until the
-    /// publication stores those `flags` with release, after every rewrite.
-    @usableFromInline
+    /// publication stores those `flags` with release, after every rewrite. Out of line, so that
+    /// the split ring's in-order use stays as it was.
+    @usableFromInline @inline(never)
     mutating func useInOrder(_ packed: PackedRing, _ head: UInt16, length: UInt32, usedCompletely: Bool) {
         let count = Int(packedListLengths.unsafelyUnwrapped[Int(head)])
         defer { inOrder.lastUsedCompletely = usedCompletely }

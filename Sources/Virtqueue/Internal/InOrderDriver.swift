@@ -149,6 +149,13 @@ extension DriverState {
         inOrder.batchLength = length
     }
 
+    /// The packed position (cursor form) `span` descriptors past `position`, out of line for the
+    /// split ring's sake.
+    @usableFromInline @inline(never)
+    static func packedPosition(_ position: UInt16, advancedBy span: Int, size: Int) -> UInt16 {
+        PackedRingPosition(cursorValue: position).advanced(by: span, size: size).cursorValue
+    }
+
     /// The named chain's place among the `inFlight` chains in flight, oldest first (1 for the
     /// oldest): they hold the ring's descriptors in order from the oldest's head.
     ///
@@ -168,19 +175,18 @@ extension DriverState {
 
     /// Takes back the oldest chain in flight, which the current batch covers: its descriptors
     /// join the free run's end, its table buffer the pool. The driver's position moves past it:
-    /// one used element on the split ring, its descriptors on the packed ring.
+    /// one used element on the split ring, its descriptors on the packed ring (`packed`, a
+    /// constant at each call site).
     ///
     /// - Returns: The chain's record and the bytes written: the batch's `len` for its last chain,
     ///   the chain's writable bytes for the others ("used completely", virtio 1.2 §2.7.9).
     @usableFromInline @inline(__always)
-    mutating func retireOldestInOrder() -> (head: UInt16, record: HeadRecord, written: Int) {
+    mutating func retireOldestInOrder(packed: Bool = false) -> (head: UInt16, record: HeadRecord, written: Int) {
         let head = inOrder.oldestHead
         let record = heads[Int(head)]
         let span = descriptorSpan(record)
         let position = side.consumed
-        let next =
-            side.packed == nil
-            ? position &+ 1 : PackedRingPosition(cursorValue: position).advanced(by: span, size: ring.size).cursorValue
+        let next = packed ? Self.packedPosition(position, advancedBy: span, size: ring.size) : position &+ 1
         let written = next == inOrder.batchEnd ? Int(inOrder.batchLength) : Int(record.writableByteCount)
         side.consumed = next
         heads[Int(head)].inFlight = false

@@ -95,7 +95,7 @@ extension DeviceState {
     mutating func storePackedUsed(id: UInt16, length: UInt32, writable: Int, publish: Bool) {
         let packed = side.packed.unsafelyUnwrapped
         if inOrder.enabled {
-            completeInOrder(id, length: length, writable: writable, publish: publish)
+            completePackedInOrder(id, length: length, writable: writable, publish: publish)
             return
         }
         storePackedUsedDescriptor(
@@ -105,6 +105,13 @@ extension DeviceState {
             count: Int(packedListLengths.unsafelyUnwrapped[Int(id)]),
             publish: publish
         )
+    }
+
+    /// ``completeInOrder(_:length:writable:publish:)``, out of line, so that the usual packed
+    /// completion stays small.
+    @usableFromInline @inline(never)
+    mutating func completePackedInOrder(_ id: UInt16, length: UInt32, writable: Int, publish: Bool) {
+        completeInOrder(id, length: length, writable: writable, publish: publish, packed: true)
     }
 
     /// Writes `{id, len}` at the used position and publishes (or stages) the descriptor's

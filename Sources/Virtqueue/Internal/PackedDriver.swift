@@ -140,14 +140,15 @@ extension DriverState {
 extension DriverState {
     /// ``takePackedUsedEntry()`` under IN_ORDER: the next chain of the batch being taken back,
     /// or — when none is — the batch the used descriptor at the driver's position reports
-    /// (``startPackedInOrderBatch(id:written:)``) and its first chain.
-    @usableFromInline
+    /// (``startPackedInOrderBatch(id:written:)``) and its first chain. Out of line, so that the
+    /// usual packed take stays small.
+    @usableFromInline @inline(never)
     mutating func takePackedUsedInOrder() throws(VirtqueueError) -> (UInt16, Int, HeadRecord)? {
         if side.shadow == side.consumed {
             guard let (id, written, _) = try readPackedUsed() else { return nil }
             try startPackedInOrderBatch(id: id, written: written)
         }
-        let taken = retireOldestInOrder()
+        let taken = retireOldestInOrder(packed: true)
         packedInFlightCount &-= 1
         return (taken.head, taken.written, taken.record)
     }
