@@ -25,6 +25,8 @@ In-process cycles (both ends on one thread, per cycle):
   one-packed, three-packed  the same cycles on the packed ring
   one-in-order, three-in-order
                the same two cycles with VIRTIO_F_IN_ORDER negotiated
+  one-packed-in-order, three-packed-in-order
+               the same on the packed ring
   c            the plain C ring's cycle
   cvq          the hand-written C virtqueue, one segment, minimal checks
   cvq3         the hand-written C virtqueue, the `three` chain, minimal checks
@@ -51,7 +53,7 @@ for argument in "$@"; do
         usage
         exit 0
         ;;
-    one | three | one-packed | three-packed | one-in-order | three-in-order | shm-child-packed | shm-child-in-order | c | cvq | cvq3 | cvq-full | cvq3-full | serve | serve-generic | threads | shm-child | c-child | c-child-full)
+    one | three | one-packed | three-packed | one-in-order | three-in-order | one-packed-in-order | three-packed-in-order | shm-child-packed | shm-child-in-order | c | cvq | cvq3 | cvq-full | cvq3-full | serve | serve-generic | threads | shm-child | c-child | c-child-full)
         scenarios+=("$argument")
         ;;
     *)

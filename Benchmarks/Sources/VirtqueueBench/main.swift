@@ -41,6 +41,7 @@ func usage() -> Never {
               one, three      the Swift heap cycle, 1 segment / 2 readable + 1 writable
               one-packed, three-packed  the same on the packed ring
               one-in-order, three-in-order   the same with VIRTIO_F_IN_ORDER negotiated
+              one-packed-in-order, three-packed-in-order   the same on the packed ring
               c               the C ring's cycle
               cvq, cvq3       the hand-written C virtqueue's cycles, minimal checks
               cvq-full, cvq3-full   the same with the Swift core's checks
@@ -70,11 +71,13 @@ if arguments.first == "profile" {
     case "three", "three-packed":
         var heap = try HeapCycle(features: arguments[1] == "three" ? .all : packedFeatures)
         print(try heap.runThreeSegments(iterations: iterations))
-    case "one-in-order":
-        var heap = try HeapCycle(features: Features.all.union(.inOrder))
+    case "one-in-order", "one-packed-in-order":
+        let ring = arguments[1] == "one-in-order" ? Features.all : packedFeatures
+        var heap = try HeapCycle(features: ring.union(.inOrder))
         print(try heap.runOneSegment(iterations: iterations))
-    case "three-in-order":
-        var heap = try HeapCycle(features: Features.all.union(.inOrder))
+    case "three-in-order", "three-packed-in-order":
+        let ring = arguments[1] == "three-in-order" ? Features.all : packedFeatures
+        var heap = try HeapCycle(features: ring.union(.inOrder))
         print(try heap.runThreeSegments(iterations: iterations))
     case "c":
         print(try LocalRing(payload: 64).run(iterations).operations)
