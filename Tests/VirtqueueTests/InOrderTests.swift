@@ -2,81 +2,12 @@ import Testing
 import Virtqueue
 import VirtqueueConformance
 
-/// VIRTIO_F_IN_ORDER on the split ring, both sides, behind the usual calls: the device uses
-/// buffers in the order they were made available (holding a completion that comes early), folds a
-/// staged run of completely written buffers into one used element, and the driver takes a batch
-/// back one chain at a time, using descriptors in ring order.
+/// VIRTIO_F_IN_ORDER on the split ring only: the driver uses descriptors in ring order (an
+/// indirect chain and a full ring included) and builds one chain at a time, and a resuming device
+/// uses resubmitted requests in order. What the split and packed rings share is in
+/// ``InOrderRunTests``.
 @Suite("IN_ORDER on the split ring")
 struct InOrderTests {
-    static let queueSize = 8
-    static let features: Features = [.inOrder, .indirectDescriptors, .eventIndex]
-
-    /// A driver and a device on one guarded region with IN_ORDER, and a writer to read the ring.
-    struct Pair: ~Copyable {
-        var driver: DriverQueue<GuardedRegion, CountingNotifier>
-        var device: DeviceQueue<GuardedRegion, CountingNotifier>
-        let ring: RingWriter
-        let region: GuardedRegion
-
-        init(features: Features = InOrderTests.features, bufferSize: Int = 64, indirectThreshold: Int = 16) throws {
-            let layout = try RegionLayout(
-                queueSizes: [InOrderTests.queueSize],
-                dataAreaSize: 32 * bufferSize,
-                features: features
-            )
-            let region = try GuardedRegion(layout: layout)
-            let (driverNotifier, deviceNotifier) = CountingNotifier.makePair()
-            let driver = try DriverQueue(
-                region: region,
-                notifier: driverNotifier,
-                bufferSize: bufferSize,
-                indirectThreshold: indirectThreshold
-            )
-            let device = try DeviceQueue(region: region, notifier: deviceNotifier)
-            self.driver = driver
-            self.device = device
-            ring = RingWriter(region: region, layout: layout)
-            self.region = region
-        }
-
-        /// Submits a chain of `readable` one-byte readable segments (the byte is `tag`) and one
-        /// 16-byte writable segment.
-        @discardableResult
-        mutating func submit(tag: UInt8, readable: Int = 1, publish: Bool = true) throws -> UInt16 {
-            var chain = driver.makeChain()
-            for _ in 0..<readable { try driver.appendReadable(to: &chain, copying: [tag]) }
-            try driver.appendWritable(to: &chain, capacity: 16)
-            return try driver.submit(chain, publish: publish)
-        }
-
-        /// Takes every chain back: (id, written bytes, first written byte).
-        mutating func takeAll() throws -> [(id: UInt16, written: Int, first: UInt8?)] {
-            var taken: [(id: UInt16, written: Int, first: UInt8?)] = []
-            while let used = try driver.takeUsed() {
-                var first: UInt8?
-                try driver.forEachSegment(of: used) { writable, bytes in
-                    if writable, first == nil, let byte = bytes.first { first = byte }
-                }
-                taken.append((used.id, used.writtenByteCount, first))
-                try driver.free(used)
-            }
-            return taken
-        }
-    }
-
-    /// Writes `byte` into the request's writable room and returns `count` (the bytes to report).
-    static func reply(
-        _ device: borrowing DeviceQueue<GuardedRegion, CountingNotifier>,
-        _ request: borrowing DeviceRequest,
-        byte: UInt8,
-        count: Int
-    ) throws -> Int {
-        try device.forEachWritable(in: request) { bytes in
-            for index in bytes.indices { bytes[index] = byte }
-        }
-        return count
-    }
-
     @Test func featuresLetBothRingsRunInOrder() throws {
         try Features([.version1, .inOrder]).validateForRing()
         try Features([.version1, .inOrder, .ringPacked]).validateForRing()
@@ -86,147 +17,11 @@ struct InOrderTests {
         #expect(Features.negotiate(offered: [.inOrder, .eventIndex], wanted: [.inOrder]) == [.inOrder, .version1])
     }
 
-    @Test func completionsInOrderComeBackInOrder() throws {
-        var pair = try Pair()
-        let ids = try (0..<3).map { try pair.submit(tag: UInt8($0)) }
-        #expect(ids == [0, 2, 4])
-        for index in 0..<3 {
-            let request = try pair.device.requireRequest()
-            let count = try Self.reply(pair.device, request, byte: 0xA0 + UInt8(index), count: index + 1)
-            try pair.device.complete(request, written: count)
-        }
-        #expect(pair.ring.usedIndex == 3)
-        let taken = try pair.takeAll()
-        #expect(taken.map(\.id) == ids)
-        #expect(taken.map(\.written) == [1, 2, 3])
-        #expect(taken.map(\.first) == [0xA0, 0xA1, 0xA2])
-        #expect(pair.driver.freeDescriptorCount == Self.queueSize)
-        #expect(pair.driver.freeBufferCount == pair.driver.bufferCount)
-    }
-
-    /// A completion that comes before the ones made available before it is held: the driver sees
-    /// nothing until the first completes, then all of them, in the order made available.
-    @Test func anEarlyCompletionIsHeldUntilTheOnesBeforeItComplete() throws {
-        var pair = try Pair()
-        let ids = try (0..<3).map { try pair.submit(tag: UInt8($0)) }
-        let first = try pair.device.requireRequest()
-        let second = try pair.device.requireRequest()
-        let third = try pair.device.requireRequest()
-        let thirdCount = try Self.reply(pair.device, third, byte: 3, count: 3)
-        try pair.device.complete(third, written: thirdCount)
-        let secondCount = try Self.reply(pair.device, second, byte: 2, count: 2)
-        try pair.device.complete(second, written: secondCount)
-        #expect(pair.ring.usedIndex == 0)
-        #expect(try pair.driver.takeUsed() == nil)
-        #expect(pair.device.takenCount == 1)
-        let firstCount = try Self.reply(pair.device, first, byte: 1, count: 1)
-        try pair.device.complete(first, written: firstCount)
-        #expect(pair.ring.usedIndex == 3)
-        let taken = try pair.takeAll()
-        #expect(taken.map(\.id) == ids)
-        #expect(taken.map(\.written) == [1, 2, 3])
-        #expect(taken.map(\.first) == [1, 2, 3])
-    }
-
-    /// A staged run of buffers each written completely is reported with one used element: the
-    /// last buffer's, in the run's first slot, `used.idx` moved by the run's length.
-    @Test func aStagedRunOfCompleteBuffersIsOneUsedElement() throws {
-        var pair = try Pair()
-        let ids = try (0..<3).map { try pair.submit(tag: UInt8($0)) }
-        pair.ring.usedElement(slot: 1, id: 0xDEAD, length: 0xBEEF)
-        pair.ring.usedElement(slot: 2, id: 0xDEAD, length: 0xBEEF)
-        for index in 0..<3 {
-            let request = try pair.device.requireRequest()
-            let count = try Self.reply(pair.device, request, byte: UInt8(10 + index), count: index == 2 ? 5 : 16)
-            try pair.device.complete(request, written: count, publish: false)
-        }
-        #expect(pair.ring.usedIndex == 0)
-        pair.device.publish()
-        #expect(pair.ring.usedIndex == 3)
-        #expect(pair.ring.usedElement(slot: 0) == (UInt32(ids[2]), 5))
-        #expect(pair.ring.usedElement(slot: 1) == (0xDEAD, 0xBEEF), "a folded buffer's slot was written")
-        #expect(pair.ring.usedElement(slot: 2) == (0xDEAD, 0xBEEF), "a folded buffer's slot was written")
-        let taken = try pair.takeAll()
-        #expect(taken.map(\.id) == ids)
-        #expect(taken.map(\.written) == [16, 16, 5])
-        #expect(taken.map(\.first) == [10, 11, 12])
-        #expect(pair.driver.freeDescriptorCount == Self.queueSize)
-    }
-
-    /// A buffer written in part ends the run: it keeps its own used element, with its length.
-    @Test func aPartlyWrittenBufferEndsTheRun() throws {
-        var pair = try Pair()
-        let ids = try (0..<4).map { try pair.submit(tag: UInt8($0)) }
-        #expect(ids == [0, 2, 4, 6])
-        let written = [16, 3, 16, 7]
-        for count in written {
-            let request = try pair.device.requireRequest()
-            try pair.device.complete(request, written: count, publish: false)
-        }
-        try pair.device.notifyIfNeeded()
-        #expect(pair.ring.usedIndex == 4)
-        // Run 1: buffers 0 and 1 (1 written in part ends it); run 2: buffers 2 and 3.
-        #expect(pair.ring.usedElement(slot: 0) == (UInt32(ids[1]), 3))
-        #expect(pair.ring.usedElement(slot: 2) == (UInt32(ids[3]), 7))
-        let taken = try pair.takeAll()
-        #expect(taken.map(\.id) == ids)
-        #expect(taken.map(\.written) == written)
-    }
-
-    /// Held completions released by a later one use the staging choice of the call that releases
-    /// them, and fold into one element when written completely.
-    @Test func heldCompletionsReleasedByAStagedOneFoldIntoItsRun() throws {
-        var pair = try Pair()
-        let ids = try (0..<3).map { try pair.submit(tag: UInt8($0)) }
-        let first = try pair.device.requireRequest()
-        let second = try pair.device.requireRequest()
-        let third = try pair.device.requireRequest()
-        try pair.device.complete(second, written: 16)
-        try pair.device.complete(third, written: 9)
-        try pair.device.complete(first, written: 16, publish: false)
-        #expect(pair.ring.usedIndex == 0)
-        pair.device.publish()
-        #expect(pair.ring.usedIndex == 3)
-        #expect(pair.ring.usedElement(slot: 0) == (UInt32(ids[2]), 9))
-        #expect(try pair.takeAll().map(\.written) == [16, 16, 9])
-    }
-
-    /// A request dropped instead of completed is completed with 0 bytes, in its turn.
-    @Test func aDroppedRequestIsCompletedInItsTurn() throws {
-        var pair = try Pair()
-        let ids = try (0..<2).map { try pair.submit(tag: UInt8($0)) }
-        do {
-            _ = try pair.device.requireRequest()
-        }
-        let second = try pair.device.requireRequest()
-        try pair.device.complete(second, written: 4)
-        #expect(pair.ring.usedIndex == 2)
-        let taken = try pair.takeAll()
-        #expect(taken.map(\.id) == ids)
-        #expect(taken.map(\.written) == [0, 4])
-    }
-
-    /// A written length out of range completes the request with 0 bytes and throws, in order.
-    @Test func aWrittenLengthTooLargeIsCompletedWithZeroBytes() throws {
-        var pair = try Pair()
-        try pair.submit(tag: 1)
-        let request = try pair.device.requireRequest()
-        do {
-            try pair.device.complete(request, written: 17)
-            Issue.record("a written length of 17 for 16 bytes of room was accepted")
-        } catch {
-            #expect(error.code == .writtenLengthTooLarge)
-        }
-        #expect(pair.ring.usedIndex == 1)
-        #expect(try pair.takeAll().map(\.written) == [0])
-        #expect(pair.device.isBroken == false)
-    }
-
     /// The driver uses descriptors in ring order — from 0, wrapping after N − 1 — each chain's
     /// `next` fields `x + 1` (0 after N − 1), as virtio 1.2 §2.7.5 asks of an in-order driver.
     @Test func theDriverUsesDescriptorsInRingOrder() throws {
-        var pair = try Pair()
-        let size = Self.queueSize
+        var pair = try InOrderPair(.split)
+        let size = InOrderPair.queueSize
         var expectedHead = 0
         for round in 0..<6 {
             let readable = round % 3  // chains of 1, 2 and 3 descriptors
@@ -252,7 +47,7 @@ struct InOrderTests {
     /// Under IN_ORDER a chain is built alone: a second chain's first segment is refused while
     /// another is being built, and accepted once that one is submitted (or discarded).
     @Test func chainsAreBuiltOneAtATime() throws {
-        var pair = try Pair()
+        var pair = try InOrderPair(.split)
         var first = pair.driver.makeChain()
         try pair.driver.appendReadable(to: &first, copying: [1])
         var second = pair.driver.makeChain()
@@ -270,7 +65,7 @@ struct InOrderTests {
         try pair.driver.appendReadable(to: &third, copying: [3])
         try pair.driver.appendReadable(to: &third, copying: [3])
         #expect(try pair.driver.submit(third) == 2, "a discarded chain's descriptors are the next ones again")
-        #expect(pair.driver.freeDescriptorCount == Self.queueSize - 4)
+        #expect(pair.driver.freeDescriptorCount == InOrderPair.queueSize - 4)
         do {
             var dropped = pair.driver.makeChain()
             try pair.driver.appendReadable(to: &dropped, copying: [4])
@@ -281,15 +76,15 @@ struct InOrderTests {
     /// A chain that moves into an indirect table keeps one descriptor; the ones it gave back are
     /// the next in ring order.
     @Test func anIndirectChainKeepsRingOrder() throws {
-        var pair = try Pair(bufferSize: 256, indirectThreshold: 4)
+        var pair = try InOrderPair(.split, bufferSize: 256, indirectThreshold: 4)
         var chain = pair.driver.makeChain()
         for byte in 0..<4 { try pair.driver.appendReadable(to: &chain, copying: [UInt8(byte)]) }
         #expect(chain.isIndirect == false)
-        #expect(pair.driver.freeDescriptorCount == Self.queueSize - 4)
+        #expect(pair.driver.freeDescriptorCount == InOrderPair.queueSize - 4)
         for byte in 4..<7 { try pair.driver.appendReadable(to: &chain, copying: [UInt8(byte)]) }
         #expect(chain.isIndirect == true)
         #expect(try pair.driver.submit(chain) == 0)
-        #expect(pair.driver.freeDescriptorCount == Self.queueSize - 1)
+        #expect(pair.driver.freeDescriptorCount == InOrderPair.queueSize - 1)
         #expect(try pair.submit(tag: 1, readable: 2) == 1)
         for _ in 0..<2 {
             let request = try pair.device.requireRequest()
@@ -304,8 +99,8 @@ struct InOrderTests {
     /// The ring fills: N one-descriptor chains, the next refused with `ringFull`, and the ring
     /// wraps after they come back, 3 rounds.
     @Test func aFullRingWrapsInOrder() throws {
-        var pair = try Pair()
-        let size = Self.queueSize
+        var pair = try InOrderPair(.split)
+        let size = InOrderPair.queueSize
         for round in 0..<3 {
             var ids: [UInt16] = []
             for index in 0..<size {
@@ -330,22 +125,6 @@ struct InOrderTests {
             #expect(try pair.takeAll().map(\.id) == ids)
         }
     }
-
-    /// The device stops with held completions only once every request is completed, and a new
-    /// device resumes in order from its cursor.
-    @Test func stopAndResumeInOrder() throws {
-        var pair = try Pair()
-        try pair.submit(tag: 1)
-        try pair.submit(tag: 2)
-        let first = try pair.device.requireRequest()
-        let second = try pair.device.requireRequest()
-        try pair.device.complete(second, written: 2)
-        #expect(throws: VirtqueueError.self) { _ = try pair.device.stop() }
-        try pair.device.complete(first, written: 1)
-        let cursor = try pair.device.stop()
-        #expect(cursor == QueueCursor(nextAvailable: 2, nextUsed: 2))
-        #expect(try pair.takeAll().map(\.written) == [1, 2])
-    }
 }
 
 extension InOrderTests {
@@ -353,7 +132,11 @@ extension InOrderTests {
     /// taken again get the positions the cursor counts in flight, in the order they are
     /// resubmitted, and are used in that order whatever order they complete in.
     @Test func resubmittedRequestsAreUsedInTheOrderResubmitted() throws {
-        let layout = try RegionLayout(queueSizes: [Self.queueSize], dataAreaSize: 32 * 64, features: Self.features)
+        let layout = try RegionLayout(
+            queueSizes: [InOrderPair.queueSize],
+            dataAreaSize: 32 * 64,
+            features: InOrderPair.features
+        )
         let region = try GuardedRegion(layout: layout)
         let ring = RingWriter(region: region, layout: layout)
         let (driverNotifier, deviceNotifier) = CountingNotifier.makePair()
@@ -395,7 +178,11 @@ extension InOrderTests {
     /// A device built with the default `supportedFeatures` (``Features/all``, without IN_ORDER)
     /// runs a ring that negotiated IN_ORDER: the ordering is the ring core's to keep.
     @Test func aDeviceWithTheDefaultSupportedFeaturesRunsInOrder() throws {
-        let layout = try RegionLayout(queueSizes: [Self.queueSize], dataAreaSize: 32 * 64, features: Self.features)
+        let layout = try RegionLayout(
+            queueSizes: [InOrderPair.queueSize],
+            dataAreaSize: 32 * 64,
+            features: InOrderPair.features
+        )
         let region = try GuardedRegion(layout: layout)
         let device = try DeviceQueue(region: region, notifier: CountingNotifier())
         #expect(device.features.contains(.inOrder))

@@ -2,225 +2,24 @@ import Testing
 import Virtqueue
 import VirtqueueConformance
 
-/// VIRTIO_F_IN_ORDER on the packed ring (virtio 1.2 §2.8.9), both sides, behind the usual calls:
-/// the device uses buffers in the order made available (holding a completion that comes early),
-/// reports a staged run of completely written buffers with one used descriptor — the run's last
-/// buffer ID, at the run's first position — and skips its used position past the run's
-/// descriptors; the driver, whose buffer IDs are the ring indices of its chains' first
-/// descriptors, takes the batch back one chain at a time and skips the same way.
+/// VIRTIO_F_IN_ORDER on the packed ring only (virtio 1.2 §2.8.9): event suppression counts a
+/// batch's skipped descriptors, a driver in the middle of a batch does not wait for the ring, a
+/// side with nothing to take sleeps, and buffer IDs are ring indices over many laps. What the
+/// split and packed rings share is in ``InOrderRunTests``.
 @Suite("IN_ORDER on the packed ring")
 struct PackedInOrderTests {
-    static let queueSize = 8
-    static let features: Features = [.ringPacked, .inOrder, .indirectDescriptors, .eventIndex]
-    /// A first descriptor of a chain of more than one, available with wrap counter 1.
-    static let availableWithNext: UInt16 = 0x0081
-
-    struct Pair: ~Copyable {
-        var driver: DriverQueue<GuardedRegion, CountingNotifier>
-        var device: DeviceQueue<GuardedRegion, CountingNotifier>
-        let ring: RingWriter
-        let region: GuardedRegion
-
-        init(
-            queueSize: Int = PackedInOrderTests.queueSize,
-            features: Features = PackedInOrderTests.features,
-            bufferSize: Int = 64,
-            indirectThreshold: Int = 16
-        ) throws {
-            let layout = try RegionLayout(
-                queueSizes: [queueSize],
-                dataAreaSize: (6 * queueSize + 8) * bufferSize,
-                features: features
-            )
-            let region = try GuardedRegion(layout: layout)
-            let (driverNotifier, deviceNotifier) = CountingNotifier.makePair()
-            let driver = try DriverQueue(
-                region: region,
-                notifier: driverNotifier,
-                bufferSize: bufferSize,
-                indirectThreshold: indirectThreshold
-            )
-            let device = try DeviceQueue(region: region, notifier: deviceNotifier)
-            self.driver = driver
-            self.device = device
-            ring = RingWriter(region: region, layout: layout)
-            self.region = region
-        }
-
-        /// Submits a chain of `readable` one-byte readable segments (the byte is `tag`) and one
-        /// 16-byte writable segment.
-        @discardableResult
-        mutating func submit(tag: UInt8, readable: Int = 1, publish: Bool = true) throws -> UInt16 {
-            var chain = driver.makeChain()
-            for _ in 0..<readable { try driver.appendReadable(to: &chain, copying: [tag]) }
-            try driver.appendWritable(to: &chain, capacity: 16)
-            return try driver.submit(chain, publish: publish)
-        }
-
-        /// Takes every chain back: (id, written bytes, first written byte).
-        mutating func takeAll() throws -> [(id: UInt16, written: Int, first: UInt8?)] {
-            var taken: [(id: UInt16, written: Int, first: UInt8?)] = []
-            while let used = try driver.takeUsed() {
-                var first: UInt8?
-                try driver.forEachSegment(of: used) { writable, bytes in
-                    if writable, first == nil, let byte = bytes.first { first = byte }
-                }
-                taken.append((used.id, used.writtenByteCount, first))
-                try driver.free(used)
-            }
-            return taken
-        }
-
-        /// Takes the next request, fills its writable room with `byte`, and completes it with
-        /// `written` bytes.
-        mutating func serve(byte: UInt8, written: Int, publish: Bool = true) throws {
-            let request = try device.requireRequest()
-            try device.forEachWritable(in: request) { bytes in
-                for index in bytes.indices { bytes[index] = byte }
-            }
-            try device.complete(request, written: written, publish: publish)
-        }
-    }
-
     @Test func featuresLetThePackedRingRunInOrder() throws {
         try Features([.version1, .inOrder, .ringPacked]).validateForRing()
-        let pair = try Pair()
+        let pair = try InOrderPair(.packed)
         #expect(pair.driver.features.isSuperset(of: [.ringPacked, .inOrder]))
         #expect(pair.device.features.isSuperset(of: [.ringPacked, .inOrder]))
-    }
-
-    @Test func completionsInOrderComeBackInOrder() throws {
-        var pair = try Pair()
-        let ids = try (0..<3).map { try pair.submit(tag: UInt8($0)) }
-        #expect(ids == [0, 2, 4], "buffer IDs are the ring indices of the chains' first descriptors")
-        for index in 0..<3 { try pair.serve(byte: 0xA0 + UInt8(index), written: index + 1) }
-        for (position, id) in zip([0, 2, 4], ids) {
-            #expect(pair.ring.packedDescriptor(position).id == id)
-            #expect(pair.ring.packedDescriptor(position).flags == 0x8082)
-        }
-        let taken = try pair.takeAll()
-        #expect(taken.map(\.id) == ids)
-        #expect(taken.map(\.written) == [1, 2, 3])
-        #expect(taken.map(\.first) == [0xA0, 0xA1, 0xA2])
-        #expect(pair.driver.freeDescriptorCount == Self.queueSize)
-        #expect(pair.driver.freeBufferCount == pair.driver.bufferCount)
-    }
-
-    /// A completion that comes before the ones made available before it is held: the driver sees
-    /// nothing until the first completes, then all of them, in the order made available.
-    @Test func anEarlyCompletionIsHeldUntilTheOnesBeforeItComplete() throws {
-        var pair = try Pair()
-        let ids = try (0..<3).map { try pair.submit(tag: UInt8($0)) }
-        let first = try pair.device.requireRequest()
-        let second = try pair.device.requireRequest()
-        let third = try pair.device.requireRequest()
-        try pair.device.complete(third, written: 3)
-        try pair.device.complete(second, written: 2)
-        #expect(pair.ring.packedDescriptor(0).flags == Self.availableWithNext, "nothing was used yet")
-        #expect(try pair.driver.takeUsed() == nil)
-        #expect(pair.device.takenCount == 1)
-        try pair.device.complete(first, written: 1)
-        let taken = try pair.takeAll()
-        #expect(taken.map(\.id) == ids)
-        #expect(taken.map(\.written) == [1, 2, 3])
-    }
-
-    /// A staged run of buffers each written completely is reported with one used descriptor:
-    /// the last buffer's ID and length, at the run's first position; the run's other
-    /// descriptors keep what the driver wrote, and both sides skip past them.
-    @Test func aStagedRunOfCompleteBuffersIsOneUsedDescriptor() throws {
-        var pair = try Pair()
-        let ids = try (0..<3).map { try pair.submit(tag: UInt8($0)) }
-        for index in 0..<3 { try pair.serve(byte: UInt8(10 + index), written: index == 2 ? 5 : 16, publish: false) }
-        #expect(pair.ring.packedDescriptor(0).flags == Self.availableWithNext, "the run is staged")
-        pair.device.publish()
-        let used = pair.ring.packedDescriptor(0)
-        #expect(used.id == ids[2] && used.length == 5 && used.flags == 0x8082)
-        for position in [2, 4] {
-            #expect(pair.ring.packedDescriptor(position).flags == Self.availableWithNext, "position \(position)")
-            #expect(pair.ring.packedDescriptor(position).id == UInt16(position), "position \(position)")
-        }
-        #expect(pair.device.cursor.usedPosition == PackedRingPosition(index: 6, wrapCounter: true))
-        let taken = try pair.takeAll()
-        #expect(taken.map(\.id) == ids)
-        #expect(taken.map(\.written) == [16, 16, 5])
-        #expect(taken.map(\.first) == [10, 11, 12])
-        #expect(pair.driver.cursor.usedPosition == PackedRingPosition(index: 6, wrapCounter: true))
-        #expect(pair.driver.freeDescriptorCount == Self.queueSize)
-    }
-
-    /// A buffer written in part ends the run: it keeps its own used descriptor, with its length;
-    /// a run whose last buffer wrote nothing has no `WRITE`.
-    @Test func aPartlyWrittenBufferEndsTheRun() throws {
-        var pair = try Pair()
-        let ids = try (0..<4).map { try pair.submit(tag: UInt8($0)) }
-        #expect(ids == [0, 2, 4, 6])
-        let written = [16, 3, 16, 0]
-        for count in written { try pair.serve(byte: 1, written: count, publish: false) }
-        try pair.device.notifyIfNeeded()
-        #expect(pair.ring.packedDescriptor(0).id == ids[1] && pair.ring.packedDescriptor(0).length == 3)
-        #expect(pair.ring.packedDescriptor(4).id == ids[3] && pair.ring.packedDescriptor(4).flags == 0x8080)
-        let taken = try pair.takeAll()
-        #expect(taken.map(\.id) == ids)
-        #expect(taken.map(\.written) == written)
-    }
-
-    /// Held completions released by a staged one fold into its run.
-    @Test func heldCompletionsReleasedByAStagedOneFoldIntoItsRun() throws {
-        var pair = try Pair()
-        let ids = try (0..<3).map { try pair.submit(tag: UInt8($0)) }
-        let first = try pair.device.requireRequest()
-        let second = try pair.device.requireRequest()
-        let third = try pair.device.requireRequest()
-        try pair.device.complete(second, written: 16)
-        try pair.device.complete(third, written: 9)
-        try pair.device.complete(first, written: 16, publish: false)
-        #expect(pair.ring.packedDescriptor(0).flags == Self.availableWithNext)
-        pair.device.publish()
-        #expect(pair.ring.packedDescriptor(0).id == ids[2] && pair.ring.packedDescriptor(0).length == 9)
-        #expect(try pair.takeAll().map(\.written) == [16, 16, 9])
-    }
-
-    /// A run that starts after an earlier staged run is folded into while the earlier run's
-    /// `flags` are held: nothing of either is visible until the publication.
-    @Test func aSecondRunFoldsBehindTheStagedFirst() throws {
-        var pair = try Pair()
-        let ids = try (0..<4).map { try pair.submit(tag: UInt8($0)) }
-        for count in [16, 3, 16, 16] { try pair.serve(byte: 2, written: count, publish: false) }
-        #expect(pair.ring.packedDescriptor(0).flags == Self.availableWithNext)
-        #expect(try pair.driver.takeUsed() == nil)
-        pair.device.publish()
-        #expect(pair.ring.packedDescriptor(4).id == ids[3] && pair.ring.packedDescriptor(4).length == 16)
-        #expect(try pair.takeAll().map(\.written) == [16, 3, 16, 16])
-    }
-
-    /// A request dropped instead of completed is completed with 0 bytes, in its turn; a written
-    /// length out of range completes the request with 0 bytes and throws, in order.
-    @Test func droppedAndOverlongCompletionsAreUsedInTheirTurn() throws {
-        var pair = try Pair()
-        let ids = try (0..<3).map { try pair.submit(tag: UInt8($0)) }
-        do {
-            _ = try pair.device.requireRequest()
-        }
-        let second = try pair.device.requireRequest()
-        do {
-            try pair.device.complete(second, written: 17)
-            Issue.record("a written length of 17 for 16 bytes of room was accepted")
-        } catch {
-            #expect(error.code == .writtenLengthTooLarge)
-        }
-        try pair.serve(byte: 3, written: 4)
-        #expect(pair.device.isBroken == false)
-        let taken = try pair.takeAll()
-        #expect(taken.map(\.id) == ids)
-        #expect(taken.map(\.written) == [0, 0, 4])
     }
 
     /// Event suppression counts a batch's skipped descriptors as moves: a driver that asked to
     /// hear of the used position passing a descriptor inside the batch is notified.
     @Test(arguments: [(3, true), (5, true), (6, false), (7, false)])
     func eventSuppressionCountsSkippedDescriptors(event: Int, notified: Bool) throws {
-        var pair = try Pair()
+        var pair = try InOrderPair(.packed)
         for tag in 0..<3 { try pair.submit(tag: UInt8(tag)) }
         pair.ring.driverEventSuppression = .descriptor(PackedRingPosition(index: UInt16(event), wrapCounter: true))
         for _ in 0..<3 { try pair.serve(byte: 4, written: 16, publish: false) }
@@ -232,7 +31,7 @@ struct PackedInOrderTests {
     /// — even once a chain submitted after the first came back has overwritten the used
     /// descriptor at the batch's start (a full ring of one-descriptor chains).
     @Test func aWaitReturnsAtOnceWhileABatchIsBeingTakenBack() throws {
-        var pair = try Pair(queueSize: 4)
+        var pair = try InOrderPair(.packed, queueSize: 4)
         for _ in 0..<4 {
             var chain = pair.driver.makeChain()
             try pair.driver.appendWritable(to: &chain, capacity: 8)
@@ -267,8 +66,8 @@ struct PackedInOrderTests {
     /// (The test notifier throws `notifierFailed` where a wait would block.)
     @Test(arguments: [false, true])
     func aSideWithNothingToTakeSleeps(inOrder: Bool) throws {
-        let features = inOrder ? Self.features : Self.features.subtracting(.inOrder)
-        var pair = try Pair(features: features)
+        let features = inOrder ? InOrderPair.features : InOrderPair.features.subtracting(.inOrder)
+        var pair = try InOrderPair(.packed, features: features)
         for round in 0..<3 {
             try pair.submit(tag: UInt8(round))
             try pair.serve(byte: 1, written: 16)
@@ -293,23 +92,6 @@ struct PackedInOrderTests {
             #expect(try pair.takeAll().count == 1)
         }
     }
-
-    /// The device stops only once every request is completed (held ones included), and the
-    /// cursor it reports is past the whole batch.
-    @Test func stopWaitsForHeldCompletions() throws {
-        var pair = try Pair()
-        try pair.submit(tag: 1)
-        try pair.submit(tag: 2)
-        let first = try pair.device.requireRequest()
-        let second = try pair.device.requireRequest()
-        try pair.device.complete(second, written: 16)
-        #expect(throws: VirtqueueError.self) { _ = try pair.device.stop() }
-        try pair.device.complete(first, written: 16, publish: false)
-        let cursor = try pair.device.stop()
-        let position = PackedRingPosition(index: 4, wrapCounter: true)
-        #expect(cursor == QueueCursor(available: position, used: position))
-        #expect(try pair.takeAll().map(\.written) == [16, 16])
-    }
 }
 
 extension PackedInOrderTests {
@@ -319,8 +101,8 @@ extension PackedInOrderTests {
     /// batch, its whole writable room if a batch skips it — and IDs are ring indices.
     @Test(arguments: [1, 3, 5, 8, 257])
     func scrambledCompletionsOverManyLaps(queueSize: Int) throws {
-        var pair = try Pair(queueSize: queueSize, bufferSize: 64, indirectThreshold: 3)
-        var generator = SplitMix(seed: UInt64(queueSize))
+        var pair = try InOrderPair(.packed, queueSize: queueSize, bufferSize: 64, indirectThreshold: 3)
+        var generator = SplitMix64(state: UInt64(queueSize))
         var position = PackedRingPosition.start
         var tag: UInt8 = 0
         for _ in 0..<(queueSize < 8 ? 60 : 12) {
@@ -379,28 +161,5 @@ extension PackedInOrderTests {
         #expect(pair.driver.freeDescriptorCount == queueSize)
         #expect(pair.driver.freeBufferCount == pair.driver.bufferCount)
         #expect(pair.region.guardsIntact)
-    }
-}
-
-/// A request held for a later completion.
-final class Held {
-    var request: DeviceRequest?
-    let id: UInt16
-    init(_ request: consuming DeviceRequest) {
-        id = request.id
-        self.request = .some(request)
-    }
-}
-
-/// A small deterministic generator for the scrambled orders.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
