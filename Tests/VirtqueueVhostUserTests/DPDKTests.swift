@@ -162,15 +162,14 @@ extension VhostUserTests {
 
         /// testpmd's virtio-user port driving our loopback device on rings of `variant`
         /// (`packed_vq=1` for the packed ring, `in_order=1` or `0`: testpmd's default is 1);
-        /// returns testpmd's statistics, the loop's counters, testpmd's log then our back-end's, and
-        /// the "started:" lines of our back-end's log (one per ring start, with its features).
+        /// requires testpmd's statistics and our loop, checks that both rings started in the
+        /// variant testpmd asked for (`expectStarted`), and returns the statistics, the loop's
+        /// counters, and testpmd's log then our back-end's.
         static func virtioUserRun(
             forwardMode: String,
             seconds: Double,
             variant: RingVariant
-        ) throws -> (
-            statistics: (received: Int, sent: Int)?, loop: NetLoopbackDevice.Loop?, log: String, started: [String]
-        ) {
+        ) throws -> (counts: (received: Int, sent: Int), ours: NetLoopbackDevice.Loop, log: String) {
             let scratch = try GuestScratch(prefix: "vqtest-dpdk")
             defer { scratch.remove() }
             let socket = scratch.path("loop.sock")
@@ -197,10 +196,12 @@ extension VhostUserTests {
             let log = guestReadText(scratch.path("testpmd.log"))
             let loop = NetLoopbackDevice.loops.withLock { $0.count > before ? $0.last : nil }
             let lines = backEnd.lines.withLock { $0 }
-            return (
-                portStatistics(log), loop, log + "\nour back-end:\n" + lines.joined(separator: "\n"),
-                lines.filter { $0.contains("started: ") }
-            )
+            let both = log + "\nour back-end:\n" + lines.joined(separator: "\n")
+            let counts = try #require(portStatistics(log), "no statistics in testpmd's log:\n\(both)")
+            let ours = try #require(loop, "testpmd never started our device's rings:\n\(both)")
+            // Both rings ran in the variant testpmd asked for (packed_vq, in_order).
+            expectStarted(lines.filter { $0.contains("started: ") }, variant, log: both)
+            return (counts, ours, both)
         }
 
         /// Both rings started in `variant`'s format, size 256, with IN_ORDER (bit 35) acked
@@ -219,15 +220,7 @@ extension VhostUserTests {
             arguments: RingVariants.running
         )
         func virtioUserToOurLoopbackExactly(_ variant: RingVariant) throws {
-            let (statistics, loop, log, started) = try Self.virtioUserRun(
-                forwardMode: "rxonly",
-                seconds: 4,
-                variant: variant
-            )
-            let counts = try #require(statistics, "no statistics in testpmd's log:\n\(log)")
-            let ours = try #require(loop, "testpmd never started our device's rings:\n\(log)")
-            // Both rings ran in the variant testpmd asked for (packed_vq, in_order).
-            Self.expectStarted(started, variant, log: log)
+            let (counts, ours, log) = try Self.virtioUserRun(forwardMode: "rxonly", seconds: 4, variant: variant)
             #expect(counts.sent > 0, "\(log)")
             #expect(ours.malformed.load(ordering: .relaxed) == 0)
             #expect(ours.dropped.load(ordering: .relaxed) == 0)
@@ -241,15 +234,7 @@ extension VhostUserTests {
             arguments: RingVariants.running
         )
         func virtioUserToOurLoopbackCirculating(_ variant: RingVariant) throws {
-            let (statistics, loop, log, started) = try Self.virtioUserRun(
-                forwardMode: "io",
-                seconds: 4,
-                variant: variant
-            )
-            let counts = try #require(statistics, "no statistics in testpmd's log:\n\(log)")
-            let ours = try #require(loop, "testpmd never started our device's rings:\n\(log)")
-            // Both rings ran in the variant testpmd asked for (packed_vq, in_order).
-            Self.expectStarted(started, variant, log: log)
+            let (counts, ours, log) = try Self.virtioUserRun(forwardMode: "io", seconds: 4, variant: variant)
             let transmitted = ours.transmitted.load(ordering: .relaxed)
             let delivered = ours.delivered.load(ordering: .relaxed)
             #expect(ours.malformed.load(ordering: .relaxed) == 0)
