@@ -186,7 +186,9 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
                 packed: setup.packed,
                 eventIndex: features.contains(.eventIndex),
                 cursor: placement.cursor,
-                slots: slots
+                slots: slots,
+                pool: pool.lowerBound,
+                bufferSize: bufferSize
             )
         )
         self.queueIdentity = makeQueueIdentity()
@@ -627,7 +629,13 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// `next` unless it is the chain's last.
     @inlinable @inline(__always)
     func descriptor(_ buffer: UInt32, _ record: BufferRecord, next: UInt16?) -> Descriptor {
-        Descriptor(pool: poolStart, bufferSize: bufferSize, buffer: buffer, record: record, next: next)
+        Descriptor(
+            address: record.address,
+            length: record.length,
+            flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
+                | (next == nil ? 0 : Descriptor.nextFlag),
+            next: next ?? 0
+        )
     }
 
     /// Chains the descriptor at `pointer` (written with no successor) to `next`: its flags and
@@ -677,23 +685,42 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             guard state.pointee.freeBufferCount > 0 else {
                 throw .poolExhausted(bufferCount: state.pointee.bufferCount)
             }
-            let buffer = state.pointee.popBuffer()
-            let head = state.pointee.popDescriptor()
-            let record = BufferRecord(
-                length: UInt32(truncatingIfNeeded: length),
-                writable: writable,
-                host: state.pointee.buffers[Int(buffer)].host
-            )
-            state.pointee.buffers[Int(buffer)] = record
-            descriptor(buffer, record, next: nil).store(to: state.pointee.ring.descriptor(head))
-            state.pointee.heads[Int(head)] = HeadRecord(
+            // Every load first, then the stores: a store through any of these pointers may alias
+            // the others as far as the compiler knows, and a load after it would be done again.
+            // (Not in appendDirectSegment: there the extra live values cost spills in a caller
+            // that appends several segments.)
+            let buffers = state.pointee.buffers
+            let descriptorNext = state.pointee.descriptorNext
+            let table = state.pointee.ring.descriptors
+            let heads = state.pointee.heads
+            let buffer = state.pointee.freeBufferHead
+            let head = state.pointee.freeDescriptorHead
+            let freeBuffers = state.pointee.freeBufferCount
+            let freeDescriptors = state.pointee.freeDescriptorCount
+            let taken = buffers.advanced(by: Int(buffer))
+            let nextFreeBuffer = taken.pointee.next
+            let host = taken.pointee.host
+            let address = taken.pointee.address
+            let nextFreeDescriptor = descriptorNext[Int(head)]
+            let bytes = UInt32(truncatingIfNeeded: length)
+
+            state.pointee.freeBufferHead = nextFreeBuffer
+            state.pointee.freeBufferCount = freeBuffers &- 1
+            state.pointee.freeDescriptorHead = nextFreeDescriptor
+            state.pointee.freeDescriptorCount = freeDescriptors &- 1
+            // The buffer keeps its free-list link as `next`: nothing reads a chain's last link.
+            taken.pointee.length = bytes
+            taken.pointee.flags = writable ? BufferRecord.writableFlag : 0
+            Descriptor(address: address, length: bytes, flags: writable ? Descriptor.writeFlag : 0, next: 0)
+                .store(to: table + Int(head) &* Descriptor.byteCount)
+            heads[Int(head)] = HeadRecord(
                 head: head,
                 buffer: buffer,
                 writableByteCount: writable ? UInt64(truncatingIfNeeded: length) : 0,
                 hasWritable: writable
             )
             chain.head = UInt32(head)
-            return record.host
+            return host
         }
         return try appendFurtherSegment(to: chain.head, length: length, writable: writable)
     }
@@ -750,15 +777,20 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         length: Int,
         writable: Bool
     ) -> BufferRecord {
-        let buffers = state.pointee.buffers
-        let record = BufferRecord(
-            length: UInt32(truncatingIfNeeded: length),
-            writable: writable,
-            host: buffers[Int(buffer)].host
-        )
-        buffers[Int(buffer)] = record
-        buffers[Int(chain.pointee.lastBuffer)].next = buffer
+        let record = takeBuffer(buffer, length: length, writable: writable)
+        state.pointee.buffers[Int(chain.pointee.lastBuffer)].next = buffer
         return record
+    }
+
+    /// Records a segment of `length` bytes in the pool buffer just taken, and returns its record.
+    /// The buffer's `next` keeps its free-list link: nothing reads the link after a chain's last
+    /// buffer (walks are bounded by the chain's count), and an append that follows sets it.
+    @inlinable @inline(__always)
+    func takeBuffer(_ buffer: UInt32, length: Int, writable: Bool) -> BufferRecord {
+        let record = state.pointee.buffers.advanced(by: Int(buffer))
+        record.pointee.length = UInt32(truncatingIfNeeded: length)
+        record.pointee.flags = writable ? BufferRecord.writableFlag : 0
+        return record.pointee
     }
 
     /// Counts a segment of `length` bytes on `buffer` into the chain's record.
