@@ -252,8 +252,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     public mutating func nextRequest() throws(VirtqueueError) -> DeviceRequest? {
         let state = self.state
         if state.pointee.side.diverted { return try DeviceState.nextDivertedRequest(state) }
-        guard try state.pointee.side.peerHasEntry() else { return nil }
-        let position = state.pointee.side.consumed
+        guard let position = try state.pointee.side.nextPeerEntry() else { return nil }
         let entry = UnsafeRawPointer(state.pointee.ring.availableEntry(position))
         let head = UInt16(littleEndian: entry.loadUnaligned(as: UInt16.self))
         guard Int(head) < state.pointee.headLimit else {

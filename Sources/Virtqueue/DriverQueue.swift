@@ -464,8 +464,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             guard let (head, written, record) = try state.pointee.takePackedUsedEntry() else { return nil }
             return UsedChain(completed: head, written: written, record, queueIdentity: queueIdentity, state: state)
         }
-        guard try state.pointee.side.peerHasEntry() else { return nil }
-        let position = state.pointee.side.consumed
+        guard let position = try state.pointee.side.nextPeerEntry() else { return nil }
         let element = UnsafeRawPointer(state.pointee.ring.usedElement(position))
         let id = UInt32(littleEndian: element.loadUnaligned(as: UInt32.self))
         let length = UInt32(littleEndian: element.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
@@ -491,7 +490,11 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             )
         }
         state.pointee.side.consumed = position &+ 1
-        state.pointee.retire(head, record)
+        // ``DriverState/retire(_:_:)`` with the record's store first: a store into
+        // `descriptorNext` could alias `heads` as far as the compiler knows, which would then be
+        // loaded again.
+        state.pointee.heads[Int(head)].inFlight = false
+        state.pointee.releaseDescriptors(head: head, record)
         return UsedChain(completed: head, written: length, record, queueIdentity: queueIdentity, state: state)
     }
 
