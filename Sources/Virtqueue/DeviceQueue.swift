@@ -178,7 +178,10 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
                 identity: makeQueueIdentity()
             )
         )
-        if features.contains(.inOrder) { state.pointee.enableInOrder(cursor: placement.cursor) }
+        if features.contains(.inOrder) {
+            state.pointee.enableInOrder(cursor: placement.cursor)
+            state.pointee.completionMask = UInt(bitPattern: Int.min)
+        }
     }
 
     /// Attaches the device to queue `queueIndex` of one of this package's regions, reading and
@@ -250,8 +253,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     public mutating func nextRequest() throws(VirtqueueError) -> DeviceRequest? {
         let state = self.state
         if state.pointee.side.diverted { return try DeviceState.nextDivertedRequest(state) }
-        guard try state.pointee.side.peerHasEntry() else { return nil }
-        let position = state.pointee.side.consumed
+        guard let position = try state.pointee.side.nextPeerEntry() else { return nil }
         let entry = UnsafeRawPointer(state.pointee.ring.availableEntry(position))
         let head = UInt16(littleEndian: entry.loadUnaligned(as: UInt16.self))
         guard Int(head) < state.pointee.headLimit else {
@@ -434,8 +436,9 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             return
         }
         // One unsigned comparison (`writable` is never negative); a written length out of range,
-        // and every completion under IN_ORDER, take the path out of line.
-        guard UInt(bitPattern: written) <= UInt(bitPattern: writable), !state.pointee.inOrder.enabled else {
+        // and every completion under IN_ORDER (`completionMask`), take the path out
+        // of line.
+        guard UInt(bitPattern: written) | state.pointee.completionMask <= UInt(bitPattern: writable) else {
             return try state.pointee.completeOffTheUsualPath(id, written: written, writable: writable, publish: publish)
         }
         let element = state.pointee.ring.usedElement(state.pointee.side.published)

@@ -191,7 +191,9 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
                 packed: setup.packed,
                 eventIndex: features.contains(.eventIndex),
                 cursor: placement.cursor,
-                slots: slots
+                slots: slots,
+                pool: pool.lowerBound,
+                bufferSize: bufferSize
             )
         )
         self.queueIdentity = makeQueueIdentity()
@@ -467,8 +469,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             guard let (head, written, record) = try state.pointee.takePackedUsedEntry() else { return nil }
             return UsedChain(completed: head, written: written, record, queueIdentity: queueIdentity, state: state)
         }
-        guard try state.pointee.side.peerHasEntry() else { return nil }
-        let position = state.pointee.side.consumed
+        guard let position = try state.pointee.side.nextPeerEntry() else { return nil }
         let element = UnsafeRawPointer(state.pointee.ring.usedElement(position))
         let id = UInt32(littleEndian: element.loadUnaligned(as: UInt32.self))
         let length = UInt32(littleEndian: element.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
@@ -494,7 +495,11 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             )
         }
         state.pointee.side.consumed = position &+ 1
-        state.pointee.retire(head, record)
+        // ``DriverState/retire(_:_:)`` with the record's store first: a store into
+        // `descriptorNext` could alias `heads` as far as the compiler knows, which would then be
+        // loaded again.
+        state.pointee.heads[Int(head)].inFlight = false
+        state.pointee.releaseDescriptors(head: head, record)
         return UsedChain(completed: head, written: length, record, queueIdentity: queueIdentity, state: state)
     }
 
@@ -632,7 +637,13 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// `next` unless it is the chain's last.
     @inlinable @inline(__always)
     func descriptor(_ buffer: UInt32, _ record: BufferRecord, next: UInt16?) -> Descriptor {
-        Descriptor(pool: poolStart, bufferSize: bufferSize, buffer: buffer, record: record, next: next)
+        Descriptor(
+            address: record.address,
+            length: record.length,
+            flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
+                | (next == nil ? 0 : Descriptor.nextFlag),
+            next: next ?? 0
+        )
     }
 
     /// Chains the descriptor at `pointer` (written with no successor) to `next`: its flags and
@@ -682,23 +693,42 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
             guard state.pointee.freeBufferCount > 0 else {
                 throw .poolExhausted(bufferCount: state.pointee.bufferCount)
             }
-            let buffer = state.pointee.popBuffer()
-            let head = state.pointee.popDescriptor()
-            let record = BufferRecord(
-                length: UInt32(truncatingIfNeeded: length),
-                writable: writable,
-                host: state.pointee.buffers[Int(buffer)].host
-            )
-            state.pointee.buffers[Int(buffer)] = record
-            descriptor(buffer, record, next: nil).store(to: state.pointee.ring.descriptor(head))
-            state.pointee.heads[Int(head)] = HeadRecord(
+            // Every load first, then the stores: a store through any of these pointers may alias
+            // the others as far as the compiler knows, and a load after it would be done again.
+            // (Not in appendDirectSegment: there the extra live values cost spills in a caller
+            // that appends several segments.)
+            let buffers = state.pointee.buffers
+            let descriptorNext = state.pointee.descriptorNext
+            let table = state.pointee.ring.descriptors
+            let heads = state.pointee.heads
+            let buffer = state.pointee.freeBufferHead
+            let head = state.pointee.freeDescriptorHead
+            let freeBuffers = state.pointee.freeBufferCount
+            let freeDescriptors = state.pointee.freeDescriptorCount
+            let taken = buffers.advanced(by: Int(buffer))
+            let nextFreeBuffer = taken.pointee.next
+            let host = taken.pointee.host
+            let address = taken.pointee.address
+            let nextFreeDescriptor = descriptorNext[Int(head)]
+            let bytes = UInt32(truncatingIfNeeded: length)
+
+            state.pointee.freeBufferHead = nextFreeBuffer
+            state.pointee.freeBufferCount = freeBuffers &- 1
+            state.pointee.freeDescriptorHead = nextFreeDescriptor
+            state.pointee.freeDescriptorCount = freeDescriptors &- 1
+            // The buffer keeps its free-list link as `next`: nothing reads a chain's last link.
+            taken.pointee.length = bytes
+            taken.pointee.flags = writable ? BufferRecord.writableFlag : 0
+            Descriptor(address: address, length: bytes, flags: writable ? Descriptor.writeFlag : 0, next: 0)
+                .store(to: table + Int(head) &* Descriptor.byteCount)
+            heads[Int(head)] = HeadRecord(
                 head: head,
                 buffer: buffer,
                 writableByteCount: writable ? UInt64(truncatingIfNeeded: length) : 0,
                 hasWritable: writable
             )
             chain.head = UInt32(head)
-            return record.host
+            return host
         }
         return try appendFurtherSegment(to: chain.head, length: length, writable: writable)
     }
@@ -755,15 +785,20 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
         length: Int,
         writable: Bool
     ) -> BufferRecord {
-        let buffers = state.pointee.buffers
-        let record = BufferRecord(
-            length: UInt32(truncatingIfNeeded: length),
-            writable: writable,
-            host: buffers[Int(buffer)].host
-        )
-        buffers[Int(buffer)] = record
-        buffers[Int(chain.pointee.lastBuffer)].next = buffer
+        let record = takeBuffer(buffer, length: length, writable: writable)
+        state.pointee.buffers[Int(chain.pointee.lastBuffer)].next = buffer
         return record
+    }
+
+    /// Records a segment of `length` bytes in the pool buffer just taken, and returns its record.
+    /// The buffer's `next` keeps its free-list link: nothing reads the link after a chain's last
+    /// buffer (walks are bounded by the chain's count), and an append that follows sets it.
+    @inlinable @inline(__always)
+    func takeBuffer(_ buffer: UInt32, length: Int, writable: Bool) -> BufferRecord {
+        let record = state.pointee.buffers.advanced(by: Int(buffer))
+        record.pointee.length = UInt32(truncatingIfNeeded: length)
+        record.pointee.flags = writable ? BufferRecord.writableFlag : 0
+        return record.pointee
     }
 
     /// Counts a segment of `length` bytes on `buffer` into the chain's record.

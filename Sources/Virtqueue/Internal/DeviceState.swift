@@ -106,6 +106,10 @@ internal struct DeviceState: TokenHoldingState {
     @usableFromInline var headLimit: Int
     /// What VIRTIO_F_IN_ORDER adds (``InOrderDeviceState``); disabled without it.
     @usableFromInline var inOrder = InOrderDeviceState()
+    /// OR-ed into a written length before `complete` compares it with the request's writable
+    /// bytes: 0, or under IN_ORDER the top bit, which makes every in-order completion fail the
+    /// comparison and take the path out of line (one test for both instead of two).
+    @usableFromInline var completionMask: UInt = 0
 
     init(
         setup: QueueSetup,

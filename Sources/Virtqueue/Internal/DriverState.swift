@@ -12,23 +12,16 @@ internal struct BufferRecord {
     @usableFromInline var flags: UInt8
     /// The buffer's bytes in this process, translated once when the pool was set up.
     @usableFromInline var host: UnsafeMutableRawPointer?
+    /// The buffer's bus address, computed once when the pool was set up (a descriptor's `addr`).
+    @usableFromInline var address: UInt64
 
     @inlinable
-    init(next: UInt32, host: UnsafeMutableRawPointer?) {
+    init(next: UInt32, host: UnsafeMutableRawPointer?, address: UInt64) {
         self.next = next
         self.length = 0
         self.flags = 0
         self.host = host
-    }
-
-    /// The record of a buffer taken for a segment of `length` bytes (its `next` is set when a
-    /// segment follows).
-    @inlinable @inline(__always)
-    init(length: UInt32, writable: Bool, host: UnsafeMutableRawPointer?) {
-        self.next = noBuffer
-        self.length = length
-        self.flags = writable ? BufferRecord.writableFlag : 0
-        self.host = host
+        self.address = address
     }
 }
 
@@ -125,6 +118,8 @@ internal struct DriverState: TokenHoldingState {
     @usableFromInline var inOrder = InOrderDriverState()
 
     /// - Parameter slots: The host address of each pool slot, `nil` for a slot that cannot be used.
+    /// - Parameter pool: The bus address of the first slot; slot i is `bufferSize` bytes at
+    ///   `pool + i · bufferSize`.
     /// - Parameter packed: The packed ring, for a packed queue (`ring` is then private memory,
     ///   which this state frees).
     init(
@@ -132,7 +127,9 @@ internal struct DriverState: TokenHoldingState {
         packed: PackedRing?,
         eventIndex: Bool,
         cursor: QueueCursor,
-        slots: [UnsafeMutableRawPointer?]
+        slots: [UnsafeMutableRawPointer?],
+        pool: UInt64,
+        bufferSize: Int
     ) {
         let queueSize = ring.size
         self.ring = ring
@@ -149,7 +146,11 @@ internal struct DriverState: TokenHoldingState {
         var next = noBuffer
         var usable = 0
         for index in slots.indices.reversed() {
-            buffers[index] = BufferRecord(next: slots[index] == nil ? noBuffer : next, host: slots[index])
+            buffers[index] = BufferRecord(
+                next: slots[index] == nil ? noBuffer : next,
+                host: slots[index],
+                address: pool &+ UInt64(index) &* UInt64(bufferSize)
+            )
             if slots[index] != nil {
                 next = UInt32(index)
                 usable += 1

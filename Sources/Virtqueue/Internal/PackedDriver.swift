@@ -193,11 +193,12 @@ extension DriverState {
 extension Descriptor {
     /// The descriptor that offers pool buffer `buffer` (described by `record`) of a pool that
     /// starts at bus address `pool`, in slots of `bufferSize`; chained to `next` unless it is
-    /// the chain's last.
+    /// the chain's last. The buffer's bus address, `pool + buffer · bufferSize`, is the one its
+    /// record keeps from set-up.
     @inlinable @inline(__always)
     init(pool: UInt64, bufferSize: Int, buffer: UInt32, record: BufferRecord, next: UInt16?) {
         self.init(
-            address: pool &+ UInt64(buffer) &* UInt64(truncatingIfNeeded: bufferSize),
+            address: record.address,
             length: record.length,
             flags: (record.flags & BufferRecord.writableFlag != 0 ? Descriptor.writeFlag : 0)
                 | (next == nil ? 0 : Descriptor.nextFlag),

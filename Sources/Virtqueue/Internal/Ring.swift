@@ -230,16 +230,19 @@ internal struct QueueSide {
         UInt16(littleEndian: peerIndex.pointee.load(ordering: .acquiring))
     }
 
-    /// Whether the peer has published an entry this side has not consumed. Reads the peer's index
-    /// only when the validated ones have run out; a jump of more than N breaks the queue.
+    /// The position of the next peer entry this side has not consumed (`consumed`), or `nil` if
+    /// the peer has published none. Reads the peer's index only when the validated ones have run
+    /// out; a jump of more than N breaks the queue. The position is returned so that the caller
+    /// need not load `consumed` again after the acquiring load, which it would otherwise have to.
     @inlinable @inline(__always)
-    mutating func peerHasEntry() throws(VirtqueueError) -> Bool {
-        if shadow != consumed { return true }
+    mutating func nextPeerEntry() throws(VirtqueueError) -> UInt16? {
+        let consumed = self.consumed
+        if shadow != consumed { return consumed }
         let index = loadPeerIndex()
-        if index == consumed { return false }
+        if index == consumed { return nil }
         guard Int(index &- consumed) <= size else { throw breakQueue(indexJump(index)) }
         shadow = index
-        return true
+        return consumed
     }
 
     @usableFromInline @inline(never)
