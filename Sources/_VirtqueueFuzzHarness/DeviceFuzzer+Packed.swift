@@ -118,20 +118,22 @@ extension DeviceSession {
     /// taken, each at the used position — or, while the last one used in this call was written
     /// completely, folded into that one's used descriptor (its `len`, `id` and `WRITE`
     /// rewritten) — the used position moving past each buffer's descriptors.
-    func useInOrder(_ id: UInt16, length: UInt32, writable: Int) {
-        heldCompletions[id] = (length, Int(length) == writable)
+    func useInOrder(serial: Int, length: UInt32, writable: Int) {
+        heldCompletions[serial] = (length, Int(length) == writable)
         var run: PackedPosition?
         var lastCompletely = false
-        while let first = takenOrder.first, let completion = heldCompletions.removeValue(forKey: first) {
+        while let (first, id, listLength) = takenOrder.first,
+            let completion = heldCompletions.removeValue(forKey: first)
+        {
             takenOrder.removeFirst()
             if run == nil || !lastCompletely { run = usedPosition }
             let at = run ?? usedPosition
             let descriptor = addresses.descriptor(at.index)
             setShadow(completion.length, at: descriptor + 8)
-            setShadow(first, at: descriptor + 12)
+            setShadow(id, at: descriptor + 12)
             setShadow((at.wrap ? 0x8080 : 0) | (completion.length > 0 ? 2 : 0) as UInt16, at: descriptor + 14)
-            usedPosition.advance(by: listLengths[Int(first)], size: size)
-            movesSinceNotifyCheck += listLengths[Int(first)]
+            usedPosition.advance(by: listLength, size: size)
+            movesSinceNotifyCheck += listLength
             lastCompletely = completion.completely
         }
     }

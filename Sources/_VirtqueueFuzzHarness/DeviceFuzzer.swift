@@ -182,12 +182,18 @@ final class DeviceSession {
     var listLengths: [Int]
     /// The descriptor count of the list the last ``expectedNext()`` parsed.
     var expectedListLength = 0
-    /// Under IN_ORDER (packed): the buffer IDs taken and not yet used, in the order taken, and
-    /// the completions waiting for the ones before them (`len`, and whether it was the whole
-    /// writable room).
+    /// Under IN_ORDER (packed): the lists taken and not yet used, in the order taken (a serial
+    /// number per take, the buffer ID and the list's descriptor count), and the completions
+    /// waiting for the ones before them, by serial (`len`, and whether it was the whole writable
+    /// room). Keyed by take, not by buffer ID, as the device keys them by position: once a
+    /// request is completed its ID is the driver's to reuse, even while the completion is held,
+    /// so two lists taken with one ID are two entries (docs/trust-model.md).
     let inOrder: Bool
-    var takenOrder: [UInt16] = []
-    var heldCompletions: [UInt16: (length: UInt32, completely: Bool)] = [:]
+    var takenOrder: [(serial: Int, id: UInt16, listLength: Int)] = []
+    var heldCompletions: [Int: (length: UInt32, completely: Bool)] = [:]
+    /// The serial of each request in `held`, at the same index.
+    var heldSerials: [Int] = []
+    var nextSerial = 0
 
     /// Attaches a device: through `header` (this package's region format, written first), or,
     /// without one, through the general initialiser on `placement`, with `avail.idx` and
@@ -406,7 +412,7 @@ final class DeviceSession {
         if packed {
             position.advance(by: expectedListLength, size: size)
             listLengths[Int(head)] = expectedListLength
-            if inOrder { takenOrder.append(head) }
+            if inOrder { takenOrder.append((nextSerial, head, expectedListLength)) }
         } else {
             lastAvailable &+= 1
         }
@@ -414,6 +420,8 @@ final class DeviceSession {
         heldHeads[Int(head)] = true
         held.advanced(by: heldCount).initialize(to: request)
         heldCount += 1
+        heldSerials.append(nextSerial)
+        nextSerial += 1
         return true
     }
 
@@ -550,6 +558,9 @@ final class DeviceSession {
         if index != heldCount {
             held.advanced(by: index).initialize(to: held.advanced(by: heldCount).move())
         }
+        let serial = heldSerials[index]
+        heldSerials[index] = heldSerials[heldCount]
+        heldSerials.removeLast()
         let writable = request.writableByteCount
         let written: Int
         switch length >> 6 {
@@ -588,7 +599,7 @@ final class DeviceSession {
             try check(!queue.isBroken, "a caller's bad length broke the queue")
         }
         if packed && inOrder {
-            useInOrder(id, length: UInt32(valid ? written : 0), writable: writable)
+            useInOrder(serial: serial, length: UInt32(valid ? written : 0), writable: writable)
             return
         }
         if packed {

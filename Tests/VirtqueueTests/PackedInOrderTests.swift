@@ -15,6 +15,54 @@ struct PackedInOrderTests {
         #expect(pair.device.features.isSuperset(of: [.ringPacked, .inOrder]))
     }
 
+    /// A buffer ID is the driver's again once its request is completed, even while the completion
+    /// is held for an earlier one: a list the driver makes available again with that ID, of
+    /// another length, does not change how far the held one moves the used position. (Found by
+    /// `FuzzDevicePacked`: the held completion took the new list's descriptor count.)
+    @Test func aHeldCompletionKeepsItsListLengthWhenItsIDIsReused() throws {
+        var pair = try InOrderPair(.packed)
+        let available: UInt16 = 0x0080 | PackedRingFields.writeFlag
+        // Three one-descriptor lists, IDs 0, 1, 2, at positions 0, 1, 2.
+        for index in 0..<3 {
+            pair.ring.packedDescriptor(
+                index,
+                address: pair.ring.data(64 * index),
+                length: 16,
+                id: UInt16(index),
+                flags: available
+            )
+        }
+        let first = try pair.device.requireRequest()
+        let second = try pair.device.requireRequest()
+        let third = try pair.device.requireRequest()
+        try pair.device.complete(third, written: 1)  // held: 0 and 1 come first
+        // ID 2 again, a two-descriptor list at positions 3 and 4.
+        pair.ring.packedDescriptor(4, address: pair.ring.data(256), length: 16, id: 2, flags: available)
+        pair.ring.packedDescriptor(
+            3,
+            address: pair.ring.data(320),
+            length: 16,
+            id: 2,
+            flags: available | PackedRingFields.nextFlag
+        )
+        let fourth = try pair.device.requireRequest()
+        #expect(fourth.id == 2 && fourth.segmentCount == 2)
+        try pair.device.complete(fourth, written: 2)  // held too
+        try pair.device.complete(first, written: 3)
+        try pair.device.complete(second, written: 4)
+        // Partly written buffers, one used descriptor each, each at its own list's position.
+        let used: UInt16 = 0x8080 | PackedRingFields.writeFlag
+        let expected: [(position: Int, id: UInt16, length: UInt32)] = [(0, 0, 3), (1, 1, 4), (2, 2, 1), (3, 2, 2)]
+        for entry in expected {
+            let descriptor = pair.ring.packedDescriptor(entry.position)
+            #expect(
+                descriptor.id == entry.id && descriptor.length == entry.length && descriptor.flags == used,
+                "position \(entry.position): \(descriptor)"
+            )
+        }
+        #expect(pair.ring.packedDescriptor(4).flags == available, "the list's second descriptor is skipped")
+    }
+
     /// Event suppression counts a batch's skipped descriptors as moves: a driver that asked to
     /// hear of the used position passing a descriptor inside the batch is notified.
     @Test(arguments: [(3, true), (5, true), (6, false), (7, false)])

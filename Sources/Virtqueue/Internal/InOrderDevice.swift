@@ -10,14 +10,19 @@ internal struct HeldCompletion {
     @usableFromInline var usedCompletely = false
     /// Whether the slot holds a completion.
     @usableFromInline var isHeld = false
+    /// On the packed ring, the descriptors of the request's list, kept with the completion: once
+    /// completed, its buffer ID is the driver's to reuse, and a list taken again with that ID
+    /// replaces the ID's count before this completion is used.
+    @usableFromInline var descriptorCount: UInt16 = 0
 
     @inlinable init() {}
 
-    @inlinable init(head: UInt16, length: UInt32, usedCompletely: Bool) {
+    @inlinable init(head: UInt16, length: UInt32, usedCompletely: Bool, descriptorCount: UInt16) {
         self.head = head
         self.length = length
         self.usedCompletely = usedCompletely
         self.isHeld = true
+        self.descriptorCount = descriptorCount
     }
 }
 
@@ -115,32 +120,59 @@ extension DeviceState {
         let position = inOrder.positions.unsafelyUnwrapped[Int(head)]
         let usedCompletely = Int(length) == writable
         let held = inOrder.held.unsafelyUnwrapped
+        let descriptorCount = packed ? packedListLengths.unsafelyUnwrapped[Int(head)] : 0
         guard position == side.published else {
             held[Int(position & inOrder.slotMask)] = HeldCompletion(
                 head: head,
                 length: length,
-                usedCompletely: usedCompletely
+                usedCompletely: usedCompletely,
+                descriptorCount: descriptorCount
             )
             return
         }
-        useInOrder(head, length: length, usedCompletely: usedCompletely, packed: packed)
+        useInOrder(
+            head,
+            length: length,
+            usedCompletely: usedCompletely,
+            packed: packed,
+            descriptorCount: descriptorCount
+        )
         while true {
             let slot = Int(side.published & inOrder.slotMask)
             let next = held[slot]
             guard next.isHeld else { break }
             held[slot].isHeld = false
-            useInOrder(next.head, length: next.length, usedCompletely: next.usedCompletely, packed: packed)
+            useInOrder(
+                next.head,
+                length: next.length,
+                usedCompletely: next.usedCompletely,
+                packed: packed,
+                descriptorCount: next.descriptorCount
+            )
         }
         if publish { side.publishStaged() }
     }
 
     /// Uses the next buffer in order: folds it into the staged run when the run's last buffer was
     /// used completely (the run's element now names this one), else starts a run at `used.idx`
-    /// (on the packed ring, ``useInOrder(_:_:length:usedCompletely:)``; `packed` is a constant).
+    /// (on the packed ring, ``useInOrder(_:_:length:usedCompletely:descriptorCount:)``, with the
+    /// list's `descriptorCount`; `packed` is a constant).
     @usableFromInline @inline(__always)
-    mutating func useInOrder(_ head: UInt16, length: UInt32, usedCompletely: Bool, packed: Bool) {
+    mutating func useInOrder(
+        _ head: UInt16,
+        length: UInt32,
+        usedCompletely: Bool,
+        packed: Bool,
+        descriptorCount: UInt16
+    ) {
         if packed {
-            useInOrder(side.packed.unsafelyUnwrapped, head, length: length, usedCompletely: usedCompletely)
+            useInOrder(
+                side.packed.unsafelyUnwrapped,
+                head,
+                length: length,
+                usedCompletely: usedCompletely,
+                descriptorCount: descriptorCount
+            )
             return
         }
         if !(side.hasStaged && inOrder.lastUsedCompletely) {
@@ -155,7 +187,7 @@ extension DeviceState {
 }
 
 extension DeviceState {
-    /// ``useInOrder(_:length:usedCompletely:packed:)`` on the packed ring (virtio 1.2 §2.8.9): a run
+    /// ``useInOrder(_:length:usedCompletely:packed:descriptorCount:)`` on the packed ring (virtio 1.2 §2.8.9): a run
     /// starts with a used descriptor at the used position, staged as any other; a buffer folded
     /// into the staged run rewrites that descriptor's `id`, `len` and `WRITE` to its own, and
     /// moves the used position past its descriptors without writing them — the driver skips
@@ -166,8 +198,14 @@ extension DeviceState {
     /// publication stores those `flags` with release, after every rewrite. Out of line, so that
     /// the split ring's in-order use stays as it was.
     @usableFromInline @inline(never)
-    mutating func useInOrder(_ packed: PackedRing, _ head: UInt16, length: UInt32, usedCompletely: Bool) {
-        let count = Int(packedListLengths.unsafelyUnwrapped[Int(head)])
+    mutating func useInOrder(
+        _ packed: PackedRing,
+        _ head: UInt16,
+        length: UInt32,
+        usedCompletely: Bool,
+        descriptorCount: UInt16
+    ) {
+        let count = Int(descriptorCount)
         defer { inOrder.lastUsedCompletely = usedCompletely }
         guard side.hasStaged && inOrder.lastUsedCompletely else {
             inOrder.runSlot = side.published
