@@ -136,7 +136,7 @@ extension DriverState {
         let head = UInt16(truncatingIfNeeded: id)
         let record = heads[Int(head)]
         guard record.inFlight else { throw side.breakQueue(.usedIDNotInFlight(id)) }
-        let batch = try inOrderBatchSize(reaching: head, inFlight: inFlight)
+        let batch = try inOrderBatch(reaching: head, inFlight: inFlight).chains
         guard batch <= covered else {
             throw side.breakQueue(
                 .usedOutOfOrder(head, position: position, batch: batch, covered: covered, oldest: inOrder.oldestHead)
@@ -156,21 +156,28 @@ extension DriverState {
         PackedRingPosition(cursorValue: position).advanced(by: span, size: size).cursorValue
     }
 
-    /// The named chain's place among the `inFlight` chains in flight, oldest first (1 for the
-    /// oldest): they hold the ring's descriptors in order from the oldest's head.
+    /// The batch a used entry naming `head` covers: the named chain's place among the `inFlight`
+    /// chains in flight, oldest first (1 for the oldest), and the descriptors of those chains —
+    /// they hold the ring's descriptors in order from the oldest's head.
     ///
     /// - Throws: ``VirtqueueError/Code-swift.struct/usedIDNotInFlight`` if `head` is not among them.
     @usableFromInline @inline(__always)
-    mutating func inOrderBatchSize(reaching head: UInt16, inFlight: Int) throws(VirtqueueError) -> Int {
+    mutating func inOrderBatch(
+        reaching head: UInt16,
+        inFlight: Int
+    ) throws(VirtqueueError) -> (chains: Int, descriptors: Int) {
         let size = ring.size
         var candidate = inOrder.oldestHead
         var batch = 1
+        var descriptors = 0
         while candidate != head {
             guard batch < inFlight else { throw side.breakQueue(.usedIDNotInFlight(UInt32(head))) }
-            candidate = UInt16(truncatingIfNeeded: (Int(candidate) + descriptorSpan(heads[Int(candidate)])) % size)
+            let span = descriptorSpan(heads[Int(candidate)])
+            descriptors &+= span
+            candidate = UInt16(truncatingIfNeeded: (Int(candidate) + span) % size)
             batch += 1
         }
-        return batch
+        return (batch, descriptors &+ descriptorSpan(heads[Int(candidate)]))
     }
 
     /// Takes back the oldest chain in flight, which the current batch covers: its descriptors

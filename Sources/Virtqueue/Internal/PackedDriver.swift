@@ -164,14 +164,7 @@ extension DriverState {
     mutating func startPackedInOrderBatch(id: UInt16, written: UInt32) throws(VirtqueueError) {
         let packed = side.packed.unsafelyUnwrapped
         let start = side.consumedPosition
-        let batch = try inOrderBatchSize(reaching: id, inFlight: packedInFlightCount)
-        var descriptors = 0
-        var head = inOrder.oldestHead
-        for _ in 0..<batch {
-            let span = descriptorSpan(heads[Int(head)])
-            descriptors &+= span
-            head = UInt16(truncatingIfNeeded: (Int(head) &+ span) % packed.size)
-        }
+        let (batch, descriptors) = try inOrderBatch(reaching: id, inFlight: packedInFlightCount)
         // The descriptors made available from the driver's position: up to the first staged
         // chain's (never at the position itself: the read found it not staged), else all.
         if let staged = side.stagedFlagsAt {
