@@ -194,7 +194,9 @@ extension VhostUserSession {
         }
         // The marked heads are distinct (one flag each) and as many as the entries: if each is
         // among them, the entries are the marked heads in the order made available.
-        if let stray = heads.first(where: { !available.contains($0) }) {
+        // (A set: up to N heads, which a linear search per head would make N² work on resume.)
+        let entries = Set(available)
+        if let stray = heads.first(where: { !entries.contains($0) }) {
             let positions = "\(usedIndex)…\(usedIndex &+ UInt16(truncatingIfNeeded: heads.count - 1))"
             throw VhostUserError(
                 .invalidInflightArea,
