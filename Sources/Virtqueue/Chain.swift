@@ -21,15 +21,15 @@ public struct Chain: ~Copyable {
     /// what its deinit and the owner check need; everything else about the chain is in the record.
     @usableFromInline var head: UInt32 = noBuffer
     @usableFromInline let queueIdentity: UInt32
-    /// The queue's private state, where a dropped chain gives its buffers back. The queue keeps it
-    /// alive while any of its chains is (``DriverState/liveChains``).
+    /// The queue's private state, where a dropped chain gives its buffers back. It outlives the
+    /// queue while a chain or a used chain holds buffers (``DriverState/tokensHoldNothing``); a
+    /// chain with no segment never touches it.
     @usableFromInline let state: UnsafeMutablePointer<DriverState>
 
     @inlinable
     init(queueIdentity: UInt32, state: UnsafeMutablePointer<DriverState>) {
         self.queueIdentity = queueIdentity
         self.state = state
-        state.pointee.liveChains &+= 1
     }
 
     deinit {
@@ -39,12 +39,7 @@ public struct Chain: ~Copyable {
     /// Ends the chain once the queue has taken (or released) its buffers: no deinit runs.
     @inlinable @inline(__always)
     consuming func end() {
-        // The state pointer is taken before `discard self`: Swift 6.3's ThreadSanitizer
-        // instrumentation of an access through a stored property of a discarded `self` emits
-        // invalid IR (an integer field bitcast to a pointer), which breaks `scripts/tsan.sh`.
-        let state = self.state
         discard self
-        state.pointee.liveChains &-= 1
     }
 
     /// The chain's record in its queue's private state, or `nil` while it has no segment.
@@ -105,8 +100,8 @@ public struct UsedChain: ~Copyable {
     @usableFromInline let lastBuffer: UInt32
     @usableFromInline let segmentCount: Int
     @usableFromInline let queueIdentity: UInt32
-    /// The queue's private state, where a dropped used chain gives its buffers back; kept alive
-    /// while any of the queue's tokens is (``DriverState/liveChains``).
+    /// The queue's private state, where a dropped used chain gives its buffers back; it outlives
+    /// the queue while a token holds buffers (``DriverState/tokensHoldNothing``).
     @usableFromInline let state: UnsafeMutablePointer<DriverState>
 
     @inlinable
@@ -128,7 +123,6 @@ public struct UsedChain: ~Copyable {
         self.segmentCount = segmentCount
         self.queueIdentity = queueIdentity
         self.state = state
-        state.pointee.liveChains &+= 1
     }
 
     deinit {
@@ -143,12 +137,7 @@ public struct UsedChain: ~Copyable {
     /// Ends the used chain once its queue has taken its buffers back: no deinit runs.
     @inlinable @inline(__always)
     consuming func end() {
-        // The state pointer is taken before `discard self`: Swift 6.3's ThreadSanitizer
-        // instrumentation of an access through a stored property of a discarded `self` emits
-        // invalid IR (an integer field bitcast to a pointer), which breaks `scripts/tsan.sh`.
-        let state = self.state
         discard self
-        state.pointee.liveChains &-= 1
     }
 }
 

@@ -180,4 +180,50 @@ struct ChainDropTests {
         #expect(segments == 1)
         _ = consume chain
     }
+
+    /// The driver's state outlives its queue while a token holds buffers, counted by the buffers
+    /// themselves (the tokens keep no count): each token below reads its fields after the queue
+    /// has gone, with a chain still in flight (whose buffers nothing gives back) and a chain with
+    /// no segment (which touches nothing), and the last one dropped frees the state. Under
+    /// AddressSanitizer a token that touched freed memory fails this test.
+    @Test func tokensThatOutliveTheirQueueReadTheirOwnState() throws {
+        let layout = try RegionLayout(queueSizes: [Self.size], dataAreaSize: Self.buffers * 64, features: .all)
+        let region = try HeapRegion(layout: layout)
+        let (driverEnd, deviceEnd) = HeapNotifier.makePair()
+        var empty: Chain
+        var building: Chain
+        var used: UsedChain
+        do {
+            var driver = try DriverQueue(region: region, notifier: driverEnd, bufferSize: 64)
+            var device = try DeviceQueue(region: region, notifier: deviceEnd)
+            try Self.send(&driver, segments: 3, throwAfter: nil)
+            try Self.send(&driver, segments: 2, throwAfter: nil)
+            guard let request = try device.nextRequest() else {
+                Issue.record("no request")
+                return
+            }
+            try device.complete(request, written: 4)
+            guard let taken = try driver.takeUsed() else {
+                Issue.record("no used chain")
+                return
+            }
+            used = taken
+            empty = driver.makeChain()
+            building = driver.makeChain()
+            try driver.appendReadable(to: &building, copying: [7, 8])
+            try driver.appendReadable(to: &building, copying: [9])
+            // The second chain stays in flight: the queue goes with it.
+            let (inFlight, free) = (driver.inFlightCount, driver.freeBufferCount)
+            #expect(inFlight == 1)
+            #expect(free == Self.buffers - 7)
+        }
+        let (segments, readable, emptySegments) = (building.segmentCount, building.readableByteCount, empty.segmentCount)
+        #expect(segments == 2)
+        #expect(readable == 3)
+        #expect(emptySegments == 0)
+        #expect(used.writtenByteCount == 4)
+        _ = consume building
+        _ = consume empty
+        _ = consume used
+    }
 }

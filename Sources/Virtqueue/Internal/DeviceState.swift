@@ -83,11 +83,10 @@ internal struct DeviceState: TokenHoldingState {
     @usableFromInline var takenCount = 0
     /// Whether the queue has gone (its deinit ran while requests were taken).
     @usableFromInline var queueGone = false
-    /// The live tokens are the requests taken and not completed.
-    @usableFromInline var liveTokenCount: Int {
-        get { takenCount }
-        set { takenCount = newValue }
-    }
+    /// The tokens are the requests taken and not completed.
+    @usableFromInline var tokensHoldNothing: Bool { takenCount == 0 }
+    /// Nothing to forget: a request is the device's only hold on the state.
+    @usableFromInline mutating func queueLeaving() {}
 
     /// Packed ring: how many ring descriptors the list of each buffer ID the device holds took,
     /// by which its used position advances when it is used; `nil` for the split ring.
@@ -161,8 +160,9 @@ internal struct DeviceState: TokenHoldingState {
     /// A request was dropped without being completed: it is completed with 0 bytes written (if
     /// the queue is still there and works), so the driver gets its buffers back.
     static func requestDropped(_ state: UnsafeMutablePointer<DeviceState>, id: UInt16) {
-        guard state.tokenDropped() else { return }
         let writable = state.pointee.release(head: id)
+        state.pointee.takenCount &-= 1
+        guard state.tokenReleased() else { return }
         guard state.pointee.side.broken == nil else { return }
         if state.pointee.side.packed != nil {
             state.pointee.storePackedUsed(id: id, length: 0, writable: writable, publish: true)

@@ -101,15 +101,24 @@ internal struct DriverState: TokenHoldingState {
     @usableFromInline var freeBufferHead: UInt32
     @usableFromInline var freeBufferCount: Int
 
-    /// Chains made and not yet submitted, discarded or dropped. While any is alive the state
-    /// outlives the queue, so that a chain dropped late does not write into freed memory.
-    @usableFromInline var liveChains = 0
-    /// Whether the queue has gone (its deinit ran while chains were alive).
+    /// Whether the queue has gone (its deinit ran while a chain or a used chain held buffers).
     @usableFromInline var queueGone = false
-    /// The live tokens are the chains and used chains alive.
-    @usableFromInline var liveTokenCount: Int {
-        get { liveChains }
-        set { liveChains = newValue }
+    /// Once the queue has gone: the buffers its chains in flight held, which nothing gives back.
+    @usableFromInline var retainedBuffers = 0
+    /// Whether no token holds a buffer: every buffer is free, or (once the queue has gone) held by
+    /// a chain that was in flight. A chain with segments and a used chain each hold one or more
+    /// buffers, so the tokens are counted by the buffers alone (no count kept on the hot path);
+    /// a chain with no segment holds nothing and never touches the state (``Chain``'s deinit).
+    @usableFromInline var tokensHoldNothing: Bool { freeBufferCount &+ retainedBuffers == bufferCount }
+
+    /// The queue is going: counts the buffers of the chains in flight, which no token holds and
+    /// nothing will give back.
+    @usableFromInline mutating func queueLeaving() {
+        var retained = 0
+        for head in 0..<ring.size where heads[head].inFlight {
+            retained += Int(heads[head].segmentCount) + (heads[head].indirectTable == noBuffer ? 0 : 1)
+        }
+        retainedBuffers = retained
     }
     /// A used element's id must be below this to take the usual path of `takeUsed`: N, or 0
     /// under IN_ORDER, whose elements all go to the in-order take (``InOrderDriverState``).
@@ -162,22 +171,25 @@ internal struct DriverState: TokenHoldingState {
     }
 
     /// A chain was dropped without being submitted or discarded: its descriptors and buffers go
-    /// back to the free lists (if the queue is still there).
+    /// back to the free lists (those of a queue that has gone, which is then freed with the last
+    /// buffer a token held). A chain with no segment holds nothing and touches nothing: its
+    /// queue's state may be gone.
     static func chainDropped(_ state: UnsafeMutablePointer<DriverState>, head: UInt32) {
-        guard state.tokenDropped() else { return }
+        guard head != noBuffer else { return }
         state.pointee.releaseUnsubmitted(head: head)
+        state.tokenReleased()
     }
 
-    /// A used chain was dropped without being freed: its buffers go back to the free list (if the
-    /// queue is still there).
+    /// A used chain was dropped without being freed: its buffers go back to the free list (as
+    /// ``chainDropped(_:head:)``'s do).
     static func usedChainDropped(
         _ state: UnsafeMutablePointer<DriverState>,
         firstBuffer: UInt32,
         lastBuffer: UInt32,
         segmentCount: Int
     ) {
-        guard state.tokenDropped() else { return }
         state.pointee.releaseBuffers(first: firstBuffer, last: lastBuffer, count: segmentCount)
+        state.tokenReleased()
     }
 
     /// Returns the descriptors and buffers of a chain that was never submitted (`head` is
