@@ -217,7 +217,8 @@ struct ChainDropTests {
             #expect(inFlight == 1)
             #expect(free == Self.buffers - 7)
         }
-        let (segments, readable, emptySegments) = (building.segmentCount, building.readableByteCount, empty.segmentCount)
+        let (segments, readable) = (building.segmentCount, building.readableByteCount)
+        let emptySegments = empty.segmentCount
         #expect(segments == 2)
         #expect(readable == 3)
         #expect(emptySegments == 0)
