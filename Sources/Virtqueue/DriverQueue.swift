@@ -745,8 +745,9 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ) throws(VirtqueueError) -> UnsafeMutableRawPointer? {
         let state = self.state
         let chain = state.pointee.heads.advanced(by: Int(head))
+        // A free descriptor and a free buffer in one test (a count of 0 less 1 is negative).
         guard chain.pointee.indirectTable == noBuffer, Int(chain.pointee.segmentCount) < directLimit,
-            state.pointee.freeDescriptorCount > 0, state.pointee.freeBufferCount > 0
+            (state.pointee.freeDescriptorCount &- 1) | (state.pointee.freeBufferCount &- 1) >= 0
         else {
             return try appendOtherSegment(to: head, length: length, writable: writable)
         }
