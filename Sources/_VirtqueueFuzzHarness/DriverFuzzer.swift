@@ -55,7 +55,7 @@ public enum DriverFuzzer {
     ///   queue sizes are 3, 5, 13 and 1, the region's ring format is packed, the program's ops 2,
     ///   3, 4 and 9 write the packed ring as a device would (``DriverSession/performPacked(_:_:)``),
     ///   and what the driver publishes is checked with
-    ///   ``ReferenceChainParser/parsePacked(index:wrap:held:)``.
+    ///   ``ReferenceChainParser/parsePacked(index:wrap:held:room:)``.
     /// - Throws: ``InvariantFailure`` naming the broken invariant.
     public static func run(_ input: UnsafeRawBufferPointer, packed: Bool = false) throws(InvariantFailure) {
         var reader = FuzzInput(input)
