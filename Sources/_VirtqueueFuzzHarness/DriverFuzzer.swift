@@ -342,7 +342,7 @@ final class DriverSession {
 
     /// The device's writes: into the used ring only (the harness's shadow follows them).
     func deviceWrite(_ bytes: UnsafeRawBufferPointer, at address: UInt64) {
-        for piece in memory.pieces(at: address, count: bytes.count) {
+        memory.forEachPiece(at: address, count: bytes.count) { piece in
             (memory.mappings[piece.mapping].region.base + piece.offset)
                 .copyMemory(from: bytes.baseAddress! + piece.source, byteCount: piece.count)
             shadow.set(piece, from: bytes)
