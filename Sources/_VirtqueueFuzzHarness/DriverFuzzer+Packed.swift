@@ -105,7 +105,7 @@ extension DriverSession {
                 ready: true,
                 id: UInt32(next.id),
                 written: next.written,
-                context: "in a batch \(pendingBatch) at \(usedPosition)"
+                context: .inBatch(pendingBatch, at: usedPosition)
             )
         }
         let descriptor = addresses.descriptor(usedPosition.index)
@@ -144,7 +144,7 @@ extension DriverSession {
                 ready: true,
                 id: UInt32(submissionOrder[0]),
                 written: pendingBatch[0].written,
-                context: "at \(usedPosition) (id \(id), len \(length): the batch \(pendingBatch))"
+                context: .batch(at: usedPosition, id: id, length: length, batch: pendingBatch)
             )
         }
         return TakePrediction(
@@ -152,7 +152,7 @@ extension DriverSession {
             ready: isUsed,
             id: UInt32(id),
             written: Int(written),
-            context: "at \(usedPosition) (flags 0x\(String(flags, radix: 16)), id \(id), len \(length))"
+            context: .packed(at: usedPosition, flags: flags, id: id, length: length)
         )
     }
 }
