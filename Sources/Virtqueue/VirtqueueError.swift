@@ -79,7 +79,9 @@ public struct VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible
 
         // MARK: Peer violations: device side (the driver wrote something wrong)
 
-        /// `avail.idx` moved more than the queue size past the last index the device saw.
+        /// `avail.idx` moved more than the queue size past the last index the device saw; on the
+        /// packed ring, a list reaching more than the queue size past the device's used position
+        /// (over descriptors still in flight).
         public static let availableIndexJump = Code(50)
         /// An available-ring entry names a descriptor head ≥ the queue size.
         public static let headOutOfRange = Code(51)

@@ -55,7 +55,7 @@ public enum DeviceFuzzer {
     ///   in bit 7, its wrap counter, the ring's descriptors left as a previous lap used them —
     ///   the queue sizes are 3, 5, 13 and 1, the program's ops 1, 2, 7, 8 and 9 write the packed
     ///   ring (``DeviceSession/performPacked(_:_:)``), and the oracle is
-    ///   ``ReferenceChainParser/parsePacked(index:wrap:held:)``.
+    ///   ``ReferenceChainParser/parsePacked(index:wrap:held:room:)``.
     /// - Throws: ``InvariantFailure`` naming the broken invariant.
     public static func run(_ input: UnsafeRawBufferPointer, packed: Bool = false) throws(InvariantFailure) {
         var reader = FuzzInput(input)
@@ -477,7 +477,8 @@ final class DeviceSession {
     func expectedNext() -> Expected {
         if broken { return .broken }
         if packed {
-            switch reference.parsePacked(index: position.index, wrap: position.wrap, held: heldHeads) {
+            let room = size - position.steps(after: usedPosition, size: size)
+            switch reference.parsePacked(index: position.index, wrap: position.wrap, held: heldHeads, room: room) {
             case .empty: return .empty
             case .violation(let why, let codes): return .violation(why, codes)
             case .list(let id, let count, let outcome):

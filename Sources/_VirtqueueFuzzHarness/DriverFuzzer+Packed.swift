@@ -58,12 +58,14 @@ extension DriverSession {
 
     /// Parses the list the driver just made available at its position as the device would, with
     /// the reference parser: one list of the chain's descriptor count carrying its buffer ID, the
-    /// segments it was built from, in usable pool slots.
+    /// segments it was built from, in usable pool slots, over no descriptor the driver still has
+    /// in flight (from its used position on).
     func checkPublishedPacked(head: UInt16, _ model: Submitted) throws(InvariantFailure) {
         let outcome = reference.parsePacked(
             index: availablePosition.index,
             wrap: availablePosition.wrap,
-            held: [Bool](repeating: false, count: size)
+            held: noneHeld,
+            room: size - availablePosition.steps(after: usedPosition, size: size)
         )
         guard case .list(let id, let count, .valid(let segments)) = outcome, id == head,
             count == model.descriptorCount

@@ -55,7 +55,7 @@ public enum DriverFuzzer {
     ///   queue sizes are 3, 5, 13 and 1, the region's ring format is packed, the program's ops 2,
     ///   3, 4 and 9 write the packed ring as a device would (``DriverSession/performPacked(_:_:)``),
     ///   and what the driver publishes is checked with
-    ///   ``ReferenceChainParser/parsePacked(index:wrap:held:)``.
+    ///   ``ReferenceChainParser/parsePacked(index:wrap:held:room:)``.
     /// - Throws: ``InvariantFailure`` naming the broken invariant.
     public static func run(_ input: UnsafeRawBufferPointer, packed: Bool = false) throws(InvariantFailure) {
         var reader = FuzzInput(input)
@@ -196,6 +196,8 @@ final class DriverSession {
     var inOrder = false
     var submissionOrder: [UInt16] = []
     var pendingBatch: [(id: UInt16, written: Int)] = []
+    /// No buffer ID held: the device's state `checkPublishedPacked` parses the driver's lists with.
+    let noneHeld: [Bool]
 
     /// Attaches a driver: through `header` (this package's region format, written first; the
     /// pool is its data area), or, without one, through the general initialiser on `placement`
@@ -271,6 +273,7 @@ final class DriverSession {
         self.kept = .allocate(capacity: max(placement.size, 1))
         self.inOrder = features.contains(.inOrder)
         self.packed = placement.format == .packed
+        self.noneHeld = [Bool](repeating: false, count: placement.size)
         try check(
             queue.bufferCount == slots.count,
             "the driver has \(queue.bufferCount) pool buffers, the harness counts \(slots.count) usable slots"

@@ -30,6 +30,17 @@ struct PackedPosition: Equatable, CustomStringConvertible {
         }
     }
 
+    /// How many descriptors this position is ahead of `earlier` on a ring of `size` (0…2N−1),
+    /// counted by stepping `earlier` on until it gets here.
+    func steps(after earlier: PackedPosition, size: Int) -> Int {
+        var walker = earlier
+        for count in 0..<(2 * size) {
+            if walker == self { return count }
+            walker.advance(by: 1, size: size)
+        }
+        return 2 * size
+    }
+
     /// A hostile peer's move of its own position, from an input byte: with bit 7, back to
     /// `other` (the position the side under test is at); else on by 0…N+1.
     mutating func move(_ step: UInt8, orBackTo other: PackedPosition, size: Int) {

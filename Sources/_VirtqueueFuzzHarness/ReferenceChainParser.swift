@@ -209,8 +209,9 @@ struct ReferenceChainParser {
     /// "The packed ring"), stated as the spec's steps in order: the descriptor at the position
     /// is available for its wrap counter, or "nothing yet", or — used with that counter — in no
     /// legal ring; the list runs on through `NEXT`, each descriptor available for the wrap
-    /// counter at its own position, at most N of them, an `INDIRECT` one only first and alone;
-    /// the last carries the buffer ID, which is below N and not held (`held`); then the chain
+    /// counter at its own position, at most N of them, an `INDIRECT` one only first and alone,
+    /// none over a descriptor still in flight (at most `room` of them: N less the descriptors
+    /// between the device's used position and its position); the last carries the buffer ID, which is below N and not held (`held`); then the chain
     /// rules every format shares.
     enum PackedOutcome: CustomStringConvertible {
         case empty
@@ -241,8 +242,9 @@ struct ReferenceChainParser {
     }
 
     /// Parses the list at position `index` with wrap counter `wrap`; `held[id]` says whether the
-    /// device holds buffer `id`.
-    func parsePacked(index start: Int, wrap startWrap: Bool, held: [Bool]) -> PackedOutcome {
+    /// device holds buffer `id`, and `room` how many descriptors the driver may have made
+    /// available from the position on.
+    func parsePacked(index start: Int, wrap startWrap: Bool, held: [Bool], room: Int) -> PackedOutcome {
         let first = packedDescriptor(start).flags
         guard Self.available(first, wrap: startWrap) else {
             let used = (first & 0x80 != 0) == startWrap && (first & 0x8000 != 0) == startWrap
@@ -267,6 +269,12 @@ struct ReferenceChainParser {
             }
             count += 1
             last = entry
+            guard count <= room else {
+                return .violation(
+                    "the list reaches \(count) descriptors, over the \(queueSize - room) in flight",
+                    [.availableIndexJump]
+                )
+            }
             if entry.flags & 1 == 0 || entry.flags & 4 != 0 { break }
             guard count < queueSize else { return .violation("a list longer than the queue", [.peerChainTooLong]) }
             index = (index + 1) % queueSize

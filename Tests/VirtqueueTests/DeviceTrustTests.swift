@@ -72,6 +72,48 @@ struct DeviceTrustTests {
         ) { ring in rule.plant(ring) }
     }
 
+    /// The driver may make available only descriptors the device has used: a list that runs on
+    /// past the end of the ring into positions the device still holds is refused, naming its
+    /// length and the descriptors in flight — with IN_ORDER or without, where the used position
+    /// is the same. Planted: a two-descriptor list at 0 and 1, taken and held; then a list from
+    /// 2 that wraps onto position 0 (available for the next lap), 7 descriptors where 6 are free.
+    /// (Found by `FuzzDevicePacked`: under IN_ORDER two lists shared a held slot.)
+    @Test(arguments: [false, true])
+    func aPackedListOverDescriptorsInFlight(inOrder: Bool) throws {
+        let size = Self.queueSize
+        let available = PackedRingFields.availableFlags(wrap: true)
+        let next = PackedRingFields.nextFlag
+        var features = Features.all.union(.ringPacked)
+        if inOrder { features.formUnion(.inOrder) }
+        try expectViolation(
+            .availableIndexJump,
+            features: features,
+            requestsBefore: 1,
+            plant: { ring in
+                ring.packedDescriptor(1, address: ring.data(16), length: 16, id: 0, flags: available)
+                ring.packedDescriptor(0, address: ring.data(0), length: 16, id: 0, flags: available | next)
+            },
+            afterFirstRequest: { ring in
+                ring.packedDescriptor(
+                    0,
+                    address: ring.data(0),
+                    length: 16,
+                    id: 1,
+                    flags: PackedRingFields.availableFlags(wrap: false)
+                )
+                for index in 2..<size {
+                    ring.packedDescriptor(
+                        index,
+                        address: ring.data(16 * index),
+                        length: 16,
+                        id: 1,
+                        flags: available | next
+                    )
+                }
+            }
+        )
+    }
+
     /// The device reads `avail.idx` once per batch, as vhost does: it takes the entries up to
     /// the index it validated without reading it again, and catches a rewrite at the next read.
     @Test func availableIndexRewrittenAfterValidation() throws {

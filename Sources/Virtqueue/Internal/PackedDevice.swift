@@ -43,6 +43,11 @@ extension DeviceState {
             }
             return nil
         }
+        // The driver may make available only descriptors the device has used: at most N
+        // between the used position and the end of the list. A list over a position still in
+        // flight (a lap ahead of the used position) is refused, or the device would hold two
+        // lists at one position.
+        let room = size &- start.distance(from: side.publishedPosition, size: size)
         var position = start
         var count = 0
         var id: UInt16 = 0
@@ -54,6 +59,11 @@ extension DeviceState {
                 throw side.breakQueue(.indirectInsideList(at: position))
             }
             count &+= 1
+            guard count <= room else {
+                throw side.breakQueue(
+                    .packedListPastInFlight(from: start, count: count, inFlight: size &- room, size: size)
+                )
+            }
             let next = position.advanced(by: 1, size: size)
             Descriptor(
                 address: UInt64(littleEndian: pointer.loadUnaligned(as: UInt64.self)),

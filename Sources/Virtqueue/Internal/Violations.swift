@@ -95,6 +95,20 @@ extension VirtqueueError {
     }
 
     @usableFromInline @inline(never)
+    static func packedListPastInFlight(
+        from start: PackedRingPosition,
+        count: Int,
+        inFlight: Int,
+        size: Int
+    ) -> VirtqueueError {
+        VirtqueueError(
+            .availableIndexJump,
+            "the list from position \(start) reaches \(count) descriptors past the \(inFlight) in flight; "
+                + "the queue size is \(size)"
+        )
+    }
+
+    @usableFromInline @inline(never)
     static func peerChainTooLong(size: Int) -> VirtqueueError {
         VirtqueueError(.peerChainTooLong, "the chain has more than \(size) descriptors")
     }
