@@ -60,7 +60,9 @@ extension DeviceSession {
             let first = driverPosition
             var flagsFirst: UInt16 = 0
             for index in 0..<listCount {
-                var element = withUnsafeBytes(of: &table) { PackedDescriptor(loadingFrom: $0.baseAddress! + 16 * index) }
+                var element = withUnsafeBytes(of: &table) {
+                    PackedDescriptor(loadingFrom: $0.baseAddress! + 16 * index)
+                }
                 let next: UInt16 = !indirect && index + 1 < count ? 1 : 0
                 let flags = element.flags | next | (driverPosition.wrap ? 0x80 : 0x8000)
                 element = PackedDescriptor(address: element.address, length: element.length, id: id, flags: flags)

@@ -287,7 +287,6 @@ final class DeviceSession {
 
     // MARK: The hostile driver's writes
 
-
     /// Writes `bytes` at bus address `address` (bytes that fall in a gap are dropped).
     func write(_ bytes: UnsafeRawBufferPointer, at address: UInt64) {
         memory.forEachPiece(at: address, count: bytes.count) { piece in

@@ -79,7 +79,9 @@ struct ReferenceChainParser {
         if let area = bufferArea, !(address >= area.lowerBound && end <= area.upperBound) { return false }
         guard length > 0 else {
             // An empty buffer needs only its address mapped, or at a mapping's end.
-            guard windows.contains(where: { $0.lowerBound <= address && address <= $0.upperBound }) else { return false }
+            guard windows.contains(where: { $0.lowerBound <= address && address <= $0.upperBound }) else {
+                return false
+            }
             segments.append(Segment(address: address, length: 0, writable: writable))
             return true
         }
