@@ -11,7 +11,7 @@ public import Virtqueue
 ///
 /// With one mapping at bus address 0 it is exactly the region the harnesses used before memory
 /// had more than one mapping. The harness keeps a copy and plays the peer through it: its reads
-/// and writes go through its own translation (``pieces(at:count:)``), never the core's.
+/// and writes go through its own translation (``forEachPiece(at:count:_:)``), never the core's.
 /// Call ``deallocate()`` once, after the queue is gone.
 public struct FuzzMemory: GuestMemory {
     /// One mapping: bus addresses `bus ..< bus + region.count` are `region`'s bytes.
