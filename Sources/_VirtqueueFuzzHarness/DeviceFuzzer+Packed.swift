@@ -24,56 +24,58 @@ extension DeviceSession {
             let indirect = shape & 4 != 0
             let firstWritable = Int(shape >> 3) & 7
             let id = idByte & 0x80 != 0 ? UInt16(idByte & 0x7F) : freeID(after: Int(idByte))
-            let spaceSize = bufferSpace.reduce(0) { $0 + $1.count }
-            var elements: [(address: UInt64, length: UInt32, flags: UInt16)] = []
-            for index in 0..<count {
-                let offset = Int(reader.uint16()) % spaceSize
-                let length = UInt32(reader.byteOrZero())
-                elements.append((bufferSpace[0].lowerBound + UInt64(offset), length, index >= firstWritable ? 2 : 0))
+            // The 1–4 buffers, as packed descriptors (`id` 0, NEXT not yet set), in a table of
+            // 64 bytes on the stack: the table an INDIRECT descriptor points at, or the list.
+            var table = PackedTable()
+            withUnsafeMutableBytes(of: &table) { raw in
+                for index in 0..<count {
+                    let offset = Int(reader.uint16()) % bufferSpaceSize
+                    PackedDescriptor(
+                        address: bufferSpace[0].lowerBound + UInt64(offset),
+                        length: UInt32(reader.byteOrZero()),
+                        id: 0,
+                        flags: index >= firstWritable ? 2 : 0
+                    ).store(to: raw.baseAddress! + 16 * index)
+                }
             }
-            var list: [(address: UInt64, length: UInt32, flags: UInt16)] = []
+            var listCount = count
             if indirect {
                 // The table, in the packed format, in the buffer space; one ring descriptor.
-                let offset = (Int(shape >> 5) * 48) % max(spaceSize - 16 * count, 1)
-                var table = [UInt8](repeating: 0, count: 16 * count)
-                table.withUnsafeMutableBytes { raw in
-                    for (index, element) in elements.enumerated() {
-                        let entry = PackedDescriptor(
-                            address: element.address,
-                            length: element.length,
-                            id: 0,
-                            flags: element.flags
-                        )
-                        entry.store(to: raw.baseAddress! + 16 * index)
-                    }
+                let offset = (Int(shape >> 5) * 48) % max(bufferSpaceSize - 16 * count, 1)
+                withUnsafeBytes(of: &table) { raw in
+                    write(space: bufferSpace, offset: offset, UnsafeRawBufferPointer(rebasing: raw[0..<16 * count]))
                 }
-                table.withUnsafeBytes { write(space: bufferSpace, offset: offset, $0) }
                 let tableAddress = bufferSpace[0].lowerBound + UInt64(offset)
-                list = [(tableAddress, UInt32(16 * count), PackedRingFields.indirectFlag)]
-            } else {
-                list = elements.enumerated().map { index, element in
-                    (element.address, element.length, element.flags | (index + 1 < count ? 1 : 0))
+                withUnsafeMutableBytes(of: &table) { raw in
+                    PackedDescriptor(
+                        address: tableAddress,
+                        length: UInt32(16 * count),
+                        id: 0,
+                        flags: PackedRingFields.indirectFlag
+                    ).store(to: raw.baseAddress!)
                 }
+                listCount = 1
             }
             // The first descriptor's flags go last (one thread here: the order is the spec's).
             let first = driverPosition
             var flagsFirst: UInt16 = 0
-            for (index, element) in list.enumerated() {
-                let flags = element.flags | (driverPosition.wrap ? 0x80 : 0x8000)
-                let descriptor = PackedDescriptor(
-                    address: element.address,
-                    length: element.length,
-                    id: id,
-                    flags: flags
-                )
-                var bytes = [UInt8](repeating: 0, count: 16)
-                bytes.withUnsafeMutableBytes { descriptor.store(to: $0.baseAddress!) }
-                if index == 0 {
-                    flagsFirst = flags
-                    bytes[14] = first.wrap ? 0 : 0x80  // last lap's (used) until the end
-                    bytes[15] = first.wrap ? 0 : 0x80
+            for index in 0..<listCount {
+                var element = withUnsafeBytes(of: &table) {
+                    PackedDescriptor(loadingFrom: $0.baseAddress! + 16 * index)
                 }
-                bytes.withUnsafeBytes { write($0, at: ring + UInt64(16 * driverPosition.index)) }
+                let next: UInt16 = !indirect && index + 1 < count ? 1 : 0
+                let flags = element.flags | next | (driverPosition.wrap ? 0x80 : 0x8000)
+                element = PackedDescriptor(address: element.address, length: element.length, id: id, flags: flags)
+                var bytes = (UInt64(0), UInt64(0))
+                withUnsafeMutableBytes(of: &bytes) { raw in
+                    element.store(to: raw.baseAddress!)
+                    if index == 0 {
+                        flagsFirst = flags
+                        raw[14] = first.wrap ? 0 : 0x80  // last lap's (used) until the end
+                        raw[15] = first.wrap ? 0 : 0x80
+                    }
+                    write(UnsafeRawBufferPointer(raw), at: ring + UInt64(16 * driverPosition.index))
+                }
                 driverPosition.advance(by: 1, size: size)
             }
             write16(flagsFirst, at: ring + UInt64(16 * first.index) + 14)
@@ -89,14 +91,15 @@ extension DeviceSession {
             // bit 7 is USED, its other bits the buffer ID.
             let flags = UInt16(low) | (high & 0x80 != 0 ? 0x8000 : 0)
             let descriptor = PackedDescriptor(address: address, length: length, id: UInt16(high & 0x7F), flags: flags)
-            var bytes = [UInt8](repeating: 0, count: 16)
-            bytes.withUnsafeMutableBytes { descriptor.store(to: $0.baseAddress!) }
-            if target & 0x80 != 0 {
-                let spaceSize = bufferSpace.reduce(0) { $0 + $1.count }
-                let offset = (Int(target & 0x7F) * 16) % (spaceSize - 15)
-                bytes.withUnsafeBytes { write(space: bufferSpace, offset: offset, $0) }
-            } else {
-                bytes.withUnsafeBytes { write($0, at: ring + UInt64(16 * (Int(target) % size))) }
+            var bytes = (UInt64(0), UInt64(0))
+            withUnsafeMutableBytes(of: &bytes) { raw in
+                descriptor.store(to: raw.baseAddress!)
+                if target & 0x80 != 0 {
+                    let offset = (Int(target & 0x7F) * 16) % (bufferSpaceSize - 15)
+                    write(space: bufferSpace, offset: offset, UnsafeRawBufferPointer(raw))
+                } else {
+                    write(UnsafeRawBufferPointer(raw), at: ring + UInt64(16 * (Int(target) % size)))
+                }
             }
         case 8:
             let slot = Int(reader.byteOrZero()) % size
@@ -168,4 +171,9 @@ extension DeviceSession {
             broken = true
         }
     }
+}
+
+/// Four packed descriptors, 64 bytes, on the stack: a list or an indirect table being written.
+struct PackedTable {
+    var words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
 }

@@ -151,6 +151,13 @@ final class DeviceSession {
     /// Where buffers go: the data area, or the buffer mappings in bus order. Descriptors written
     /// by op 7 point near its start, and indirect tables are written into it.
     let bufferSpace: [Range<UInt64>]
+    /// The buffer space's size in bytes.
+    let bufferSpaceSize: Int
+    /// The driver's areas as one address space: descriptor table, available ring (or the
+    /// packed ring's two areas), buffer space — op 0's target.
+    let driverSpace: [Range<UInt64>]
+    /// Its size in bytes.
+    let driverSpaceSize: Int
     /// Where every buffer must lie besides in memory, or `nil` for anywhere.
     let bufferArea: Range<UInt64>?
     let reference: ReferenceChainParser
@@ -247,6 +254,10 @@ final class DeviceSession {
         self.eventIndex = features.contains(.eventIndex)
         self.capacity = capacity
         self.bufferSpace = bufferSpace
+        self.bufferSpaceSize = bufferSpace.reduce(0) { $0 + $1.count }
+        let areas = placement.areas
+        self.driverSpace = [areas[0].range, areas[1].range] + bufferSpace
+        self.driverSpaceSize = driverSpace.reduce(0) { $0 + $1.count }
         self.bufferArea = placement.bufferArea
         self.reference = ReferenceChainParser(
             memory: memory,
@@ -276,15 +287,9 @@ final class DeviceSession {
 
     // MARK: The hostile driver's writes
 
-    /// The driver's areas as one address space: descriptor table, available ring, buffer space.
-    var driverSpace: [Range<UInt64>] {
-        let areas = addresses.placement.areas
-        return [areas[0].range, areas[1].range] + bufferSpace
-    }
-
     /// Writes `bytes` at bus address `address` (bytes that fall in a gap are dropped).
     func write(_ bytes: UnsafeRawBufferPointer, at address: UInt64) {
-        for piece in memory.pieces(at: address, count: bytes.count) {
+        memory.forEachPiece(at: address, count: bytes.count) { piece in
             (memory.mappings[piece.mapping].region.base + piece.offset)
                 .copyMemory(from: bytes.baseAddress! + piece.source, byteCount: piece.count)
             shadow.set(piece, from: bytes)
@@ -293,7 +298,7 @@ final class DeviceSession {
 
     /// Records bytes the device is expected to write at `address`.
     func setShadow(_ bytes: UnsafeRawBufferPointer, at address: UInt64) {
-        for piece in memory.pieces(at: address, count: bytes.count) {
+        memory.forEachPiece(at: address, count: bytes.count) { piece in
             shadow.set(piece, from: bytes)
         }
     }
@@ -333,10 +338,9 @@ final class DeviceSession {
         }
         switch op % 10 {
         case 0:
-            let space = driverSpace
-            let offset = Int(reader.uint16()) % space.reduce(0) { $0 + $1.count }
+            let offset = Int(reader.uint16()) % driverSpaceSize
             let count = Int(reader.byteOrZero())
-            write(space: space, offset: offset, reader.bytes(upTo: count))
+            write(space: driverSpace, offset: offset, reader.bytes(upTo: count))
         case 1:
             write16(reader.uint16(), at: addresses.availableIndex)
         case 2:
@@ -367,8 +371,7 @@ final class DeviceSession {
             }
             if target & 0x80 != 0 {
                 // An entry of an indirect table in the buffer space (across mappings, maybe).
-                let spaceSize = bufferSpace.reduce(0) { $0 + $1.count }
-                let offset = (Int(target & 0x7F) * 16) % (spaceSize - 15)
+                let offset = (Int(target & 0x7F) * 16) % (bufferSpaceSize - 15)
                 descriptor.withUnsafeBytes { write(space: bufferSpace, offset: offset, $0) }
             } else {
                 descriptor.withUnsafeBytes { write($0, at: addresses.descriptor(Int(target) % size)) }
@@ -504,6 +507,7 @@ final class DeviceSession {
         expected: [ReferenceChainParser.Segment]
     ) throws(InvariantFailure) {
         var seen: [ReferenceChainParser.Segment] = []
+        seen.reserveCapacity(expected.count)
         var outside: String?
         var checksum: UInt8 = 0
         let memory = self.memory
@@ -542,8 +546,11 @@ final class DeviceSession {
         }
         try check(seen == expected, "request \(request.id) segments \(seen) differ from the reference \(expected)")
         try check(request.segmentCount == expected.count, "segmentCount \(request.segmentCount) != \(expected.count)")
-        let readable = expected.filter { !$0.writable }.reduce(0) { $0 + Int($1.length) }
-        let writable = expected.filter { $0.writable }.reduce(0) { $0 + Int($1.length) }
+        var readable = 0
+        var writable = 0
+        for segment in expected {
+            if segment.writable { writable += Int(segment.length) } else { readable += Int(segment.length) }
+        }
         try check(
             request.readableByteCount == readable && request.writableByteCount == writable,
             "request \(request.id) counts \(request.readableByteCount)/\(request.writableByteCount) != \(readable)/\(writable)"

@@ -64,7 +64,7 @@ extension DriverSession {
         let outcome = reference.parsePacked(
             index: availablePosition.index,
             wrap: availablePosition.wrap,
-            held: [Bool](repeating: false, count: size),
+            held: noneHeld,
             room: size - availablePosition.steps(after: usedPosition, size: size)
         )
         guard case .list(let id, let count, .valid(let segments)) = outcome, id == head,
@@ -107,7 +107,7 @@ extension DriverSession {
                 ready: true,
                 id: UInt32(next.id),
                 written: next.written,
-                context: "in a batch \(pendingBatch) at \(usedPosition)"
+                context: .inBatch(pendingBatch, at: usedPosition)
             )
         }
         let descriptor = addresses.descriptor(usedPosition.index)
@@ -146,7 +146,7 @@ extension DriverSession {
                 ready: true,
                 id: UInt32(submissionOrder[0]),
                 written: pendingBatch[0].written,
-                context: "at \(usedPosition) (id \(id), len \(length): the batch \(pendingBatch))"
+                context: .batch(at: usedPosition, id: id, length: length, batch: pendingBatch)
             )
         }
         return TakePrediction(
@@ -154,7 +154,7 @@ extension DriverSession {
             ready: isUsed,
             id: UInt32(id),
             written: Int(written),
-            context: "at \(usedPosition) (flags 0x\(String(flags, radix: 16)), id \(id), len \(length))"
+            context: .packed(at: usedPosition, flags: flags, id: id, length: length)
         )
     }
 }

@@ -196,6 +196,8 @@ final class DriverSession {
     var inOrder = false
     var submissionOrder: [UInt16] = []
     var pendingBatch: [(id: UInt16, written: Int)] = []
+    /// No buffer ID held: the device's state `checkPublishedPacked` parses the driver's lists with.
+    let noneHeld: [Bool]
 
     /// Attaches a driver: through `header` (this package's region format, written first; the
     /// pool is its data area), or, without one, through the general initialiser on `placement`
@@ -243,23 +245,20 @@ final class DriverSession {
         var allowed = [placement.areas[0].range, placement.areas[1].range]
         allowed += slots.map { $0..<$0 + UInt64(bufferSize) }
         self.protected = memory.mappings.map { mapping in
-            var mask = [Bool](repeating: true, count: mapping.region.count)
-            for range in allowed {
+            // The mapping's offsets the allowed ranges cover, merged in order; the rest is
+            // protected.
+            let covered = allowed.compactMap { range -> Range<Int>? in
                 let low = max(range.lowerBound, mapping.busRange.lowerBound)
                 let high = min(range.upperBound, mapping.busRange.upperBound)
-                guard low < high else { continue }
-                for offset in Int(low - mapping.bus)..<Int(high - mapping.bus) { mask[offset] = false }
-            }
+                return low < high ? Int(low - mapping.bus)..<Int(high - mapping.bus) : nil
+            }.sorted { $0.lowerBound < $1.lowerBound }
             var ranges: [Range<Int>] = []
-            var start: Int?
-            for offset in 0...mask.count {
-                let inside = offset < mask.count && mask[offset]
-                if inside, start == nil { start = offset }
-                if !inside, let first = start {
-                    ranges.append(first..<offset)
-                    start = nil
-                }
+            var start = 0
+            for range in covered {
+                if range.lowerBound > start { ranges.append(start..<range.lowerBound) }
+                start = max(start, range.upperBound)
             }
+            if start < mapping.region.count { ranges.append(start..<mapping.region.count) }
             return ranges
         }
         self.memory = memory
@@ -274,6 +273,7 @@ final class DriverSession {
         self.kept = .allocate(capacity: max(placement.size, 1))
         self.inOrder = features.contains(.inOrder)
         self.packed = placement.format == .packed
+        self.noneHeld = [Bool](repeating: false, count: placement.size)
         try check(
             queue.bufferCount == slots.count,
             "the driver has \(queue.bufferCount) pool buffers, the harness counts \(slots.count) usable slots"
@@ -342,7 +342,7 @@ final class DriverSession {
 
     /// The device's writes: into the used ring only (the harness's shadow follows them).
     func deviceWrite(_ bytes: UnsafeRawBufferPointer, at address: UInt64) {
-        for piece in memory.pieces(at: address, count: bytes.count) {
+        memory.forEachPiece(at: address, count: bytes.count) { piece in
             (memory.mappings[piece.mapping].region.base + piece.offset)
                 .copyMemory(from: bytes.baseAddress! + piece.source, byteCount: piece.count)
             shadow.set(piece, from: bytes)
@@ -534,19 +534,39 @@ final class DriverSession {
             segments.allSatisfy { usableSlots.contains($0.address) && Int($0.length) <= bufferSize },
             "chain \(head) published segments \(segments) outside the usable pool slots"
         )
-        let readable = segments.filter { !$0.writable }.map { segment in
-            Array(
-                UnsafeRawBufferPointer(
-                    start: memory.pointer(at: segment.address, count: Int(segment.length)),
-                    count: Int(segment.length)
-                )
-            )
+        // The readable segments, in order, hold the payloads; the writable ones have the
+        // capacities asked for.
+        var readable = 0
+        var writable = 0
+        var same = true
+        for segment in segments {
+            if segment.writable {
+                same = same && writable < model.writable.count && model.writable[writable] == Int(segment.length)
+                writable += 1
+            } else {
+                same =
+                    same && readable < model.readable.count
+                    && Self.holds(
+                        UnsafeRawBufferPointer(
+                            start: memory.pointer(at: segment.address, count: Int(segment.length)),
+                            count: Int(segment.length)
+                        ),
+                        model.readable[readable]
+                    )
+                readable += 1
+            }
         }
-        let writable = segments.filter(\.writable).map { Int($0.length) }
         try check(
-            readable == model.readable && writable == model.writable,
+            same && readable == model.readable.count && writable == model.writable.count,
             "chain \(head) published \(segments), not the chain built (\(model.readable.map(\.count)) readable, \(model.writable) writable)"
         )
+    }
+
+    /// Whether `bytes` are exactly `payload`.
+    static func holds(_ bytes: UnsafeRawBufferPointer, _ payload: [UInt8]) -> Bool {
+        guard bytes.count == payload.count else { return false }
+        guard let start = bytes.baseAddress, bytes.count > 0 else { return true }
+        return payload.withUnsafeBytes { memcmp(start, $0.baseAddress!, bytes.count) == 0 }
     }
 
     // MARK: Taking back
@@ -559,8 +579,33 @@ final class DriverSession {
         var ready: Bool
         var id: UInt32
         var written: Int
-        /// The ring state the prediction is made from, for the failure messages.
-        var context: String
+        /// The ring state the prediction is made from, for the failure messages (formatted
+        /// only for one).
+        var context: Context
+    }
+
+    /// The ring state a prediction is made from, as values: a message is made of it only when
+    /// a check fails.
+    enum Context: CustomStringConvertible {
+        case split(index: UInt16, lastUsed: UInt16, id: UInt32, length: UInt32)
+        case packed(at: PackedPosition, flags: UInt16, id: UInt16, length: UInt32)
+        /// Under IN_ORDER: a used descriptor that starts a batch.
+        case batch(at: PackedPosition, id: UInt16, length: UInt32, batch: [(id: UInt16, written: Int)])
+        /// Under IN_ORDER: the next chain of a batch being taken back.
+        case inBatch([(id: UInt16, written: Int)], at: PackedPosition)
+
+        var description: String {
+            switch self {
+            case .split(let index, let lastUsed, let id, let length):
+                "(used.idx \(index), last seen \(lastUsed), element \(id) / \(length))"
+            case .packed(let position, let flags, let id, let length):
+                "at \(position) (flags 0x\(String(flags, radix: 16)), id \(id), len \(length))"
+            case .batch(let position, let id, let length, let batch):
+                "at \(position) (id \(id), len \(length): the batch \(batch))"
+            case .inBatch(let batch, let position):
+                "in a batch \(batch) at \(position)"
+            }
+        }
     }
 
     /// The prediction on the split ring, from `used.idx` (read when the driver reads it) and
@@ -593,7 +638,7 @@ final class DriverSession {
             ready: index != lastUsed,
             id: id,
             written: Int(length),
-            context: "(used.idx \(index), last seen \(lastUsed), element \(id) / \(length))"
+            context: .split(index: index, lastUsed: lastUsed, id: id, length: length)
         )
     }
 
@@ -657,8 +702,13 @@ final class DriverSession {
             used.writtenByteCount <= model.writableByteCount,
             "chain \(used.id) reports \(used.writtenByteCount) written of \(model.writableByteCount) writable"
         )
-        var readable: [[UInt8]] = []
-        var writable: [Int] = []
+        // Walked once, compared as it goes: the readable views hold the payloads, the writable
+        // ones are the reported prefix of the capacities.
+        var readable = 0
+        var writable = 0
+        var readableSame = true
+        var writableSame = true
+        var remaining = used.writtenByteCount
         var outside = false
         let memory = self.memory
         let slots = usableSlots
@@ -669,23 +719,36 @@ final class DriverSession {
                 let address = memory.locate(start, count: bytes.count)?.address
                 if address.map({ !slots.contains($0) }) ?? true || bytes.count > bufferSize { outside = true }
                 if isWritable {
-                    writable.append(bytes.count)
+                    if writable < model.writable.count {
+                        let count = min(remaining, model.writable[writable])
+                        remaining -= count
+                        writableSame = writableSame && bytes.count == count
+                    } else {
+                        writableSame = false
+                    }
+                    writable += 1
                 } else {
-                    readable.append(Array(bytes))
+                    readableSame =
+                        readableSame && readable < model.readable.count && Self.holds(bytes, model.readable[readable])
+                    readable += 1
                 }
             }
         } catch {
             throw InvariantFailure("viewing the segments of own chain \(used.id) failed: \(error)")
         }
         try check(!outside, "chain \(used.id) has a segment outside the usable pool slots")
-        try check(readable == model.readable, "chain \(used.id) readable bytes changed")
-        var remaining = used.writtenByteCount
-        let expectedWritable = model.writable.map { capacity in
-            let count = min(remaining, capacity)
-            remaining -= count
-            return count
+        try check(readableSame && readable == model.readable.count, "chain \(used.id) readable bytes changed")
+        if !writableSame || writable != model.writable.count {
+            var views: [Int] = []
+            try? queue.forEachSegment(of: used) { isWritable, bytes in if isWritable { views.append(bytes.count) } }
+            var left = used.writtenByteCount
+            let expected = model.writable.map { capacity in
+                let count = min(left, capacity)
+                left -= count
+                return count
+            }
+            throw InvariantFailure("chain \(used.id) writable views \(views) != \(expected)")
         }
-        try check(writable == expectedWritable, "chain \(used.id) writable views \(writable) != \(expectedWritable)")
     }
 
     func keepOrFree(_ used: consuming UsedChain, _ model: Submitted, keep: Bool) throws(InvariantFailure) {

@@ -11,7 +11,7 @@ public import Virtqueue
 ///
 /// With one mapping at bus address 0 it is exactly the region the harnesses used before memory
 /// had more than one mapping. The harness keeps a copy and plays the peer through it: its reads
-/// and writes go through its own translation (``pieces(at:count:)``), never the core's.
+/// and writes go through its own translation (``forEachPiece(at:count:_:)``), never the core's.
 /// Call ``deallocate()`` once, after the queue is gone.
 public struct FuzzMemory: GuestMemory {
     /// One mapping: bus addresses `bus ..< bus + region.count` are `region`'s bytes.
@@ -28,12 +28,16 @@ public struct FuzzMemory: GuestMemory {
     /// The mappings, in the order given.
     public let mappings: [Mapping]
     let guestMappings: [GuestMapping]
+    /// The mappings' indices in bus order: the order of the pieces of a range.
+    let busOrder: [Int]
 
     /// Allocates one region per entry, `count` zeroed bytes at bus address `bus`, its first byte
     /// `skew` bytes past 64-byte alignment.
     public init(_ layout: [(bus: UInt64, count: Int, skew: Int)]) {
-        mappings = layout.map { Mapping(bus: $0.bus, region: FuzzRegion(count: $0.count, skew: $0.skew)) }
+        let mappings = layout.map { Mapping(bus: $0.bus, region: FuzzRegion(count: $0.count, skew: $0.skew)) }
+        self.mappings = mappings
         guestMappings = mappings.map { GuestMapping(busAddress: $0.bus, bytes: $0.region.bytes) }
+        busOrder = mappings.indices.sorted { mappings[$0].bus < mappings[$1].bus }
     }
 
     /// Frees every mapping's bytes. No copy may be used afterwards.
@@ -58,18 +62,19 @@ public struct FuzzMemory: GuestMemory {
         var count: Int
     }
 
-    /// The mapped pieces of `[address, address + count)`, in bus order; bytes in gaps (or past
-    /// 2^64) have none.
-    func pieces(at address: UInt64, count: Int) -> [Piece] {
-        guard count > 0 else { return [] }
+    /// Calls `body` with each mapped piece of `[address, address + count)`, in bus order; bytes
+    /// in gaps (or past 2^64) have none. (The mappings do not overlap, so bus order is the order
+    /// of the pieces in the range.) Allocates nothing: every harness write goes through it.
+    func forEachPiece(at address: UInt64, count: Int, _ body: (Piece) -> Void) {
+        guard count > 0 else { return }
         let end = address.addingReportingOverflow(UInt64(count))
         let last = end.overflow ? UInt64.max : end.partialValue
-        var result: [Piece] = []
-        for (index, mapping) in mappings.enumerated() {
+        for index in busOrder {
+            let mapping = mappings[index]
             let low = max(address, mapping.busRange.lowerBound)
             let high = min(last, mapping.busRange.upperBound)
             guard low < high else { continue }
-            result.append(
+            body(
                 Piece(
                     mapping: index,
                     offset: Int(low - mapping.bus),
@@ -78,7 +83,6 @@ public struct FuzzMemory: GuestMemory {
                 )
             )
         }
-        return result.sorted { $0.source < $1.source }
     }
 
     /// The host address of `[address, address + count)` when it lies inside one mapping.

@@ -38,18 +38,23 @@ struct ReferenceChainParser {
     /// Where buffers and indirect tables must lie besides inside the mappings; `nil` for anywhere.
     let bufferArea: Range<UInt64>?
     let indirectNegotiated: Bool
+    /// The bus ranges buffers may use: each mapping cut to the buffer area, in bus order.
+    let windows: [Range<UInt64>]
+    let queueSize: Int
 
-    var queueSize: Int { addresses.placement.size }
-
-    /// The bus ranges buffers may use: each mapping cut to the buffer area.
-    var windows: [Range<UInt64>] {
-        memory.mappings.compactMap { mapping in
+    init(memory: FuzzMemory, addresses: SplitRingAddresses, bufferArea: Range<UInt64>?, indirectNegotiated: Bool) {
+        self.memory = memory
+        self.addresses = addresses
+        self.bufferArea = bufferArea
+        self.indirectNegotiated = indirectNegotiated
+        self.queueSize = addresses.placement.size
+        self.windows = memory.mappings.compactMap { mapping in
             let range = mapping.busRange
             guard let area = bufferArea else { return range }
             let low = max(range.lowerBound, area.lowerBound)
             let high = min(range.upperBound, area.upperBound)
             return low < high ? low..<high : nil
-        }
+        }.sorted { $0.lowerBound < $1.lowerBound }
     }
 
     /// Reads the descriptor at bus address `address`, which the caller checked is mapped (an
@@ -65,28 +70,35 @@ struct ReferenceChainParser {
         )
     }
 
-    /// The pieces of a buffer, one per mapping it crosses, or `nil` when any byte of it is not
-    /// mapped inside the buffer area, or it overflows.
-    func translate(_ address: UInt64, _ length: UInt32, writable: Bool) -> [Segment]? {
+    /// Appends the pieces of a buffer, one per mapping it crosses, to `segments`; `false` (and
+    /// nothing appended) when any byte of it is not mapped inside the buffer area, or it
+    /// overflows.
+    func translate(_ address: UInt64, _ length: UInt32, writable: Bool, into segments: inout [Segment]) -> Bool {
         let (end, overflow) = address.addingReportingOverflow(UInt64(length))
-        guard !overflow else { return nil }
-        if let area = bufferArea, !(address >= area.lowerBound && end <= area.upperBound) { return nil }
-        let windows = self.windows.sorted { $0.lowerBound < $1.lowerBound }
+        guard !overflow else { return false }
+        if let area = bufferArea, !(address >= area.lowerBound && end <= area.upperBound) { return false }
         guard length > 0 else {
             // An empty buffer needs only its address mapped, or at a mapping's end.
-            guard windows.contains(where: { $0.lowerBound <= address && address <= $0.upperBound }) else { return nil }
-            return [Segment(address: address, length: 0, writable: writable)]
+            guard windows.contains(where: { $0.lowerBound <= address && address <= $0.upperBound }) else {
+                return false
+            }
+            segments.append(Segment(address: address, length: 0, writable: writable))
+            return true
         }
-        var pieces: [Segment] = []
+        // The pieces must add up to the buffer; then they are its segments, in bus order.
         var covered: UInt64 = 0
         for window in windows {
             let low = max(window.lowerBound, address)
             let high = min(window.upperBound, end)
-            guard low < high else { continue }
-            pieces.append(Segment(address: low, length: UInt32(high - low), writable: writable))
-            covered += high - low
+            if low < high { covered += high - low }
         }
-        return covered == UInt64(length) ? pieces : nil
+        guard covered == UInt64(length) else { return false }
+        for window in windows {
+            let low = max(window.lowerBound, address)
+            let high = min(window.upperBound, end)
+            if low < high { segments.append(Segment(address: low, length: UInt32(high - low), writable: writable)) }
+        }
+        return true
     }
 
     /// Whether an indirect table lies inside one mapping, inside the buffer area.
@@ -97,8 +109,13 @@ struct ReferenceChainParser {
 
     /// The segments of a chain so far, and whether a writable one was seen.
     struct Collector {
-        var segments: [Segment] = []
+        var segments: [Segment]
         var sawWritable = false
+
+        init() {
+            segments = []
+            segments.reserveCapacity(8)
+        }
 
         /// Adds a buffer: `nil` when it is mapped and in order, else the refusal.
         mutating func add(
@@ -108,12 +125,15 @@ struct ReferenceChainParser {
             _ flags: UInt16
         ) -> Outcome? {
             let writable = flags & 2 != 0
-            guard let pieces = parser.translate(address, length, writable: writable) else {
+            let count = segments.count
+            guard parser.translate(address, length, writable: writable, into: &segments) else {
                 return .invalid("buffer 0x\(String(address, radix: 16))+\(length) is not mapped", [.bufferOutOfRange])
             }
-            if !writable && sawWritable { return .invalid("readable after writable", [.writableBeforeReadable]) }
+            if !writable && sawWritable {
+                segments.removeSubrange(count...)
+                return .invalid("readable after writable", [.writableBeforeReadable])
+            }
             sawWritable = sawWritable || writable
-            segments += pieces
             return nil
         }
     }
@@ -143,11 +163,10 @@ struct ReferenceChainParser {
         guard descriptors + tableCount <= queueSize else {
             return .invalid("indirect table too long", [.peerChainTooLong])
         }
-        var tableVisited = [Bool](repeating: false, count: tableCount)
+        var tableVisited = VisitedSet(count: tableCount)
         var tableIndex = 0
         while true {
-            guard !tableVisited[tableIndex] else { return .invalid("indirect loop", Self.loop) }
-            tableVisited[tableIndex] = true
+            guard tableVisited.insert(tableIndex) else { return .invalid("indirect loop", Self.loop) }
             var inner = descriptor(at: entry.address + 16 * UInt64(tableIndex))
             // A packed entry's `flags` are where a split one's `next` is (its `id` is ignored).
             if packed { inner.flags = inner.next }
@@ -170,11 +189,10 @@ struct ReferenceChainParser {
     func parse(head: Int) -> Outcome {
         var collector = Collector()
         var descriptors = 0
-        var visited = [Bool](repeating: false, count: queueSize)
+        var visited = VisitedSet(count: queueSize)
         var index = head
         while true {
-            guard !visited[index] else { return .invalid("descriptor \(index) visited twice", Self.loop) }
-            visited[index] = true
+            guard visited.insert(index) else { return .invalid("descriptor \(index) visited twice", Self.loop) }
             let entry = descriptor(at: addresses.descriptor(index))
             if entry.flags & 4 != 0 {
                 return indirect(entry, after: descriptors, packed: false, into: &collector)
@@ -238,37 +256,39 @@ struct ReferenceChainParser {
                     [.wrapCounterMismatch]
                 ) : .empty
         }
-        var list: [(address: UInt64, length: UInt32, id: UInt16, flags: UInt16)] = []
+        // The list's extent first: its descriptors, at positions `start` on, number `count`.
+        var count = 0
         var index = start
         var wrap = startWrap
+        var last = packedDescriptor(start)
         while true {
             let entry = packedDescriptor(index)
             guard Self.available(entry.flags, wrap: wrap) else {
                 return .violation("descriptor \(index) of the list is not available", [.descriptorNotAvailable])
             }
-            guard list.isEmpty || entry.flags & 4 == 0 else {
+            guard count == 0 || entry.flags & 4 == 0 else {
                 return .violation("INDIRECT descriptor \(index) inside a list", [.indirectWithNext])
             }
-            list.append(entry)
-            guard list.count <= room else {
+            count += 1
+            last = entry
+            guard count <= room else {
                 return .violation(
-                    "the list reaches \(list.count) descriptors, over the \(queueSize - room) in flight",
+                    "the list reaches \(count) descriptors, over the \(queueSize - room) in flight",
                     [.availableIndexJump]
                 )
             }
             if entry.flags & 1 == 0 || entry.flags & 4 != 0 { break }
-            guard list.count < queueSize else { return .violation("a list longer than the queue", [.peerChainTooLong]) }
-            index += 1
-            if index == queueSize {
-                index = 0
-                wrap.toggle()
-            }
+            guard count < queueSize else { return .violation("a list longer than the queue", [.peerChainTooLong]) }
+            index = (index + 1) % queueSize
+            if index == 0 { wrap.toggle() }
         }
-        let id = list[list.count - 1].id
+        let id = last.id
         guard Int(id) < queueSize else { return .violation("buffer ID \(id) out of range", [.headOutOfRange]) }
         guard !held[Int(id)] else { return .violation("buffer \(id) is already held", [.headAlreadyInFlight]) }
+        // Then its buffers, from the same descriptors.
         var collector = Collector()
-        for entry in list {
+        for step in 0..<count {
+            let entry = packedDescriptor((start + step) % queueSize)
             if entry.flags & 4 != 0 {
                 let outcome = indirect(
                     (entry.address, entry.length, entry.flags, 0),
@@ -276,12 +296,34 @@ struct ReferenceChainParser {
                     packed: true,
                     into: &collector
                 )
-                return .list(id: id, count: list.count, outcome)
+                return .list(id: id, count: count, outcome)
             }
             if let problem = collector.add(self, entry.address, entry.length, entry.flags) {
-                return .list(id: id, count: list.count, problem)
+                return .list(id: id, count: count, problem)
             }
         }
-        return .list(id: id, count: list.count, .valid(collector.segments))
+        return .list(id: id, count: count, .valid(collector.segments))
+    }
+}
+
+/// The reference parser's visited set: a bit per index up to 64 (every queue the harnesses
+/// build), an array beyond.
+struct VisitedSet {
+    var bits: UInt64 = 0
+    var large: [Bool]
+
+    init(count: Int) {
+        large = count > 64 ? [Bool](repeating: false, count: count) : []
+    }
+
+    /// Adds `index` (below the count); `false` if it was there already.
+    mutating func insert(_ index: Int) -> Bool {
+        if large.isEmpty {
+            let bit: UInt64 = 1 << UInt64(index)
+            defer { bits |= bit }
+            return bits & bit == 0
+        }
+        defer { large[index] = true }
+        return !large[index]
     }
 }
