@@ -21,6 +21,7 @@ usage: scripts/instructions.sh [SCENARIO...]     (default: one three c cvq)
 
 In-process cycles (both ends on one thread, per cycle):
   one          the Swift heap cycle, one readable 64 B segment
+  one-send     `one` with DriverQueue.send(count:_:) in place of makeChain, appendReadable, submit
   three        the Swift heap cycle, two readable 64 B segments and one writable (8-byte reply)
   one-packed, three-packed  the same cycles on the packed ring
   one-in-order, three-in-order
@@ -53,7 +54,7 @@ for argument in "$@"; do
         usage
         exit 0
         ;;
-    one | three | one-packed | three-packed | one-in-order | three-in-order | one-packed-in-order | three-packed-in-order | shm-child-packed | shm-child-in-order | c | cvq | cvq3 | cvq-full | cvq3-full | serve | serve-generic | threads | shm-child | c-child | c-child-full)
+    one | one-send | three | one-packed | three-packed | one-in-order | three-in-order | one-packed-in-order | three-packed-in-order | shm-child-packed | shm-child-in-order | c | cvq | cvq3 | cvq-full | cvq3-full | serve | serve-generic | threads | shm-child | c-child | c-child-full)
         scenarios+=("$argument")
         ;;
     *)

@@ -69,6 +69,39 @@ public struct HeapCycle: ~Copyable {
         return checksum
     }
 
+    /// Runs `iterations` one-segment cycles with the driver's one-call
+    /// ``DriverQueue/send(count:publish:_:)`` in place of `makeChain`, `appendReadable` and
+    /// `submit`; the rest as ``runOneSegment(iterations:)``.
+    ///
+    /// - Returns: The sum of the sequence numbers the device saw.
+    /// - Throws: ``VirtqueueError`` if any step fails or a message arrives damaged.
+    @inlinable
+    public mutating func runOneSend(iterations: Int) throws(VirtqueueError) -> UInt64 {
+        var checksum: UInt64 = 0
+        for _ in 0..<iterations {
+            let sequence = self.sequence
+            self.sequence &+= 1
+            try driver.send(count: payload) { bytes in
+                Message.write(sequence, into: bytes)
+            }
+
+            guard let request = try device.nextRequest() else { throw Self.lost }
+            var seen: UInt64? = nil
+            do {
+                try device.forEachReadable(in: request) { bytes in seen = Message.touch(bytes) }
+            } catch {
+                throw .fromView(error)
+            }
+            guard let seen else { throw Self.damaged }
+            checksum &+= seen
+            try device.complete(request, written: 0)
+
+            guard let used = try driver.takeUsed() else { throw Self.lost }
+            try driver.free(used)
+        }
+        return checksum
+    }
+
     /// Runs `iterations` three-segment cycles: two device-readable segments and one
     /// device-writable one, into which the device writes an 8-byte reply that the driver reads.
     ///

@@ -39,6 +39,7 @@ func usage() -> Never {
 
             profile runs a fixed amount of work, for callgrind (scripts/instructions.sh):
               one, three      the Swift heap cycle, 1 segment / 2 readable + 1 writable
+              one-send        `one` with the driver's one-call send (split ring)
               one-packed, three-packed  the same on the packed ring
               one-in-order, three-in-order   the same with VIRTIO_F_IN_ORDER negotiated
               one-packed-in-order, three-packed-in-order   the same on the packed ring
@@ -68,6 +69,9 @@ if arguments.first == "profile" {
     case "one", "one-packed":
         var heap = try HeapCycle(features: arguments[1] == "one" ? .all : packedFeatures)
         print(try heap.runOneSegment(iterations: iterations))
+    case "one-send":
+        var heap = try HeapCycle()
+        print(try heap.runOneSend(iterations: iterations))
     case "three", "three-packed":
         var heap = try HeapCycle(features: arguments[1] == "three" ? .all : packedFeatures)
         print(try heap.runThreeSegments(iterations: iterations))

@@ -47,13 +47,14 @@ internal struct HeadRecord {
 
     /// The record of a chain whose first segment is `buffer` on descriptor `head`.
     @inlinable @inline(__always)
-    init(head: UInt16, buffer: UInt32, writableByteCount: UInt64, hasWritable: Bool) {
+    init(head: UInt16, buffer: UInt32, writableByteCount: UInt64, hasWritable: Bool, inFlight: Bool = false) {
         firstBuffer = buffer
         lastBuffer = buffer
         segmentCount = 1
         self.writableByteCount = writableByteCount
         lastDescriptor = head
         self.hasWritable = hasWritable
+        self.inFlight = inFlight
     }
 }
 
