@@ -19,7 +19,7 @@ import Virtqueue
 ///
 /// | op % 10 | operation |
 /// |---|---|
-/// | 0, 1 | build and submit a chain of 0–3 readable and 0–3 writable segments (lengths from the input) |
+/// | 0, 1 | build and submit a chain of 0–3 readable and 0–3 writable segments (lengths from the input); one readable segment with bit 6 of the shape set goes out with `send(count:_:)` |
 /// | 2 | write up to 255 raw bytes anywhere in the used ring (flags, idx, elements, `avail_event`) |
 /// | 3 | write one used element naming a chain in flight (or a raw id) and advance `used.idx` |
 /// | 4 | set `used.idx` |
@@ -420,6 +420,8 @@ final class DriverSession {
     // MARK: Submitting
 
     func submit(shape: UInt8, _ reader: inout FuzzInput) throws(InvariantFailure) {
+        // One readable segment, nothing else, and bit 6: the one-call `send`.
+        if shape & 0x7F == 0x41 { return try send(&reader) }
         var chain = queue.makeChain()
         var model = Submitted(readable: [], writable: [], indirect: false)
         var appendError: VirtqueueError?
@@ -488,6 +490,40 @@ final class DriverSession {
             }
             return
         }
+        try submitted(head: head, model)
+    }
+
+    /// A one-segment chain sent with `send(count:_:)`: the same model and checks as a chain of
+    /// one readable segment built and submitted with three calls, and `fill` called only for a
+    /// chain that is sent.
+    func send(_ reader: inout FuzzInput) throws(InvariantFailure) {
+        serial &+= 1
+        let count = Int(reader.byteOrZero()) % (bufferSize + 2)
+        let payload = (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 7) ^ serial }
+        var filled = false
+        let head: UInt16
+        do {
+            head = try queue.send(count: count) { bytes in
+                bytes.copyBytes(from: payload)
+                filled = true
+            }
+        } catch {
+            try check(!filled, "send filled a chain it refused (\(error))")
+            if broken {
+                try check(error.code == .queueBroken, "sending on a broken queue reported \(error)")
+            } else {
+                let callerCodes: [VirtqueueError.Code] = [.payloadTooLarge, .poolExhausted, .ringFull]
+                try check(callerCodes.contains(error.code), "sending reported \(error)")
+                try check(!queue.isBroken, "a caller mistake broke the queue: \(error)")
+            }
+            return
+        }
+        try check(filled, "send did not fill the chain it sent")
+        try submitted(head: head, Submitted(readable: [payload], writable: [], indirect: false))
+    }
+
+    /// Checks and records a chain the driver accepted with head `head`.
+    func submitted(head: UInt16, _ model: Submitted) throws(InvariantFailure) {
         try check(!broken, "a broken queue accepted a chain")
         try check(Int(head) < size, "head \(head) is not below the queue size")
         try check(inFlight[head] == nil, "head \(head) was handed out while still in flight")
