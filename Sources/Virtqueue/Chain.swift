@@ -2,7 +2,7 @@
 ///
 /// Create one with ``DriverQueue/makeChain()``, add device-readable segments and then
 /// device-writable ones with ``DriverQueue/appendReadable(to:count:_:)`` and
-/// ``DriverQueue/appendWritable(to:capacity:)``, and hand it over with ``DriverQueue/submit(_:)``.
+/// ``DriverQueue/appendWritable(to:capacity:)``, and hand it over with ``DriverQueue/submit(_:publish:)``.
 /// A chain you decide not to send goes back with ``DriverQueue/discard(_:)``.
 ///
 /// The chain is `~Copyable`: it can be submitted or discarded once, and the compiler says so.

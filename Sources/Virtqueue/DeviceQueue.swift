@@ -1,7 +1,7 @@
 /// A request the device has taken from the available ring: one validated descriptor chain.
 ///
 /// The request is `~Copyable`: the device completes it exactly once, with
-/// ``DeviceQueue/complete(_:written:)``, and the compiler enforces that. Its segments are
+/// ``DeviceQueue/complete(_:written:publish:)``, and the compiler enforces that. Its segments are
 /// zero-copy views into the region, reached through ``DeviceQueue/forEachReadable(in:_:)`` and
 /// ``DeviceQueue/forEachWritable(in:_:)``. It belongs to the queue that took it: every other
 /// queue refuses it (<doc:TrustModel#A-token-belongs-to-its-queue>).
@@ -366,7 +366,7 @@ public struct DeviceQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     /// Copies `bytes` into the request's device-writable segments, in order.
     ///
     /// - Returns: The number of bytes written: the smaller of `bytes.count` and the writable room.
-    ///   Pass it to ``complete(_:written:)``.
+    ///   Pass it to ``complete(_:written:publish:)``.
     /// - Throws: ``VirtqueueError/Code-swift.struct/notOwned`` if `request` is another queue's
     ///   (<doc:TrustModel#A-token-belongs-to-its-queue>); nothing is written.
     @inlinable

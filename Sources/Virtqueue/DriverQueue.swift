@@ -44,7 +44,7 @@
 ///
 /// Each chain has one private record, indexed by its head descriptor, taken with its first
 /// segment: the ``Chain`` token carries only the head and its queue's identity, and each append
-/// writes its descriptor straight into the ring, where ``submit(_:)`` publishes it.
+/// writes its descriptor straight into the ring, where ``submit(_:publish:)`` publishes it.
 ///
 /// ### Split and packed rings
 ///
@@ -296,7 +296,7 @@ public struct DriverQueue<Memory: GuestMemory & ~Copyable, Notify: Notifier>: ~C
     ///   ``VirtqueueError/Code-swift.struct/notOwned`` for another queue's chain
     ///   (<doc:TrustModel#A-token-belongs-to-its-queue>); ``VirtqueueError/Code-swift.struct/queueBroken``
     ///   for a chain's first segment once the queue is broken (the check is made once per chain:
-    ///   a chain begun before the break is refused by ``submit(_:)``). The chain is unchanged.
+    ///   a chain begun before the break is refused by ``submit(_:publish:)``). The chain is unchanged.
     @inlinable @inline(__always)
     public mutating func appendReadable(
         to chain: inout Chain,

@@ -38,8 +38,8 @@ public struct ConformanceSuite: Sendable {
         /// `VirtqueueConformanceHelper` in the directory of the running executable — where
         /// SwiftPM builds it when the test target depends on the product of that name.
         public var helperExecutable: String?
-        /// The ring format every check's queues run: ``RingFormat/split`` (the default) or
-        /// ``RingFormat/packed`` (the checks' layouts gain VIRTIO_F_RING_PACKED, and the hostile
+        /// The ring format every check's queues run: `RingFormat.split` (the default) or
+        /// `RingFormat.packed` (the checks' layouts gain VIRTIO_F_RING_PACKED, and the hostile
         /// checks plant the packed rules of ``HostileDeviceRule`` and ``HostileDriverRule``). Run the
         /// suite once per format to cover both.
         public var ringFormat: RingFormat

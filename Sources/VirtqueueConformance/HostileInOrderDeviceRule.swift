@@ -76,7 +76,7 @@ public enum HostileInOrderDeviceRule: String, CaseIterable, Sendable {
     /// Submits the rules' three chains (heads 0, 1 and 3); the third staged, not published,
     /// for ``batchReachesAStagedChain``.
     ///
-    /// - Throws: What the driver throws, or ``VirtqueueError/Code-swift.struct/invalidConfiguration``
+    /// - Throws: What the driver throws, or `VirtqueueError.Code.invalidConfiguration`
     ///   if the heads differ.
     public func submitChains<Region: GuestMemory & ~Copyable, Notify: Notifier>(
         to driver: inout DriverQueue<Region, Notify>

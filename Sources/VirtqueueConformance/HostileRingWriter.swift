@@ -143,7 +143,7 @@ public struct HostileRingWriter<Region: GuestMemory & ~Copyable>: ~Copyable {
     public var packedFields: PackedRingAddresses { PackedRingAddresses(fields.placement) }
 
     /// Writes packed descriptor `index` (taken modulo the queue size): `addr`, `len`, `id`, then
-    /// `flags` (give the `AVAIL` / `USED` bits too, e.g. ``PackedRingFields/availableFlags(wrap:)``).
+    /// `flags` (give the `AVAIL` / `USED` bits too, e.g. `PackedRingFields.availableFlags(wrap:)`).
     public func packedDescriptor(_ index: Int, address: UInt64, length: UInt32, id: UInt16, flags: UInt16) {
         packedDescriptor(at: packedFields.descriptor(index), address: address, length: length, id: id, flags: flags)
     }
