@@ -135,12 +135,12 @@ public enum VirtioNet {
                 send.freeBufferCount > 0
             {
                 let number = UInt32(result.sent)
-                var chain = send.makeChain()
-                try send.appendReadable(to: &chain, count: headerSize + frameSize) { packet in
+                // A frame is one device-readable buffer (virtio-net header, then the frame): the
+                // one-call send, as Linux's virtqueue_add_outbuf with one buffer.
+                try send.send(count: headerSize + frameSize) { packet in
                     for index in 0..<headerSize { packet[index] = 0 }
                     write(number, into: UnsafeMutableRawBufferPointer(rebasing: packet[headerSize...]))
                 }
-                _ = try send.submit(chain)
                 result.sent += 1
             }
             try send.notifyIfNeeded()
